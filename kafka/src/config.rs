@@ -1,0 +1,172 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{ByteSize, Duration, Problems};
+
+/// The `kafka:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` bootstrap brokers. Overridden by `TAILGATE_KAFKA_BROKERS`.
+    pub brokers: String,
+    /// Topic names per signal.
+    pub topics: Topics,
+    /// Partitions of each topic. Used when Tailgate creates a topic, and checked against existing topics.
+    pub partitions: u32,
+    /// Replication factor used when Tailgate creates a topic.
+    pub replication_factor: i32,
+    /// Create missing topics at start-up. Off where topics are managed elsewhere.
+    pub create_topics: bool,
+    /// Producer settings.
+    pub producer: ProducerConfig,
+    /// Extra librdkafka properties for every client, e.g. `security.protocol`, `sasl.*`, `ssl.*`.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topics: Topics::default(),
+            partitions: 12,
+            replication_factor: 1,
+            create_topics: true,
+            producer: ProducerConfig::default(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Topics {
+    /// Spans as received, all of them.
+    pub spans: String,
+    /// Metrics: the services' own and the sampler's RED metrics.
+    pub metrics: String,
+    /// Log records.
+    pub logs: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics { spans: "otlp_spans".to_owned(), metrics: "otlp_metrics".to_owned(), logs: "otlp_logs".to_owned() }
+    }
+}
+
+/// Record compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The `kafka.producer:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProducerConfig {
+    /// Compression of record batches.
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch (`linger.ms`).
+    pub linger: Duration,
+    /// How long a record may take to be acknowledged before its request fails with a retryable error
+    /// (`message.timeout.ms`). Keep it below the clients' export timeout (10s in the OpenTelemetry SDKs) so they
+    /// hear a clear "retry" rather than time out.
+    pub delivery_timeout: Duration,
+    /// Largest record the producer writes (`message.max.bytes`). Requests are split to fit; must not exceed the
+    /// broker's and topic's `message.max.bytes`.
+    pub max_message_bytes: ByteSize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            compression: Compression::Lz4,
+            linger: Duration::from_millis(5),
+            delivery_timeout: Duration::from_secs(5),
+            max_message_bytes: ByteSize::b(1_000_000),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Applies the environment overrides for deployment-specific values.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(brokers) = get("TAILGATE_KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
+            self.brokers = brokers;
+        }
+    }
+
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.brokers.split(',').any(|b| b.trim().is_empty()) {
+            problems.push(format!("{path}.brokers"), "must be a comma-separated list of host:port");
+        }
+        for (name, topic) in
+            [("spans", &self.topics.spans), ("metrics", &self.topics.metrics), ("logs", &self.topics.logs)]
+        {
+            let valid = !topic.is_empty()
+                && topic.len() <= 249
+                && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                problems.push(
+                    format!("{path}.topics.{name}"),
+                    format!("`{topic}` is not a Kafka topic name (1-249 of a-z, A-Z, 0-9, '.', '_', '-')"),
+                );
+            }
+        }
+        if self.partitions == 0 {
+            problems.push(format!("{path}.partitions"), "must be at least 1");
+        }
+        if self.replication_factor < 1 {
+            problems.push(format!("{path}.replication_factor"), "must be at least 1");
+        }
+        if self.producer.delivery_timeout.get().is_zero() {
+            problems.push(format!("{path}.producer.delivery_timeout"), "must be longer than 0s");
+        }
+        if self.producer.linger.get() > std::time::Duration::from_secs(1) {
+            problems.push(format!("{path}.producer.linger"), "must be at most 1s: it adds to every request's latency");
+        }
+        let max = self.producer.max_message_bytes.get();
+        if !(64 * 1024..=1_000_000_000).contains(&max) {
+            problems.push(format!("{path}.producer.max_message_bytes"), "must be between 64KiB and 1GB");
+        }
+        for key in self.client.keys() {
+            if MANAGED.contains(&key.as_str()) {
+                problems.push(
+                    format!("{path}.client.{key}"),
+                    "is set by Tailgate to keep its delivery guarantee; use the matching kafka.* option if there is one",
+                );
+            }
+        }
+    }
+}
+
+/// librdkafka properties Tailgate owns, because the delivery guarantee depends on them.
+const MANAGED: &[&str] = &[
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "message.max.bytes",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+];

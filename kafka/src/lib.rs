@@ -1,0 +1,32 @@
+//! What every Tailgate role needs of Kafka: the `kafka:` config section, client settings, the idempotent producer
+//! and topic administration.
+//!
+//! Guarantees made here:
+//! * The producer is idempotent with `acks=all`: a delivery report of success means every in-sync replica has the
+//!   record, and librdkafka's retries never duplicate or reorder it.
+//! * Topics are checked at start-up. A topic with a partition count other than the configured one is an error,
+//!   because the partition of a trace is `murmur2(trace_id) mod partitions`: changing the count sends new spans of
+//!   a trace to a different sampler than its earlier spans.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod producer;
+mod topics;
+
+pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
+pub use producer::{create_producer, ProducerSettings};
+pub use topics::{ensure_topics, TopicError};
+
+use rdkafka::ClientConfig;
+
+/// The settings every client (producer, consumer, admin) starts from: brokers plus the user's `kafka.client`
+/// properties (security, SASL, TLS).
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.client {
+        client.set(key, value);
+    }
+    client
+}

@@ -1,0 +1,21 @@
+//! Kafka record headers every Tailgate record carries.
+//!
+//! Headers are metadata about the record, never about the telemetry inside it: a consumer that ignores them (the
+//! OpenTelemetry Collector's Kafka receiver, say) still reads the value correctly.
+
+/// Encoding of the record value. Always [`ENCODING_OTLP_PROTO`] today.
+pub const ENCODING: &str = "tailgate.encoding";
+/// The value of [`ENCODING`]: the name the OpenTelemetry Collector's Kafka exporter gives this encoding.
+pub const ENCODING_OTLP_PROTO: &str = "otlp_proto";
+
+/// Version of this contract. Consumers refuse records of a major version they don't know.
+pub const CONTRACT_VERSION: &str = "tailgate.contract";
+/// The value of [`CONTRACT_VERSION`] written by this build.
+pub const CONTRACT_VERSION_CURRENT: &str = "1";
+
+/// When the gateway received the request the record was made from: Unix time in nanoseconds, decimal ASCII.
+/// The record's Kafka timestamp holds the same instant in milliseconds.
+pub const RECEIVED_AT: &str = "tailgate.received_at_unix_nano";
+
+/// The tenant the data belongs to, once authentication assigns one. Absent means the default tenant.
+pub const TENANT: &str = "tailgate.tenant";

@@ -1,0 +1,258 @@
+//! Turning one OTLP export request into Kafka records.
+//!
+//! Each item (span, log record, metric) is routed by its key (see [`Signal::route`]) to the partition
+//! [`partition_for_key`] names. Items for the same partition are gathered, in their original order, into as few
+//! records as fit the record size limit; each record is a complete `Export*ServiceRequest` holding only the
+//! resources and scopes its items came from. A record's key is the key of its first item, so it hashes to the
+//! record's partition and a key-based partitioner would agree.
+//!
+//! Invariants, checked by the property tests below: every valid item ends up in exactly one record, on the
+//! partition of its key, under a copy of its own resource and scope; no record is larger than the limit; an item
+//! that cannot fit a record on its own, or whose IDs are invalid, is rejected and counted, never written.
+
+use std::borrow::Cow;
+
+use prost::Message;
+
+use crate::partition::partition_for_key;
+
+/// Bytes a length-delimited field may add around a message: a one-byte tag (every field Tailgate splits on has a
+/// number below 16) and a length varint of at most five bytes.
+const FIELD_FRAMING: usize = 6;
+
+/// One OTLP signal's three-level shape: request → resources → scopes → items.
+pub trait Signal: Message + Default + Sized {
+    /// `ResourceSpans`, `ResourceLogs`, `ResourceMetrics`.
+    type Resource: Message + Clone;
+    /// `ScopeSpans`, `ScopeLogs`, `ScopeMetrics`.
+    type Scope: Message + Clone;
+    /// `Span`, `LogRecord`, `Metric`.
+    type Item: Message;
+
+    /// What the items are called in messages and metrics: `spans`, `log_records`, `data_points`.
+    const ITEMS: &'static str;
+    /// Whether [`Signal::route`] reads the resource key; spares computing it for traces.
+    const ROUTES_BY_RESOURCE: bool;
+
+    fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
+    fn scopes_mut(resource: &mut Self::Resource) -> &mut Vec<Self::Scope>;
+    fn items_mut(scope: &mut Self::Scope) -> &mut Vec<Self::Item>;
+    fn resource_attributes(resource: &Self::Resource) -> Option<&opentelemetry_proto::tonic::resource::v1::Resource>;
+
+    /// How many items the OTLP response counts for this one (data points, for a metric).
+    fn count(_item: &Self::Item) -> usize {
+        1
+    }
+    /// Why the item must not be written, if it must not.
+    fn invalid(_item: &Self::Item) -> Option<Rejection> {
+        None
+    }
+    /// The partitioning key of an item. `resource_key` is [`resource_key`] of its resource when
+    /// [`Signal::ROUTES_BY_RESOURCE`], else empty.
+    fn route<'a>(item: &'a Self::Item, scope: &Self::Scope, resource_key: &'a [u8]) -> Cow<'a, [u8]>;
+}
+
+/// Why an item was not written to Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// A trace ID that is not 16 bytes or is all zero, or a span ID that is not 8 bytes or is all zero.
+    InvalidId,
+    /// The item alone, with its resource and scope, is larger than a Kafka record may be.
+    TooLarge,
+}
+
+impl Rejection {
+    /// The label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::InvalidId => "invalid_id",
+            Rejection::TooLarge => "too_large",
+        }
+    }
+}
+
+/// One Kafka record to produce.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub partition: u32,
+    pub key: Vec<u8>,
+    /// The encoded `Export*ServiceRequest`.
+    pub value: Vec<u8>,
+    /// Items inside, counted as the OTLP response counts them.
+    pub items: usize,
+}
+
+/// The outcome of [`split`].
+#[derive(Debug, Default)]
+pub struct Split {
+    pub records: Vec<Record>,
+    /// Items in `records`.
+    pub accepted: usize,
+    /// Items not written because their IDs were invalid.
+    pub rejected_invalid_id: usize,
+    /// Items not written because they cannot fit a record.
+    pub rejected_too_large: usize,
+}
+
+impl Split {
+    pub fn rejected(&self) -> usize {
+        self.rejected_invalid_id + self.rejected_too_large
+    }
+
+    /// The OTLP partial-success `error_message`, or `None` when nothing was rejected.
+    pub fn error_message<S: Signal>(&self, max_record_bytes: usize) -> Option<String> {
+        if self.rejected() == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if self.rejected_invalid_id > 0 {
+            parts.push(format!(
+                "{} with an invalid trace or span ID (trace IDs are 16 bytes, span IDs 8, not all zero)",
+                self.rejected_invalid_id
+            ));
+        }
+        if self.rejected_too_large > 0 {
+            parts.push(format!(
+                "{} larger than the Kafka record limit of {max_record_bytes} bytes",
+                self.rejected_too_large
+            ));
+        }
+        Some(format!("{} {} rejected: {}", self.rejected(), S::ITEMS, parts.join("; ")))
+    }
+}
+
+/// Splits `request` into records for a topic of `partitions` partitions, none larger than `max_record_bytes`.
+pub fn split<S: Signal>(mut request: S, partitions: u32, max_record_bytes: usize) -> Split {
+    let mut out = Split::default();
+    let mut open: Vec<Open<S>> = (0..partitions.max(1)).map(|_| Open::default()).collect();
+
+    for (ri, mut resource) in std::mem::take(request.resources_mut()).into_iter().enumerate() {
+        let scopes = std::mem::take(S::scopes_mut(&mut resource));
+        let resource_shell_len = resource.encoded_len() + FIELD_FRAMING;
+        let resource_key =
+            if S::ROUTES_BY_RESOURCE { resource_key(S::resource_attributes(&resource)) } else { Vec::new() };
+
+        for (si, mut scope) in scopes.into_iter().enumerate() {
+            let items = std::mem::take(S::items_mut(&mut scope));
+            let scope_shell_len = scope.encoded_len() + FIELD_FRAMING;
+
+            for item in items {
+                if let Some(reason) = S::invalid(&item) {
+                    out.reject(reason, S::count(&item));
+                    continue;
+                }
+                let key = S::route(&item, &scope, &resource_key);
+                let partition = partition_for_key(&key, partitions);
+                let slot = &mut open[partition as usize];
+                let item_len = item.encoded_len() + FIELD_FRAMING;
+
+                let need = loop {
+                    let new_resource = slot.at.map(|(r, _)| r) != Some(ri);
+                    let new_scope = slot.at != Some((ri, si));
+                    let need = item_len
+                        + if new_resource { resource_shell_len } else { 0 }
+                        + if new_scope { scope_shell_len } else { 0 };
+                    if slot.bytes + need <= max_record_bytes {
+                        break Some((need, new_resource, new_scope));
+                    }
+                    if slot.items == 0 {
+                        break None;
+                    }
+                    out.push(slot.flush(partition));
+                };
+                let Some((need, new_resource, new_scope)) = need else {
+                    out.reject(Rejection::TooLarge, S::count(&item));
+                    continue;
+                };
+
+                if new_resource {
+                    slot.resources.push(resource.clone());
+                }
+                let last_resource = slot.resources.last_mut().expect("a resource was pushed above");
+                if new_scope {
+                    S::scopes_mut(last_resource).push(scope.clone());
+                }
+                let last_scope = S::scopes_mut(last_resource).last_mut().expect("a scope was pushed above");
+                if slot.key.is_none() {
+                    slot.key = Some(key.into_owned());
+                }
+                slot.items += S::count(&item);
+                S::items_mut(last_scope).push(item);
+                slot.bytes += need;
+                slot.at = Some((ri, si));
+            }
+        }
+    }
+
+    for (partition, slot) in open.iter_mut().enumerate() {
+        if slot.items > 0 {
+            out.push(slot.flush(partition as u32));
+        }
+    }
+    out
+}
+
+impl Split {
+    fn reject(&mut self, reason: Rejection, count: usize) {
+        match reason {
+            Rejection::InvalidId => self.rejected_invalid_id += count,
+            Rejection::TooLarge => self.rejected_too_large += count,
+        }
+    }
+
+    fn push(&mut self, record: Record) {
+        self.accepted += record.items;
+        self.records.push(record);
+    }
+}
+
+/// The record being filled for one partition.
+struct Open<S: Signal> {
+    resources: Vec<S::Resource>,
+    /// Upper bound of the encoded size of `resources` as a request.
+    bytes: usize,
+    items: usize,
+    key: Option<Vec<u8>>,
+    /// (resource index, scope index) in the input of the last item added.
+    at: Option<(usize, usize)>,
+}
+
+impl<S: Signal> Default for Open<S> {
+    fn default() -> Self {
+        Open { resources: Vec::new(), bytes: 0, items: 0, key: None, at: None }
+    }
+}
+
+impl<S: Signal> Open<S> {
+    fn flush(&mut self, partition: u32) -> Record {
+        let mut request = S::default();
+        *request.resources_mut() = std::mem::take(&mut self.resources);
+        let record = Record {
+            partition,
+            key: self.key.take().unwrap_or_default(),
+            value: request.encode_to_vec(),
+            items: self.items,
+        };
+        debug_assert!(record.value.len() <= self.bytes, "size bound must be an upper bound");
+        *self = Open::default();
+        record
+    }
+}
+
+/// A stable identity of a resource: its attributes sorted by key, so two SDKs that list the same attributes in a
+/// different order still route to the same partition.
+pub fn resource_key(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> Vec<u8> {
+    let Some(resource) = resource else { return Vec::new() };
+    let mut attributes: Vec<_> = resource.attributes.iter().collect();
+    attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut key = Vec::with_capacity(attributes.len() * 32);
+    for attribute in attributes {
+        key.extend_from_slice(attribute.key.as_bytes());
+        key.push(0);
+        if let Some(value) = &attribute.value {
+            value.encode(&mut key).expect("a Vec grows as needed");
+        }
+        key.push(0);
+    }
+    key
+}
