@@ -1,1 +1,229 @@
-pub fn x() {}
+//! The ingest gateway: OTLP over gRPC and HTTP in, Kafka out.
+//!
+//! # Guarantees
+//! * **Acknowledged means durable.** An export request succeeds only after Kafka acknowledged, with `acks=all` on an
+//!   idempotent producer, every record made from it. If any record fails, the request gets a retryable error; the
+//!   client's retry may duplicate the records that did land, which OTLP allows and downstream stages count.
+//! * **Trace affinity.** Every span goes to partition `murmur2(trace_id) mod partitions` of the spans topic,
+//!   whichever gateway received it (see `tailgate_proto`).
+//! * **Bounded memory.** Requests are limited in size after decompression, and the bytes of all requests awaiting
+//!   Kafka are limited by an in-flight budget; past it, clients are told to retry later instead of being queued.
+//! * **Invalid items never reach Kafka.** Spans with malformed IDs are rejected through OTLP partial success.
+
+#![forbid(unsafe_code)]
+
+mod budget;
+mod config;
+mod error;
+mod grpc;
+mod http;
+mod json;
+pub mod metrics;
+mod otlp;
+mod resource;
+mod sink;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::Producer;
+use tailgate_kafka::{create_producer, ensure_topics, KafkaConfig, ProducerSettings, TopicError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::budget::Budget;
+pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
+pub use crate::error::ExportError;
+pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
+pub use crate::sink::{Accepted, KafkaSink};
+
+/// How often the gateway checks that Kafka answers, for `/ready`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("OTLP/gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("OTLP/HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Whether the gateway should receive traffic: Kafka answers and it is not shutting down.
+#[derive(Debug, Default)]
+pub struct Health {
+    kafka_up: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn ready(&self) -> bool {
+        self.kafka_up.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn kafka_up(&self) -> bool {
+        self.kafka_up.load(Ordering::SeqCst)
+    }
+}
+
+/// A gateway whose topics are checked and whose listeners are bound, ready to [`Gateway::run`].
+pub struct Gateway {
+    grpc: TcpListener,
+    http: TcpListener,
+    sink: KafkaSink,
+    kafka: KafkaConfig,
+    config: IngestConfig,
+    health: Arc<Health>,
+}
+
+impl Gateway {
+    /// Checks (and if allowed creates) the topics, creates the producer and binds both listeners, so that every
+    /// start-up problem is reported before anything is served.
+    pub async fn build(config: &IngestConfig, kafka: &KafkaConfig) -> Result<Gateway, IngestError> {
+        let no_settings: &[(&str, &str)] = &[];
+        ensure_topics(
+            kafka,
+            &[(&kafka.topics.spans, no_settings), (&kafka.topics.metrics, no_settings), (&kafka.topics.logs, no_settings)],
+            Duration::from_secs(30),
+        )
+        .await?;
+        let producer = create_producer(
+            kafka,
+            &ProducerSettings {
+                queue_max_bytes: Some(config.max_in_flight_bytes.get()),
+                client_id: "tailgate-ingest".to_owned(),
+            },
+        )
+        .map_err(IngestError::Producer)?;
+        let sink = KafkaSink::new(
+            producer,
+            kafka.partitions,
+            kafka.producer.max_message_bytes.get() as usize,
+            Budget::new(config.max_in_flight_bytes.get()),
+            ResourceProcessor::new(&config.resource),
+            config.throttle_retry_after.get(),
+        );
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr).await.map_err(|source| IngestError::Bind { addr, source })
+        };
+        let grpc = bind(config.grpc.endpoint.clone()).await?;
+        let http = bind(config.http.endpoint.clone()).await?;
+        crate::metrics::describe();
+        Ok(Gateway {
+            grpc,
+            http,
+            sink,
+            kafka: kafka.clone(),
+            config: config.clone(),
+            health: Arc::new(Health { kafka_up: AtomicBool::new(true), shutting_down: AtomicBool::new(false) }),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Serves until `shutdown` is cancelled, then: reports not ready, stops accepting, finishes in-flight requests
+    /// and flushes the producer, all within `grace`.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), IngestError> {
+        let Gateway { grpc, http, sink, kafka, config, health } = self;
+        tracing::info!(grpc = %grpc.local_addr().map_err(IngestError::Http)?, http = %http.local_addr().map_err(IngestError::Http)?, "ingest gateway receiving OTLP");
+
+        let stop_serving = CancellationToken::new();
+        let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
+        let max_request_bytes = config.max_request_bytes.get() as usize;
+        let mut grpc_server = tokio::spawn(grpc::serve(
+            grpc,
+            sink.clone(),
+            kafka.topics.clone(),
+            max_request_bytes,
+            stop_serving.clone(),
+        ));
+        let router = http::router(sink.clone(), kafka.topics.clone(), max_request_bytes, &config.http.cors_allowed_origins);
+        let mut http_server = tokio::spawn(
+            axum::serve(http, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned()).into_future(),
+        );
+
+        // Either a server fails, or we are told to stop.
+        let failure = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            result = &mut grpc_server => Some(flatten(result, IngestError::Grpc)),
+            result = &mut http_server => Some(flatten(result, IngestError::Http)),
+        };
+
+        let deadline = tokio::time::Instant::now() + grace;
+        health.shutting_down.store(true, Ordering::SeqCst);
+        sink.begin_shutdown();
+        stop_serving.cancel();
+        let drained = tokio::time::timeout_at(deadline, async {
+            let _ = (&mut grpc_server).await;
+            let _ = (&mut http_server).await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period");
+            grpc_server.abort();
+            http_server.abort();
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match sink.flush(remaining.max(Duration::from_millis(100))).await {
+            Ok(()) => tracing::info!("producer flushed; ingest gateway stopped"),
+            Err(error) => tracing::warn!(%error, "producer not fully flushed at shutdown"),
+        }
+        probe.abort();
+        match failure {
+            Some(Err(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn flatten<E>(
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+    wrap: impl FnOnce(E) -> IngestError,
+) -> Result<(), IngestError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(wrap(error)),
+        Err(join) => Err(IngestError::Http(std::io::Error::other(join.to_string()))),
+    }
+}
+
+/// Asks Kafka for metadata every [`PROBE_INTERVAL`], for `/ready` and `tailgate_kafka_up`.
+async fn probe_kafka(sink: KafkaSink, health: Arc<Health>, stop: CancellationToken) {
+    loop {
+        let producer = sink.producer().clone();
+        let up = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, PROBE_INTERVAL).is_ok())
+            .await
+            .unwrap_or(false);
+        if up != health.kafka_up.swap(up, Ordering::SeqCst) {
+            if up {
+                tracing::info!("Kafka is reachable again");
+            } else {
+                tracing::warn!("Kafka is unreachable; /ready reports not ready");
+            }
+        }
+        ::metrics::gauge!(crate::metrics::KAFKA_UP).set(if up { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub mod status;
 
 pub use opentelemetry_proto::tonic as otlp;
 pub use partition::{murmur2, partition_for_key};
-pub use split::{split, Record, Rejection, Signal, Split};
+pub use split::{count_items, split, Record, Rejection, Signal, Split};
 
 #[cfg(test)]
 mod tests;

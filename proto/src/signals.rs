@@ -42,6 +42,9 @@ impl Signal for ExportTraceServiceRequest {
     fn resource_attributes(resource: &ResourceSpans) -> Option<&Resource> {
         resource.resource.as_ref()
     }
+    fn resource_mut(resource: &mut ResourceSpans) -> &mut Option<Resource> {
+        &mut resource.resource
+    }
     fn invalid(span: &Span) -> Option<Rejection> {
         (!is_valid_trace_id(&span.trace_id) || !is_valid_span_id(&span.span_id)).then_some(Rejection::InvalidId)
     }
@@ -69,6 +72,9 @@ impl Signal for ExportLogsServiceRequest {
     }
     fn resource_attributes(resource: &ResourceLogs) -> Option<&Resource> {
         resource.resource.as_ref()
+    }
+    fn resource_mut(resource: &mut ResourceLogs) -> &mut Option<Resource> {
+        &mut resource.resource
     }
     /// Trace context on a log is optional, but when present it must be well formed. An all-zero ID means "none".
     fn invalid(log: &LogRecord) -> Option<Rejection> {
@@ -105,6 +111,9 @@ impl Signal for ExportMetricsServiceRequest {
     }
     fn resource_attributes(resource: &ResourceMetrics) -> Option<&Resource> {
         resource.resource.as_ref()
+    }
+    fn resource_mut(resource: &mut ResourceMetrics) -> &mut Option<Resource> {
+        &mut resource.resource
     }
     fn count(metric: &Metric) -> usize {
         data_points(metric)

@@ -38,6 +38,7 @@ pub trait Signal: Message + Default + Sized {
     fn scopes_mut(resource: &mut Self::Resource) -> &mut Vec<Self::Scope>;
     fn items_mut(scope: &mut Self::Scope) -> &mut Vec<Self::Item>;
     fn resource_attributes(resource: &Self::Resource) -> Option<&opentelemetry_proto::tonic::resource::v1::Resource>;
+    fn resource_mut(resource: &mut Self::Resource) -> &mut Option<opentelemetry_proto::tonic::resource::v1::Resource>;
 
     /// How many items the OTLP response counts for this one (data points, for a metric).
     fn count(_item: &Self::Item) -> usize {
@@ -255,4 +256,15 @@ pub fn resource_key(resource: Option<&opentelemetry_proto::tonic::resource::v1::
         key.push(0);
     }
     key
+}
+
+/// Items in `request`, as the OTLP response counts them.
+pub fn count_items<S: Signal>(request: &mut S) -> usize {
+    request
+        .resources_mut()
+        .iter_mut()
+        .flat_map(|r| S::scopes_mut(r).iter_mut())
+        .flat_map(|s| S::items_mut(s).iter())
+        .map(S::count)
+        .sum()
 }

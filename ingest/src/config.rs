@@ -1,0 +1,103 @@
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{ByteSize, Duration, Problems};
+
+use crate::resource::ResourceAction;
+
+/// The `ingest:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestConfig {
+    /// OTLP/gRPC receiver.
+    pub grpc: GrpcConfig,
+    /// OTLP/HTTP receiver.
+    pub http: HttpConfig,
+    /// Largest request accepted, measured after decompression. Larger ones get `RESOURCE_EXHAUSTED` / 413.
+    pub max_request_bytes: ByteSize,
+    /// Request bytes (after decompression) the gateway holds at once, from receipt until Kafka acknowledged them.
+    /// Over it, new requests are turned away with a retryable `RESOURCE_EXHAUSTED` / 429 and a retry delay.
+    pub max_in_flight_bytes: ByteSize,
+    /// How long a throttled client is asked to wait (`RetryInfo`, `Retry-After`).
+    pub throttle_retry_after: Duration,
+    /// Changes applied to every resource before it is written to Kafka, in order.
+    pub resource: Vec<ResourceAction>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            max_request_bytes: ByteSize::mib(16),
+            max_in_flight_bytes: ByteSize::mib(256),
+            throttle_retry_after: Duration::from_secs(1),
+            resource: Vec::new(),
+        }
+    }
+}
+
+/// The `ingest.grpc:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcConfig {
+    /// Address to listen on.
+    pub endpoint: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig { endpoint: "0.0.0.0:4317".to_owned() }
+    }
+}
+
+/// The `ingest.http:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub endpoint: String,
+    /// Browser origins allowed to send telemetry (CORS). Empty: CORS is off. `*` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { endpoint: "0.0.0.0:4318".to_owned(), cors_allowed_origins: Vec::new() }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        for (key, endpoint) in [("grpc.endpoint", &self.grpc.endpoint), ("http.endpoint", &self.http.endpoint)] {
+            if endpoint.parse::<SocketAddr>().is_err() {
+                problems.push(format!("{path}.{key}"), format!("`{endpoint}` is not an address like 0.0.0.0:4317"));
+            }
+        }
+        if self.grpc.endpoint == self.http.endpoint {
+            problems.push(format!("{path}.http.endpoint"), "must differ from ingest.grpc.endpoint");
+        }
+        let request = self.max_request_bytes.get();
+        if request < 1024 {
+            problems.push(format!("{path}.max_request_bytes"), "must be at least 1KiB");
+        }
+        let in_flight = self.max_in_flight_bytes.get();
+        if in_flight < request {
+            problems.push(
+                format!("{path}.max_in_flight_bytes"),
+                format!("must be at least max_request_bytes ({}), or no request of that size could ever pass", self.max_request_bytes),
+            );
+        }
+        if in_flight > u64::from(u32::MAX) {
+            problems.push(format!("{path}.max_in_flight_bytes"), "must be below 4GiB");
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                problems.push(format!("{path}.http.cors_allowed_origins"), format!("`{origin}` is not an origin like https://shop.example.com or *"));
+            }
+        }
+        for (i, action) in self.resource.iter().enumerate() {
+            action.validate(&format!("{path}.resource[{i}]"), problems);
+        }
+    }
+}

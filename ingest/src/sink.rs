@@ -1,0 +1,173 @@
+//! Writing export requests to Kafka, and answering only once Kafka has them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tailgate_proto::{count_items, headers, split, Signal, Split};
+
+use crate::budget::Budget;
+use crate::error::ExportError;
+use crate::metrics as m;
+use crate::resource::ResourceProcessor;
+
+/// Bytes kept free in every record for its key, headers and the record-batch framing, so that a value of
+/// `max_message_bytes - RECORD_OVERHEAD` never trips librdkafka's `MSG_SIZE_TOO_LARGE`.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// What happened to the items of an accepted request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Set when `rejected > 0`: the OTLP partial-success message.
+    pub error_message: Option<String>,
+}
+
+/// The gateway's writer: resource enrichment, splitting, producing, waiting for acknowledgements.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+    partitions: u32,
+    max_record_bytes: usize,
+    budget: Budget,
+    resource: Arc<ResourceProcessor>,
+    throttle_retry_after: Duration,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl KafkaSink {
+    pub fn new(
+        producer: FutureProducer,
+        partitions: u32,
+        max_message_bytes: usize,
+        budget: Budget,
+        resource: ResourceProcessor,
+        throttle_retry_after: Duration,
+    ) -> Self {
+        KafkaSink {
+            producer,
+            partitions,
+            max_record_bytes: max_message_bytes.saturating_sub(RECORD_OVERHEAD),
+            budget,
+            resource: Arc::new(resource),
+            throttle_retry_after,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Turns away new requests from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes `request` (whose decoded payload was `payload_bytes` long) to `topic` and returns once Kafka
+    /// acknowledged every record made from it. Items rejected for invalid IDs or size are counted, not written.
+    pub async fn export<S: Signal>(
+        &self,
+        topic: &str,
+        signal: &'static str,
+        transport: &'static str,
+        mut request: S,
+        payload_bytes: usize,
+    ) -> Result<Accepted, ExportError> {
+        let items = count_items(&mut request);
+        metrics::counter!(m::ITEMS_RECEIVED, "signal" => signal, "transport" => transport).increment(items as u64);
+        let refuse = |error: ExportError| {
+            metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason()).increment(items as u64);
+            error
+        };
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(refuse(ExportError::ShuttingDown));
+        }
+        let Some(_permit) = self.budget.try_acquire(payload_bytes) else {
+            return Err(refuse(ExportError::Throttled { retry_after: self.throttle_retry_after }));
+        };
+
+        if !self.resource.is_empty() {
+            for resource in request.resources_mut() {
+                self.resource.apply(S::resource_mut(resource));
+            }
+        }
+        let split: Split = split(request, self.partitions, self.max_record_bytes);
+        for (reason, count) in
+            [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)]
+        {
+            if count > 0 {
+                metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => reason).increment(count as u64);
+            }
+        }
+
+        let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let timestamp_ms = received_at.as_millis() as i64;
+        let received_at = received_at.as_nanos().to_string();
+        let record_headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
+            .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) })
+            .insert(Header { key: headers::RECEIVED_AT, value: Some(received_at.as_str()) });
+
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(split.records.len());
+        for record in &split.records {
+            let kafka_record = FutureRecord::to(topic)
+                .partition(record.partition as i32)
+                .key(record.key.as_slice())
+                .payload(record.value.as_slice())
+                .timestamp(timestamp_ms)
+                .headers(record_headers.clone());
+            match self.producer.send_result(kafka_record) {
+                Ok(delivery) => deliveries.push(delivery),
+                // Records already queued may still land; the client's retry then duplicates them, which OTLP allows.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(self.fail(signal, ExportError::KafkaBusy { retry_after: self.throttle_retry_after }, &split))
+                }
+                Err((error, _)) => {
+                    return Err(self.fail(signal, ExportError::KafkaUnavailable(error.to_string()), &split))
+                }
+            }
+        }
+
+        for outcome in join_all(deliveries).await {
+            let error = match outcome {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => error.to_string(),
+                Err(_canceled) => "the producer shut down before Kafka answered".to_owned(),
+            };
+            return Err(self.fail(signal, ExportError::KafkaUnavailable(error), &split));
+        }
+        metrics::histogram!(m::PRODUCE_DURATION, "signal" => signal).record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::RECORDS_PRODUCED, "signal" => signal).increment(split.records.len() as u64);
+        metrics::counter!(m::ITEMS_ACCEPTED, "signal" => signal).increment(split.accepted as u64);
+
+        Ok(Accepted {
+            accepted: split.accepted,
+            rejected: split.rejected(),
+            error_message: split.error_message::<S>(self.max_record_bytes),
+        })
+    }
+
+    fn fail(&self, signal: &'static str, error: ExportError, split: &Split) -> ExportError {
+        metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason())
+            .increment(split.accepted as u64);
+        tracing::warn!(signal, %error, "export failed; the client will retry");
+        error
+    }
+
+    /// Waits up to `timeout` for every queued record to be acknowledged.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
+    }
+}

@@ -1,0 +1,180 @@
+//! The configuration file: one YAML document with a section per concern.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{Duration, Problems};
+use tailgate_ingest::IngestConfig;
+use tailgate_kafka::KafkaConfig;
+
+use crate::telemetry::TelemetryConfig;
+
+/// The whole file. Every section has defaults that work with the embedded broker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Kafka connection, topics and producer.
+    pub kafka: KafkaConfig,
+    /// The in-process broker `tailgate all-in-one` starts.
+    pub embedded_broker: EmbeddedBrokerConfig,
+    /// The OTLP ingest gateway.
+    pub ingest: IngestConfig,
+    /// Tailgate's own metrics and logs.
+    pub telemetry: TelemetryConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// The `embedded_broker:` section, used by `tailgate all-in-one` only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmbeddedBrokerConfig {
+    /// Start the broker. When off, `all-in-one` uses `kafka.brokers`.
+    pub enabled: bool,
+    /// Kafka listener; other tools reach the broker here. `kafka.brokers` is set to it.
+    pub listen: String,
+    /// Where the broker keeps its log (a SQLite database), so data outlives a restart.
+    pub data_dir: PathBuf,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig { enabled: true, listen: "127.0.0.1:9092".to_owned(), data_dir: PathBuf::from("./data") }
+    }
+}
+
+/// The `shutdown:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    /// How long a role may take, after SIGTERM, to finish in-flight work and flush. Set the Kubernetes
+    /// `terminationGracePeriodSeconds` a little above it.
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace: Duration::from_secs(20) }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {count} problem(s):\n{problems}", count = problems.len(), problems = indent(problems))]
+    Invalid { path: String, problems: Problems },
+}
+
+fn indent(problems: &Problems) -> String {
+    problems.to_string().lines().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides to and validates the file at `path`, or the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let name = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: name.clone(), source })?;
+                Config::parse(&text).map_err(|problems| ConfigError::Invalid { path: name.clone(), problems })?
+            }
+            None => Config::default(),
+        };
+        config.kafka.apply_env(|key| std::env::var(key).ok());
+        config.validate().map_err(|problems| ConfigError::Invalid { path: name, problems })?;
+        Ok(config)
+    }
+
+    /// Parses YAML; an empty document is the defaults.
+    pub fn parse(text: &str) -> Result<Config, Problems> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        tailgate_config::from_yaml(text)
+    }
+
+    /// Every problem, with its path.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        self.kafka.validate("kafka", &mut problems);
+        self.ingest.validate("ingest", &mut problems);
+        self.telemetry.validate("telemetry", &mut problems);
+        if self.embedded_broker.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push("embedded_broker.listen", format!("`{}` is not an address like 127.0.0.1:9092", self.embedded_broker.listen));
+        }
+        if self.shutdown.grace.get().is_zero() {
+            problems.push("shutdown.grace", "must be longer than 0s");
+        }
+        let max_record = self.kafka.producer.max_message_bytes.get();
+        if self.ingest.max_request_bytes.get() > 64 * max_record.max(1) {
+            problems.push(
+                "ingest.max_request_bytes",
+                "is more than 64 times kafka.producer.max_message_bytes; a request would become too many records",
+            );
+        }
+        problems.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let yaml = "
+kafka:
+  brokers: ''
+  partitions: 0
+  producer: { compression: brotli }
+ingest:
+  grpc: { endpoint: 'nowhere' }
+  max_in_flight_bytes: 1KiB
+  resource:
+    - { key: '', action: upsert }
+telemetry: { logs: { level: chatty } }
+";
+        // Type errors stop parsing at the first one; fix it and the rest are listed together.
+        let problems = Config::parse(yaml).unwrap_err();
+        assert_eq!(problems.iter().next().unwrap().path, "kafka.producer.compression");
+
+        let config = Config::parse(&yaml.replace("brotli", "zstd")).unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "kafka.brokers",
+                "kafka.partitions",
+                "ingest.grpc.endpoint",
+                "ingest.max_in_flight_bytes",
+                "ingest.resource[0].key",
+                "ingest.resource[0].value",
+                "telemetry.logs.level",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_listed_with_their_paths() {
+        let problems = Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsampler: {}\n").unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["kafka.brokres", "ingest.grpc.endpont", "sampler"]);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_brokers() {
+        let mut config = Config::default();
+        config.kafka.apply_env(|key| (key == "TAILGATE_KAFKA_BROKERS").then(|| "kafka-0:9092,kafka-1:9092".to_owned()));
+        assert_eq!(config.kafka.brokers, "kafka-0:9092,kafka-1:9092");
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
+        Config::parse("").unwrap().validate().unwrap();
+    }
+}

@@ -1,0 +1,111 @@
+//! The embedded Kafka-API broker behind `tailgate all-in-one`: Tansu, linked in-process.
+//!
+//! Linked rather than supervised as a child process so that `all-in-one` needs nothing installed beyond this
+//! binary. The broker runs on its own thread and runtime, so Tailgate's roles talk to it over TCP exactly as they
+//! would to a remote Kafka, and so its shutdown cannot hold up ours: Tansu 0.6 offers no way to stop a broker
+//! from outside, so the process exits (after the roles drained and flushed) without waiting for it. Its SQLite
+//! storage commits each write, so nothing acknowledged is lost by that.
+
+use std::net::SocketAddr;
+
+use tansu_broker::broker::Broker;
+use tansu_broker::coordinator::group::administrator::Controller;
+use tansu_storage::StorageContainer;
+
+type TansuBroker = Broker<Controller<StorageContainer>, StorageContainer>;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot create the broker's data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("invalid broker setting: {0}")]
+    Url(String),
+    #[error("the embedded broker failed: {0}")]
+    Broker(String),
+    #[error("the embedded broker did not accept connections on {0} within 30s")]
+    NotListening(SocketAddr),
+}
+
+/// Where the broker keeps its log.
+pub enum Storage<'a> {
+    /// A SQLite database in this directory: survives restarts.
+    Dir(&'a Path),
+    /// In memory, for tests.
+    Memory,
+}
+
+/// A running broker. Dropping the handle does not stop it (see the module docs).
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker on `listen` and waits until it accepts connections.
+    pub fn start(listen: SocketAddr, storage: Storage<'_>) -> Result<EmbeddedBroker, BrokerError> {
+        let storage_url = match storage {
+            Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Dir(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
+                let dir = std::fs::canonicalize(dir)
+                    .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
+                // Tansu resolves the URL's path against the working directory unless, after dropping one leading
+                // slash, it is still absolute: hence four slashes.
+                format!("sqlite:///{}", dir.join("tansu.db").display())
+            }
+        };
+        let parse = |text: &str| url::Url::parse(text).map_err(|e| BrokerError::Url(format!("{text}: {e}")));
+        let listener = parse(&format!("tcp://{listen}"))?;
+        let storage = parse(&storage_url)?;
+
+        let (failed_tx, failed_rx) = std::sync::mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name("embedded-broker".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = failed_tx.send(error.to_string());
+                        return;
+                    }
+                };
+                let result = runtime.block_on(async move {
+                    let mut broker = TansuBroker::builder()
+                        .node_id(111)
+                        .cluster_id("tailgate")
+                        .incarnation_id(uuid::Uuid::new_v4())
+                        .advertised_listener(listener.clone())
+                        .storage(storage)
+                        .listener(listener)
+                        .silent(true)
+                        .build()
+                        .await
+                        .map_err(|e| format!("{e:?}"))?;
+                    broker.serve(tokio::time::Instant::now()).await.map_err(|e| format!("{e:?}"))
+                });
+                if let Err(error) = result {
+                    let _ = failed_tx.send(error);
+                }
+                // Keep the runtime (and so any task the broker left behind) alive until the process exits.
+                std::mem::forget(runtime);
+            })
+            .map_err(|e| BrokerError::Broker(e.to_string()))?;
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(error) = failed_rx.try_recv() {
+                return Err(BrokerError::Broker(error));
+            }
+            if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+                return Ok(EmbeddedBroker { addr: listen });
+            }
+            if Instant::now() > deadline {
+                return Err(BrokerError::NotListening(listen));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Tailgate: a Kafka-buffered OpenTelemetry pipeline. This crate is the binary's library half: configuration,
+//! Tailgate's own telemetry, the embedded broker and the wiring of roles. The roles live in their own crates.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+#[cfg(feature = "embedded-broker")]
+pub mod embedded_broker;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tailgate_ingest::Gateway;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// What the process was asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Ingest,
+    AllInOne,
+    Validate,
+}
+
+/// Runs `role` until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    if role == Role::AllInOne && config.embedded_broker.enabled {
+        start_embedded_broker(&mut config)?;
+    }
+
+    let handle = telemetry::install_recorder();
+    let telemetry_listener = tokio::net::TcpListener::bind(&config.telemetry.metrics.endpoint)
+        .await
+        .with_context(|| format!("cannot listen on telemetry.metrics.endpoint {}", config.telemetry.metrics.endpoint))?;
+
+    let gateway = Gateway::build(&config.ingest, &config.kafka).await.context("cannot start the ingest gateway")?;
+    let health = gateway.health();
+    let ready: telemetry::Readiness = Arc::new(move || health.ready());
+    let telemetry_addr = telemetry_listener.local_addr()?;
+    let telemetry_stop = CancellationToken::new();
+    let telemetry_server =
+        tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
+
+    if role == Role::AllInOne {
+        println!(
+            "Tailgate is running.\n  send OTLP/gRPC to  {}\n  send OTLP/HTTP to  http://{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  metrics & health   http://{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
+            gateway.grpc_addr(),
+            gateway.http_addr(),
+            config.kafka.brokers,
+            telemetry_addr,
+        );
+    }
+    let result = gateway.run(shutdown, config.shutdown.grace.get()).await;
+    telemetry_stop.cancel();
+    let _ = telemetry_server.await;
+    result.context("ingest gateway failed")
+}
+
+#[cfg(feature = "embedded-broker")]
+fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
+    let listen = config.embedded_broker.listen.parse().context("embedded_broker.listen")?;
+    let broker = embedded_broker::EmbeddedBroker::start(
+        listen,
+        embedded_broker::Storage::Dir(&config.embedded_broker.data_dir),
+    )
+    .context("cannot start the embedded broker")?;
+    tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), "embedded Kafka-API broker (Tansu) started");
+    config.kafka.brokers = broker.addr.to_string();
+    Ok(())
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn start_embedded_broker(_: &mut Config) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no embedded broker (feature `embedded-broker`); set embedded_broker.enabled: false and point kafka.brokers at a Kafka cluster")
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,134 @@
+//! Tailgate's own telemetry: Prometheus `/metrics`, `/health` and `/ready` on one port, and logs.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tailgate_config::Problems;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The `telemetry:` section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    pub metrics: MetricsConfig,
+    pub logs: LogsConfig,
+}
+
+/// The `telemetry.metrics:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/health` and `/ready`.
+    pub endpoint: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { endpoint: "0.0.0.0:8888".to_owned() }
+    }
+}
+
+/// The `telemetry.logs:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogsConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it with a full filter.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { level: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.metrics.endpoint.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(
+                format!("{path}.metrics.endpoint"),
+                format!("`{}` is not an address like 0.0.0.0:8888", self.metrics.endpoint),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.logs.level.as_str()) {
+            problems.push(
+                format!("{path}.logs.level"),
+                format!("`{}` is not one of error, warn, info, debug, trace", self.logs.level),
+            );
+        }
+    }
+}
+
+pub fn init_logs(config: &LogsConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // librdkafka and the embedded broker are chatty below warn.
+        tracing_subscriber::EnvFilter::new(format!("warn,tailgate={0},tailgate_ingest={0},tailgate_kafka={0}", config.level))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Installs the global Prometheus recorder, once per process.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".to_owned()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("the bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (tests); ours still renders what it records.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Something that can say whether this process should receive traffic.
+pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Serves `/metrics`, `/health` (alive) and `/ready` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/health", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
