@@ -77,8 +77,8 @@ impl Config {
         let name = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: name.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: name.clone(), source })?;
                 Config::parse(&text).map_err(|problems| ConfigError::Invalid { path: name.clone(), problems })?
             }
             None => Config::default(),
@@ -103,7 +103,10 @@ impl Config {
         self.ingest.validate("ingest", &mut problems);
         self.telemetry.validate("telemetry", &mut problems);
         if self.embedded_broker.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push("embedded_broker.listen", format!("`{}` is not an address like 127.0.0.1:9092", self.embedded_broker.listen));
+            problems.push(
+                "embedded_broker.listen",
+                format!("`{}` is not an address like 127.0.0.1:9092", self.embedded_broker.listen),
+            );
         }
         if self.shutdown.grace.get().is_zero() {
             problems.push("shutdown.grace", "must be longer than 0s");
@@ -160,7 +163,8 @@ telemetry: { logs: { level: chatty } }
 
     #[test]
     fn unknown_keys_are_listed_with_their_paths() {
-        let problems = Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsampler: {}\n").unwrap_err();
+        let problems =
+            Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsampler: {}\n").unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["kafka.brokres", "ingest.grpc.endpont", "sampler"]);
     }

@@ -34,17 +34,17 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
     }
 
     let handle = telemetry::install_recorder();
-    let telemetry_listener = tokio::net::TcpListener::bind(&config.telemetry.metrics.endpoint)
-        .await
-        .with_context(|| format!("cannot listen on telemetry.metrics.endpoint {}", config.telemetry.metrics.endpoint))?;
+    let telemetry_listener =
+        tokio::net::TcpListener::bind(&config.telemetry.metrics.endpoint).await.with_context(|| {
+            format!("cannot listen on telemetry.metrics.endpoint {}", config.telemetry.metrics.endpoint)
+        })?;
 
     let gateway = Gateway::build(&config.ingest, &config.kafka).await.context("cannot start the ingest gateway")?;
     let health = gateway.health();
     let ready: telemetry::Readiness = Arc::new(move || health.ready());
     let telemetry_addr = telemetry_listener.local_addr()?;
     let telemetry_stop = CancellationToken::new();
-    let telemetry_server =
-        tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
+    let telemetry_server = tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
 
     if role == Role::AllInOne {
         println!(
@@ -64,11 +64,9 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 #[cfg(feature = "embedded-broker")]
 fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
     let listen = config.embedded_broker.listen.parse().context("embedded_broker.listen")?;
-    let broker = embedded_broker::EmbeddedBroker::start(
-        listen,
-        embedded_broker::Storage::Dir(&config.embedded_broker.data_dir),
-    )
-    .context("cannot start the embedded broker")?;
+    let broker =
+        embedded_broker::EmbeddedBroker::start(listen, embedded_broker::Storage::Dir(&config.embedded_broker.data_dir))
+            .context("cannot start the embedded broker")?;
     tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), "embedded Kafka-API broker (Tansu) started");
     config.kafka.brokers = broker.addr.to_string();
     Ok(())

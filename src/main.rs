@@ -51,7 +51,10 @@ fn main() -> ExitCode {
     if let tailgate::Role::Validate = role {
         match serde_yaml::to_string(&config) {
             Ok(yaml) => {
-                println!("# {}: valid. Effective configuration:\n{yaml}", path.map_or("<defaults>".into(), |p| p.display().to_string()));
+                println!(
+                    "# {}: valid. Effective configuration:\n{yaml}",
+                    path.map_or("<defaults>".into(), |p| p.display().to_string())
+                );
                 return ExitCode::SUCCESS;
             }
             Err(error) => {

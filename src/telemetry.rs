@@ -75,7 +75,10 @@ impl TelemetryConfig {
 pub fn init_logs(config: &LogsConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // librdkafka and the embedded broker are chatty below warn.
-        tracing_subscriber::EnvFilter::new(format!("warn,tailgate={0},tailgate_ingest={0},tailgate_kafka={0}", config.level))
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,tailgate={0},tailgate_ingest={0},tailgate_kafka={0}",
+            config.level
+        ))
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {

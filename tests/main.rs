@@ -1,1 +1,9 @@
+//! Integration tests: real brokers (Tansu in-process, librdkafka's MockCluster for faults), real clients (the
+//! OpenTelemetry Python SDK, tonic, plain HTTP), the real `tailgate` binary.
 
+mod harness;
+
+mod cli;
+mod ingest_e2e;
+mod ingest_faults;
+mod ingest_status;

@@ -85,7 +85,10 @@ impl IngestConfig {
         if in_flight < request {
             problems.push(
                 format!("{path}.max_in_flight_bytes"),
-                format!("must be at least max_request_bytes ({}), or no request of that size could ever pass", self.max_request_bytes),
+                format!(
+                    "must be at least max_request_bytes ({}), or no request of that size could ever pass",
+                    self.max_request_bytes
+                ),
             );
         }
         if in_flight > u64::from(u32::MAX) {
@@ -93,7 +96,10 @@ impl IngestConfig {
         }
         for origin in &self.http.cors_allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                problems.push(format!("{path}.http.cors_allowed_origins"), format!("`{origin}` is not an origin like https://shop.example.com or *"));
+                problems.push(
+                    format!("{path}.http.cors_allowed_origins"),
+                    format!("`{origin}` is not an origin like https://shop.example.com or *"),
+                );
             }
         }
         for (i, action) in self.resource.iter().enumerate() {

@@ -6,9 +6,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
@@ -41,7 +39,8 @@ impl Receiver {
             Ok(_) => "success",
             Err(error) => error.reason(),
         };
-        metrics::counter!(m::REQUESTS, "signal" => S::SIGNAL, "transport" => TRANSPORT, "outcome" => label).increment(1);
+        metrics::counter!(m::REQUESTS, "signal" => S::SIGNAL, "transport" => TRANSPORT, "outcome" => label)
+            .increment(1);
         match outcome {
             Ok(accepted) => Ok(tonic::Response::new(S::response(&accepted))),
             Err(error) => Err(error.to_grpc()),
@@ -95,8 +94,7 @@ fn remap_codec_errors<B>(mut response: Response<B>) -> Response<B> {
         let detail = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let message = if detail.is_empty() { message.to_owned() } else { format!("{message}: {detail}") };
         // grpc-message is percent-encoded; keep only what needs no encoding.
-        let message: String =
-            message.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+        let message: String = message.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
         let message = message.replace('%', "%25");
         if let Ok(value) = HeaderValue::from_str(&message) {
             headers.insert("grpc-message", value);

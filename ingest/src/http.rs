@@ -78,7 +78,8 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
     let outcome = async {
         encoding = content_type(&headers)?;
         let raw = read_limited(body, receiver.max_request_bytes).await?;
-        metrics::counter!(m::REQUEST_BYTES, "signal" => S::SIGNAL, "transport" => TRANSPORT).increment(raw.len() as u64);
+        metrics::counter!(m::REQUEST_BYTES, "signal" => S::SIGNAL, "transport" => TRANSPORT)
+            .increment(raw.len() as u64);
         let payload = decompress(&headers, raw, receiver.max_request_bytes)?;
         let request: S = match encoding {
             Encoding::Protobuf => S::decode(payload.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?,
@@ -112,7 +113,9 @@ fn error_response(error: &ExportError, encoding: Encoding) -> Response {
     let status = error.rpc_status();
     let body = match encoding {
         Encoding::Protobuf => status.encode_to_vec(),
-        Encoding::Json => serde_json::json!({ "code": status.code, "message": status.message }).to_string().into_bytes(),
+        Encoding::Json => {
+            serde_json::json!({ "code": status.code, "message": status.message }).to_string().into_bytes()
+        }
     };
     let mut response = (error.http_status(), [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
     if let Some(delay) = error.retry_after() {

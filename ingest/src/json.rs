@@ -20,6 +20,13 @@ fn wants_number(key: &str) -> bool {
 
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    // The request messages' derives lack `serde(default)`, but OTLP/JSON lets senders omit empty fields: `{}` is a
+    // valid (empty) request. Unknown keys are ignored, so supplying all three roots is harmless.
+    if let Value::Object(root) = &mut value {
+        for key in ["resourceSpans", "resourceMetrics", "resourceLogs"] {
+            root.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+        }
+    }
     normalize(&mut value);
     serde_json::from_value(value).map_err(|e| format!("invalid OTLP/JSON: {e}"))
 }

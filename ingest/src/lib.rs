@@ -92,7 +92,11 @@ impl Gateway {
         let no_settings: &[(&str, &str)] = &[];
         ensure_topics(
             kafka,
-            &[(&kafka.topics.spans, no_settings), (&kafka.topics.metrics, no_settings), (&kafka.topics.logs, no_settings)],
+            &[
+                (&kafka.topics.spans, no_settings),
+                (&kafka.topics.metrics, no_settings),
+                (&kafka.topics.logs, no_settings),
+            ],
             Duration::from_secs(30),
         )
         .await?;
@@ -156,7 +160,8 @@ impl Gateway {
             max_request_bytes,
             stop_serving.clone(),
         ));
-        let router = http::router(sink.clone(), kafka.topics.clone(), max_request_bytes, &config.http.cors_allowed_origins);
+        let router =
+            http::router(sink.clone(), kafka.topics.clone(), max_request_bytes, &config.http.cors_allowed_origins);
         let mut http_server = tokio::spawn(
             axum::serve(http, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned()).into_future(),
         );

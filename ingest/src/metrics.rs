@@ -28,7 +28,11 @@ pub fn describe() {
     describe_counter!(ITEMS_REJECTED, "Items not written to Kafka, by reason.");
     describe_counter!(REQUESTS, "Export requests answered, by outcome.");
     describe_counter!(REQUEST_BYTES, Unit::Bytes, "Request body bytes as received.");
-    describe_histogram!(PRODUCE_DURATION, Unit::Seconds, "Time from queueing a request's records to their acknowledgement.");
+    describe_histogram!(
+        PRODUCE_DURATION,
+        Unit::Seconds,
+        "Time from queueing a request's records to their acknowledgement."
+    );
     describe_counter!(RECORDS_PRODUCED, "Kafka records acknowledged.");
     describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Request bytes held until Kafka acknowledges them.");
     describe_gauge!(KAFKA_UP, "1 when Kafka answered the last metadata probe.");

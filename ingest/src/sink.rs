@@ -86,7 +86,8 @@ impl KafkaSink {
         let items = count_items(&mut request);
         metrics::counter!(m::ITEMS_RECEIVED, "signal" => signal, "transport" => transport).increment(items as u64);
         let refuse = |error: ExportError| {
-            metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason()).increment(items as u64);
+            metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason())
+                .increment(items as u64);
             error
         };
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -102,9 +103,7 @@ impl KafkaSink {
             }
         }
         let split: Split = split(request, self.partitions, self.max_record_bytes);
-        for (reason, count) in
-            [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)]
-        {
+        for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)] {
             if count > 0 {
                 metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => reason).increment(count as u64);
             }
@@ -131,7 +130,11 @@ impl KafkaSink {
                 Ok(delivery) => deliveries.push(delivery),
                 // Records already queued may still land; the client's retry then duplicates them, which OTLP allows.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(self.fail(signal, ExportError::KafkaBusy { retry_after: self.throttle_retry_after }, &split))
+                    return Err(self.fail(
+                        signal,
+                        ExportError::KafkaBusy { retry_after: self.throttle_retry_after },
+                        &split,
+                    ))
                 }
                 Err((error, _)) => {
                     return Err(self.fail(signal, ExportError::KafkaUnavailable(error.to_string()), &split))

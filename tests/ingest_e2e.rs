@@ -1,0 +1,265 @@
+//! End to end through a real broker (Tansu), with clients we didn't write.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use prost::Message;
+use tailgate_proto::{headers, partition_for_key};
+
+use crate::harness::{self, http, Record};
+
+const PARTITIONS: u32 = 6;
+
+/// Every (trace ID, span ID) in `records`, hex, with the partition of the record it was in.
+fn spans_in(records: &[Record]) -> Vec<(String, String, i32)> {
+    records
+        .iter()
+        .flat_map(|r| {
+            let request = ExportTraceServiceRequest::decode(r.value.as_slice()).expect("records are OTLP protobuf");
+            request
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|s| (hex::encode(&s.trace_id), hex::encode(&s.span_id), r.partition))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn assert_each_span_once_on_its_partition(expected: &[(String, String)], records: &[Record]) {
+    let found = spans_in(records);
+    let mut count: HashMap<(&str, &str), usize> = HashMap::new();
+    for (trace, span, partition) in &found {
+        let trace_bytes = hex::decode(trace).unwrap();
+        assert_eq!(
+            partition_for_key(&trace_bytes, PARTITIONS) as i32,
+            *partition,
+            "span {span} of trace {trace} is on the wrong partition"
+        );
+        *count.entry((trace, span)).or_default() += 1;
+    }
+    for (trace, span) in expected {
+        assert_eq!(count.get(&(trace.as_str(), span.as_str())), Some(&1), "span {span} of trace {trace}");
+    }
+    assert_eq!(found.len(), expected.len(), "no span that the SDK did not send");
+}
+
+async fn python_sdk_round_trip(protocol: &str) {
+    let gateway =
+        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+    let endpoint = match protocol {
+        "grpc" => format!("http://{}", gateway.grpc),
+        _ => format!("http://{}", gateway.http),
+    };
+    let protocol = protocol.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        harness::python().args([&harness::python_script("send_otlp.py"), &protocol, &endpoint, "20", "5"]).output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs; tests/run.sh installs the OpenTelemetry SDK");
+    assert!(output.status.success(), "SDK export failed: {}", String::from_utf8_lossy(&output.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let expected: Vec<(String, String)> = sent["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| (pair[0].as_str().unwrap().to_owned(), pair[1].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(expected.len(), 100);
+
+    let kafka = &gateway.kafka;
+    let spans = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(20), |r| {
+        spans_in(r).len() >= expected.len()
+    });
+    assert_each_span_once_on_its_partition(&expected, &spans);
+
+    // Logs carry their trace: each lands on its trace's partition.
+    let logs = harness::read_topic(&kafka.brokers, &kafka.topics.logs, PARTITIONS, Duration::from_secs(20), |r| {
+        r.iter().map(|r| count_logs(&r.value)).sum::<usize>() >= 20
+    });
+    let mut log_count = 0;
+    for record in &logs {
+        let request = ExportLogsServiceRequest::decode(record.value.as_slice()).unwrap();
+        for log in request.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+            assert_eq!(log.trace_id.len(), 16, "the SDK correlates logs with the active span");
+            assert_eq!(partition_for_key(&log.trace_id, PARTITIONS) as i32, record.partition);
+            log_count += 1;
+        }
+    }
+    assert_eq!(log_count, 20);
+
+    let metrics =
+        harness::read_topic(&kafka.brokers, &kafka.topics.metrics, PARTITIONS, Duration::from_secs(20), |r| {
+            !r.is_empty()
+        });
+    let names: Vec<String> = metrics
+        .iter()
+        .flat_map(|r| ExportMetricsServiceRequest::decode(r.value.as_slice()).unwrap().resource_metrics)
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics)
+        .map(|m| m.name)
+        .collect();
+    assert!(names.contains(&"checkout.completed".to_owned()), "metrics: {names:?}");
+    gateway.stop().await;
+}
+
+fn count_logs(value: &[u8]) -> usize {
+    ExportLogsServiceRequest::decode(value)
+        .map(|r| r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_grpc_every_span_once_on_its_partition() {
+    python_sdk_round_trip("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_http_every_span_once_on_its_partition() {
+    python_sdk_round_trip("http").await;
+}
+
+/// Bytes encoded by Python's `opentelemetry-proto` go in; what we write to Kafka comes out readable by it, with the
+/// resource enrichment applied and the contract's headers set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_the_collectors_otlp_proto_encoding() {
+    let mut ingest = harness::ingest_config();
+    ingest.resource =
+        vec![serde_yaml::from_str("{ key: deployment.environment, value: production, action: upsert }").unwrap()];
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+
+    let encoded = harness::python().args([&harness::python_script("otlp_proto.py"), "encode", "50"]).output().unwrap();
+    assert!(encoded.status.success(), "{}", String::from_utf8_lossy(&encoded.stderr));
+    let body = hex::decode(String::from_utf8(encoded.stdout).unwrap().trim()).unwrap();
+    let response = http::post(gateway.http, "/v1/traces", "application/x-protobuf", &body).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(ExportTraceServiceResponse::decode(response.body.as_slice()).unwrap().partial_success, None);
+
+    let kafka = &gateway.kafka;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(20), |r| {
+        spans_in(r).len() >= 50
+    });
+    for record in &records {
+        let header = |name: &str| {
+            record.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).to_string())
+        };
+        assert_eq!(header(headers::ENCODING).as_deref(), Some("otlp_proto"));
+        assert_eq!(header(headers::CONTRACT_VERSION).as_deref(), Some("1"));
+        assert!(header(headers::RECEIVED_AT).unwrap().parse::<u128>().unwrap() > 1_600_000_000_000_000_000);
+        assert_eq!(
+            partition_for_key(&record.key, PARTITIONS) as i32,
+            record.partition,
+            "the key hashes to the partition"
+        );
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
+        let attributes = &request.resource_spans[0].resource.as_ref().unwrap().attributes;
+        let environment = attributes.iter().find(|kv| kv.key == "deployment.environment").unwrap();
+        assert_eq!(environment.value.as_ref().unwrap().value, Some(Value::StringValue("production".into())));
+    }
+
+    let mut decoder = harness::python()
+        .args([&harness::python_script("otlp_proto.py"), "decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = decoder.stdin.take().unwrap();
+        for record in &records {
+            writeln!(stdin, "{}", hex::encode(&record.value)).unwrap();
+        }
+    }
+    let decoded = decoder.wait_with_output().unwrap();
+    assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
+    let mut spans: Vec<(String, String, String)> = serde_json::from_slice(&decoded.stdout).unwrap();
+    spans.sort();
+    let mut expected: Vec<_> = (0..50u128)
+        .map(|i| (hex::encode((i + 1).to_be_bytes()), hex::encode(((i + 1) as u64).to_be_bytes()), format!("py-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(spans, expected);
+    gateway.stop().await;
+}
+
+/// A request far larger than `message.max.bytes` is split into records that each fit, on the right partitions,
+/// losing nothing; a single span too large for any record is rejected through partial success before the ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_are_split_to_fit_kafka_records() {
+    let mut kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    kafka.producer.max_message_bytes = tailgate_config::ByteSize::b(64 * 1024);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka).await;
+
+    // ~1.2 MB: one trace of 300 spans (so one partition must hold many records) and 300 single-span traces.
+    let span = |trace: u128, id: u64, pad: usize| opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        name: "x".repeat(pad),
+        ..Default::default()
+    };
+    let mut spans: Vec<_> = (1..=300).map(|i| span(u128::MAX / 3, i, 2000)).collect();
+    spans.extend((1..=300).map(|i| span(i as u128, 1000 + i as u64, 2000)));
+    spans.push(span(7, 99_999, 100 * 1024));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let response = http::post(gateway.http, "/v1/traces", "application/x-protobuf", &request.encode_to_vec()).await;
+    assert_eq!(response.status, 200);
+    let partial = ExportTraceServiceResponse::decode(response.body.as_slice()).unwrap().partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(partial.error_message.contains("larger than the Kafka record limit"), "{}", partial.error_message);
+
+    let kafka = &gateway.kafka;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(30), |r| {
+        spans_in(r).len() >= 600
+    });
+    assert!(records.iter().all(|r| r.value.len() <= 64 * 1024), "every record fits");
+    assert!(records.len() >= 20, "{} records", records.len());
+    let expected: Vec<(String, String)> = request.resource_spans[0].scope_spans[0].spans[..600]
+        .iter()
+        .map(|s| (hex::encode(&s.trace_id), hex::encode(&s.span_id)))
+        .collect();
+    assert_each_span_once_on_its_partition(&expected, &records);
+    gateway.stop().await;
+}
+
+/// OTLP/JSON with both forms of 64-bit integers and the contract's hex IDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_requests_reach_kafka() {
+    let gateway =
+        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
+        "scopeSpans":[{"spans":[
+          {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000500000000,"kind":2},
+          {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"b","status":{"code":2},"futureField":[1,2]}
+        ]}]}]}"#;
+    let response = http::post(gateway.http, "/v1/traces", "application/json", body.as_bytes()).await;
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.json(), serde_json::json!({}));
+    let kafka = &gateway.kafka;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(20), |r| {
+        spans_in(r).len() >= 2
+    });
+    let expected = [
+        ("5b8efff798038103d269b633813fc60c".to_owned(), "eee19b7ec3c1b174".to_owned()),
+        ("5b8efff798038103d269b633813fc60c".to_owned(), "eee19b7ec3c1b175".to_owned()),
+    ];
+    assert_each_span_once_on_its_partition(&expected, &records);
+    let span = &ExportTraceServiceRequest::decode(records[0].value.as_slice()).unwrap().resource_spans[0].scope_spans
+        [0]
+    .spans[0];
+    assert_eq!(span.end_time_unix_nano, 1_700_000_000_500_000_000);
+    gateway.stop().await;
+}

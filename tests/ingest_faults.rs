@@ -1,0 +1,182 @@
+//! Kafka faults, on librdkafka's MockCluster: the gateway answers retryable errors and never success while Kafka
+//! cannot take the data, stays within its budget, and recovers without a restart.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use tailgate_proto::status::Status;
+use tonic::Code;
+
+use crate::harness::{self, http};
+
+const PARTITIONS: u32 = 3;
+
+fn spans(first: u64, n: u64, pad: usize) -> ExportTraceServiceRequest {
+    let spans = (first..first + n)
+        .map(|i| Span {
+            trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "x".repeat(pad),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn mock_kafka(
+    mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> tailgate_kafka::KafkaConfig {
+    let mut kafka = harness::kafka_config(&mock.bootstrap_servers(), PARTITIONS);
+    for topic in [&kafka.topics.spans, &kafka.topics.metrics, &kafka.topics.logs] {
+        mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
+    }
+    kafka.producer.delivery_timeout = tailgate_config::Duration::from_millis(1500);
+    kafka
+}
+
+fn span_ids(records: &[harness::Record]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .flat_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap().resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .map(|s| s.span_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_means_retryable_errors_never_success_then_recovery() {
+    let mock = harness::mock_cluster();
+    let gateway = harness::start_gateway(harness::ingest_config(), mock_kafka(&mock)).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    client.export(spans(0, 10, 10)).await.expect("healthy Kafka acknowledges");
+
+    mock.broker_down(1).unwrap();
+    for round in 0..3 {
+        let status = client.export(spans(100 + round * 10, 10, 10)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("Kafka"), "{}", status.message());
+        let response =
+            http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(500, 5, 10).encode_to_vec()).await;
+        assert_eq!(response.status, 503, "HTTP clients retry 503");
+    }
+
+    mock.broker_up(1).unwrap();
+    let mut recovered = false;
+    for _ in 0..40 {
+        if client.export(spans(1000, 10, 10)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "the gateway recovers without a restart");
+
+    // Everything acknowledged is in Kafka: the first batch and the batch after recovery.
+    let kafka = &gateway.kafka;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(20), |r| {
+        let ids = span_ids(r);
+        (1..=10u64).chain(1001..=1010).all(|i| ids.contains(&i.to_be_bytes().to_vec()))
+    });
+    let ids = span_ids(&records);
+    for i in (1..=10u64).chain(1001..=1010) {
+        assert!(ids.contains(&i.to_be_bytes().to_vec()), "acknowledged span {i} is missing");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_errors_are_never_acknowledged() {
+    let mock = harness::mock_cluster();
+    let gateway = harness::start_gateway(harness::ingest_config(), mock_kafka(&mock)).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    // Every Produce answered NOT_ENOUGH_REPLICAS (retriable inside librdkafka) until the delivery timeout.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500]);
+    let status = client.export(spans(0, 10, 10)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+
+    let mut recovered = false;
+    for _ in 0..40 {
+        if client.export(spans(20, 10, 10)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered);
+    gateway.stop().await;
+}
+
+/// Requests held up by a slow Kafka hold their share of the in-flight budget; past it, new requests are turned
+/// away at once with RESOURCE_EXHAUSTED + RetryInfo (gRPC) or 429 + Retry-After (HTTP), and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_throttles_with_a_retry_delay() {
+    let mock = harness::mock_cluster();
+    let mut ingest = harness::ingest_config();
+    ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(40_000);
+    let gateway = harness::start_gateway(ingest, mock_kafka(&mock)).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    mock.broker_down(1).unwrap();
+    // Fill the budget with requests that wait on Kafka.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut client = client.clone();
+        held.push(tokio::spawn(async move { client.export(spans(i * 100, 10, 1_200)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let status = client.export(spans(900, 10, 1_200)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let retry = Status::decode(status.details()).unwrap().retry_delay();
+    assert_eq!(retry, Some(Duration::from_secs(1)), "RetryInfo makes RESOURCE_EXHAUSTED retryable");
+    let response =
+        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(950, 10, 1_200).encode_to_vec()).await;
+    assert_eq!(response.status, 429);
+    assert_eq!(response.header("retry-after"), Some("1"));
+
+    for request in held {
+        assert_eq!(request.await.unwrap().unwrap_err().code(), Code::Unavailable, "never success while Kafka is down");
+    }
+    mock.broker_up(1).unwrap();
+    let mut recovered = false;
+    for _ in 0..40 {
+        if client.export(spans(2000, 10, 1_200)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "the budget is returned when requests finish");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_with_another_partition_count_fails_start_up() {
+    let brokers = harness::tansu();
+    let kafka = harness::kafka_config(&brokers, 3);
+    tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
+    let mut other = kafka.clone();
+    other.partitions = 6;
+    let error = tailgate_ingest::Gateway::build(&harness::ingest_config(), &other).await.err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("has 3 partitions but kafka.partitions is 6"), "{message}");
+    assert!(message.contains("trace"), "the error explains why: {message}");
+
+    let mut no_create = harness::kafka_config(&brokers, 3);
+    no_create.create_topics = false;
+    let error = tailgate_ingest::Gateway::build(&harness::ingest_config(), &no_create).await.err().expect("refused");
+    assert!(error.to_string().contains("does not exist and kafka.create_topics is false"), "{error}");
+}

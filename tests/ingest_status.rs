@@ -1,0 +1,204 @@
+//! The OTLP status matrix: what each kind of bad input gets, over gRPC and HTTP, asserted by code and message.
+
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tailgate_proto::status::Status;
+use tonic::codec::CompressionEncoding;
+use tonic::Code;
+
+use crate::harness::{self, http, RunningGateway};
+
+const LIMIT: u64 = 64 * 1024;
+
+async fn gateway() -> RunningGateway {
+    let mut ingest = harness::ingest_config();
+    ingest.max_request_bytes = tailgate_config::ByteSize::b(LIMIT);
+    harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 4)).await
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn span(trace_id: Vec<u8>, span_id: Vec<u8>, pad: usize) -> Span {
+    Span { trace_id, span_id, name: "x".repeat(pad), ..Default::default() }
+}
+
+fn valid(n: u8) -> Span {
+    span(vec![n; 16], vec![n; 8], 10)
+}
+
+/// 10 valid spans and one each of: all-zero trace ID, short trace ID, all-zero span ID, long span ID.
+fn with_invalid_ids() -> ExportTraceServiceRequest {
+    let mut spans: Vec<Span> = (1..=10).map(valid).collect();
+    spans.push(span(vec![0; 16], vec![1; 8], 1));
+    spans.push(span(vec![1; 15], vec![1; 8], 1));
+    spans.push(span(vec![1; 16], vec![0; 8], 1));
+    spans.push(span(vec![1; 16], vec![1; 9], 1));
+    request(spans)
+}
+
+fn oversized() -> ExportTraceServiceRequest {
+    request(vec![span(vec![1; 16], vec![1; 8], LIMIT as usize + 10)])
+}
+
+/// A message whose field 1 (resource_spans) holds bytes that are not a ResourceSpans.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Garbage {
+    #[prost(bytes = "vec", tag = "1")]
+    resource_spans: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_matrix() {
+    let gateway = gateway().await;
+    let mut client =
+        TraceServiceClient::connect(gateway.grpc_url()).await.unwrap().max_encoding_message_size(usize::MAX);
+
+    // Empty request: success, partial_success unset.
+    let response = client.export(ExportTraceServiceRequest::default()).await.unwrap().into_inner();
+    assert_eq!(response.partial_success, None);
+
+    // Invalid IDs: partial success with the exact count; the valid spans are accepted.
+    let response = client.export(with_invalid_ids()).await.unwrap().into_inner();
+    let partial = response.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 4);
+    assert!(partial.error_message.contains("invalid trace or span ID"), "{}", partial.error_message);
+
+    // Over the limit, uncompressed and gzip-compressed: RESOURCE_EXHAUSTED without RetryInfo (not retryable).
+    for compressed in [false, true] {
+        let mut client = client.clone();
+        if compressed {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        let status = client.export(oversized()).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "compressed={compressed}: {status:?}");
+        assert!(status.message().contains("limit"), "{}", status.message());
+        let details = Status::decode(status.details()).unwrap_or_default();
+        assert_eq!(details.retry_delay(), None, "an over-size request must not be retried");
+    }
+
+    // Exactly at the limit: accepted.
+    let base = request(vec![span(vec![1; 16], vec![1; 8], 0)]).encoded_len();
+    let at_limit = (LIMIT as usize - base - 20..LIMIT as usize)
+        .map(|pad| request(vec![span(vec![1; 16], vec![1; 8], pad)]))
+        .find(|r| r.encoded_len() == LIMIT as usize)
+        .unwrap();
+    assert_eq!(at_limit.encoded_len(), LIMIT as usize);
+    client.export(at_limit).await.expect("a request of exactly the limit is accepted");
+
+    // Undecodable: INVALID_ARGUMENT.
+    let channel = tonic::transport::Endpoint::from_shared(gateway.grpc_url()).unwrap().connect().await.unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let status = raw
+        .unary::<_, ExportTraceServiceResponse, _>(
+            tonic::Request::new(Garbage { resource_spans: vec![0xff, 0xff, 0xff] }),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("cannot decode"), "{}", status.message());
+
+    gateway.stop().await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_status_matrix() {
+    let gateway = gateway().await;
+    let addr = gateway.http;
+    let proto = "application/x-protobuf";
+
+    // Success in both encodings; the response mirrors the request's.
+    let ok = http::post(addr, "/v1/traces", proto, &request(vec![valid(1)]).encode_to_vec()).await;
+    assert_eq!((ok.status, ok.header("content-type")), (200, Some(proto)));
+    let ok = http::post(addr, "/v1/traces", "application/json; charset=utf-8", b"{}").await;
+    assert_eq!((ok.status, ok.header("content-type")), (200, Some("application/json")));
+
+    // Invalid IDs: 200 with partial success, in JSON too.
+    let partial = http::post(addr, "/v1/traces", proto, &with_invalid_ids().encode_to_vec()).await;
+    assert_eq!(partial.status, 200);
+    assert_eq!(
+        ExportTraceServiceResponse::decode(partial.body.as_slice()).unwrap().partial_success.unwrap().rejected_spans,
+        4
+    );
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"00000000000000000000000000000000","spanId":"0102030405060708"},{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708"}]}]}]}"#;
+    let partial = http::post(addr, "/v1/traces", "application/json", json.as_bytes()).await;
+    assert_eq!(partial.status, 200);
+    assert_eq!(partial.json()["partialSuccess"]["rejectedSpans"], "1");
+
+    // Undecodable: 400 with a google.rpc.Status body, in the request's encoding.
+    let bad = http::post(addr, "/v1/traces", proto, &[0xff, 0xff, 0xff]).await;
+    assert_eq!(bad.status, 400);
+    let status = Status::decode(bad.body.as_slice()).unwrap();
+    assert_eq!(status.code, Code::InvalidArgument as i32);
+    assert!(status.message.contains("cannot decode"), "{}", status.message);
+    let bad = http::post(addr, "/v1/traces", "application/json", b"{\"resourceSpans\": 7").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["message"].as_str().unwrap().contains("invalid JSON"));
+    // Base64 IDs and enum names break the OTLP JSON rules.
+    let base64 = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"AQIDBAUGBwgJCgsMDQ4PEA==","spanId":"AQIDBAUGBwg="}]}]}]}"#;
+    assert_eq!(http::post(addr, "/v1/traces", "application/json", base64.as_bytes()).await.status, 400);
+
+    // Over the limit: 413, uncompressed, and a small gzip body that inflates past it (a bomb: 50 MiB of zeros).
+    let big = oversized().encode_to_vec();
+    assert_eq!(http::post(addr, "/v1/traces", proto, &big).await.status, 413);
+    let bomb = gzip(&vec![0u8; 50 << 20]);
+    assert!(bomb.len() < 100 * 1024, "the bomb is small on the wire: {} bytes", bomb.len());
+    let response =
+        http::request(addr, "POST", "/v1/traces", &[("Content-Type", proto), ("Content-Encoding", "gzip")], &bomb)
+            .await;
+    assert_eq!(response.status, 413);
+    assert!(Status::decode(response.body.as_slice()).unwrap().message.contains("larger than the limit"));
+
+    // gzip that is well formed and within the limit is accepted; broken gzip is a 400.
+    let compressed = gzip(&request(vec![valid(2)]).encode_to_vec());
+    let response = http::request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", proto), ("Content-Encoding", "gzip")],
+        &compressed,
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let response = http::request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", proto), ("Content-Encoding", "gzip")],
+        b"not gzip",
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    let response =
+        http::request(addr, "POST", "/v1/traces", &[("Content-Type", proto), ("Content-Encoding", "br")], b"x").await;
+    assert_eq!(response.status, 415);
+
+    // Wrong media type 415, unknown path 404, wrong method 405.
+    assert_eq!(http::post(addr, "/v1/traces", "text/plain", b"hello").await.status, 415);
+    assert_eq!(http::post(addr, "/v1/spans", proto, b"").await.status, 404);
+    assert_eq!(http::request(addr, "GET", "/v1/traces", &[], b"").await.status, 405);
+
+    gateway.stop().await;
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (the OpenTelemetry Python SDK into
+# target/venv), then runs every Rust test. Brokers are started by the tests themselves (Tansu in-process,
+# librdkafka's MockCluster), on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/venv
+if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.proto, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+  echo "installing the OpenTelemetry Python SDK into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+export TAILGATE_PYTHON="$PWD/$venv/bin/python"
+
+cargo test --workspace "$@"
