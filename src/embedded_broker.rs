@@ -16,6 +16,9 @@ type TansuBroker = Broker<Controller<StorageContainer>, StorageContainer>;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Name of the broker's threads, so its CPU can be told apart from Tailgate's (see the ingest benchmark).
+pub const THREAD_NAME: &str = "tansu-broker";
+
 /// Why the broker did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -65,7 +68,12 @@ impl EmbeddedBroker {
         std::thread::Builder::new()
             .name("embedded-broker".to_owned())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name(THREAD_NAME)
+                    .enable_all()
+                    .build()
+                {
                     Ok(runtime) => runtime,
                     Err(error) => {
                         let _ = failed_tx.send(error.to_string());
