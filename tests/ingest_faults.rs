@@ -61,6 +61,7 @@ async fn broker_down_means_retryable_errors_never_success_then_recovery() {
 
     client.export(spans(0, 10, 10)).await.expect("healthy Kafka acknowledges");
 
+    assert!(gateway.health.ready());
     mock.broker_down(1).unwrap();
     for round in 0..3 {
         let status = client.export(spans(100 + round * 10, 10, 10)).await.unwrap_err();
@@ -71,7 +72,15 @@ async fn broker_down_means_retryable_errors_never_success_then_recovery() {
         assert_eq!(response.status, 503, "HTTP clients retry 503");
     }
 
+    let health = gateway.health.clone();
+    assert!(
+        harness::eventually(Duration::from_secs(10), || !health.ready()).await,
+        "/ready turns false while Kafka is down"
+    );
+    assert_eq!(gateway.budget.in_use(), 0, "failed requests return their share of the budget");
+
     mock.broker_up(1).unwrap();
+    assert!(harness::eventually(Duration::from_secs(15), || health.ready()).await, "/ready recovers");
     let mut recovered = false;
     for _ in 0..40 {
         if client.export(spans(1000, 10, 10)).await.is_ok() {
@@ -137,6 +146,8 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
         held.push(tokio::spawn(async move { client.export(spans(i * 100, 10, 1_200)).await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let held_bytes = gateway.budget.in_use();
+    assert!(held_bytes > 20_000 && held_bytes <= 40_000, "held {held_bytes} of a 40000-byte budget");
 
     let status = client.export(spans(900, 10, 1_200)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -150,6 +161,7 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
     for request in held {
         assert_eq!(request.await.unwrap().unwrap_err().code(), Code::Unavailable, "never success while Kafka is down");
     }
+    assert_eq!(gateway.budget.in_use(), 0);
     mock.broker_up(1).unwrap();
     let mut recovered = false;
     for _ in 0..40 {

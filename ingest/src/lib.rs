@@ -144,6 +144,11 @@ impl Gateway {
         Arc::clone(&self.health)
     }
 
+    /// The in-flight byte budget, to observe what is held.
+    pub fn budget(&self) -> Budget {
+        self.sink.budget().clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then: reports not ready, stops accepting, finishes in-flight requests
     /// and flushes the producer, all within `grace`.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), IngestError> {

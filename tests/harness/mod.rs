@@ -64,6 +64,8 @@ pub struct RunningGateway {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub kafka: KafkaConfig,
+    pub health: std::sync::Arc<tailgate_ingest::Health>,
+    pub budget: tailgate_ingest::Budget,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), tailgate_ingest::IngestError>>,
 }
@@ -82,9 +84,9 @@ impl RunningGateway {
 pub async fn start_gateway(ingest: IngestConfig, kafka: KafkaConfig) -> RunningGateway {
     let gateway = Gateway::build(&ingest, &kafka).await.expect("gateway starts");
     let shutdown = CancellationToken::new();
-    let (grpc, http) = (gateway.grpc_addr(), gateway.http_addr());
+    let (grpc, http, health, budget) = (gateway.grpc_addr(), gateway.http_addr(), gateway.health(), gateway.budget());
     let task = tokio::spawn(gateway.run(shutdown.clone(), Duration::from_secs(10)));
-    RunningGateway { grpc, http, kafka, shutdown, task }
+    RunningGateway { grpc, http, kafka, health, budget, shutdown, task }
 }
 
 /// One record as a test sees it.
