@@ -202,3 +202,33 @@ async fn http_status_matrix() {
 
     gateway.stop().await;
 }
+
+/// Browsers may send OTLP/HTTP from the configured origins only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_configured_origins() {
+    let mut ingest = harness::ingest_config();
+    ingest.http.cors_allowed_origins = vec!["https://shop.example.com".to_owned()];
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 2)).await;
+    let preflight = |origin: &'static str| {
+        let addr = gateway.http;
+        async move {
+            http::request(
+                addr,
+                "OPTIONS",
+                "/v1/traces",
+                &[
+                    ("Origin", origin),
+                    ("Access-Control-Request-Method", "POST"),
+                    ("Access-Control-Request-Headers", "content-type"),
+                ],
+                b"",
+            )
+            .await
+        }
+    };
+    let allowed = preflight("https://shop.example.com").await;
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("https://shop.example.com"));
+    let other = preflight("https://evil.example.com").await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    gateway.stop().await;
+}
