@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
 use tailgate_ingest::IngestConfig;
 use tailgate_kafka::KafkaConfig;
+use tailgate_sampler::SamplerConfig;
 
 use crate::telemetry::TelemetryConfig;
 
@@ -19,6 +20,8 @@ pub struct Config {
     pub embedded_broker: EmbeddedBrokerConfig,
     /// The OTLP ingest gateway.
     pub ingest: IngestConfig,
+    /// Tail sampling (policy configuration; the sampler workers are not built yet).
+    pub sampler: SamplerConfig,
     /// Tailgate's own metrics and logs.
     pub telemetry: TelemetryConfig,
     /// Graceful shutdown.
@@ -101,6 +104,7 @@ impl Config {
         let mut problems = Problems::default();
         self.kafka.validate("kafka", &mut problems);
         self.ingest.validate("ingest", &mut problems);
+        self.sampler.validate("sampler", &mut problems);
         self.telemetry.validate("telemetry", &mut problems);
         if self.embedded_broker.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(
@@ -164,9 +168,9 @@ telemetry: { logs: { level: chatty } }
     #[test]
     fn unknown_keys_are_listed_with_their_paths() {
         let problems =
-            Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsampler: {}\n").unwrap_err();
+            Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsamplr: {}\n").unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["kafka.brokres", "ingest.grpc.endpont", "sampler"]);
+        assert_eq!(paths, ["kafka.brokres", "ingest.grpc.endpont", "samplr"]);
     }
 
     #[test]

@@ -142,9 +142,17 @@ pub fn read_topic(
     records
 }
 
-/// The Python with the OpenTelemetry SDK that `tests/run.sh` installs (`TAILGATE_PYTHON`), else `python3`.
+/// The Python with the OpenTelemetry SDK that `tests/run.sh` installs: `TAILGATE_PYTHON`, else its venv under
+/// `target/`, else `python3`.
 pub fn python() -> Command {
-    let python = std::env::var("TAILGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/venv/bin/python");
+    let python = std::env::var("TAILGATE_PYTHON").unwrap_or_else(|_| {
+        if std::path::Path::new(venv).exists() {
+            venv.to_owned()
+        } else {
+            "python3".to_owned()
+        }
+    });
     Command::new(python)
 }
 
