@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tailgate_ingest::Gateway;
+use tailgate_sampler::Sampler;
+
+/// The consumer group of the sampler workers.
+pub const SAMPLER_GROUP: &str = "tailgate-sampler";
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -20,6 +24,7 @@ use crate::config::Config;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Ingest,
+    Sampler,
     AllInOne,
     Validate,
 }
@@ -39,26 +44,59 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
             format!("cannot listen on telemetry.metrics.endpoint {}", config.telemetry.metrics.endpoint)
         })?;
 
-    let gateway = Gateway::build(&config.ingest, &config.kafka).await.context("cannot start the ingest gateway")?;
-    let health = gateway.health();
-    let ready: telemetry::Readiness = Arc::new(move || health.ready());
+    let runs_ingest = matches!(role, Role::Ingest | Role::AllInOne);
+    let runs_sampler = matches!(role, Role::Sampler | Role::AllInOne);
+
+    let gateway = match runs_ingest {
+        true => Some(Gateway::build(&config.ingest, &config.kafka).await.context("cannot start the ingest gateway")?),
+        false => None,
+    };
+    let sampler = match runs_sampler {
+        true => Some(
+            Sampler::build(&config.sampler, &config.kafka, SAMPLER_GROUP).await.context("cannot start the sampler")?,
+        ),
+        false => None,
+    };
+
+    let health = gateway.as_ref().map(Gateway::health);
+    let ready: telemetry::Readiness = Arc::new(move || health.as_ref().is_none_or(|h| h.ready()));
     let telemetry_addr = telemetry_listener.local_addr()?;
     let telemetry_stop = CancellationToken::new();
     let telemetry_server = tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
 
-    if role == Role::AllInOne {
+    if let (Role::AllInOne, Some(gateway)) = (role, &gateway) {
         println!(
-            "Tailgate is running.\n  send OTLP/gRPC to  {}\n  send OTLP/HTTP to  http://{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  metrics & health   http://{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
-            gateway.grpc_addr(),
-            gateway.http_addr(),
+            "Tailgate is running.\n  send OTLP/gRPC to  http://localhost:{}\n  send OTLP/HTTP to  http://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  metrics & health   http://localhost:{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
+            gateway.grpc_addr().port(),
+            gateway.http_addr().port(),
             config.kafka.brokers,
-            telemetry_addr,
+            config.kafka.topics.sampled_spans,
+            telemetry_addr.port(),
         );
     }
-    let result = gateway.run(shutdown, config.shutdown.grace.get()).await;
+
+    let grace = config.shutdown.grace.get();
+    let sampler_task = sampler.map(|sampler| tokio::spawn(sampler.run(shutdown.clone())));
+    let gateway_result = match gateway {
+        Some(gateway) => gateway.run(shutdown.clone(), grace).await.context("ingest gateway failed"),
+        None => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    // The gateway stops only on shutdown or failure; either way the other roles stop too.
+    shutdown.cancel();
+    let sampler_result = match sampler_task {
+        Some(task) => match tokio::time::timeout(grace, task).await {
+            Ok(Ok(result)) => result.context("sampler failed"),
+            Ok(Err(join)) => Err(anyhow::anyhow!("sampler task failed: {join}")),
+            Err(_) => Err(anyhow::anyhow!("sampler did not stop within shutdown.grace")),
+        },
+        None => Ok(()),
+    };
     telemetry_stop.cancel();
     let _ = telemetry_server.await;
-    result.context("ingest gateway failed")
+    gateway_result.and(sampler_result)
 }
 
 #[cfg(feature = "embedded-broker")]

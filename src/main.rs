@@ -21,6 +21,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Tail-sample traces: join consumer group `tailgate-sampler` on the spans topic, write kept traces to the
+    /// sampled topic.
+    Sampler {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Run every role with an embedded Kafka-API broker: the pipeline on one machine, from one command.
     AllInOne {
         /// Optional; the defaults work out of the box.
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (path, role) = match &cli.command {
         Command::Ingest { config } => (Some(config), tailgate::Role::Ingest),
+        Command::Sampler { config } => (Some(config), tailgate::Role::Sampler),
         Command::AllInOne { config } => (config.as_ref(), tailgate::Role::AllInOne),
         Command::Validate { config } => (Some(config), tailgate::Role::Validate),
     };

@@ -7,3 +7,4 @@ mod cli;
 mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;
+mod sampler;

@@ -47,11 +47,18 @@ pub struct Topics {
     pub metrics: String,
     /// Log records.
     pub logs: String,
+    /// Spans of the traces the samplers kept; the Jaeger exporter reads it.
+    pub sampled_spans: String,
 }
 
 impl Default for Topics {
     fn default() -> Self {
-        Topics { spans: "otlp_spans".to_owned(), metrics: "otlp_metrics".to_owned(), logs: "otlp_logs".to_owned() }
+        Topics {
+            spans: "otlp_spans".to_owned(),
+            metrics: "otlp_metrics".to_owned(),
+            logs: "otlp_logs".to_owned(),
+            sampled_spans: "sampled_spans".to_owned(),
+        }
     }
 }
 
@@ -118,9 +125,12 @@ impl KafkaConfig {
         if self.brokers.split(',').any(|b| b.trim().is_empty()) {
             problems.push(format!("{path}.brokers"), "must be a comma-separated list of host:port");
         }
-        for (name, topic) in
-            [("spans", &self.topics.spans), ("metrics", &self.topics.metrics), ("logs", &self.topics.logs)]
-        {
+        for (name, topic) in [
+            ("spans", &self.topics.spans),
+            ("metrics", &self.topics.metrics),
+            ("logs", &self.topics.logs),
+            ("sampled_spans", &self.topics.sampled_spans),
+        ] {
             let valid = !topic.is_empty()
                 && topic.len() <= 249
                 && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));

@@ -16,14 +16,27 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { decision_wait: Duration::from_secs(10), policies: Vec::new() }
+        SamplerConfig { decision_wait: Duration::from_secs(10), policies: default_policies() }
     }
+}
+
+/// Every error and every slow (≥ 2 s) trace, and 10% of the rest: the seed configuration.
+fn default_policies() -> Vec<PolicyConfig> {
+    let yaml = "
+- { name: errors-always, type: status_code, status_code: { status_codes: [ERROR] } }
+- { name: slow-requests, type: latency, latency: { threshold_ms: 2000 } }
+- { name: sample-rest, type: probabilistic, probabilistic: { sampling_percentage: 10 } }
+";
+    serde_yaml::from_str(yaml).expect("the built-in policies parse")
 }
 
 impl SamplerConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if self.decision_wait.get().is_zero() {
             problems.push(format!("{path}.decision_wait"), "must be longer than 0s");
+        }
+        if self.policies.is_empty() {
+            problems.push(format!("{path}.policies"), "must list at least one policy (leave it out for the defaults)");
         }
         crate::policy::validate_all(&self.policies, &format!("{path}.policies"), problems);
     }

@@ -4,12 +4,15 @@
 //!   users paste the configuration they run today.
 //! * [`offsets`]: the commit rule that makes sampling lossless across crashes, rebalances and replays.
 //!
-//! The worker that consumes the spans topic and wires these together is not built yet.
+//! * [`Sampler`]: the worker that consumes the spans topic and wires these together.
 
 #![forbid(unsafe_code)]
 
+mod buffer;
 pub mod config;
 pub mod offsets;
 pub mod policy;
+mod worker;
 
 pub use config::SamplerConfig;
+pub use worker::{Sampler, SamplerError};

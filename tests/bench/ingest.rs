@@ -69,7 +69,7 @@ fn requests(total_spans: usize, span_bytes: usize) -> Vec<Vec<u8>> {
         let spans: Vec<Span> = (0..SPANS_PER_REQUEST)
             .map(|_| {
                 n += 1;
-                let trace = (n / 5) as u128 * 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835 + 1;
+                let trace = ((n / 5) as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) + 1;
                 let mut span = Span {
                     trace_id: trace.to_be_bytes().to_vec(),
                     span_id: n.to_be_bytes().to_vec(),

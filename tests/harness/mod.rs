@@ -45,7 +45,12 @@ pub fn unique_topics() -> Topics {
         N.fetch_add(1, Ordering::SeqCst),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
     );
-    Topics { spans: format!("spans-{id}"), metrics: format!("metrics-{id}"), logs: format!("logs-{id}") }
+    Topics {
+        spans: format!("spans-{id}"),
+        metrics: format!("metrics-{id}"),
+        logs: format!("logs-{id}"),
+        sampled_spans: format!("sampled-{id}"),
+    }
 }
 
 pub fn kafka_config(brokers: &str, partitions: u32) -> KafkaConfig {

@@ -1,0 +1,198 @@
+//! One partition's traces awaiting a decision, its event-time clock, and its offset tracker.
+//!
+//! Every (trace, record) pair is one unit of unfinished work on that record's offset: released when the trace is
+//! dropped, or when its kept spans were acknowledged by Kafka. So the safe offset never passes a span whose fate
+//! is not settled.
+
+use std::collections::{HashMap, VecDeque};
+
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use prost::Message;
+
+use crate::offsets::OffsetTracker;
+
+pub type TraceId = [u8; 16];
+
+/// Spans of one trace awaiting its decision.
+#[derive(Debug, Default)]
+pub struct PendingTrace {
+    pub batches: Vec<ResourceSpans>,
+    /// Records holding its spans, each once.
+    pub offsets: Vec<i64>,
+    pub spans: usize,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct PartitionBuffer {
+    pub traces: HashMap<TraceId, PendingTrace>,
+    /// Trace IDs with the event time of their first span, in arrival order: decisions are due in this order.
+    order: VecDeque<(i64, TraceId)>,
+    pub tracker: OffsetTracker,
+    /// Event time: the newest record timestamp, or the wall clock once caught up.
+    pub clock_ms: i64,
+    pub buffered_bytes: usize,
+    /// Kept output sent to Kafka and not yet acknowledged.
+    pub unsettled_output: usize,
+}
+
+impl PartitionBuffer {
+    /// Adds the spans of one record. `decided` answers for traces already decided (true = kept). Returns the late
+    /// spans of kept traces, grouped as received, to be forwarded at once.
+    pub fn add_record(
+        &mut self,
+        offset: i64,
+        timestamp_ms: i64,
+        request: Vec<ResourceSpans>,
+        decided: impl Fn(&TraceId) -> Option<bool>,
+    ) -> (Vec<ResourceSpans>, usize) {
+        self.clock_ms = self.clock_ms.max(timestamp_ms);
+        let mut late_kept: Vec<ResourceSpans> = Vec::new();
+        let mut late_dropped = 0;
+        let mut new_units = 0u32;
+        for mut rs in request {
+            let scopes = std::mem::take(&mut rs.scope_spans);
+            for mut ss in scopes {
+                let spans = std::mem::take(&mut ss.spans);
+                for span in spans {
+                    let Ok(trace_id) = TraceId::try_from(span.trace_id.as_slice()) else { continue };
+                    match decided(&trace_id) {
+                        Some(true) => {
+                            push_span(&mut late_kept, &rs, &ss, span);
+                            continue;
+                        }
+                        Some(false) => {
+                            late_dropped += 1;
+                            continue;
+                        }
+                        None => {}
+                    }
+                    let bytes = span.encoded_len();
+                    let trace = self.traces.entry(trace_id).or_insert_with(|| {
+                        self.order.push_back((timestamp_ms, trace_id));
+                        PendingTrace::default()
+                    });
+                    if trace.offsets.last() != Some(&offset) {
+                        trace.offsets.push(offset);
+                        new_units += 1;
+                    }
+                    trace.spans += 1;
+                    trace.bytes += bytes;
+                    self.buffered_bytes += bytes;
+                    push_span(&mut trace.batches, &rs, &ss, span);
+                }
+            }
+        }
+        self.tracker.read(offset, new_units);
+        (late_kept, late_dropped)
+    }
+
+    /// Removes and returns the traces whose decision is due at the current clock, oldest first.
+    pub fn due(&mut self, decision_wait_ms: i64) -> Vec<(TraceId, PendingTrace)> {
+        let mut due = Vec::new();
+        while let Some((first_seen, _)) = self.order.front() {
+            if first_seen + decision_wait_ms > self.clock_ms {
+                break;
+            }
+            let (_, trace_id) = self.order.pop_front().expect("front exists");
+            if let Some(trace) = self.traces.remove(&trace_id) {
+                self.buffered_bytes -= trace.bytes;
+                due.push((trace_id, trace));
+            }
+        }
+        due
+    }
+
+    /// Releases one unit on each of `offsets`: the trace they held is settled.
+    pub fn settle(&mut self, offsets: &[i64]) {
+        for offset in offsets {
+            self.tracker.release(*offset);
+        }
+    }
+}
+
+/// Appends `span` under a copy of its resource and scope, reusing the last ones when they match.
+fn push_span(
+    batches: &mut Vec<ResourceSpans>,
+    rs: &ResourceSpans,
+    ss: &ScopeSpans,
+    span: opentelemetry_proto::tonic::trace::v1::Span,
+) {
+    let same_resource =
+        batches.last().is_some_and(|last| last.resource == rs.resource && last.schema_url == rs.schema_url);
+    if !same_resource {
+        batches.push(ResourceSpans {
+            resource: rs.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: rs.schema_url.clone(),
+        });
+    }
+    let last = batches.last_mut().expect("pushed above");
+    let same_scope = last.scope_spans.last().is_some_and(|s| s.scope == ss.scope && s.schema_url == ss.schema_url);
+    if !same_scope {
+        last.scope_spans.push(ScopeSpans {
+            scope: ss.scope.clone(),
+            spans: Vec::new(),
+            schema_url: ss.schema_url.clone(),
+        });
+    }
+    last.scope_spans.last_mut().expect("pushed above").spans.push(span);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn record(traces: &[u8]) -> Vec<ResourceSpans> {
+        vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: traces
+                    .iter()
+                    .map(|t| Span { trace_id: vec![*t; 16], span_id: vec![1; 8], ..Default::default() })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn decisions_come_due_in_event_time_and_hold_the_offsets() {
+        let mut buffer = PartitionBuffer::default();
+        buffer.add_record(10, 1_000, record(&[1, 2]), |_| None);
+        buffer.add_record(11, 3_000, record(&[2, 3]), |_| None);
+        assert_eq!(buffer.tracker.safe_offset(), Some(10));
+        assert!(buffer.due(10_000).is_empty(), "nothing due before decision_wait of event time");
+
+        buffer.add_record(12, 11_000, record(&[]), |_| None);
+        let due = buffer.due(10_000);
+        let ids: Vec<u8> = due.iter().map(|(id, _)| id[0]).collect();
+        assert_eq!(ids, [1, 2], "traces first seen at 1000 ms are due at 11000 ms");
+        assert_eq!(due[1].1.offsets, [10, 11]);
+        assert_eq!(due[1].1.spans, 2);
+
+        buffer.settle(&due[0].1.offsets);
+        assert_eq!(buffer.tracker.safe_offset(), Some(10), "trace 2 still holds offset 10");
+        buffer.settle(&due[1].1.offsets);
+        assert_eq!(buffer.tracker.safe_offset(), Some(11), "trace 3 holds offset 11");
+        buffer.clock_ms = 13_000;
+        let (_, trace3) = buffer.due(10_000).pop().unwrap();
+        buffer.settle(&trace3.offsets);
+        assert_eq!(buffer.tracker.safe_offset(), Some(13));
+        assert_eq!(buffer.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn late_spans_follow_the_decision() {
+        let mut buffer = PartitionBuffer::default();
+        let (kept, dropped) = buffer.add_record(5, 0, record(&[1, 2, 3]), |id| match id[0] {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        });
+        assert_eq!(kept[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(dropped, 1);
+        assert_eq!(buffer.traces.len(), 1);
+    }
+}

@@ -1,0 +1,402 @@
+//! The sampler worker: a member of consumer group `tailgate-sampler` on the spans topic.
+//!
+//! Per assigned partition it buffers spans by trace, decides each trace `decision_wait` after its first span in
+//! event time, writes kept traces to the sampled topic (same contract, same partition), and commits only offsets
+//! below which every span's fate is settled: dropped, or kept and acknowledged by Kafka ([`crate::offsets`]).
+//!
+//! Rebalances: on revoke, the revoked partitions' safe offsets are committed and their buffers dropped; their
+//! undecided traces are re-read by the next owner. On a lost assignment nothing is committed. Acknowledgements that
+//! arrive for a partition's earlier ownership are ignored (each ownership has its own epoch).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tailgate_kafka::{client_config, create_producer, ensure_topics, KafkaConfig, ProducerSettings, TopicError};
+use tailgate_proto::{headers, split};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{PartitionBuffer, TraceId};
+use crate::policy::{tracestate_threshold, Policies, TraceView};
+use crate::SamplerConfig;
+
+/// How many recent decisions are kept in memory for late spans.
+const DECISION_CACHE: usize = 200_000;
+/// A partition with no record for this long is caught up: its clock follows the wall clock.
+const IDLE_AFTER: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(100);
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub const TRACES: &str = "tailgate_sampler_traces_total";
+pub const SPANS: &str = "tailgate_sampler_spans_total";
+pub const LATE_SPANS: &str = "tailgate_sampler_late_spans_total";
+pub const UNDECODABLE: &str = "tailgate_sampler_undecodable_records_total";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid sampler policies:\n{0}")]
+    Policies(tailgate_config::Problems),
+}
+
+/// Recent decisions, oldest forgotten first.
+#[derive(Default)]
+struct Decisions {
+    kept: HashMap<TraceId, bool>,
+    order: VecDeque<TraceId>,
+}
+
+impl Decisions {
+    fn get(&self, id: &TraceId) -> Option<bool> {
+        self.kept.get(id).copied()
+    }
+
+    fn insert(&mut self, id: TraceId, keep: bool) {
+        if self.kept.insert(id, keep).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > DECISION_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.kept.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+struct Owned {
+    epoch: u64,
+    buffer: PartitionBuffer,
+    last_record: Instant,
+    committed: Option<i64>,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: HashMap<i32, Owned>,
+    decisions: Decisions,
+}
+
+struct Context {
+    state: Arc<Mutex<State>>,
+    topic: String,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else { return };
+        let lost = consumer.assignment_lost();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut commit = TopicPartitionList::new();
+        for element in revoked.elements() {
+            let Some(owned) = state.partitions.remove(&element.partition()) else { continue };
+            if let (false, Some(offset)) = (lost, owned.buffer.tracker.safe_offset()) {
+                let _ = commit.add_partition_offset(&self.topic, element.partition(), Offset::Offset(offset));
+            }
+        }
+        drop(state);
+        if lost {
+            tracing::warn!("assignment lost: dropping partition state without committing");
+        } else if commit.count() > 0 {
+            if let Err(error) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(%error, "commit on revoke failed; the next owner re-reads from the last commit");
+            }
+        }
+        tracing::info!(partitions = revoked.count(), lost, "partitions revoked");
+    }
+}
+
+/// An acknowledgement of kept output, or its final failure.
+struct Settled {
+    partition: i32,
+    epoch: u64,
+    offsets: Vec<i64>,
+}
+
+pub struct Sampler {
+    consumer: StreamConsumer<Context>,
+    producer: FutureProducer,
+    state: Arc<Mutex<State>>,
+    policies: Policies,
+    config: SamplerConfig,
+    kafka: KafkaConfig,
+}
+
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+impl Sampler {
+    pub async fn build(config: &SamplerConfig, kafka: &KafkaConfig, group_id: &str) -> Result<Sampler, SamplerError> {
+        let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
+        let none: &[(&str, &str)] = &[];
+        ensure_topics(
+            kafka,
+            &[(&kafka.topics.spans, none), (&kafka.topics.sampled_spans, none)],
+            Duration::from_secs(30),
+        )
+        .await?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let context = Context { state: Arc::clone(&state), topic: kafka.topics.spans.clone() };
+        let consumer: StreamConsumer<Context> = client_config(kafka)
+            .set("group.id", group_id)
+            .set("client.id", "tailgate-sampler")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(context)?;
+        consumer.subscribe(&[&kafka.topics.spans])?;
+        let producer = create_producer(
+            kafka,
+            &ProducerSettings { queue_max_bytes: None, client_id: "tailgate-sampler".to_owned() },
+        )?;
+        Ok(Sampler { consumer, producer, state, policies, config: config.clone(), kafka: kafka.clone() })
+    }
+
+    /// Consumes until `shutdown`, then commits what is settled and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SamplerError> {
+        let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<Settled>();
+        let wait_ms = self.config.decision_wait.get().as_millis() as i64;
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_commit = Instant::now();
+        tracing::info!(topic = %self.kafka.topics.spans, output = %self.kafka.topics.sampled_spans, "sampler consuming");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = self.consumer.recv() => {
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(error) => {
+                            tracing::warn!(%error, "consumer error");
+                            continue;
+                        }
+                    };
+                    let (partition, offset) = (message.partition(), message.offset());
+                    let timestamp = message.timestamp().to_millis().unwrap_or_else(now_ms);
+                    let request = match ExportTraceServiceRequest::decode(message.payload().unwrap_or_default()) {
+                        Ok(request) => request.resource_spans,
+                        Err(error) => {
+                            // TODO(dead-letter topic): undecodable records are counted and skipped for now.
+                            tracing::warn!(partition, offset, %error, "undecodable record skipped");
+                            metrics::counter!(UNDECODABLE).increment(1);
+                            Vec::new()
+                        }
+                    };
+                    self.on_record(partition, offset, timestamp, request, &settled_tx);
+                    self.decide_due(Some(partition), wait_ms, &settled_tx);
+                }
+                Some(settled) = settled_rx.recv() => self.on_settled(settled),
+                _ = tick.tick() => {
+                    self.advance_idle_clocks();
+                    self.decide_due(None, wait_ms, &settled_tx);
+                    if last_commit.elapsed() >= COMMIT_INTERVAL {
+                        self.commit(CommitMode::Async);
+                        last_commit = Instant::now();
+                    }
+                }
+            }
+        }
+        // Let in-flight output finish, then commit what is settled. Undecided traces stay uncommitted: the next
+        // owner re-reads them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.has_unsettled_output() {
+            match tokio::time::timeout_at(deadline, settled_rx.recv()).await {
+                Ok(Some(settled)) => self.on_settled(settled),
+                _ => break,
+            }
+        }
+        self.commit(CommitMode::Sync);
+        tracing::info!("sampler stopped");
+        Ok(())
+    }
+
+    fn on_record(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        request: Vec<ResourceSpans>,
+        settled_tx: &mpsc::UnboundedSender<Settled>,
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State { partitions, decisions } = &mut *state;
+        let owned = partitions.entry(partition).or_insert_with(|| Owned {
+            epoch: EPOCH.fetch_add(1, Ordering::SeqCst),
+            buffer: PartitionBuffer::default(),
+            last_record: Instant::now(),
+            committed: None,
+        });
+        owned.last_record = Instant::now();
+        let (late_kept, late_dropped) = owned.buffer.add_record(offset, timestamp, request, |id| decisions.get(id));
+        if late_dropped > 0 {
+            metrics::counter!(LATE_SPANS, "decision" => "dropped").increment(late_dropped as u64);
+        }
+        if !late_kept.is_empty() {
+            metrics::counter!(LATE_SPANS, "decision" => "kept").increment(1);
+            // The late spans hold their record until Kafka has them.
+            owned.buffer.tracker.read(offset, 1);
+            let epoch = owned.epoch;
+            drop(state);
+            self.emit(partition, epoch, late_kept, vec![offset], settled_tx);
+        }
+    }
+
+    fn decide_due(&mut self, only: Option<i32>, wait_ms: i64, settled_tx: &mpsc::UnboundedSender<Settled>) {
+        let mut to_emit = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let State { partitions, decisions } = &mut *state;
+            for (partition, owned) in partitions.iter_mut() {
+                if only.is_some_and(|p| p != *partition) {
+                    continue;
+                }
+                let clock = owned.buffer.clock_ms;
+                for (trace_id, mut trace) in owned.buffer.due(wait_ms) {
+                    let verdict =
+                        self.policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, clock);
+                    decisions.insert(trace_id, verdict.keep);
+                    let policy = verdict.policy.clone().unwrap_or_default();
+                    let outcome = if verdict.keep { "kept" } else { "dropped" };
+                    metrics::counter!(TRACES, "decision" => outcome, "policy" => policy.clone()).increment(1);
+                    metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
+                    if verdict.keep {
+                        if let Some(percentage) = verdict.probabilistic {
+                            mark_threshold(&mut trace.batches, percentage);
+                        }
+                        to_emit.push((*partition, owned.epoch, trace.batches, trace.offsets));
+                    } else {
+                        owned.buffer.settle(&trace.offsets);
+                    }
+                }
+            }
+        }
+        for (partition, epoch, batches, offsets) in to_emit {
+            self.emit(partition, epoch, batches, offsets, settled_tx);
+        }
+    }
+
+    /// Writes kept spans to the sampled topic, retrying until Kafka acknowledges, then reports them settled.
+    fn emit(
+        &self,
+        partition: i32,
+        epoch: u64,
+        batches: Vec<ResourceSpans>,
+        offsets: Vec<i64>,
+        settled_tx: &mpsc::UnboundedSender<Settled>,
+    ) {
+        let request = ExportTraceServiceRequest { resource_spans: batches };
+        let max = (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(1024);
+        let records = split(request, self.kafka.partitions, max).records;
+        let producer = self.producer.clone();
+        let topic = self.kafka.topics.sampled_spans.clone();
+        let settled_tx = settled_tx.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
+                    .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) });
+                let sends = records.iter().map(|r| {
+                    producer.send(
+                        FutureRecord::to(&topic)
+                            .partition(r.partition as i32)
+                            .key(r.key.as_slice())
+                            .payload(r.value.as_slice())
+                            .headers(headers.clone()),
+                        Duration::from_secs(5),
+                    )
+                });
+                let results = join_all(sends).await;
+                if results.iter().all(Result::is_ok) {
+                    break;
+                }
+                // Records that did land are duplicated by the retry; downstream counts them.
+                tracing::warn!(?backoff, "kept spans not acknowledged; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            let _ = settled_tx.send(Settled { partition, epoch, offsets });
+        });
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owned) = state.partitions.get_mut(&partition) {
+            owned.buffer.unsettled_output += 1;
+        }
+    }
+
+    fn on_settled(&mut self, settled: Settled) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owned) = state.partitions.get_mut(&settled.partition) {
+            if owned.epoch == settled.epoch {
+                owned.buffer.settle(&settled.offsets);
+                owned.buffer.unsettled_output -= 1;
+            }
+        }
+    }
+
+    fn has_unsettled_output(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.partitions.values().any(|o| o.buffer.unsettled_output > 0)
+    }
+
+    fn advance_idle_clocks(&mut self) {
+        let now = now_ms();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let owned_count = state.partitions.len();
+        for owned in state.partitions.values_mut() {
+            if owned.last_record.elapsed() >= IDLE_AFTER {
+                owned.buffer.clock_ms = owned.buffer.clock_ms.max(now);
+            }
+        }
+        drop(state);
+        let share = owned_count as f64 / f64::from(self.kafka.partitions.max(1));
+        self.policies.set_rate_share(share.clamp(0.0, 1.0));
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (partition, owned) in state.partitions.iter_mut() {
+                if let Some(offset) = owned.buffer.tracker.safe_offset() {
+                    if owned.committed != Some(offset) {
+                        let _ = tpl.add_partition_offset(&self.kafka.topics.spans, *partition, Offset::Offset(offset));
+                        owned.committed = Some(offset);
+                    }
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(error) = self.consumer.commit(&tpl, mode) {
+                tracing::warn!(%error, "offset commit failed; will retry");
+            }
+        }
+    }
+}
+
+/// Records the consistent-probability threshold of a probabilistic keep in each span's `tracestate`.
+fn mark_threshold(batches: &mut [ResourceSpans], percentage: f64) {
+    let entry = format!("ot=th:{}", tracestate_threshold(percentage));
+    for span in batches.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans) {
+        if span.trace_state.is_empty() {
+            span.trace_state = entry.clone();
+        } else if !span.trace_state.split(',').any(|m| m.trim().starts_with("ot=")) {
+            span.trace_state = format!("{entry},{}", span.trace_state);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

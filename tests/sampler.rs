@@ -1,0 +1,140 @@
+//! Sampler workers against a real broker (Tansu): completeness, the policies' promises, determinism on replay.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tailgate_kafka::KafkaConfig;
+use tailgate_proto::partition_for_key;
+use tailgate_sampler::{Sampler, SamplerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness;
+
+const PARTITIONS: u32 = 4;
+const TRACES: u32 = 200;
+const SPANS_PER_TRACE: u32 = 4;
+
+fn trace_id(t: u32) -> Vec<u8> {
+    (t as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
+}
+
+/// Span `s` of every trace: traces 0..20 fail, 20..40 take 3 s, the rest are fast and fine.
+fn request_of_span(s: u32) -> ExportTraceServiceRequest {
+    let start = 1_700_000_000_000_000_000u64;
+    let spans = (0..TRACES)
+        .map(|t| Span {
+            trace_id: trace_id(t),
+            span_id: ((t * 10 + s + 1) as u64).to_be_bytes().to_vec(),
+            name: format!("t{t}-s{s}"),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + if (20..40).contains(&t) && s == 0 { 3_000_000_000 } else { 1_000_000 },
+            status: (t < 20 && s == SPANS_PER_TRACE - 1)
+                .then(|| Status { code: status::StatusCode::Error as i32, message: "payment declined".into() }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn config() -> SamplerConfig {
+    SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(2), ..SamplerConfig::default() }
+}
+
+async fn start_sampler(kafka: &KafkaConfig, group: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let sampler = Sampler::build(&config(), kafka, group).await.expect("sampler starts");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { sampler.run(stop).await.unwrap() }
+    });
+    (stop, task)
+}
+
+/// Kept spans by trace (name list), with the partition each was found on.
+fn kept(records: &[harness::Record]) -> HashMap<Vec<u8>, Vec<(String, i32, String)>> {
+    let mut out: HashMap<Vec<u8>, Vec<(String, i32, String)>> = HashMap::new();
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
+        for span in request.resource_spans.into_iter().flat_map(|rs| rs.scope_spans).flat_map(|ss| ss.spans) {
+            out.entry(span.trace_id.clone()).or_default().push((span.name, record.partition, span.trace_state));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let (stop, task) = start_sampler(&kafka, "tailgate-sampler").await;
+
+    // Each trace's spans arrive in four different requests, hence four different records.
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    for s in 0..SPANS_PER_TRACE {
+        client.export(request_of_span(s)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let must_keep: Vec<Vec<u8>> = (0..40).map(trace_id).collect();
+    let records =
+        harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(60), |r| {
+            let kept = kept(r);
+            must_keep.iter().all(|t| kept.get(t).is_some_and(|spans| spans.len() >= SPANS_PER_TRACE as usize))
+        });
+    // Give the fast, successful traces (decided at the same time) a moment to land too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = if records.is_empty() {
+        records
+    } else {
+        harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(5), |r| {
+            r.len() >= records.len()
+        })
+    };
+    let kept_first = kept(&records);
+
+    for t in &must_keep {
+        assert!(kept_first.contains_key(t), "every error and every slow trace is kept");
+    }
+    for (trace, spans) in &kept_first {
+        let names: BTreeSet<&str> = spans.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names.len(), SPANS_PER_TRACE as usize, "a kept trace arrives whole");
+        assert_eq!(spans.len(), SPANS_PER_TRACE as usize, "and once");
+        let partition = partition_for_key(trace, PARTITIONS) as i32;
+        assert!(spans.iter().all(|(_, p, _)| *p == partition), "on its trace's partition");
+    }
+    let sampled_rest: Vec<_> = kept_first.keys().filter(|t| !must_keep.contains(t)).collect();
+    assert!(sampled_rest.len() < 60, "about 10% of 160 fast traces, not {}", sampled_rest.len());
+    for t in &sampled_rest {
+        assert!(
+            kept_first[*t].iter().all(|(_, _, state)| state == "ot=th:e6666666666666"),
+            "probabilistic keeps carry their threshold in tracestate"
+        );
+    }
+
+    // A second group reading the same spans topic from the start (a replay) keeps exactly the same traces.
+    let mut replay = kafka.clone();
+    replay.topics.sampled_spans = format!("{}-replay", kafka.topics.sampled_spans);
+    let (replay_stop, replay_task) = start_sampler(&replay, "tailgate-sampler-replay").await;
+    let expected: BTreeSet<Vec<u8>> = kept_first.keys().cloned().collect();
+    let replayed =
+        harness::read_topic(&kafka.brokers, &replay.topics.sampled_spans, PARTITIONS, Duration::from_secs(60), |r| {
+            kept(r).keys().cloned().collect::<BTreeSet<_>>() == expected
+        });
+    let replayed: BTreeSet<Vec<u8>> = kept(&replayed).keys().cloned().collect();
+    assert_eq!(replayed, expected, "decisions are deterministic on replay");
+
+    for (stop, task) in [(stop, task), (replay_stop, replay_task)] {
+        stop.cancel();
+        task.await.unwrap();
+    }
+    gateway.stop().await;
+}
