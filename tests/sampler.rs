@@ -138,3 +138,80 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
     }
     gateway.stop().await;
 }
+
+/// An undecodable record goes to `<spans>.dlq` with its error and the partition moves on; a trace that reaches
+/// `max_spans_per_trace` is decided at once (long before `decision_wait`) and its later spans follow the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let config = SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(300),
+        max_spans_per_trace: 50,
+        ..SamplerConfig::default()
+    };
+    let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { sampler.run(stop).await.unwrap() }
+    });
+
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(&kafka.topics.spans)
+                .partition(0)
+                .payload(&[0xff, 0xff, 0xff][..]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+    // One failing trace of 200 spans, in four requests.
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    for part in 0..4u64 {
+        let spans = (0..50u64)
+            .map(|i| Span {
+                trace_id: vec![7; 16],
+                span_id: (part * 50 + i + 1).to_be_bytes().to_vec(),
+                status: Some(Status { code: status::StatusCode::Error as i32, message: String::new() }),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        client.export(request).await.unwrap();
+    }
+
+    let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(30), |r| {
+        kept(r).get(&vec![7; 16]).is_some_and(|s| s.len() >= 200)
+    });
+    let spans = kept(&sampled).remove(&vec![7u8; 16]).unwrap_or_default();
+    assert_eq!(spans.len(), 200, "decided early at 50 spans; the other 150 followed the decision");
+
+    let dlq = harness::read_topic(
+        &kafka.brokers,
+        &tailgate_sampler::dead_letter_topic(&kafka.topics.spans),
+        2,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    );
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].value, [0xff, 0xff, 0xff]);
+    let error = dlq[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == tailgate_sampler::DLQ_ERROR)
+        .map(|(_, v)| String::from_utf8_lossy(v).to_string());
+    assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
+
+    stop.cancel();
+    task.await.unwrap();
+    gateway.stop().await;
+}

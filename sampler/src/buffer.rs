@@ -34,16 +34,27 @@ pub struct PartitionBuffer {
     pub buffered_bytes: usize,
     /// Kept output sent to Kafka and not yet acknowledged.
     pub unsettled_output: usize,
+    /// Traces that reached a per-trace limit and must be decided now.
+    pub over_limit: Vec<TraceId>,
+}
+
+/// Per-trace bounds: a trace that reaches either is decided at once.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceLimits {
+    pub max_spans: usize,
+    pub max_bytes: usize,
 }
 
 impl PartitionBuffer {
     /// Adds the spans of one record. `decided` answers for traces already decided (true = kept). Returns the late
-    /// spans of kept traces, grouped as received, to be forwarded at once.
+    /// spans of kept traces, grouped as received, to be forwarded at once — they hold one unit on `offset` that
+    /// the caller settles once Kafka has them — and the number of late spans of dropped traces.
     pub fn add_record(
         &mut self,
         offset: i64,
         timestamp_ms: i64,
         request: Vec<ResourceSpans>,
+        limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> (Vec<ResourceSpans>, usize) {
         self.clock_ms = self.clock_ms.max(timestamp_ms);
@@ -79,11 +90,16 @@ impl PartitionBuffer {
                     trace.spans += 1;
                     trace.bytes += bytes;
                     self.buffered_bytes += bytes;
+                    let reached = trace.spans >= limits.max_spans || trace.bytes >= limits.max_bytes;
                     push_span(&mut trace.batches, &rs, &ss, span);
+                    if reached && !self.over_limit.contains(&trace_id) {
+                        self.over_limit.push(trace_id);
+                    }
                 }
             }
         }
-        self.tracker.read(offset, new_units);
+        // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
+        self.tracker.read(offset, new_units + u32::from(!late_kept.is_empty()));
         (late_kept, late_dropped)
     }
 
@@ -95,12 +111,33 @@ impl PartitionBuffer {
                 break;
             }
             let (_, trace_id) = self.order.pop_front().expect("front exists");
-            if let Some(trace) = self.traces.remove(&trace_id) {
-                self.buffered_bytes -= trace.bytes;
+            if let Some(trace) = self.remove(&trace_id) {
                 due.push((trace_id, trace));
             }
         }
         due
+    }
+
+    /// Removes the traces that reached a per-trace limit, to be decided early.
+    pub fn take_over_limit(&mut self) -> Vec<(TraceId, PendingTrace)> {
+        let ids = std::mem::take(&mut self.over_limit);
+        ids.into_iter().filter_map(|id| self.remove(&id).map(|t| (id, t))).collect()
+    }
+
+    /// Removes the trace that arrived first, to be decided early when memory runs short.
+    pub fn take_oldest(&mut self) -> Option<(TraceId, PendingTrace)> {
+        while let Some((_, id)) = self.order.pop_front() {
+            if let Some(trace) = self.remove(&id) {
+                return Some((id, trace));
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, id: &TraceId) -> Option<PendingTrace> {
+        let trace = self.traces.remove(id)?;
+        self.buffered_bytes -= trace.bytes;
+        Some(trace)
     }
 
     /// Releases one unit on each of `offsets`: the trace they held is settled.
@@ -144,6 +181,8 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::trace::v1::Span;
 
+    const NO_LIMITS: TraceLimits = TraceLimits { max_spans: usize::MAX, max_bytes: usize::MAX };
+
     fn record(traces: &[u8]) -> Vec<ResourceSpans> {
         vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -160,12 +199,12 @@ mod tests {
     #[test]
     fn decisions_come_due_in_event_time_and_hold_the_offsets() {
         let mut buffer = PartitionBuffer::default();
-        buffer.add_record(10, 1_000, record(&[1, 2]), |_| None);
-        buffer.add_record(11, 3_000, record(&[2, 3]), |_| None);
+        buffer.add_record(10, 1_000, record(&[1, 2]), NO_LIMITS, |_| None);
+        buffer.add_record(11, 3_000, record(&[2, 3]), NO_LIMITS, |_| None);
         assert_eq!(buffer.tracker.safe_offset(), Some(10));
         assert!(buffer.due(10_000).is_empty(), "nothing due before decision_wait of event time");
 
-        buffer.add_record(12, 11_000, record(&[]), |_| None);
+        buffer.add_record(12, 11_000, record(&[]), NO_LIMITS, |_| None);
         let due = buffer.due(10_000);
         let ids: Vec<u8> = due.iter().map(|(id, _)| id[0]).collect();
         assert_eq!(ids, [1, 2], "traces first seen at 1000 ms are due at 11000 ms");
@@ -186,7 +225,7 @@ mod tests {
     #[test]
     fn late_spans_follow_the_decision() {
         let mut buffer = PartitionBuffer::default();
-        let (kept, dropped) = buffer.add_record(5, 0, record(&[1, 2, 3]), |id| match id[0] {
+        let (kept, dropped) = buffer.add_record(5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
             1 => Some(true),
             2 => Some(false),
             _ => None,
@@ -194,5 +233,20 @@ mod tests {
         assert_eq!(kept[0].scope_spans[0].spans.len(), 1);
         assert_eq!(dropped, 1);
         assert_eq!(buffer.traces.len(), 1);
+    }
+
+    #[test]
+    fn limits_pick_traces_for_early_decisions() {
+        let mut buffer = PartitionBuffer::default();
+        let limits = TraceLimits { max_spans: 3, max_bytes: usize::MAX };
+        buffer.add_record(0, 0, record(&[1, 1, 2]), limits, |_| None);
+        assert!(buffer.take_over_limit().is_empty());
+        buffer.add_record(1, 0, record(&[1, 2]), limits, |_| None);
+        let early: Vec<u8> = buffer.take_over_limit().iter().map(|(id, _)| id[0]).collect();
+        assert_eq!(early, [1], "trace 1 reached 3 spans");
+        let (oldest, _) = buffer.take_oldest().unwrap();
+        assert_eq!(oldest[0], 2, "trace 1 is gone; trace 2 is the oldest left");
+        assert_eq!(buffer.buffered_bytes, 0);
+        assert!(buffer.take_oldest().is_none());
     }
 }

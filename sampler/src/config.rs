@@ -1,7 +1,7 @@
 //! The `sampler:` section.
 
 use serde::{Deserialize, Serialize};
-use tailgate_config::{Duration, Problems};
+use tailgate_config::{ByteSize, Duration, Problems};
 
 use crate::policy::PolicyConfig;
 
@@ -12,11 +12,24 @@ pub struct SamplerConfig {
     pub decision_wait: Duration,
     /// Policies, in the OpenTelemetry Collector's `tail_sampling` schema.
     pub policies: Vec<PolicyConfig>,
+    /// Encoded span bytes a worker buffers across its partitions. At the bound, the oldest traces are decided
+    /// early (counted with reason `memory`).
+    pub max_buffered_bytes: ByteSize,
+    /// A trace reaching this many spans is decided at once (reason `trace_spans`); later spans follow the decision.
+    pub max_spans_per_trace: usize,
+    /// A trace reaching this many encoded bytes is decided at once (reason `trace_bytes`).
+    pub max_trace_bytes: ByteSize,
 }
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { decision_wait: Duration::from_secs(10), policies: default_policies() }
+        SamplerConfig {
+            decision_wait: Duration::from_secs(10),
+            policies: default_policies(),
+            max_buffered_bytes: ByteSize::mib(512),
+            max_spans_per_trace: 10_000,
+            max_trace_bytes: ByteSize::mib(16),
+        }
     }
 }
 
@@ -34,6 +47,15 @@ impl SamplerConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if self.decision_wait.get().is_zero() {
             problems.push(format!("{path}.decision_wait"), "must be longer than 0s");
+        }
+        if self.max_buffered_bytes.get() < 1 << 20 {
+            problems.push(format!("{path}.max_buffered_bytes"), "must be at least 1MiB");
+        }
+        if self.max_spans_per_trace == 0 {
+            problems.push(format!("{path}.max_spans_per_trace"), "must be at least 1");
+        }
+        if self.max_trace_bytes.get() == 0 || self.max_trace_bytes > self.max_buffered_bytes {
+            problems.push(format!("{path}.max_trace_bytes"), "must be between 1 and max_buffered_bytes");
         }
         if self.policies.is_empty() {
             problems.push(format!("{path}.policies"), "must list at least one policy (leave it out for the defaults)");

@@ -26,7 +26,7 @@ use tailgate_proto::{headers, split};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{PartitionBuffer, TraceId};
+use crate::buffer::{PartitionBuffer, PendingTrace, TraceId, TraceLimits};
 use crate::policy::{tracestate_threshold, Policies, TraceView};
 use crate::SamplerConfig;
 
@@ -41,6 +41,8 @@ pub const TRACES: &str = "tailgate_sampler_traces_total";
 pub const SPANS: &str = "tailgate_sampler_spans_total";
 pub const LATE_SPANS: &str = "tailgate_sampler_late_spans_total";
 pub const UNDECODABLE: &str = "tailgate_sampler_undecodable_records_total";
+pub const EARLY_DECISIONS: &str = "tailgate_sampler_early_decisions_total";
+pub const BUFFERED_BYTES: &str = "tailgate_sampler_buffered_bytes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
@@ -142,9 +144,10 @@ impl Sampler {
     pub async fn build(config: &SamplerConfig, kafka: &KafkaConfig, group_id: &str) -> Result<Sampler, SamplerError> {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
         let none: &[(&str, &str)] = &[];
+        let dlq = dead_letter_topic(&kafka.topics.spans);
         ensure_topics(
             kafka,
-            &[(&kafka.topics.spans, none), (&kafka.topics.sampled_spans, none)],
+            &[(&kafka.topics.spans, none), (&kafka.topics.sampled_spans, none), (&dlq, none)],
             Duration::from_secs(30),
         )
         .await?;
@@ -185,13 +188,15 @@ impl Sampler {
                     };
                     let (partition, offset) = (message.partition(), message.offset());
                     let timestamp = message.timestamp().to_millis().unwrap_or_else(now_ms);
-                    let request = match ExportTraceServiceRequest::decode(message.payload().unwrap_or_default()) {
+                    let payload = message.payload().unwrap_or_default();
+                    let request = match ExportTraceServiceRequest::decode(payload) {
                         Ok(request) => request.resource_spans,
                         Err(error) => {
-                            // TODO(dead-letter topic): undecodable records are counted and skipped for now.
-                            tracing::warn!(partition, offset, %error, "undecodable record skipped");
+                            tracing::warn!(partition, offset, %error, "undecodable record sent to the dead-letter topic");
                             metrics::counter!(UNDECODABLE).increment(1);
-                            Vec::new()
+                            let key = message.key().map(<[u8]>::to_vec);
+                            self.dead_letter(partition, offset, key, payload.to_vec(), error.to_string(), &settled_tx);
+                            continue;
                         }
                     };
                     self.on_record(partition, offset, timestamp, request, &settled_tx);
@@ -222,6 +227,49 @@ impl Sampler {
         Ok(())
     }
 
+    /// Sends an undecodable record to `<spans topic>.dlq` with the error in a header. Its offset is held until
+    /// Kafka has the copy, so it is never skipped silently, and the partition moves on meanwhile.
+    fn dead_letter(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        error: String,
+        settled_tx: &mpsc::UnboundedSender<Settled>,
+    ) {
+        let epoch = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let owned = owned(&mut state.partitions, partition);
+            owned.buffer.tracker.read(offset, 1);
+            owned.buffer.unsettled_output += 1;
+            owned.epoch
+        };
+        let producer = self.producer.clone();
+        let topic = dead_letter_topic(&self.kafka.topics.spans);
+        let settled_tx = settled_tx.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: DLQ_ERROR, value: Some(error.as_str()) })
+                    .insert(Header { key: DLQ_OFFSET, value: Some(&format!("{partition}:{offset}")) });
+                let mut record =
+                    FutureRecord::to(&topic).partition(partition).payload(payload.as_slice()).headers(headers);
+                if let Some(key) = &key {
+                    record = record.key(key.as_slice());
+                }
+                match producer.send(record, Duration::from_secs(5)).await {
+                    Ok(_) => break,
+                    Err((error, _)) => tracing::warn!(%error, %topic, "dead-letter write failed; retrying"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            let _ = settled_tx.send(Settled { partition, epoch, offsets: vec![offset] });
+        });
+    }
+
     fn on_record(
         &mut self,
         partition: i32,
@@ -232,53 +280,74 @@ impl Sampler {
     ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let State { partitions, decisions } = &mut *state;
-        let owned = partitions.entry(partition).or_insert_with(|| Owned {
-            epoch: EPOCH.fetch_add(1, Ordering::SeqCst),
-            buffer: PartitionBuffer::default(),
-            last_record: Instant::now(),
-            committed: None,
-        });
-        owned.last_record = Instant::now();
-        let (late_kept, late_dropped) = owned.buffer.add_record(offset, timestamp, request, |id| decisions.get(id));
+        let owned = owned(partitions, partition);
+        let limits = TraceLimits {
+            max_spans: self.config.max_spans_per_trace,
+            max_bytes: self.config.max_trace_bytes.get() as usize,
+        };
+        let (late_kept, late_dropped) =
+            owned.buffer.add_record(offset, timestamp, request, limits, |id| decisions.get(id));
         if late_dropped > 0 {
             metrics::counter!(LATE_SPANS, "decision" => "dropped").increment(late_dropped as u64);
         }
         if !late_kept.is_empty() {
             metrics::counter!(LATE_SPANS, "decision" => "kept").increment(1);
-            // The late spans hold their record until Kafka has them.
-            owned.buffer.tracker.read(offset, 1);
             let epoch = owned.epoch;
             drop(state);
             self.emit(partition, epoch, late_kept, vec![offset], settled_tx);
         }
     }
 
+    /// Decides the traces that are due (`decision_wait` passed in event time, for `only` or every partition), that
+    /// reached a per-trace limit, or — oldest first — that must go to bring the buffer under `max_buffered_bytes`.
     fn decide_due(&mut self, only: Option<i32>, wait_ms: i64, settled_tx: &mpsc::UnboundedSender<Settled>) {
+        let max_buffered = self.config.max_buffered_bytes.get() as usize;
         let mut to_emit = Vec::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let State { partitions, decisions } = &mut *state;
+            let mut ready: Vec<(i32, TraceId, PendingTrace, &'static str)> = Vec::new();
             for (partition, owned) in partitions.iter_mut() {
-                if only.is_some_and(|p| p != *partition) {
-                    continue;
+                ready.extend(
+                    owned.buffer.take_over_limit().into_iter().map(|(id, t)| (*partition, id, t, "trace_limit")),
+                );
+                if only.is_none_or(|p| p == *partition) {
+                    ready.extend(
+                        owned.buffer.due(wait_ms).into_iter().map(|(id, t)| (*partition, id, t, "decision_wait")),
+                    );
+                }
+            }
+            let mut total: usize = partitions.values().map(|o| o.buffer.buffered_bytes).sum();
+            while total > max_buffered {
+                let Some((partition, owned)) = partitions.iter_mut().max_by_key(|(_, o)| o.buffer.buffered_bytes)
+                else {
+                    break;
+                };
+                let Some((id, trace)) = owned.buffer.take_oldest() else { break };
+                total -= trace.bytes;
+                ready.push((*partition, id, trace, "memory"));
+            }
+            metrics::gauge!(BUFFERED_BYTES).set(total as f64);
+
+            for (partition, trace_id, mut trace, reason) in ready {
+                let Some(owned) = partitions.get_mut(&partition) else { continue };
+                if reason != "decision_wait" {
+                    metrics::counter!(EARLY_DECISIONS, "reason" => reason).increment(1);
                 }
                 let clock = owned.buffer.clock_ms;
-                for (trace_id, mut trace) in owned.buffer.due(wait_ms) {
-                    let verdict =
-                        self.policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, clock);
-                    decisions.insert(trace_id, verdict.keep);
-                    let policy = verdict.policy.clone().unwrap_or_default();
-                    let outcome = if verdict.keep { "kept" } else { "dropped" };
-                    metrics::counter!(TRACES, "decision" => outcome, "policy" => policy.clone()).increment(1);
-                    metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
-                    if verdict.keep {
-                        if let Some(percentage) = verdict.probabilistic {
-                            mark_threshold(&mut trace.batches, percentage);
-                        }
-                        to_emit.push((*partition, owned.epoch, trace.batches, trace.offsets));
-                    } else {
-                        owned.buffer.settle(&trace.offsets);
+                let verdict = self.policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, clock);
+                decisions.insert(trace_id, verdict.keep);
+                let outcome = if verdict.keep { "kept" } else { "dropped" };
+                let policy = verdict.policy.clone().unwrap_or_default();
+                metrics::counter!(TRACES, "decision" => outcome, "policy" => policy).increment(1);
+                metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
+                if verdict.keep {
+                    if let Some(percentage) = verdict.probabilistic {
+                        mark_threshold(&mut trace.batches, percentage);
                     }
+                    to_emit.push((partition, owned.epoch, trace.batches, trace.offsets));
+                } else {
+                    owned.buffer.settle(&trace.offsets);
                 }
             }
         }
@@ -384,6 +453,27 @@ impl Sampler {
         }
     }
 }
+
+/// The state of `partition`, created on its first record after an assignment.
+fn owned(partitions: &mut HashMap<i32, Owned>, partition: i32) -> &mut Owned {
+    let owned = partitions.entry(partition).or_insert_with(|| Owned {
+        epoch: EPOCH.fetch_add(1, Ordering::SeqCst),
+        buffer: PartitionBuffer::default(),
+        last_record: Instant::now(),
+        committed: None,
+    });
+    owned.last_record = Instant::now();
+    owned
+}
+
+/// Where undecodable records of `topic` go.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Dead-letter headers: why the record was refused, and where it came from (`partition:offset`).
+pub const DLQ_ERROR: &str = "tailgate.error";
+pub const DLQ_OFFSET: &str = "tailgate.source";
 
 /// Records the consistent-probability threshold of a probabilistic keep in each span's `tracestate`.
 fn mark_threshold(batches: &mut [ResourceSpans], percentage: f64) {
