@@ -8,3 +8,4 @@ mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;
 mod sampler;
+mod sampler_faults;

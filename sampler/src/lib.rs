@@ -15,4 +15,4 @@ pub mod policy;
 mod worker;
 
 pub use config::SamplerConfig;
-pub use worker::{dead_letter_topic, Sampler, SamplerError, DLQ_ERROR};
+pub use worker::{dead_letter_topic, Sampler, SamplerError, SamplerStats, DLQ_ERROR};

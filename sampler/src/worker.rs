@@ -43,6 +43,7 @@ pub const LATE_SPANS: &str = "tailgate_sampler_late_spans_total";
 pub const UNDECODABLE: &str = "tailgate_sampler_undecodable_records_total";
 pub const EARLY_DECISIONS: &str = "tailgate_sampler_early_decisions_total";
 pub const BUFFERED_BYTES: &str = "tailgate_sampler_buffered_bytes";
+pub const REVOCATIONS: &str = "tailgate_sampler_revocations_total";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
@@ -94,6 +95,14 @@ struct State {
 struct Context {
     state: Arc<Mutex<State>>,
     topic: String,
+    stats: Arc<SamplerStats>,
+}
+
+/// Counters a test or an operator can read while the worker runs.
+#[derive(Debug, Default)]
+pub struct SamplerStats {
+    /// Rebalances that took partitions away from this worker.
+    pub revocations: AtomicU64,
 }
 
 impl ClientContext for Context {}
@@ -118,6 +127,8 @@ impl ConsumerContext for Context {
                 tracing::warn!(%error, "commit on revoke failed; the next owner re-reads from the last commit");
             }
         }
+        self.stats.revocations.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!(REVOCATIONS, "lost" => if lost { "true" } else { "false" }).increment(1);
         tracing::info!(partitions = revoked.count(), lost, "partitions revoked");
     }
 }
@@ -136,6 +147,7 @@ pub struct Sampler {
     policies: Policies,
     config: SamplerConfig,
     kafka: KafkaConfig,
+    stats: Arc<SamplerStats>,
 }
 
 static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -152,7 +164,9 @@ impl Sampler {
         )
         .await?;
         let state = Arc::new(Mutex::new(State::default()));
-        let context = Context { state: Arc::clone(&state), topic: kafka.topics.spans.clone() };
+        let stats = Arc::new(SamplerStats::default());
+        let context =
+            Context { state: Arc::clone(&state), topic: kafka.topics.spans.clone(), stats: Arc::clone(&stats) };
         let consumer: StreamConsumer<Context> = client_config(kafka)
             .set("group.id", group_id)
             .set("client.id", "tailgate-sampler")
@@ -165,7 +179,11 @@ impl Sampler {
             kafka,
             &ProducerSettings { queue_max_bytes: None, client_id: "tailgate-sampler".to_owned() },
         )?;
-        Ok(Sampler { consumer, producer, state, policies, config: config.clone(), kafka: kafka.clone() })
+        Ok(Sampler { consumer, producer, state, policies, config: config.clone(), kafka: kafka.clone(), stats })
+    }
+
+    pub fn stats(&self) -> Arc<SamplerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Consumes until `shutdown`, then commits what is settled and returns.

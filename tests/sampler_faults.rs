@@ -1,0 +1,205 @@
+//! Sampler workers under membership changes and crashes, on Tansu with the eager `range` strategy
+//! (`cooperative-sticky` misbehaves on Tansu; see shared/KAFKA-BROKERS.md). The promise: lost = 0; duplicates are
+//! allowed and reported.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tailgate_sampler::{Sampler, SamplerConfig};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::harness::{self, http};
+
+const PARTITIONS: u32 = 4;
+const SPANS: u32 = 4;
+
+fn trace_id(t: u32) -> Vec<u8> {
+    (t as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
+}
+
+/// Spans `spans` of traces `traces`; every span failed, so the default policies keep every trace.
+async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<u32>, spans: std::ops::Range<u32>) {
+    for s in spans {
+        let spans = traces
+            .clone()
+            .map(|t| Span {
+                trace_id: trace_id(t),
+                span_id: ((t * 10 + s + 1) as u64).to_be_bytes().to_vec(),
+                name: format!("{s}"),
+                status: Some(Status { code: status::StatusCode::Error as i32, message: String::new() }),
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        client.export(request).await.unwrap();
+    }
+}
+
+/// Span names seen per trace, and how many span copies there were in all.
+fn spans_by_trace(records: &[harness::Record]) -> (HashMap<Vec<u8>, HashSet<String>>, usize) {
+    let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
+    let mut copies = 0;
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
+        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+            copies += 1;
+            by_trace.entry(span.trace_id).or_default().insert(span.name);
+        }
+    }
+    (by_trace, copies)
+}
+
+/// Reads the sampled topic until every trace in `0..traces` is there whole; asserts lost = 0 and returns the number
+/// of duplicate span copies.
+fn assert_nothing_lost(kafka: &tailgate_kafka::KafkaConfig, traces: u32) -> usize {
+    let complete = |records: &[harness::Record]| {
+        let (by_trace, _) = spans_by_trace(records);
+        (0..traces).all(|t| by_trace.get(&trace_id(t)).is_some_and(|s| s.len() == SPANS as usize))
+    };
+    let records =
+        harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(90), complete);
+    let (by_trace, copies) = spans_by_trace(&records);
+    let lost: Vec<u32> =
+        (0..traces).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < SPANS as usize)).collect();
+    assert!(lost.is_empty(), "traces lost or incomplete: {lost:?}");
+    copies - (traces * SPANS) as usize
+}
+
+fn config() -> SamplerConfig {
+    SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(2), ..SamplerConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_joining_and_leaving_mid_window_lose_nothing() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let start = |name: &'static str| {
+        let kafka = kafka.clone();
+        async move {
+            let sampler = Sampler::build(&config(), &kafka, "tailgate-sampler").await.unwrap();
+            let stats = sampler.stats();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { sampler.run(stop).await.unwrap_or_else(|e| panic!("{name}: {e}")) }
+            });
+            (stop, task, stats)
+        }
+    };
+
+    let (stop_a, task_a, stats_a) = start("a").await;
+    send(&mut client, 0..100, 0..2).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    // B joins while A holds half-buffered traces.
+    let (stop_b, task_b, stats_b) = start("b").await;
+    send(&mut client, 0..100, 2..4).await;
+    send(&mut client, 100..200, 0..2).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // A leaves while B holds half-buffered traces.
+    send(&mut client, 100..200, 2..4).await;
+    send(&mut client, 200..300, 0..2).await;
+    stop_a.cancel();
+    task_a.await.unwrap();
+    send(&mut client, 200..300, 2..4).await;
+
+    let duplicates = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        move || assert_nothing_lost(&kafka, 300)
+    })
+    .await
+    .unwrap();
+    let revocations = stats_a.revocations.load(Ordering::SeqCst) + stats_b.revocations.load(Ordering::SeqCst);
+    eprintln!("rebalance (eager range, Tansu): revocations = {revocations}, duplicate spans = {duplicates}, lost = 0");
+    assert!(revocations > 0, "a revoke actually happened");
+
+    stop_b.cancel();
+    task_b.await.unwrap();
+    gateway.stop().await;
+}
+
+struct Worker(Child);
+
+impl Worker {
+    /// `tailgate sampler` as its own process, so it can be SIGKILLed.
+    async fn start(config: &std::path::Path, telemetry: std::net::SocketAddr) -> Worker {
+        let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .args(["sampler", "--config"])
+            .arg(config)
+            .env_remove("TAILGATE_KAFKA_BROKERS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(telemetry).is_err()
+            || http::request(telemetry, "GET", "/health", &[], b"").await.status != 200
+        {
+            assert!(Instant::now() < deadline, "sampler never became healthy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Worker(child)
+    }
+
+    fn kill(mut self, signal: &str) {
+        Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_window_loses_nothing() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("tailgate-kill-{}-{}", std::process::id(), harness::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let metrics_port = harness::free_port();
+    let telemetry: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let t = &kafka.topics;
+    let config = dir.join("sampler.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {} }} }}\n\
+             sampler: {{ decision_wait: 3s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n",
+            kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans
+        ),
+    )
+    .unwrap();
+
+    let worker = Worker::start(&config, telemetry).await;
+    send(&mut client, 0..100, 0..2).await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await; // some traces decided and committed, others not
+    send(&mut client, 100..200, 0..2).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    worker.kill("-KILL");
+
+    // Late spans of decided traces, and the rest of the undecided ones, arrive while no worker runs.
+    send(&mut client, 0..200, 2..4).await;
+    let worker = Worker::start(&config, telemetry).await;
+    let duplicates = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        move || assert_nothing_lost(&kafka, 200)
+    })
+    .await
+    .unwrap();
+    eprintln!("SIGKILL mid-window: duplicate spans = {duplicates}, lost = 0");
+    worker.kill("-TERM");
+    gateway.stop().await;
+}
