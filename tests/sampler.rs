@@ -123,6 +123,8 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
     // A second group reading the same spans topic from the start (a replay) keeps exactly the same traces.
     let mut replay = kafka.clone();
     replay.topics.sampled_spans = format!("{}-replay", kafka.topics.sampled_spans);
+    // Its own decisions topic too: the replay must decide afresh, not read the first group's decisions.
+    replay.topics.decisions = format!("{}-replay", kafka.topics.decisions);
     let (replay_stop, replay_task) = start_sampler(&replay, "tailgate-sampler-replay").await;
     let expected: BTreeSet<Vec<u8>> = kept_first.keys().cloned().collect();
     let replayed =
@@ -211,6 +213,82 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
         .map(|(_, v)| String::from_utf8_lossy(v).to_string());
     assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
 
+    stop.cancel();
+    task.await.unwrap();
+    gateway.stop().await;
+}
+
+/// Decisions outlive the worker: a new worker, whose own policy would decide differently, loads them from the
+/// decisions topic, so late spans follow the first decision and kept traces are not emitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_outlive_the_worker() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let policy = |salt: &str| {
+        let yaml = format!(
+            "[{{ name: half, type: probabilistic, probabilistic: {{ sampling_percentage: 50, hash_salt: {salt} }} }}]"
+        );
+        SamplerConfig {
+            decision_wait: tailgate_config::Duration::from_secs(1),
+            policies: tailgate_config::from_yaml(&yaml).unwrap(),
+            ..SamplerConfig::default()
+        }
+    };
+    let run = |config: SamplerConfig| {
+        let kafka = kafka.clone();
+        async move {
+            let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { sampler.run(stop).await.unwrap() }
+            });
+            (stop, task)
+        }
+    };
+
+    let (stop, task) = run(policy("first")).await;
+    for s in 0..2 {
+        client.export(request_of_span(s)).await.unwrap();
+    }
+    let decisions = harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| {
+        r.iter().map(|r| r.key.clone()).collect::<BTreeSet<_>>().len() >= TRACES as usize
+    });
+    let first: HashMap<Vec<u8>, bool> = decisions
+        .iter()
+        .map(|r| (r.key.clone(), tailgate_proto::decisions::Decision::decode(&r.value).unwrap().keep))
+        .collect();
+    assert_eq!(first.len(), TRACES as usize);
+    stop.cancel();
+    task.await.unwrap();
+
+    // A different salt would flip about half of the decisions, were they made again.
+    let (stop, task) = run(policy("second")).await;
+    for s in 2..SPANS_PER_TRACE {
+        client.export(request_of_span(s)).await.unwrap();
+    }
+    let kept_first: Vec<&Vec<u8>> = first.iter().filter(|(_, keep)| **keep).map(|(t, _)| t).collect();
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(30), |r| {
+        let kept = kept(r);
+        kept_first.iter().all(|t| kept.get(*t).is_some_and(|s| s.len() >= SPANS_PER_TRACE as usize))
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(5), |r| {
+        r.len() >= records.len()
+    });
+    let kept_now = kept(&records);
+    for (trace, keep) in &first {
+        let spans = kept_now.get(trace).map_or(0, Vec::len);
+        if *keep {
+            assert_eq!(
+                spans, SPANS_PER_TRACE as usize,
+                "kept by the first worker: late spans follow, nothing emitted twice"
+            );
+        } else {
+            assert_eq!(spans, 0, "dropped by the first worker: late spans are dropped too");
+        }
+    }
     stop.cancel();
     task.await.unwrap();
     gateway.stop().await;

@@ -176,9 +176,9 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {} }} }}\n\
+            "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {}, decisions: {} }} }}\n\
              sampler: {{ decision_wait: 3s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n",
-            kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans
+            kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions
         ),
     )
     .unwrap();

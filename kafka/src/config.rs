@@ -49,6 +49,8 @@ pub struct Topics {
     pub logs: String,
     /// Spans of the traces the samplers kept; the Jaeger exporter reads it.
     pub sampled_spans: String,
+    /// Sampling decisions by trace ID (compacted), so they outlive the worker that made them.
+    pub decisions: String,
 }
 
 impl Default for Topics {
@@ -58,6 +60,7 @@ impl Default for Topics {
             metrics: "otlp_metrics".to_owned(),
             logs: "otlp_logs".to_owned(),
             sampled_spans: "sampled_spans".to_owned(),
+            decisions: "sampling_decisions".to_owned(),
         }
     }
 }

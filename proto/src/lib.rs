@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod decisions;
 pub mod headers;
 pub mod partition;
 pub mod signals;

@@ -22,7 +22,8 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tailgate_kafka::{client_config, create_producer, ensure_topics, KafkaConfig, ProducerSettings, TopicError};
-use tailgate_proto::{headers, split};
+use tailgate_proto::decisions::Decision;
+use tailgate_proto::{headers, partition_for_key, split, Record};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,8 @@ const DECISION_CACHE: usize = 200_000;
 const IDLE_AFTER: Duration = Duration::from_millis(500);
 const TICK: Duration = Duration::from_millis(100);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Decisions at least this recent are loaded when a partition is assigned (or ten decision waits, if longer).
+const DECISION_LOOKBACK: Duration = Duration::from_secs(600);
 
 pub const TRACES: &str = "tailgate_sampler_traces_total";
 pub const SPANS: &str = "tailgate_sampler_spans_total";
@@ -96,6 +99,9 @@ struct Context {
     state: Arc<Mutex<State>>,
     topic: String,
     stats: Arc<SamplerStats>,
+    kafka: KafkaConfig,
+    /// How far back (in record time) decisions are loaded when a partition is assigned.
+    lookback: Duration,
 }
 
 /// Counters a test or an operator can read while the worker runs.
@@ -108,6 +114,28 @@ pub struct SamplerStats {
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
+    /// Before consuming a newly assigned partition, load its recent decisions, so late spans of traces another
+    /// worker decided keep their decision and kept traces are not emitted again.
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else { return };
+        let partitions: Vec<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        if partitions.is_empty() {
+            return;
+        }
+        let since = now_ms() - self.lookback.as_millis() as i64;
+        match load_decisions(&self.kafka, &partitions, since) {
+            Ok(loaded) => {
+                let count = loaded.len();
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                for (trace_id, keep) in loaded {
+                    state.decisions.insert(trace_id, keep);
+                }
+                tracing::info!(partitions = ?partitions, decisions = count, "partitions assigned; decisions loaded");
+            }
+            Err(error) => tracing::warn!(%error, "cannot load recent decisions; late spans will be decided afresh"),
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else { return };
         let lost = consumer.assignment_lost();
@@ -157,16 +185,27 @@ impl Sampler {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
         let none: &[(&str, &str)] = &[];
         let dlq = dead_letter_topic(&kafka.topics.spans);
+        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
         ensure_topics(
             kafka,
-            &[(&kafka.topics.spans, none), (&kafka.topics.sampled_spans, none), (&dlq, none)],
+            &[
+                (&kafka.topics.spans, none),
+                (&kafka.topics.sampled_spans, none),
+                (&kafka.topics.decisions, compacted),
+                (&dlq, none),
+            ],
             Duration::from_secs(30),
         )
         .await?;
         let state = Arc::new(Mutex::new(State::default()));
         let stats = Arc::new(SamplerStats::default());
-        let context =
-            Context { state: Arc::clone(&state), topic: kafka.topics.spans.clone(), stats: Arc::clone(&stats) };
+        let context = Context {
+            state: Arc::clone(&state),
+            topic: kafka.topics.spans.clone(),
+            stats: Arc::clone(&stats),
+            kafka: kafka.clone(),
+            lookback: DECISION_LOOKBACK.max(config.decision_wait.get() * 10),
+        };
         let consumer: StreamConsumer<Context> = client_config(kafka)
             .set("group.id", group_id)
             .set("client.id", "tailgate-sampler")
@@ -312,7 +351,7 @@ impl Sampler {
             metrics::counter!(LATE_SPANS, "decision" => "kept").increment(1);
             let epoch = owned.epoch;
             drop(state);
-            self.emit(partition, epoch, late_kept, vec![offset], settled_tx);
+            self.emit(partition, epoch, Some(late_kept), None, vec![offset], settled_tx);
         }
     }
 
@@ -363,31 +402,46 @@ impl Sampler {
                     if let Some(percentage) = verdict.probabilistic {
                         mark_threshold(&mut trace.batches, percentage);
                     }
-                    to_emit.push((partition, owned.epoch, trace.batches, trace.offsets));
-                } else {
-                    owned.buffer.settle(&trace.offsets);
                 }
+                let decision = (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() });
+                let output = verdict.keep.then_some(trace.batches);
+                to_emit.push((partition, owned.epoch, output, Some(decision), trace.offsets));
             }
         }
-        for (partition, epoch, batches, offsets) in to_emit {
-            self.emit(partition, epoch, batches, offsets, settled_tx);
+        for (partition, epoch, output, decision, offsets) in to_emit {
+            self.emit(partition, epoch, output, decision, offsets, settled_tx);
         }
     }
 
-    /// Writes kept spans to the sampled topic, retrying until Kafka acknowledges, then reports them settled.
+    /// Writes kept spans to the sampled topic and the decision to the decisions topic, retrying until Kafka
+    /// acknowledged both, then reports `offsets` settled.
     fn emit(
         &self,
         partition: i32,
         epoch: u64,
-        batches: Vec<ResourceSpans>,
+        output: Option<Vec<ResourceSpans>>,
+        decision: Option<(TraceId, Decision)>,
         offsets: Vec<i64>,
         settled_tx: &mpsc::UnboundedSender<Settled>,
     ) {
-        let request = ExportTraceServiceRequest { resource_spans: batches };
         let max = (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(1024);
-        let records = split(request, self.kafka.partitions, max).records;
+        let partitions = self.kafka.partitions;
+        let mut records: Vec<(String, Record)> = output
+            .map(|batches| split(ExportTraceServiceRequest { resource_spans: batches }, partitions, max).records)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (self.kafka.topics.sampled_spans.clone(), r))
+            .collect();
+        if let Some((trace_id, decision)) = decision {
+            let record = Record {
+                partition: partition_for_key(&trace_id, partitions),
+                key: trace_id.to_vec(),
+                value: decision.encode(),
+                items: 1,
+            };
+            records.push((self.kafka.topics.decisions.clone(), record));
+        }
         let producer = self.producer.clone();
-        let topic = self.kafka.topics.sampled_spans.clone();
         let settled_tx = settled_tx.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
@@ -395,9 +449,9 @@ impl Sampler {
                 let headers = OwnedHeaders::new()
                     .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
                     .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) });
-                let sends = records.iter().map(|r| {
+                let sends = records.iter().map(|(topic, r)| {
                     producer.send(
-                        FutureRecord::to(&topic)
+                        FutureRecord::to(topic)
                             .partition(r.partition as i32)
                             .key(r.key.as_slice())
                             .payload(r.value.as_slice())
@@ -410,7 +464,7 @@ impl Sampler {
                     break;
                 }
                 // Records that did land are duplicated by the retry; downstream counts them.
-                tracing::warn!(?backoff, "kept spans not acknowledged; retrying");
+                tracing::warn!(?backoff, "sampler output not acknowledged; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -482,6 +536,53 @@ fn owned(partitions: &mut HashMap<i32, Owned>, partition: i32) -> &mut Owned {
     });
     owned.last_record = Instant::now();
     owned
+}
+
+/// Reads the decisions recorded since `since_ms` on `partitions` of the decisions topic, up to its end.
+fn load_decisions(
+    kafka: &KafkaConfig,
+    partitions: &[i32],
+    since_ms: i64,
+) -> Result<Vec<(TraceId, bool)>, rdkafka::error::KafkaError> {
+    let topic = &kafka.topics.decisions;
+    let consumer: BaseConsumer = client_config(kafka)
+        .set("group.id", "tailgate-sampler-decision-loader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut query = TopicPartitionList::new();
+    for partition in partitions {
+        query.add_partition_offset(topic, *partition, Offset::Offset(since_ms))?;
+    }
+    let starts = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for element in starts.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            assignment.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
+        }
+    }
+    let mut loaded = Vec::new();
+    if assignment.count() == 0 {
+        return Ok(loaded);
+    }
+    consumer.assign(&assignment)?;
+    let mut remaining = assignment.count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remaining > 0 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let decision = message.payload().and_then(Decision::decode);
+                let trace_id = message.key().and_then(|k| TraceId::try_from(k).ok());
+                if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
+                    loaded.push((trace_id, decision.keep));
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => remaining -= 1,
+            Some(Err(error)) => return Err(error),
+            None => {}
+        }
+    }
+    Ok(loaded)
 }
 
 /// Where undecodable records of `topic` go.

@@ -50,6 +50,7 @@ pub fn unique_topics() -> Topics {
         metrics: format!("metrics-{id}"),
         logs: format!("logs-{id}"),
         sampled_spans: format!("sampled-{id}"),
+        decisions: format!("decisions-{id}"),
     }
 }
 
