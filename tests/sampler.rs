@@ -46,7 +46,38 @@ fn request_of_span(s: u32) -> ExportTraceServiceRequest {
 }
 
 fn config() -> SamplerConfig {
-    SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(2), ..SamplerConfig::default() }
+    let red_metrics = tailgate_sampler::red::RedMetricsConfig {
+        interval: tailgate_config::Duration::from_secs(1),
+        ..Default::default()
+    };
+    SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(2), red_metrics, ..SamplerConfig::default() }
+}
+
+/// The latest cumulative value of every `traces.span.metrics.calls` series, summed: (all calls, error calls).
+fn red_calls(records: &[harness::Record]) -> (i64, i64) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    let mut latest: HashMap<String, (i64, bool)> = HashMap::new();
+    for record in records {
+        let request = ExportMetricsServiceRequest::decode(record.value.as_slice()).unwrap();
+        for rm in request.resource_metrics {
+            let resource = format!("{:?}", rm.resource);
+            for m in rm.scope_metrics.into_iter().flat_map(|s| s.metrics) {
+                let (true, Some(metric::Data::Sum(sum))) = (m.name == tailgate_sampler::red::CALLS, m.data) else {
+                    continue;
+                };
+                for point in sum.data_points {
+                    let error = format!("{:?}", point.attributes).contains("STATUS_CODE_ERROR");
+                    let Some(number_data_point::Value::AsInt(value)) = point.value else { continue };
+                    let entry = latest.entry(format!("{resource}{:?}", point.attributes)).or_insert((0, error));
+                    entry.0 = entry.0.max(value);
+                }
+            }
+        }
+    }
+    let total = latest.values().map(|(v, _)| v).sum();
+    let errors = latest.values().filter(|(_, e)| *e).map(|(v, _)| v).sum();
+    (total, errors)
 }
 
 async fn start_sampler(kafka: &KafkaConfig, group: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
@@ -120,11 +151,19 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
         );
     }
 
+    // RED metrics count every span, kept or not, before sampling: 200 traces of 4 spans, 20 of them failed.
+    let metrics =
+        harness::read_topic(&kafka.brokers, &kafka.topics.metrics, PARTITIONS, Duration::from_secs(30), |r| {
+            red_calls(r).0 >= (TRACES * SPANS_PER_TRACE) as i64
+        });
+    assert_eq!(red_calls(&metrics), ((TRACES * SPANS_PER_TRACE) as i64, 20));
+
     // A second group reading the same spans topic from the start (a replay) keeps exactly the same traces.
     let mut replay = kafka.clone();
     replay.topics.sampled_spans = format!("{}-replay", kafka.topics.sampled_spans);
     // Its own decisions topic too: the replay must decide afresh, not read the first group's decisions.
     replay.topics.decisions = format!("{}-replay", kafka.topics.decisions);
+    replay.topics.metrics = format!("{}-replay", kafka.topics.metrics);
     let (replay_stop, replay_task) = start_sampler(&replay, "tailgate-sampler-replay").await;
     let expected: BTreeSet<Vec<u8>> = kept_first.keys().cloned().collect();
     let replayed =

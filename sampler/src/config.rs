@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
 use crate::policy::PolicyConfig;
+use crate::red::RedMetricsConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +20,8 @@ pub struct SamplerConfig {
     pub max_spans_per_trace: usize,
     /// A trace reaching this many encoded bytes is decided at once (reason `trace_bytes`).
     pub max_trace_bytes: ByteSize,
+    /// RED metrics from every span, before sampling.
+    pub red_metrics: RedMetricsConfig,
 }
 
 impl Default for SamplerConfig {
@@ -29,6 +32,7 @@ impl Default for SamplerConfig {
             max_buffered_bytes: ByteSize::mib(512),
             max_spans_per_trace: 10_000,
             max_trace_bytes: ByteSize::mib(16),
+            red_metrics: RedMetricsConfig::default(),
         }
     }
 }
@@ -57,6 +61,7 @@ impl SamplerConfig {
         if self.max_trace_bytes.get() == 0 || self.max_trace_bytes > self.max_buffered_bytes {
             problems.push(format!("{path}.max_trace_bytes"), "must be between 1 and max_buffered_bytes");
         }
+        self.red_metrics.validate(&format!("{path}.red_metrics"), problems);
         if self.policies.is_empty() {
             problems.push(format!("{path}.policies"), "must list at least one policy (leave it out for the defaults)");
         }

@@ -12,6 +12,7 @@ mod buffer;
 pub mod config;
 pub mod offsets;
 pub mod policy;
+pub mod red;
 mod worker;
 
 pub use config::SamplerConfig;

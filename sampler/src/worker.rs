@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message as _;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{PartitionBuffer, PendingTrace, TraceId, TraceLimits};
 use crate::policy::{tracestate_threshold, Policies, TraceView};
+use crate::red::RedMetrics;
 use crate::SamplerConfig;
 
 /// How many recent decisions are kept in memory for late spans.
@@ -84,6 +86,7 @@ impl Decisions {
 
 struct Owned {
     epoch: u64,
+    red: RedMetrics,
     buffer: PartitionBuffer,
     last_record: Instant,
     committed: Option<i64>,
@@ -176,6 +179,8 @@ pub struct Sampler {
     config: SamplerConfig,
     kafka: KafkaConfig,
     stats: Arc<SamplerStats>,
+    /// Identifies this worker's RED series.
+    instance: String,
 }
 
 static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -190,6 +195,7 @@ impl Sampler {
             kafka,
             &[
                 (&kafka.topics.spans, none),
+                (&kafka.topics.metrics, none),
                 (&kafka.topics.sampled_spans, none),
                 (&kafka.topics.decisions, compacted),
                 (&dlq, none),
@@ -218,7 +224,17 @@ impl Sampler {
             kafka,
             &ProducerSettings { queue_max_bytes: None, client_id: "tailgate-sampler".to_owned() },
         )?;
-        Ok(Sampler { consumer, producer, state, policies, config: config.clone(), kafka: kafka.clone(), stats })
+        let instance = format!("{}-{}", std::process::id(), now_ms());
+        Ok(Sampler {
+            consumer,
+            producer,
+            state,
+            policies,
+            config: config.clone(),
+            kafka: kafka.clone(),
+            stats,
+            instance,
+        })
     }
 
     pub fn stats(&self) -> Arc<SamplerStats> {
@@ -231,6 +247,7 @@ impl Sampler {
         let wait_ms = self.config.decision_wait.get().as_millis() as i64;
         let mut tick = tokio::time::interval(TICK);
         let mut last_commit = Instant::now();
+        let mut last_red = Instant::now();
         tracing::info!(topic = %self.kafka.topics.spans, output = %self.kafka.topics.sampled_spans, "sampler consuming");
         loop {
             tokio::select! {
@@ -267,6 +284,10 @@ impl Sampler {
                         self.commit(CommitMode::Async);
                         last_commit = Instant::now();
                     }
+                    if self.config.red_metrics.enabled && last_red.elapsed() >= self.config.red_metrics.interval.get() {
+                        self.export_red_metrics();
+                        last_red = Instant::now();
+                    }
                 }
             }
         }
@@ -297,7 +318,7 @@ impl Sampler {
     ) {
         let epoch = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let owned = owned(&mut state.partitions, partition);
+            let owned = owned(&mut state.partitions, partition, &self.config.red_metrics.histogram_buckets_ms);
             owned.buffer.tracker.read(offset, 1);
             owned.buffer.unsettled_output += 1;
             owned.epoch
@@ -337,7 +358,10 @@ impl Sampler {
     ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let State { partitions, decisions } = &mut *state;
-        let owned = owned(partitions, partition);
+        let owned = owned(partitions, partition, &self.config.red_metrics.histogram_buckets_ms);
+        if self.config.red_metrics.enabled {
+            owned.red.record(&request);
+        }
         let limits = TraceLimits {
             max_spans: self.config.max_spans_per_trace,
             max_bytes: self.config.max_trace_bytes.get() as usize,
@@ -476,6 +500,49 @@ impl Sampler {
         }
     }
 
+    /// Writes every owned partition's cumulative RED series to the metrics topic. Best effort: a lost write is
+    /// superseded by the next one, since the series are cumulative.
+    fn export_red_metrics(&self) {
+        let now_ns = now_ms() as u64 * 1_000_000;
+        let requests: Vec<ExportMetricsServiceRequest> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state
+                .partitions
+                .iter()
+                .filter(|(_, owned)| !owned.red.is_empty())
+                .map(|(partition, owned)| owned.red.export(&self.instance, *partition, now_ns))
+                .collect()
+        };
+        let max = (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(1024);
+        for request in requests {
+            for record in split(request, self.kafka.partitions, max).records {
+                let producer = self.producer.clone();
+                let topic = self.kafka.topics.metrics.clone();
+                tokio::spawn(async move {
+                    let headers = OwnedHeaders::new()
+                        .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
+                        .insert(Header {
+                            key: headers::CONTRACT_VERSION,
+                            value: Some(headers::CONTRACT_VERSION_CURRENT),
+                        });
+                    let sent = producer
+                        .send(
+                            FutureRecord::to(&topic)
+                                .partition(record.partition as i32)
+                                .key(record.key.as_slice())
+                                .payload(record.value.as_slice())
+                                .headers(headers),
+                            Duration::from_secs(5),
+                        )
+                        .await;
+                    if let Err((error, _)) = sent {
+                        tracing::warn!(%error, "RED metrics not written; the next interval supersedes them");
+                    }
+                });
+            }
+        }
+    }
+
     fn on_settled(&mut self, settled: Settled) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(owned) = state.partitions.get_mut(&settled.partition) {
@@ -527,9 +594,10 @@ impl Sampler {
 }
 
 /// The state of `partition`, created on its first record after an assignment.
-fn owned(partitions: &mut HashMap<i32, Owned>, partition: i32) -> &mut Owned {
+fn owned<'a>(partitions: &'a mut HashMap<i32, Owned>, partition: i32, buckets_ms: &[f64]) -> &'a mut Owned {
     let owned = partitions.entry(partition).or_insert_with(|| Owned {
         epoch: EPOCH.fetch_add(1, Ordering::SeqCst),
+        red: RedMetrics::new(buckets_ms, now_ms() as u64 * 1_000_000),
         buffer: PartitionBuffer::default(),
         last_record: Instant::now(),
         committed: None,

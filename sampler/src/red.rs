@@ -1,0 +1,287 @@
+//! RED metrics (rate, errors, duration) from 100% of spans, counted before sampling.
+//!
+//! The names and attributes follow the OpenTelemetry Collector's `spanmetrics` connector, so dashboards built for
+//! it work: `traces.span.metrics.calls` (a cumulative, monotonic sum) and `traces.span.metrics.duration` (a
+//! cumulative histogram in milliseconds), by `service.name`, `span.name`, `span.kind` and `status.code`; errors are
+//! the calls with `status.code="STATUS_CODE_ERROR"`. Each partition's counts are their own series, identified by
+//! the resource attributes `tailgate.sampler.instance` and `tailgate.sampler.partition`, so the series of all
+//! workers add up to the whole and never overwrite each other, including while a rebalance moves a partition.
+//!
+//! Counted at least once: spans a new owner re-reads after a crash or rebalance are counted again.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans};
+use serde::{Deserialize, Serialize};
+use tailgate_config::{Duration, Problems};
+
+pub const CALLS: &str = "traces.span.metrics.calls";
+pub const DURATION: &str = "traces.span.metrics.duration";
+
+/// The `sampler.red_metrics:` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedMetricsConfig {
+    pub enabled: bool,
+    /// How often each partition's cumulative series are written to the metrics topic.
+    pub interval: Duration,
+    /// Upper bounds of the duration histogram's buckets, in milliseconds.
+    pub histogram_buckets_ms: Vec<f64>,
+}
+
+impl Default for RedMetricsConfig {
+    fn default() -> Self {
+        RedMetricsConfig {
+            enabled: true,
+            interval: Duration::from_secs(15),
+            histogram_buckets_ms: vec![
+                2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+            ],
+        }
+    }
+}
+
+impl RedMetricsConfig {
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.interval.get() < std::time::Duration::from_secs(1) {
+            problems.push(format!("{path}.interval"), "must be at least 1s");
+        }
+        if self.histogram_buckets_ms.is_empty() || self.histogram_buckets_ms.windows(2).any(|w| w[0] >= w[1]) {
+            problems.push(format!("{path}.histogram_buckets_ms"), "must be a non-empty, strictly increasing list");
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    service: String,
+    span: String,
+    kind: i32,
+    status: i32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Series {
+    calls: u64,
+    bucket_counts: Vec<u64>,
+    sum_ms: f64,
+}
+
+/// One partition's cumulative RED series.
+#[derive(Debug)]
+pub struct RedMetrics {
+    buckets_ms: Vec<f64>,
+    start_ns: u64,
+    series: HashMap<Key, Series>,
+}
+
+impl RedMetrics {
+    pub fn new(buckets_ms: &[f64], start_ns: u64) -> Self {
+        RedMetrics { buckets_ms: buckets_ms.to_vec(), start_ns, series: HashMap::new() }
+    }
+
+    /// Counts every span of a request as read from the spans topic.
+    pub fn record(&mut self, request: &[ResourceSpans]) {
+        for rs in request {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .unwrap_or("unknown_service");
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let key = Key {
+                    service: service.to_owned(),
+                    span: span.name.clone(),
+                    kind: span.kind,
+                    status: span.status.as_ref().map_or(0, |s| s.code),
+                };
+                let duration_ms = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
+                let buckets = self.buckets_ms.len();
+                let series = self
+                    .series
+                    .entry(key)
+                    .or_insert_with(|| Series { bucket_counts: vec![0; buckets + 1], ..Default::default() });
+                series.calls += 1;
+                series.sum_ms += duration_ms;
+                let bucket = self.buckets_ms.iter().position(|bound| duration_ms <= *bound).unwrap_or(buckets);
+                series.bucket_counts[bucket] += 1;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The cumulative series as an OTLP request, one resource per service.
+    pub fn export(&self, instance: &str, partition: i32, now_ns: u64) -> ExportMetricsServiceRequest {
+        let mut by_service: HashMap<&str, Vec<(&Key, &Series)>> = HashMap::new();
+        for (key, series) in &self.series {
+            by_service.entry(key.service.as_str()).or_default().push((key, series));
+        }
+        let text = |s: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(s.to_owned())) });
+        let attribute = |k: &str, v: &str| KeyValue { key: k.to_owned(), value: text(v) };
+        let resource_metrics = by_service
+            .into_iter()
+            .map(|(service, series)| {
+                let attributes_of = |key: &Key| {
+                    vec![
+                        attribute("span.name", &key.span),
+                        attribute("span.kind", kind_name(key.kind)),
+                        attribute("status.code", status_name(key.status)),
+                    ]
+                };
+                let calls = series
+                    .iter()
+                    .map(|(key, s)| NumberDataPoint {
+                        attributes: attributes_of(key),
+                        start_time_unix_nano: self.start_ns,
+                        time_unix_nano: now_ns,
+                        value: Some(number_data_point::Value::AsInt(s.calls as i64)),
+                        ..Default::default()
+                    })
+                    .collect();
+                let durations = series
+                    .iter()
+                    .map(|(key, s)| HistogramDataPoint {
+                        attributes: attributes_of(key),
+                        start_time_unix_nano: self.start_ns,
+                        time_unix_nano: now_ns,
+                        count: s.calls,
+                        sum: Some(s.sum_ms),
+                        bucket_counts: s.bucket_counts.clone(),
+                        explicit_bounds: self.buckets_ms.clone(),
+                        ..Default::default()
+                    })
+                    .collect();
+                ResourceMetrics {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            attribute("service.name", service),
+                            attribute("tailgate.sampler.instance", instance),
+                            attribute("tailgate.sampler.partition", &partition.to_string()),
+                        ],
+                        ..Default::default()
+                    }),
+                    scope_metrics: vec![ScopeMetrics {
+                        scope: Some(InstrumentationScope { name: "tailgate.sampler".to_owned(), ..Default::default() }),
+                        metrics: vec![
+                            Metric {
+                                name: CALLS.to_owned(),
+                                description: "Spans, counted before sampling.".to_owned(),
+                                unit: "{call}".to_owned(),
+                                data: Some(metric::Data::Sum(Sum {
+                                    data_points: calls,
+                                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                    is_monotonic: true,
+                                })),
+                                ..Default::default()
+                            },
+                            Metric {
+                                name: DURATION.to_owned(),
+                                description: "Span durations, before sampling.".to_owned(),
+                                unit: "ms".to_owned(),
+                                data: Some(metric::Data::Histogram(Histogram {
+                                    data_points: durations,
+                                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                })),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match span::SpanKind::try_from(kind).unwrap_or(span::SpanKind::Unspecified) {
+        span::SpanKind::Unspecified => "SPAN_KIND_UNSPECIFIED",
+        span::SpanKind::Internal => "SPAN_KIND_INTERNAL",
+        span::SpanKind::Server => "SPAN_KIND_SERVER",
+        span::SpanKind::Client => "SPAN_KIND_CLIENT",
+        span::SpanKind::Producer => "SPAN_KIND_PRODUCER",
+        span::SpanKind::Consumer => "SPAN_KIND_CONSUMER",
+    }
+}
+
+fn status_name(code: i32) -> &'static str {
+    match status::StatusCode::try_from(code).unwrap_or(status::StatusCode::Unset) {
+        status::StatusCode::Unset => "STATUS_CODE_UNSET",
+        status::StatusCode::Ok => "STATUS_CODE_OK",
+        status::StatusCode::Error => "STATUS_CODE_ERROR",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+
+    #[test]
+    fn counts_calls_errors_and_durations_per_series() {
+        let span = |name: &str, ms: u64, error: bool| Span {
+            name: name.to_owned(),
+            kind: 2,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: ms * 1_000_000,
+            status: error.then(|| Status { code: 2, message: String::new() }),
+            ..Default::default()
+        };
+        let request = vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("payments".into())) }),
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span("charge", 3, false), span("charge", 30, false), span("charge", 3000, true)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let mut red = RedMetrics::new(&[10.0, 100.0], 1);
+        red.record(&request);
+        let exported = red.export("w1", 3, 2);
+        let rm = &exported.resource_metrics[0];
+        let attrs: Vec<_> = rm.resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(attrs, ["service.name", "tailgate.sampler.instance", "tailgate.sampler.partition"]);
+        let metrics = &rm.scope_metrics[0].metrics;
+        let Some(metric::Data::Sum(calls)) = &metrics[0].data else { panic!("calls is a sum") };
+        let mut counts: Vec<(String, i64)> = calls
+            .data_points
+            .iter()
+            .map(|p| {
+                let status = p.attributes.iter().find(|kv| kv.key == "status.code").unwrap();
+                let Some(any_value::Value::StringValue(status)) = status.value.as_ref().unwrap().value.clone() else {
+                    panic!()
+                };
+                let Some(number_data_point::Value::AsInt(n)) = p.value else { panic!() };
+                (status, n)
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts, [("STATUS_CODE_ERROR".to_owned(), 1), ("STATUS_CODE_UNSET".to_owned(), 2)]);
+        let Some(metric::Data::Histogram(durations)) = &metrics[1].data else { panic!("duration is a histogram") };
+        let ok = durations.data_points.iter().find(|p| p.count == 2).unwrap();
+        assert_eq!(ok.bucket_counts, [1, 1, 0]);
+        assert_eq!(ok.sum, Some(33.0));
+    }
+}
