@@ -189,6 +189,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     let config = SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(300),
         max_spans_per_trace: 50,
+        record_policy: true,
         ..SamplerConfig::default()
     };
     let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
@@ -235,6 +236,18 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     });
     let spans = kept(&sampled).remove(&vec![7u8; 16]).unwrap_or_default();
     assert_eq!(spans.len(), 200, "decided early at 50 spans; the other 150 followed the decision");
+    let marked = sampled
+        .iter()
+        .flat_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap().resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .filter(|s| {
+            s.attributes.iter().any(|kv| {
+                kv.key == tailgate_sampler::POLICY_ATTRIBUTE && format!("{:?}", kv.value).contains("errors-always")
+            })
+        })
+        .count();
+    assert_eq!(marked, 50, "record_policy names the keeping policy on the spans it decided");
 
     let dlq = harness::read_topic(
         &kafka.brokers,

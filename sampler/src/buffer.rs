@@ -21,6 +21,7 @@ pub struct PendingTrace {
     pub offsets: Vec<i64>,
     pub spans: usize,
     pub bytes: usize,
+    pub root_seen: bool,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ pub struct PartitionBuffer {
     pub traces: HashMap<TraceId, PendingTrace>,
     /// Trace IDs with the event time of their first span, in arrival order: decisions are due in this order.
     order: VecDeque<(i64, TraceId)>,
+    /// Trace IDs with the event time their root span arrived, in arrival order, for `decision_wait_after_root`.
+    roots: VecDeque<(i64, TraceId)>,
     pub tracker: OffsetTracker,
     /// Event time: the newest record timestamp, or the wall clock once caught up.
     pub clock_ms: i64,
@@ -87,6 +90,10 @@ impl PartitionBuffer {
                         trace.offsets.push(offset);
                         new_units += 1;
                     }
+                    if span.parent_span_id.is_empty() && !trace.root_seen {
+                        trace.root_seen = true;
+                        self.roots.push_back((timestamp_ms, trace_id));
+                    }
                     trace.spans += 1;
                     trace.bytes += bytes;
                     self.buffered_bytes += bytes;
@@ -103,9 +110,18 @@ impl PartitionBuffer {
         (late_kept, late_dropped)
     }
 
-    /// Removes and returns the traces whose decision is due at the current clock, oldest first.
-    pub fn due(&mut self, decision_wait_ms: i64) -> Vec<(TraceId, PendingTrace)> {
+    /// Removes and returns the traces whose decision is due at the current clock: `decision_wait_ms` after their
+    /// first span, or `after_root_ms` after their root span when that is set and comes sooner.
+    pub fn due(&mut self, decision_wait_ms: i64, after_root_ms: Option<i64>) -> Vec<(TraceId, PendingTrace)> {
         let mut due = Vec::new();
+        if let Some(after_root) = after_root_ms {
+            while self.roots.front().is_some_and(|(seen, _)| seen + after_root <= self.clock_ms) {
+                let (_, trace_id) = self.roots.pop_front().expect("front exists");
+                if let Some(trace) = self.remove(&trace_id) {
+                    due.push((trace_id, trace));
+                }
+            }
+        }
         while let Some((first_seen, _)) = self.order.front() {
             if first_seen + decision_wait_ms > self.clock_ms {
                 break;
@@ -202,10 +218,10 @@ mod tests {
         buffer.add_record(10, 1_000, record(&[1, 2]), NO_LIMITS, |_| None);
         buffer.add_record(11, 3_000, record(&[2, 3]), NO_LIMITS, |_| None);
         assert_eq!(buffer.tracker.safe_offset(), Some(10));
-        assert!(buffer.due(10_000).is_empty(), "nothing due before decision_wait of event time");
+        assert!(buffer.due(10_000, None).is_empty(), "nothing due before decision_wait of event time");
 
         buffer.add_record(12, 11_000, record(&[]), NO_LIMITS, |_| None);
-        let due = buffer.due(10_000);
+        let due = buffer.due(10_000, None);
         let ids: Vec<u8> = due.iter().map(|(id, _)| id[0]).collect();
         assert_eq!(ids, [1, 2], "traces first seen at 1000 ms are due at 11000 ms");
         assert_eq!(due[1].1.offsets, [10, 11]);
@@ -216,7 +232,7 @@ mod tests {
         buffer.settle(&due[1].1.offsets);
         assert_eq!(buffer.tracker.safe_offset(), Some(11), "trace 3 holds offset 11");
         buffer.clock_ms = 13_000;
-        let (_, trace3) = buffer.due(10_000).pop().unwrap();
+        let (_, trace3) = buffer.due(10_000, None).pop().unwrap();
         buffer.settle(&trace3.offsets);
         assert_eq!(buffer.tracker.safe_offset(), Some(13));
         assert_eq!(buffer.buffered_bytes, 0);
@@ -248,5 +264,22 @@ mod tests {
         assert_eq!(oldest[0], 2, "trace 1 is gone; trace 2 is the oldest left");
         assert_eq!(buffer.buffered_bytes, 0);
         assert!(buffer.take_oldest().is_none());
+    }
+
+    #[test]
+    fn a_root_span_can_bring_the_decision_forward() {
+        let mut buffer = PartitionBuffer::default();
+        let mut with_root = record(&[1]);
+        with_root[0].scope_spans[0].spans[0].parent_span_id.clear();
+        let mut child = record(&[2]);
+        child[0].scope_spans[0].spans[0].parent_span_id = vec![5; 8];
+        buffer.add_record(0, 1_000, with_root, NO_LIMITS, |_| None);
+        buffer.add_record(1, 1_000, child, NO_LIMITS, |_| None);
+        buffer.clock_ms = 3_000;
+        let due: Vec<u8> = buffer.due(10_000, Some(2_000)).iter().map(|(id, _)| id[0]).collect();
+        assert_eq!(due, [1], "2 s after its root, trace 1 is due; trace 2 has no root and waits the full 10 s");
+        buffer.clock_ms = 11_000;
+        let due: Vec<u8> = buffer.due(10_000, Some(2_000)).iter().map(|(id, _)| id[0]).collect();
+        assert_eq!(due, [2]);
     }
 }

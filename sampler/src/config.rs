@@ -11,6 +11,11 @@ use crate::red::RedMetricsConfig;
 pub struct SamplerConfig {
     /// How long after a trace's first span (in Kafka record time) it is decided.
     pub decision_wait: Duration,
+    /// Decide this long after the root span arrived, when that is sooner than `decision_wait`. Unset: wait the
+    /// full `decision_wait` (the Collector's `decision_wait_after_root_received`).
+    pub decision_wait_after_root: Option<Duration>,
+    /// Add `tailsampling.policy` (the name of the policy that kept the trace) to every kept span.
+    pub record_policy: bool,
     /// Policies, in the OpenTelemetry Collector's `tail_sampling` schema.
     pub policies: Vec<PolicyConfig>,
     /// Encoded span bytes a worker buffers across its partitions. At the bound, the oldest traces are decided
@@ -28,6 +33,8 @@ impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
             decision_wait: Duration::from_secs(10),
+            decision_wait_after_root: None,
+            record_policy: false,
             policies: default_policies(),
             max_buffered_bytes: ByteSize::mib(512),
             max_spans_per_trace: 10_000,
@@ -51,6 +58,9 @@ impl SamplerConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if self.decision_wait.get().is_zero() {
             problems.push(format!("{path}.decision_wait"), "must be longer than 0s");
+        }
+        if self.decision_wait_after_root.is_some_and(|d| d > self.decision_wait) {
+            problems.push(format!("{path}.decision_wait_after_root"), "must not be longer than decision_wait");
         }
         if self.max_buffered_bytes.get() < 1 << 20 {
             problems.push(format!("{path}.max_buffered_bytes"), "must be at least 1MiB");

@@ -16,4 +16,4 @@ pub mod red;
 mod worker;
 
 pub use config::SamplerConfig;
-pub use worker::{dead_letter_topic, Sampler, SamplerError, SamplerStats, DLQ_ERROR};
+pub use worker::{dead_letter_topic, Sampler, SamplerError, SamplerStats, DLQ_ERROR, POLICY_ATTRIBUTE};

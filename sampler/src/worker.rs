@@ -393,9 +393,9 @@ impl Sampler {
                     owned.buffer.take_over_limit().into_iter().map(|(id, t)| (*partition, id, t, "trace_limit")),
                 );
                 if only.is_none_or(|p| p == *partition) {
-                    ready.extend(
-                        owned.buffer.due(wait_ms).into_iter().map(|(id, t)| (*partition, id, t, "decision_wait")),
-                    );
+                    let after_root = self.config.decision_wait_after_root.map(|d| d.get().as_millis() as i64);
+                    let due = owned.buffer.due(wait_ms, after_root);
+                    ready.extend(due.into_iter().map(|(id, t)| (*partition, id, t, "decision_wait")));
                 }
             }
             let mut total: usize = partitions.values().map(|o| o.buffer.buffered_bytes).sum();
@@ -425,6 +425,9 @@ impl Sampler {
                 if verdict.keep {
                     if let Some(percentage) = verdict.probabilistic {
                         mark_threshold(&mut trace.batches, percentage);
+                    }
+                    if self.config.record_policy {
+                        mark_policy(&mut trace.batches, verdict.policy.as_deref().unwrap_or_default());
                     }
                 }
                 let decision = (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() });
@@ -661,6 +664,19 @@ pub fn dead_letter_topic(topic: &str) -> String {
 /// Dead-letter headers: why the record was refused, and where it came from (`partition:offset`).
 pub const DLQ_ERROR: &str = "tailgate.error";
 pub const DLQ_OFFSET: &str = "tailgate.source";
+
+/// The attribute naming the policy that kept a span's trace, as the Collector's `recordpolicy` gate writes it.
+pub const POLICY_ATTRIBUTE: &str = "tailsampling.policy";
+
+fn mark_policy(batches: &mut [ResourceSpans], policy: &str) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    for span in batches.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans) {
+        span.attributes.push(KeyValue {
+            key: POLICY_ATTRIBUTE.to_owned(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(policy.to_owned())) }),
+        });
+    }
+}
 
 /// Records the consistent-probability threshold of a probabilistic keep in each span's `tracestate`.
 fn mark_threshold(batches: &mut [ResourceSpans], percentage: f64) {
