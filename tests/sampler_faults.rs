@@ -47,14 +47,17 @@ async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<
     }
 }
 
-/// Span names seen per trace, and how many span copies there were in all.
-fn spans_by_trace(records: &[harness::Record]) -> (HashMap<Vec<u8>, HashSet<String>>, usize) {
+/// Trace ID → the distinct span names seen, and trace ID → span copies seen.
+type Seen = (HashMap<Vec<u8>, HashSet<String>>, HashMap<Vec<u8>, usize>);
+
+/// Span names seen per trace, and how many span copies there were of each trace.
+fn spans_by_trace(records: &[harness::Record]) -> Seen {
     let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
-    let mut copies = 0;
+    let mut copies: HashMap<Vec<u8>, usize> = HashMap::new();
     for record in records {
         let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
         for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
-            copies += 1;
+            *copies.entry(span.trace_id.clone()).or_default() += 1;
             by_trace.entry(span.trace_id).or_default().insert(span.name);
         }
     }
@@ -74,7 +77,7 @@ fn assert_nothing_lost(kafka: &tailgate_kafka::KafkaConfig, traces: u32) -> usiz
     let lost: Vec<u32> =
         (0..traces).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < SPANS as usize)).collect();
     assert!(lost.is_empty(), "traces lost or incomplete: {lost:?}");
-    copies - (traces * SPANS) as usize
+    (0..traces).map(|t| copies[&trace_id(t)]).sum::<usize>() - (traces * SPANS) as usize
 }
 
 fn config() -> SamplerConfig {
@@ -201,5 +204,72 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     .unwrap();
     eprintln!("SIGKILL mid-window: duplicate spans = {duplicates}, lost = 0");
     worker.kill("-TERM");
+    gateway.stop().await;
+}
+
+/// A flood: one trace ID carrying 40,000 spans amid ordinary traffic, with a 1 MiB buffer bound. Memory stays under
+/// the bound, the huge trace is cut off by the per-trace limit, and every ordinary failing trace is still kept whole
+/// and decided on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let config = SamplerConfig {
+        max_buffered_bytes: tailgate_config::ByteSize::mib(1),
+        max_trace_bytes: tailgate_config::ByteSize::mib(1),
+        // High enough that the byte bounds, not the span count, stop the flood.
+        max_spans_per_trace: 1_000_000,
+        policies: tailgate_config::from_yaml(
+            "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
+        )
+        .unwrap(),
+        ..config()
+    };
+    let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
+    let stats = sampler.stats();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { sampler.run(stop).await.unwrap() }
+    });
+
+    let started = Instant::now();
+    for round in 0..20u32 {
+        // 2,000 spans of the flooding trace (fast, successful: dropped) ...
+        let flood = (0..2_000u64)
+            .map(|i| Span {
+                trace_id: vec![0xab; 16],
+                span_id: (u64::from(round) * 2_000 + i + 1).to_be_bytes().to_vec(),
+                name: "poll".into(),
+                parent_span_id: vec![1; 8],
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: flood, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        client.export(request).await.unwrap();
+        // ... and 15 ordinary failing traces, whole.
+        send(&mut client, round * 15..round * 15 + 15, 0..SPANS).await;
+    }
+
+    let duplicates = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        move || assert_nothing_lost(&kafka, 300)
+    })
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    let peak = stats.max_buffered_bytes.load(Ordering::SeqCst);
+    eprintln!("flood: peak buffered = {peak} bytes (bound 1 MiB), all 300 ordinary traces kept in {elapsed:?}, duplicates = {duplicates}");
+    assert!(peak <= 1 << 20, "buffer peaked at {peak} bytes, over its 1 MiB bound");
+    assert!(elapsed < Duration::from_secs(45), "ordinary traces were decided on time");
+
+    stop.cancel();
+    task.await.unwrap();
     gateway.stop().await;
 }

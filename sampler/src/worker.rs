@@ -112,6 +112,8 @@ struct Context {
 pub struct SamplerStats {
     /// Rebalances that took partitions away from this worker.
     pub revocations: AtomicU64,
+    /// The most encoded span bytes buffered at once, after the memory bound was enforced.
+    pub max_buffered_bytes: AtomicU64,
 }
 
 impl ClientContext for Context {}
@@ -409,6 +411,7 @@ impl Sampler {
                 ready.push((*partition, id, trace, "memory"));
             }
             metrics::gauge!(BUFFERED_BYTES).set(total as f64);
+            self.stats.max_buffered_bytes.fetch_max(total as u64, Ordering::SeqCst);
 
             for (partition, trace_id, mut trace, reason) in ready {
                 let Some(owned) = partitions.get_mut(&partition) else { continue };
