@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-mod buffer;
+pub mod buffer;
 pub mod config;
 pub mod offsets;
 pub mod policy;

@@ -1,0 +1,179 @@
+//! Sampler core benchmark: CPU-seconds per million spans and memory per buffered span, for the work a sampler
+//! worker does per record — decode, buffer by trace, decide in event time with the seed's policies, encode the kept
+//! traces — against the raw floor of the same records (decode, then encode each again), in the same run. Kafka is
+//! left out on both sides: its cost is the ingest benchmark's. Prints figures; asserts nothing.
+//!
+//! Usage: cargo bench --bench sampler [-- SPANS]   (default 1,000,000 spans per case)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tailgate_sampler::buffer::{PartitionBuffer, TraceLimits};
+use tailgate_sampler::policy::{Policies, TraceView};
+use tailgate_sampler::SamplerConfig;
+
+/// Counts live heap bytes, to measure what buffering costs.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SPANS_PER_RECORD: usize = 500;
+const SPANS_PER_TRACE: u64 = 5;
+/// Event time between records: 200 records per second of event time.
+const RECORD_INTERVAL_MS: i64 = 5;
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn attr(key: &str, value: String) -> KeyValue {
+    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
+}
+
+/// Records of 500 spans of about `span_bytes`, 5 spans per trace spread over consecutive records; 2% of traces
+/// fail and 2% are slow, as on a checkout flow on a good day.
+fn records(total: usize, span_bytes: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut n: u64 = 0;
+    while out.len() * SPANS_PER_RECORD < total {
+        let spans: Vec<Span> = (0..SPANS_PER_RECORD)
+            .map(|_| {
+                n += 1;
+                // Interleave: span k of trace t lands k records after its first span.
+                let trace = n / SPANS_PER_TRACE;
+                let failing = trace % 50 == 0;
+                let slow = trace % 50 == 1;
+                let mut span = Span {
+                    trace_id: (trace as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec(),
+                    span_id: n.to_be_bytes().to_vec(),
+                    parent_span_id: if n % SPANS_PER_TRACE == 0 { vec![] } else { (n - 1).to_be_bytes().to_vec() },
+                    name: "SELECT inventory.stock".to_owned(),
+                    kind: 3,
+                    start_time_unix_nano: 1_700_000_000_000_000_000,
+                    end_time_unix_nano: 1_700_000_000_000_000_000 + if slow { 3_000_000_000 } else { 20_000_000 },
+                    status: failing.then(|| Status { code: status::StatusCode::Error as i32, message: "declined".into() }),
+                    attributes: vec![attr("db.system", "postgresql".into())],
+                    ..Default::default()
+                };
+                let pad = span_bytes.saturating_sub(span.encoded_len() + 20);
+                span.attributes.push(attr("db.statement", "x".repeat(pad)));
+                span
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![attr("service.name", "inventory".into())], ..Default::default() }),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        };
+        out.push(request.encode_to_vec());
+    }
+    out
+}
+
+struct Figures {
+    cpu: f64,
+    spans: usize,
+    kept_spans: usize,
+    peak_spans: usize,
+    peak_heap_per_span: f64,
+}
+
+fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
+    let config = SamplerConfig::default();
+    let mut policies = Policies::build(&config.policies).unwrap();
+    let limits = TraceLimits { max_spans: 10_000, max_bytes: 16 << 20 };
+    let mut buffer = PartitionBuffer::default();
+    let (mut spans, mut kept_spans, mut peak_spans, mut peak_heap_per_span) = (0, 0, 0, 0.0);
+    let baseline = LIVE.load(Ordering::Relaxed);
+    let started = cpu_seconds();
+    for (i, record) in records.iter().enumerate() {
+        let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
+        spans += SPANS_PER_RECORD;
+        buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, request.resource_spans, limits, |_| None);
+        let buffered: usize = buffer.traces.values().map(|t| t.spans).sum();
+        if buffered > peak_spans {
+            peak_spans = buffered;
+            let heap = (LIVE.load(Ordering::Relaxed) - baseline) as f64;
+            let encoded: usize = buffer.buffered_bytes;
+            peak_heap_per_span = (heap - encoded as f64) / buffered as f64;
+        }
+        for (trace_id, trace) in buffer.due(decision_wait_ms, None) {
+            let verdict = policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, buffer.clock_ms);
+            if verdict.keep {
+                kept_spans += trace.spans;
+                let out = tailgate_proto::split(ExportTraceServiceRequest { resource_spans: trace.batches }, 12, 1_000_000);
+                std::hint::black_box(out);
+            }
+            buffer.settle(&trace.offsets);
+        }
+    }
+    Figures { cpu: cpu_seconds() - started, spans, kept_spans, peak_spans, peak_heap_per_span }
+}
+
+/// The floor: every record decoded and encoded again, nothing buffered.
+fn raw(records: &[Vec<u8>]) -> f64 {
+    let started = cpu_seconds();
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
+        std::hint::black_box(request.encode_to_vec());
+    }
+    cpu_seconds() - started
+}
+
+fn main() {
+    let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    println!("sampler core benchmark: {total} spans per case, {SPANS_PER_RECORD} spans per record, seed policies");
+    println!(
+        "{:<8} {:>6} {:>11} {:>11} {:>14} {:>7} {:>6} {:>13} {:>17}",
+        "span", "wait", "CPU-s/1M", "raw CPU-s/1M", "spans/CPU-s", "ratio", "kept", "peak buffered", "heap B/span extra"
+    );
+    for span_bytes in [300, 800] {
+        let records = records(total, span_bytes);
+        let measured = records.iter().map(Vec::len).sum::<usize>() as f64 / (records.len() * SPANS_PER_RECORD) as f64;
+        let raw_cpu = raw(&records);
+        for wait_ms in [1_000, 10_000] {
+            let f = sampler_core(&records, wait_ms);
+            let per_million = f.cpu / f.spans as f64 * 1e6;
+            println!(
+                "{:<8} {:>5}s {:>11.3} {:>11.3} {:>14.0} {:>7.2} {:>5.1}% {:>13} {:>17.0}",
+                format!("~{measured:.0} B"),
+                wait_ms / 1000,
+                per_million,
+                raw_cpu / f.spans as f64 * 1e6,
+                f.spans as f64 / f.cpu,
+                f.cpu / raw_cpu,
+                100.0 * f.kept_spans as f64 / f.spans as f64,
+                f.peak_spans,
+                f.peak_heap_per_span,
+            );
+        }
+    }
+}
