@@ -70,14 +70,18 @@ fn records(total: usize, span_bytes: usize) -> Vec<Vec<u8>> {
                 let failing = trace % 50 == 0;
                 let slow = trace % 50 == 1;
                 let mut span = Span {
-                    trace_id: (trace as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec(),
+                    trace_id: (trace as u128 + 1)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+                        .to_be_bytes()
+                        .to_vec(),
                     span_id: n.to_be_bytes().to_vec(),
                     parent_span_id: if n % SPANS_PER_TRACE == 0 { vec![] } else { (n - 1).to_be_bytes().to_vec() },
                     name: "SELECT inventory.stock".to_owned(),
                     kind: 3,
                     start_time_unix_nano: 1_700_000_000_000_000_000,
                     end_time_unix_nano: 1_700_000_000_000_000_000 + if slow { 3_000_000_000 } else { 20_000_000 },
-                    status: failing.then(|| Status { code: status::StatusCode::Error as i32, message: "declined".into() }),
+                    status: failing
+                        .then(|| Status { code: status::StatusCode::Error as i32, message: "declined".into() }),
                     attributes: vec![attr("db.system", "postgresql".into())],
                     ..Default::default()
                 };
@@ -88,7 +92,10 @@ fn records(total: usize, span_bytes: usize) -> Vec<Vec<u8>> {
             .collect();
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(Resource { attributes: vec![attr("service.name", "inventory".into())], ..Default::default() }),
+                resource: Some(Resource {
+                    attributes: vec![attr("service.name", "inventory".into())],
+                    ..Default::default()
+                }),
                 scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
                 ..Default::default()
             }],
@@ -129,7 +136,8 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
             let verdict = policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, buffer.clock_ms);
             if verdict.keep {
                 kept_spans += trace.spans;
-                let out = tailgate_proto::split(ExportTraceServiceRequest { resource_spans: trace.batches }, 12, 1_000_000);
+                let out =
+                    tailgate_proto::split(ExportTraceServiceRequest { resource_spans: trace.batches }, 12, 1_000_000);
                 std::hint::black_box(out);
             }
             buffer.settle(&trace.offsets);
@@ -153,7 +161,15 @@ fn main() {
     println!("sampler core benchmark: {total} spans per case, {SPANS_PER_RECORD} spans per record, seed policies");
     println!(
         "{:<8} {:>6} {:>11} {:>11} {:>14} {:>7} {:>6} {:>13} {:>17}",
-        "span", "wait", "CPU-s/1M", "raw CPU-s/1M", "spans/CPU-s", "ratio", "kept", "peak buffered", "heap B/span extra"
+        "span",
+        "wait",
+        "CPU-s/1M",
+        "raw CPU-s/1M",
+        "spans/CPU-s",
+        "ratio",
+        "kept",
+        "peak buffered",
+        "heap B/span extra"
     );
     for span_bytes in [300, 800] {
         let records = records(total, span_bytes);
