@@ -25,6 +25,10 @@ pub struct SamplerConfig {
     pub max_spans_per_trace: usize,
     /// A trace reaching this many encoded bytes is decided at once (reason `trace_bytes`).
     pub max_trace_bytes: ByteSize,
+    /// Bytes of kept output (and dead letters) sent to Kafka and not yet acknowledged. Over it, the worker pauses
+    /// fetching its partitions until half of it is acknowledged, so an unavailable output topic becomes consumer
+    /// lag, not memory.
+    pub max_output_bytes_in_flight: ByteSize,
     /// RED metrics from every span, before sampling.
     pub red_metrics: RedMetricsConfig,
 }
@@ -39,6 +43,7 @@ impl Default for SamplerConfig {
             max_buffered_bytes: ByteSize::mib(512),
             max_spans_per_trace: 10_000,
             max_trace_bytes: ByteSize::mib(16),
+            max_output_bytes_in_flight: ByteSize::mib(64),
             red_metrics: RedMetricsConfig::default(),
         }
     }
@@ -64,6 +69,9 @@ impl SamplerConfig {
         }
         if self.max_buffered_bytes.get() < 1 << 20 {
             problems.push(format!("{path}.max_buffered_bytes"), "must be at least 1MiB");
+        }
+        if self.max_output_bytes_in_flight.get() == 0 {
+            problems.push(format!("{path}.max_output_bytes_in_flight"), "must be at least 1");
         }
         if self.max_spans_per_trace == 0 {
             problems.push(format!("{path}.max_spans_per_trace"), "must be at least 1");

@@ -49,6 +49,7 @@ pub const UNDECODABLE: &str = "tailgate_sampler_undecodable_records_total";
 pub const EARLY_DECISIONS: &str = "tailgate_sampler_early_decisions_total";
 pub const BUFFERED_BYTES: &str = "tailgate_sampler_buffered_bytes";
 pub const REVOCATIONS: &str = "tailgate_sampler_revocations_total";
+pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
@@ -114,6 +115,10 @@ pub struct SamplerStats {
     pub revocations: AtomicU64,
     /// The most encoded span bytes buffered at once, after the memory bound was enforced.
     pub max_buffered_bytes: AtomicU64,
+    /// Output bytes sent to Kafka and not yet acknowledged.
+    pub output_bytes_in_flight: AtomicU64,
+    /// Times fetching was paused because output was not being acknowledged.
+    pub pauses: AtomicU64,
 }
 
 impl ClientContext for Context {}
@@ -250,6 +255,7 @@ impl Sampler {
         let mut tick = tokio::time::interval(TICK);
         let mut last_commit = Instant::now();
         let mut last_red = Instant::now();
+        let mut paused = false;
         tracing::info!(topic = %self.kafka.topics.spans, output = %self.kafka.topics.sampled_spans, "sampler consuming");
         loop {
             tokio::select! {
@@ -277,9 +283,11 @@ impl Sampler {
                     };
                     self.on_record(partition, offset, timestamp, request, &settled_tx);
                     self.decide_due(Some(partition), wait_ms, &settled_tx);
+                    paused = self.apply_backpressure(paused);
                 }
                 Some(settled) = settled_rx.recv() => self.on_settled(settled),
                 _ = tick.tick() => {
+                    paused = self.apply_backpressure(paused);
                     self.advance_idle_clocks();
                     self.decide_due(None, wait_ms, &settled_tx);
                     if last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -328,6 +336,9 @@ impl Sampler {
         let producer = self.producer.clone();
         let topic = dead_letter_topic(&self.kafka.topics.spans);
         let settled_tx = settled_tx.clone();
+        let bytes = payload.len() as u64;
+        let stats = Arc::clone(&self.stats);
+        stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -346,6 +357,7 @@ impl Sampler {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            stats.output_bytes_in_flight.fetch_sub(bytes, Ordering::SeqCst);
             let _ = settled_tx.send(Settled { partition, epoch, offsets: vec![offset] });
         });
     }
@@ -473,6 +485,9 @@ impl Sampler {
         }
         let producer = self.producer.clone();
         let settled_tx = settled_tx.clone();
+        let bytes = records.iter().map(|(_, r)| r.value.len() as u64).sum::<u64>();
+        let stats = Arc::clone(&self.stats);
+        stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -498,12 +513,39 @@ impl Sampler {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            stats.output_bytes_in_flight.fetch_sub(bytes, Ordering::SeqCst);
             let _ = settled_tx.send(Settled { partition, epoch, offsets });
         });
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(owned) = state.partitions.get_mut(&partition) {
             owned.buffer.unsettled_output += 1;
         }
+    }
+
+    /// Pauses fetching while more than `max_output_bytes_in_flight` of output awaits Kafka's acknowledgement, and
+    /// resumes once half of it is acknowledged. Returns whether fetching is now paused.
+    fn apply_backpressure(&self, paused: bool) -> bool {
+        let in_flight = self.stats.output_bytes_in_flight.load(Ordering::SeqCst);
+        let bound = self.config.max_output_bytes_in_flight.get();
+        let pause = if paused { in_flight > bound / 2 } else { in_flight > bound };
+        let Ok(assignment) = self.consumer.assignment() else { return paused };
+        if pause {
+            // Also on every later call: partitions assigned while paused must be paused too.
+            if let Err(error) = self.consumer.pause(&assignment) {
+                tracing::warn!(%error, "cannot pause fetching");
+            }
+            if !paused {
+                self.stats.pauses.fetch_add(1, Ordering::SeqCst);
+                metrics::counter!(PAUSES).increment(1);
+                tracing::warn!(in_flight, bound, "output not acknowledged; fetching paused");
+            }
+        } else if paused {
+            if let Err(error) = self.consumer.resume(&assignment) {
+                tracing::warn!(%error, "cannot resume fetching");
+            }
+            tracing::info!("output acknowledged again; fetching resumed");
+        }
+        pause
     }
 
     /// Writes every owned partition's cumulative RED series to the metrics topic. Best effort: a lost write is
