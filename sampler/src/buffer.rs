@@ -16,6 +16,8 @@ pub type TraceId = [u8; 16];
 /// Spans of one trace awaiting its decision.
 #[derive(Debug, Default)]
 pub struct PendingTrace {
+    /// Event time (ms) of the record that brought its first span.
+    pub first_seen_ms: i64,
     pub batches: Vec<ResourceSpans>,
     /// Records holding its spans, each once.
     pub offsets: Vec<i64>,
@@ -84,7 +86,7 @@ impl PartitionBuffer {
                     let bytes = span.encoded_len();
                     let trace = self.traces.entry(trace_id).or_insert_with(|| {
                         self.order.push_back((timestamp_ms, trace_id));
-                        PendingTrace::default()
+                        PendingTrace { first_seen_ms: timestamp_ms, ..Default::default() }
                     });
                     if trace.offsets.last() != Some(&offset) {
                         trace.offsets.push(offset);

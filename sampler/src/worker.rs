@@ -50,6 +50,27 @@ pub const EARLY_DECISIONS: &str = "tailgate_sampler_early_decisions_total";
 pub const BUFFERED_BYTES: &str = "tailgate_sampler_buffered_bytes";
 pub const REVOCATIONS: &str = "tailgate_sampler_revocations_total";
 pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
+pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
+/// Event-time seconds from a trace's first span to its decision.
+pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
+pub const CONSUMER_LAG: &str = "tailgate_sampler_consumer_lag_records";
+
+/// Registers descriptions, so `/metrics` explains every series.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(TRACES, "Traces decided, by decision and keeping policy.");
+    describe_counter!(SPANS, "Spans of decided traces, by decision.");
+    describe_counter!(LATE_SPANS, "Spans that arrived after their trace was decided, by decision.");
+    describe_counter!(UNDECODABLE, "Records of the spans topic that were not OTLP, sent to the dead-letter topic.");
+    describe_counter!(EARLY_DECISIONS, "Traces decided before decision_wait, by reason (trace_limit, memory).");
+    describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Encoded span bytes awaiting a decision.");
+    describe_gauge!(BUFFERED_TRACES, "Traces awaiting a decision.");
+    describe_counter!(REVOCATIONS, "Rebalances that took partitions from this worker.");
+    describe_counter!(PAUSES, "Times fetching paused because output was not acknowledged.");
+    describe_histogram!(DECISION_DELAY, Unit::Seconds, "Event time from a trace's first span to its decision.");
+    describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
@@ -121,7 +142,17 @@ pub struct SamplerStats {
     pub pauses: AtomicU64,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's periodic statistics carry each partition's consumer lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                metrics::gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     /// Before consuming a newly assigned partition, load its recent decisions, so late spans of traces another
@@ -195,6 +226,7 @@ static EPOCH: AtomicU64 = AtomicU64::new(1);
 impl Sampler {
     pub async fn build(config: &SamplerConfig, kafka: &KafkaConfig, group_id: &str) -> Result<Sampler, SamplerError> {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
+        describe();
         let none: &[(&str, &str)] = &[];
         let dlq = dead_letter_topic(&kafka.topics.spans);
         let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
@@ -225,6 +257,7 @@ impl Sampler {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(context)?;
         consumer.subscribe(&[&kafka.topics.spans])?;
         let producer = create_producer(
@@ -423,6 +456,8 @@ impl Sampler {
                 ready.push((*partition, id, trace, "memory"));
             }
             metrics::gauge!(BUFFERED_BYTES).set(total as f64);
+            metrics::gauge!(BUFFERED_TRACES)
+                .set(partitions.values().map(|o| o.buffer.traces.len()).sum::<usize>() as f64);
             self.stats.max_buffered_bytes.fetch_max(total as u64, Ordering::SeqCst);
 
             for (partition, trace_id, mut trace, reason) in ready {
@@ -431,6 +466,7 @@ impl Sampler {
                     metrics::counter!(EARLY_DECISIONS, "reason" => reason).increment(1);
                 }
                 let clock = owned.buffer.clock_ms;
+                metrics::histogram!(DECISION_DELAY).record((clock - trace.first_seen_ms).max(0) as f64 / 1000.0);
                 let verdict = self.policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, clock);
                 decisions.insert(trace_id, verdict.keep);
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
