@@ -4,7 +4,7 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tailgate_proto::status::Status;
 use tonic::codec::CompressionEncoding;
@@ -18,15 +18,6 @@ async fn gateway() -> RunningGateway {
     let mut ingest = harness::ingest_config();
     ingest.max_request_bytes = tailgate_config::ByteSize::b(LIMIT);
     harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 4)).await
-}
-
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
 }
 
 fn span(trace_id: Vec<u8>, span_id: Vec<u8>, pad: usize) -> Span {
@@ -44,11 +35,11 @@ fn with_invalid_ids() -> ExportTraceServiceRequest {
     spans.push(span(vec![1; 15], vec![1; 8], 1));
     spans.push(span(vec![1; 16], vec![0; 8], 1));
     spans.push(span(vec![1; 16], vec![1; 9], 1));
-    request(spans)
+    harness::trace_request(spans)
 }
 
 fn oversized() -> ExportTraceServiceRequest {
-    request(vec![span(vec![1; 16], vec![1; 8], LIMIT as usize + 10)])
+    harness::trace_request(vec![span(vec![1; 16], vec![1; 8], LIMIT as usize + 10)])
 }
 
 /// A message whose field 1 (resource_spans) holds bytes that are not a ResourceSpans.
@@ -88,9 +79,9 @@ async fn grpc_status_matrix() {
     }
 
     // Exactly at the limit: accepted.
-    let base = request(vec![span(vec![1; 16], vec![1; 8], 0)]).encoded_len();
+    let base = harness::trace_request(vec![span(vec![1; 16], vec![1; 8], 0)]).encoded_len();
     let at_limit = (LIMIT as usize - base - 20..LIMIT as usize)
-        .map(|pad| request(vec![span(vec![1; 16], vec![1; 8], pad)]))
+        .map(|pad| harness::trace_request(vec![span(vec![1; 16], vec![1; 8], pad)]))
         .find(|r| r.encoded_len() == LIMIT as usize)
         .unwrap();
     assert_eq!(at_limit.encoded_len(), LIMIT as usize);
@@ -130,7 +121,7 @@ async fn http_status_matrix() {
     let proto = "application/x-protobuf";
 
     // Success in both encodings; the response mirrors the request's.
-    let ok = http::post(addr, "/v1/traces", proto, &request(vec![valid(1)]).encode_to_vec()).await;
+    let ok = http::post(addr, "/v1/traces", proto, &harness::trace_request(vec![valid(1)]).encode_to_vec()).await;
     assert_eq!((ok.status, ok.header("content-type")), (200, Some(proto)));
     let ok = http::post(addr, "/v1/traces", "application/json; charset=utf-8", b"{}").await;
     assert_eq!((ok.status, ok.header("content-type")), (200, Some("application/json")));
@@ -172,7 +163,7 @@ async fn http_status_matrix() {
     assert!(Status::decode(response.body.as_slice()).unwrap().message.contains("larger than the limit"));
 
     // gzip that is well formed and within the limit is accepted; broken gzip is a 400.
-    let compressed = gzip(&request(vec![valid(2)]).encode_to_vec());
+    let compressed = gzip(&harness::trace_request(vec![valid(2)]).encode_to_vec());
     let response = http::request(
         addr,
         "POST",

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message;
-use tailgate_kafka::KafkaConfig;
 use tailgate_proto::partition_for_key;
-use tailgate_sampler::{Sampler, SamplerConfig};
-use tokio_util::sync::CancellationToken;
+use tailgate_sampler::SamplerConfig;
 
 use crate::harness;
 
@@ -37,12 +35,7 @@ fn request_of_span(s: u32) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
+    harness::trace_request(spans)
 }
 
 fn config() -> SamplerConfig {
@@ -80,16 +73,6 @@ fn red_calls(records: &[harness::Record]) -> (i64, i64) {
     (total, errors)
 }
 
-async fn start_sampler(kafka: &KafkaConfig, group: &str) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let sampler = Sampler::build(&config(), kafka, group).await.expect("sampler starts");
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { sampler.run(stop).await.unwrap() }
-    });
-    (stop, task)
-}
-
 /// Kept spans by trace (name list), with the partition each was found on.
 fn kept(records: &[harness::Record]) -> HashMap<Vec<u8>, Vec<(String, i32, String)>> {
     let mut out: HashMap<Vec<u8>, Vec<(String, i32, String)>> = HashMap::new();
@@ -106,7 +89,7 @@ fn kept(records: &[harness::Record]) -> HashMap<Vec<u8>, Vec<(String, i32, Strin
 async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
     let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
-    let (stop, task) = start_sampler(&kafka, "tailgate-sampler").await;
+    let first = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
 
     // Each trace's spans arrive in four different requests, hence four different records.
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
@@ -164,7 +147,7 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
     // Its own decisions topic too: the replay must decide afresh, not read the first group's decisions.
     replay.topics.decisions = format!("{}-replay", kafka.topics.decisions);
     replay.topics.metrics = format!("{}-replay", kafka.topics.metrics);
-    let (replay_stop, replay_task) = start_sampler(&replay, "tailgate-sampler-replay").await;
+    let replaying = harness::start_sampler(&config(), &replay, "tailgate-sampler-replay").await;
     let expected: BTreeSet<Vec<u8>> = kept_first.keys().cloned().collect();
     let replayed =
         harness::read_topic(&kafka.brokers, &replay.topics.sampled_spans, PARTITIONS, Duration::from_secs(60), |r| {
@@ -173,10 +156,8 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
     let replayed: BTreeSet<Vec<u8>> = kept(&replayed).keys().cloned().collect();
     assert_eq!(replayed, expected, "decisions are deterministic on replay");
 
-    for (stop, task) in [(stop, task), (replay_stop, replay_task)] {
-        stop.cancel();
-        task.await.unwrap();
-    }
+    first.stop().await;
+    replaying.stop().await;
     gateway.stop().await;
 }
 
@@ -192,12 +173,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
         record_policy: true,
         ..SamplerConfig::default()
     };
-    let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { sampler.run(stop).await.unwrap() }
-    });
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
 
     let producer: rdkafka::producer::FutureProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
@@ -222,12 +198,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
-        };
+        let request = harness::trace_request(spans);
         client.export(request).await.unwrap();
     }
 
@@ -265,8 +236,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
         .map(|(_, v)| String::from_utf8_lossy(v).to_string());
     assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
 
-    stop.cancel();
-    task.await.unwrap();
+    sampler.stop().await;
     gateway.stop().await;
 }
 
@@ -287,20 +257,7 @@ async fn decisions_outlive_the_worker() {
             ..SamplerConfig::default()
         }
     };
-    let run = |config: SamplerConfig| {
-        let kafka = kafka.clone();
-        async move {
-            let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
-            let stop = CancellationToken::new();
-            let task = tokio::spawn({
-                let stop = stop.clone();
-                async move { sampler.run(stop).await.unwrap() }
-            });
-            (stop, task)
-        }
-    };
-
-    let (stop, task) = run(policy("first")).await;
+    let sampler = harness::start_sampler(&policy("first"), &kafka, "tailgate-sampler").await;
     for s in 0..2 {
         client.export(request_of_span(s)).await.unwrap();
     }
@@ -312,11 +269,10 @@ async fn decisions_outlive_the_worker() {
         .map(|r| (r.key.clone(), tailgate_proto::decisions::Decision::decode(&r.value).unwrap().keep))
         .collect();
     assert_eq!(first.len(), TRACES as usize);
-    stop.cancel();
-    task.await.unwrap();
+    sampler.stop().await;
 
     // A different salt would flip about half of the decisions, were they made again.
-    let (stop, task) = run(policy("second")).await;
+    let sampler = harness::start_sampler(&policy("second"), &kafka, "tailgate-sampler").await;
     for s in 2..SPANS_PER_TRACE {
         client.export(request_of_span(s)).await.unwrap();
     }
@@ -341,7 +297,6 @@ async fn decisions_outlive_the_worker() {
             assert_eq!(spans, 0, "dropped by the first worker: late spans are dropped too");
         }
     }
-    stop.cancel();
-    task.await.unwrap();
+    sampler.stop().await;
     gateway.stop().await;
 }

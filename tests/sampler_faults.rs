@@ -11,8 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use tailgate_sampler::{Sampler, SamplerConfig};
-use tokio_util::sync::CancellationToken;
+use tailgate_sampler::SamplerConfig;
 use tonic::transport::Channel;
 
 use crate::harness::{self, http};
@@ -37,12 +36,7 @@ async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
-        };
+        let request = harness::trace_request(spans);
         client.export(request).await.unwrap();
     }
 }
@@ -80,6 +74,12 @@ fn assert_nothing_lost(kafka: &tailgate_kafka::KafkaConfig, traces: u32) -> usiz
     (0..traces).map(|t| copies[&trace_id(t)]).sum::<usize>() - (traces * SPANS) as usize
 }
 
+/// [`assert_nothing_lost`] off the async runtime.
+async fn nothing_lost(kafka: &tailgate_kafka::KafkaConfig, traces: u32) -> usize {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || assert_nothing_lost(&kafka, traces)).await.unwrap()
+}
+
 fn config() -> SamplerConfig {
     SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(2), ..SamplerConfig::default() }
 }
@@ -89,26 +89,12 @@ async fn workers_joining_and_leaving_mid_window_lose_nothing() {
     let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
-    let start = |name: &'static str| {
-        let kafka = kafka.clone();
-        async move {
-            let sampler = Sampler::build(&config(), &kafka, "tailgate-sampler").await.unwrap();
-            let stats = sampler.stats();
-            let stop = CancellationToken::new();
-            let task = tokio::spawn({
-                let stop = stop.clone();
-                async move { sampler.run(stop).await.unwrap_or_else(|e| panic!("{name}: {e}")) }
-            });
-            (stop, task, stats)
-        }
-    };
-
-    let (stop_a, task_a, stats_a) = start("a").await;
+    let a = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
     send(&mut client, 0..100, 0..2).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 
     // B joins while A holds half-buffered traces.
-    let (stop_b, task_b, stats_b) = start("b").await;
+    let b = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
     send(&mut client, 0..100, 2..4).await;
     send(&mut client, 100..200, 0..2).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -116,22 +102,16 @@ async fn workers_joining_and_leaving_mid_window_lose_nothing() {
     // A leaves while B holds half-buffered traces.
     send(&mut client, 100..200, 2..4).await;
     send(&mut client, 200..300, 0..2).await;
-    stop_a.cancel();
-    task_a.await.unwrap();
+    let stats_a = a.stats.clone();
+    a.stop().await;
     send(&mut client, 200..300, 2..4).await;
 
-    let duplicates = tokio::task::spawn_blocking({
-        let kafka = kafka.clone();
-        move || assert_nothing_lost(&kafka, 300)
-    })
-    .await
-    .unwrap();
-    let revocations = stats_a.revocations.load(Ordering::SeqCst) + stats_b.revocations.load(Ordering::SeqCst);
+    let duplicates = nothing_lost(&kafka, 300).await;
+    let revocations = stats_a.revocations.load(Ordering::SeqCst) + b.stats.revocations.load(Ordering::SeqCst);
     eprintln!("rebalance (eager range, Tansu): revocations = {revocations}, duplicate spans = {duplicates}, lost = 0");
     assert!(revocations > 0, "a revoke actually happened");
 
-    stop_b.cancel();
-    task_b.await.unwrap();
+    b.stop().await;
     gateway.stop().await;
 }
 
@@ -196,12 +176,7 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     // Late spans of decided traces, and the rest of the undecided ones, arrive while no worker runs.
     send(&mut client, 0..200, 2..4).await;
     let worker = Worker::start(&config, telemetry).await;
-    let duplicates = tokio::task::spawn_blocking({
-        let kafka = kafka.clone();
-        move || assert_nothing_lost(&kafka, 200)
-    })
-    .await
-    .unwrap();
+    let duplicates = nothing_lost(&kafka, 200).await;
     eprintln!("SIGKILL mid-window: duplicate spans = {duplicates}, lost = 0");
     worker.kill("-TERM");
     gateway.stop().await;
@@ -226,13 +201,8 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
         .unwrap(),
         ..config()
     };
-    let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
-    let stats = sampler.stats();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { sampler.run(stop).await.unwrap() }
-    });
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let stats = sampler.stats.clone();
 
     let started = Instant::now();
     for round in 0..20u32 {
@@ -257,20 +227,14 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
         send(&mut client, round * 15..round * 15 + 15, 0..SPANS).await;
     }
 
-    let duplicates = tokio::task::spawn_blocking({
-        let kafka = kafka.clone();
-        move || assert_nothing_lost(&kafka, 300)
-    })
-    .await
-    .unwrap();
+    let duplicates = nothing_lost(&kafka, 300).await;
     let elapsed = started.elapsed();
     let peak = stats.max_buffered_bytes.load(Ordering::SeqCst);
     eprintln!("flood: peak buffered = {peak} bytes (bound 1 MiB), all 300 ordinary traces kept in {elapsed:?}, duplicates = {duplicates}");
     assert!(peak <= 1 << 20, "buffer peaked at {peak} bytes, over its 1 MiB bound");
     assert!(elapsed < Duration::from_secs(45), "ordinary traces were decided on time");
 
-    stop.cancel();
-    task.await.unwrap();
+    sampler.stop().await;
     gateway.stop().await;
 }
 
@@ -298,13 +262,8 @@ async fn unacknowledged_output_pauses_fetching_and_loses_nothing() {
     let mut config = config();
     config.max_output_bytes_in_flight = tailgate_config::ByteSize::b(4 * 1024);
     config.red_metrics.enabled = false;
-    let sampler = Sampler::build(&config, &kafka, "tailgate-sampler").await.unwrap();
-    let stats = sampler.stats();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { sampler.run(stop).await.unwrap() }
-    });
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let stats = sampler.stats.clone();
     let paused = harness::eventually(Duration::from_secs(30), || stats.pauses.load(Ordering::SeqCst) > 0).await;
     assert!(paused, "fetching pauses while output is not acknowledged");
     let held = stats.output_bytes_in_flight.load(Ordering::SeqCst);
@@ -312,14 +271,8 @@ async fn unacknowledged_output_pauses_fetching_and_loses_nothing() {
     assert!(held <= 4 * 1024 + config.max_buffered_bytes.get(), "{held} bytes of output held");
 
     mock.clear_request_errors(RDKafkaApiKey::Produce);
-    let duplicates = tokio::task::spawn_blocking({
-        let kafka = kafka.clone();
-        move || assert_nothing_lost(&kafka, 400)
-    })
-    .await
-    .unwrap();
+    let duplicates = nothing_lost(&kafka, 400).await;
     eprintln!("output outage: paused with {held} bytes in flight (bound 4096, plus the decisions already made when it tripped); duplicates = {duplicates}, lost = 0");
-    stop.cancel();
-    task.await.unwrap();
+    sampler.stop().await;
     gateway.stop().await;
 }

@@ -366,33 +366,12 @@ impl Sampler {
             owned.buffer.unsettled_output += 1;
             owned.epoch
         };
-        let producer = self.producer.clone();
-        let topic = dead_letter_topic(&self.kafka.topics.spans);
-        let settled_tx = settled_tx.clone();
-        let bytes = payload.len() as u64;
-        let stats = Arc::clone(&self.stats);
-        stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let headers = OwnedHeaders::new()
-                    .insert(Header { key: DLQ_ERROR, value: Some(error.as_str()) })
-                    .insert(Header { key: DLQ_OFFSET, value: Some(&format!("{partition}:{offset}")) });
-                let mut record =
-                    FutureRecord::to(&topic).partition(partition).payload(payload.as_slice()).headers(headers);
-                if let Some(key) = &key {
-                    record = record.key(key.as_slice());
-                }
-                match producer.send(record, Duration::from_secs(5)).await {
-                    Ok(_) => break,
-                    Err((error, _)) => tracing::warn!(%error, %topic, "dead-letter write failed; retrying"),
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            stats.output_bytes_in_flight.fetch_sub(bytes, Ordering::SeqCst);
-            let _ = settled_tx.send(Settled { partition, epoch, offsets: vec![offset] });
-        });
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: DLQ_ERROR, value: Some(error.as_str()) })
+            .insert(Header { key: DLQ_OFFSET, value: Some(&format!("{partition}:{offset}")) });
+        let record =
+            Outgoing { topic: dead_letter_topic(&self.kafka.topics.spans), partition, key, value: payload, headers };
+        self.send_then_settle(vec![record], Settled { partition, epoch, offsets: vec![offset] }, settled_tx);
     }
 
     fn on_record(
@@ -504,11 +483,11 @@ impl Sampler {
     ) {
         let max = (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(1024);
         let partitions = self.kafka.partitions;
-        let mut records: Vec<(String, Record)> = output
+        let mut records: Vec<Outgoing> = output
             .map(|batches| split(ExportTraceServiceRequest { resource_spans: batches }, partitions, max).records)
             .unwrap_or_default()
             .into_iter()
-            .map(|r| (self.kafka.topics.sampled_spans.clone(), r))
+            .map(|r| Outgoing::contract(&self.kafka.topics.sampled_spans, r, headers::ENCODING_OTLP_PROTO))
             .collect();
         if let Some((trace_id, decision)) = decision {
             let record = Record {
@@ -517,45 +496,38 @@ impl Sampler {
                 value: decision.encode(),
                 items: 1,
             };
-            records.push((self.kafka.topics.decisions.clone(), record));
+            records.push(Outgoing::contract(&self.kafka.topics.decisions, record, DECISION_ENCODING));
         }
+        self.send_then_settle(records, Settled { partition, epoch, offsets }, settled_tx);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(owned) = state.partitions.get_mut(&partition) {
+            owned.buffer.unsettled_output += 1;
+        }
+    }
+
+    /// Writes `records`, retrying until Kafka acknowledged all of them, then reports `settled`. Records that did
+    /// land before a retry are written again: duplicates, which downstream stages count.
+    fn send_then_settle(&self, records: Vec<Outgoing>, settled: Settled, settled_tx: &mpsc::UnboundedSender<Settled>) {
         let producer = self.producer.clone();
         let settled_tx = settled_tx.clone();
-        let bytes = records.iter().map(|(_, r)| r.value.len() as u64).sum::<u64>();
+        let bytes = records.iter().map(|r| r.value.len() as u64).sum::<u64>();
         let stats = Arc::clone(&self.stats);
         stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let headers = OwnedHeaders::new()
-                    .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
-                    .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) });
-                let sends = records.iter().map(|(topic, r)| {
-                    producer.send(
-                        FutureRecord::to(topic)
-                            .partition(r.partition as i32)
-                            .key(r.key.as_slice())
-                            .payload(r.value.as_slice())
-                            .headers(headers.clone()),
-                        Duration::from_secs(5),
-                    )
-                });
-                let results = join_all(sends).await;
-                if results.iter().all(Result::is_ok) {
-                    break;
+                let results = join_all(records.iter().map(|r| producer.send(r.record(), Duration::from_secs(5)))).await;
+                if let Some(Err((error, _))) = results.into_iter().find(Result::is_err) {
+                    tracing::warn!(%error, ?backoff, "sampler output not acknowledged; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
                 }
-                // Records that did land are duplicated by the retry; downstream counts them.
-                tracing::warn!(?backoff, "sampler output not acknowledged; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                break;
             }
             stats.output_bytes_in_flight.fetch_sub(bytes, Ordering::SeqCst);
-            let _ = settled_tx.send(Settled { partition, epoch, offsets });
+            let _ = settled_tx.send(settled);
         });
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(owned) = state.partitions.get_mut(&partition) {
-            owned.buffer.unsettled_output += 1;
-        }
     }
 
     /// Pauses fetching while more than `max_output_bytes_in_flight` of output awaits Kafka's acknowledgement, and
@@ -600,26 +572,10 @@ impl Sampler {
         let max = (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(1024);
         for request in requests {
             for record in split(request, self.kafka.partitions, max).records {
+                let record = Outgoing::contract(&self.kafka.topics.metrics, record, headers::ENCODING_OTLP_PROTO);
                 let producer = self.producer.clone();
-                let topic = self.kafka.topics.metrics.clone();
                 tokio::spawn(async move {
-                    let headers = OwnedHeaders::new()
-                        .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
-                        .insert(Header {
-                            key: headers::CONTRACT_VERSION,
-                            value: Some(headers::CONTRACT_VERSION_CURRENT),
-                        });
-                    let sent = producer
-                        .send(
-                            FutureRecord::to(&topic)
-                                .partition(record.partition as i32)
-                                .key(record.key.as_slice())
-                                .payload(record.value.as_slice())
-                                .headers(headers),
-                            Duration::from_secs(5),
-                        )
-                        .await;
-                    if let Err((error, _)) = sent {
+                    if let Err((error, _)) = producer.send(record.record(), Duration::from_secs(5)).await {
                         tracing::warn!(%error, "RED metrics not written; the next interval supersedes them");
                     }
                 });
@@ -673,6 +629,45 @@ impl Sampler {
             if let Err(error) = self.consumer.commit(&tpl, mode) {
                 tracing::warn!(%error, "offset commit failed; will retry");
             }
+        }
+    }
+}
+
+/// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
+const DECISION_ENCODING: &str = "tailgate_decision_v1";
+
+/// A record to write, owned by the task that writes it.
+struct Outgoing {
+    topic: String,
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+impl Outgoing {
+    /// A record of the Kafka contract in `encoding`, with the contract's headers.
+    fn contract(topic: &str, record: Record, encoding: &str) -> Outgoing {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: headers::ENCODING, value: Some(encoding) })
+            .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) });
+        Outgoing {
+            topic: topic.to_owned(),
+            partition: record.partition as i32,
+            key: Some(record.key),
+            value: record.value,
+            headers,
+        }
+    }
+
+    fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let record = FutureRecord::to(&self.topic)
+            .partition(self.partition)
+            .payload(self.value.as_slice())
+            .headers(self.headers.clone());
+        match &self.key {
+            Some(key) => record.key(key.as_slice()),
+            None => record,
         }
     }
 }

@@ -23,35 +23,8 @@ use rdkafka::ClientConfig;
 const SPANS_PER_REQUEST: usize = 500;
 const CONCURRENCY: usize = 8;
 
-fn clock_ticks() -> f64 {
-    // USER_HZ is 100 on every Linux this runs on.
-    100.0
-}
-
-/// CPU seconds of `pid`, minus the threads whose name starts with one of `exclude`.
-fn cpu_seconds(pid: u32, exclude: &[&str]) -> f64 {
-    let read = |path: String| -> Option<(String, f64)> {
-        let stat = std::fs::read_to_string(path).ok()?;
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let name = stat[open + 1..close].to_owned();
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
-        Some((name, ticks / clock_ticks()))
-    };
-    let total = read(format!("/proc/{pid}/stat")).map_or(0.0, |(_, t)| t);
-    let mut excluded = 0.0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Some((name, t)) = read(format!("{}/stat", task.path().display())) {
-                if exclude.iter().any(|e| name.starts_with(e)) {
-                    excluded += t;
-                }
-            }
-        }
-    }
-    total - excluded
-}
+mod cpu;
+use cpu::cpu_seconds;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

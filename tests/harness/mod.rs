@@ -95,6 +95,48 @@ pub async fn start_gateway(ingest: IngestConfig, kafka: KafkaConfig) -> RunningG
     RunningGateway { grpc, http, kafka, health, budget, shutdown, task }
 }
 
+/// An export request holding `spans` under one resource and scope, both empty.
+pub fn trace_request(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A sampler worker running in this process.
+pub struct RunningSampler {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub stats: std::sync::Arc<tailgate_sampler::SamplerStats>,
+}
+
+impl RunningSampler {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+pub async fn start_sampler(
+    config: &tailgate_sampler::SamplerConfig,
+    kafka: &KafkaConfig,
+    group: &str,
+) -> RunningSampler {
+    let sampler = tailgate_sampler::Sampler::build(config, kafka, group).await.expect("sampler starts");
+    let stats = sampler.stats();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { sampler.run(stop).await.expect("sampler runs") }
+    });
+    RunningSampler { stop, task, stats }
+}
+
 /// One record as a test sees it.
 #[derive(Clone, Debug)]
 pub struct Record {
