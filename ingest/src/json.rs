@@ -2,20 +2,24 @@
 //!
 //! `opentelemetry-proto`'s serde derives follow most of the OTLP JSON rules (lowerCamelCase keys, hex trace and span
 //! IDs, enums as integers, unknown keys ignored), but each 64-bit integer field accepts only one of the two forms
-//! the specification allows: the `*UnixNano` timestamps only strings, the counts and `asInt` only numbers. We
-//! rewrite those fields to the form the derive expects before deserializing, so both forms are accepted.
+//! the specification allows (most timestamps only strings; counts, `asInt` and a few message types' timestamps only
+//! numbers), and some message types require fields a sender may omit at their default. We rewrite the JSON to what
+//! the derives expect before deserializing, so every form the specification allows is accepted.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// 64-bit fields the derive reads as strings.
-fn wants_string(key: &str) -> bool {
-    key.ends_with("UnixNano")
+/// 64-bit fields the derive reads as strings: the timestamps of spans, events, log records and number and
+/// histogram points.
+fn wants_string(kind: Kind, key: &str) -> bool {
+    key.ends_with("UnixNano") && !kind.plain_timestamps()
 }
 
-/// 64-bit fields the derive reads as numbers.
-fn wants_number(key: &str) -> bool {
+/// 64-bit fields the derive reads as numbers, including the timestamps of the messages whose derive has no
+/// string form for them.
+fn wants_number(kind: Kind, key: &str) -> bool {
     matches!(key, "count" | "bucketCounts" | "asInt" | "zeroCount")
+        || (key.ends_with("UnixNano") && kind.plain_timestamps())
 }
 
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
@@ -27,21 +31,95 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
             root.entry(key).or_insert_with(|| Value::Array(Vec::new()));
         }
     }
-    normalize(&mut value);
+    normalize(&mut value, Kind::Any);
     serde_json::from_value(value).map_err(|e| format!("invalid OTLP/JSON: {e}"))
 }
 
-fn normalize(value: &mut Value) {
+/// Where an object sits, for the message types whose derives lack `serde(default)` and so require fields that
+/// OTLP/JSON senders may omit (proto3 defaults).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Any,
+    ExponentialHistogram,
+    Summary,
+    ExponentialPoint,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    Buckets,
+}
+
+impl Kind {
+    /// Messages whose `*UnixNano` fields the derive reads as numbers only.
+    fn plain_timestamps(self) -> bool {
+        matches!(self, Kind::ExponentialPoint | Kind::SummaryPoint | Kind::Exemplar)
+    }
+
+    fn child(self, key: &str) -> Kind {
+        match (self, key) {
+            (_, "exponentialHistogram") => Kind::ExponentialHistogram,
+            (Kind::Any, "summary") => Kind::Summary,
+            (Kind::ExponentialHistogram, "dataPoints") => Kind::ExponentialPoint,
+            (Kind::Summary, "dataPoints") => Kind::SummaryPoint,
+            (_, "exemplars") => Kind::Exemplar,
+            (Kind::ExponentialPoint, "positive" | "negative") => Kind::Buckets,
+            (Kind::SummaryPoint, "quantileValues") => Kind::Quantile,
+            _ => Kind::Any,
+        }
+    }
+
+    /// The proto3 default of every field the derive requires.
+    fn defaults(self) -> Vec<(&'static str, Value)> {
+        let zero_time = || Value::from(0);
+        let empty = || Value::Array(Vec::new());
+        match self {
+            Kind::ExponentialPoint => vec![
+                ("attributes", empty()),
+                ("startTimeUnixNano", zero_time()),
+                ("timeUnixNano", zero_time()),
+                ("count", Value::from(0)),
+                ("scale", Value::from(0)),
+                ("zeroCount", Value::from(0)),
+                ("flags", Value::from(0)),
+                ("exemplars", empty()),
+                ("zeroThreshold", Value::from(0.0)),
+            ],
+            Kind::SummaryPoint => vec![
+                ("attributes", empty()),
+                ("startTimeUnixNano", zero_time()),
+                ("timeUnixNano", zero_time()),
+                ("count", Value::from(0)),
+                ("sum", Value::from(0.0)),
+                ("quantileValues", empty()),
+                ("flags", Value::from(0)),
+            ],
+            Kind::Quantile => vec![("quantile", Value::from(0.0)), ("value", Value::from(0.0))],
+            Kind::Exemplar => vec![
+                ("filteredAttributes", empty()),
+                ("timeUnixNano", zero_time()),
+                ("spanId", Value::String(String::new())),
+                ("traceId", Value::String(String::new())),
+            ],
+            Kind::Buckets => vec![("offset", Value::from(0)), ("bucketCounts", empty())],
+            Kind::Any | Kind::ExponentialHistogram | Kind::Summary => Vec::new(),
+        }
+    }
+}
+
+fn normalize(value: &mut Value, kind: Kind) {
     match value {
         Value::Object(map) => {
+            for (key, default) in kind.defaults() {
+                map.entry(key).or_insert(default);
+            }
             for (key, field) in map.iter_mut() {
-                if wants_string(key) {
+                if wants_string(kind, key) {
                     for_each_scalar(field, &|v| {
                         if let Value::Number(n) = v {
                             *v = Value::String(n.to_string());
                         }
                     });
-                } else if wants_number(key) {
+                } else if wants_number(kind, key) {
                     for_each_scalar(field, &|v| {
                         if let Value::String(s) = v {
                             if let Ok(n) = s.parse::<u64>() {
@@ -52,11 +130,11 @@ fn normalize(value: &mut Value) {
                         }
                     });
                 } else {
-                    normalize(field);
+                    normalize(field, kind.child(key));
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(normalize),
+        Value::Array(items) => items.iter_mut().for_each(|item| normalize(item, kind)),
         _ => {}
     }
 }
@@ -106,6 +184,30 @@ mod tests {
             assert_eq!(h.data_points[0].count, 3);
             assert_eq!(h.data_points[0].bucket_counts, [3, 0]);
         }
+    }
+
+    /// Senders may leave out any field at its default; the derives of these message types require them.
+    #[test]
+    fn fields_left_at_their_default_may_be_omitted() {
+        let body = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+            {"name":"checkout.latency","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[
+                {"count":"3","timeUnixNano":"1700000000000000000","positive":{"bucketCounts":["1","2"]},
+                 "exemplars":[{"asDouble":1.5,"timeUnixNano":"5"}]}]}},
+            {"name":"rpc.duration","summary":{"dataPoints":[{"count":2,"quantileValues":[{"quantile":0.5}]}]}},
+            {"name":"checkout.value","histogram":{"dataPoints":[{"count":1}]}}
+        ]}]}]}"#;
+        let request: ExportMetricsServiceRequest = decode(body.as_bytes()).unwrap();
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(Data::ExponentialHistogram(h)) = &metrics[0].data else { panic!("an exponential histogram") };
+        assert_eq!(h.data_points[0].count, 3);
+        assert_eq!(h.data_points[0].positive.as_ref().unwrap().bucket_counts, [1, 2]);
+        assert_eq!(h.data_points[0].sum, None, "absent optional fields stay absent");
+        assert_eq!(h.data_points[0].time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(h.data_points[0].exemplars[0].time_unix_nano, 5);
+        let Some(Data::Summary(s)) = &metrics[1].data else { panic!("a summary") };
+        assert_eq!(s.data_points[0].quantile_values[0].quantile, 0.5);
+        let Some(Data::Histogram(h)) = &metrics[2].data else { panic!("a histogram") };
+        assert_eq!(h.data_points[0].sum, None, "no default is invented where the derive already has one");
     }
 
     #[test]
