@@ -38,6 +38,20 @@ fn mock_kafka(
     kafka
 }
 
+/// Retries `request` like an SDK would, for up to ten seconds; whether it was finally accepted.
+async fn accepted_within_10s(
+    client: &mut TraceServiceClient<tonic::transport::Channel>,
+    request: ExportTraceServiceRequest,
+) -> bool {
+    for _ in 0..40 {
+        if client.export(request.clone()).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 fn span_ids(records: &[harness::Record]) -> Vec<Vec<u8>> {
     records
         .iter()
@@ -76,15 +90,7 @@ async fn broker_down_means_retryable_errors_never_success_then_recovery() {
 
     mock.broker_up(1).unwrap();
     assert!(harness::eventually(Duration::from_secs(15), || health.ready()).await, "/ready recovers");
-    let mut recovered = false;
-    for _ in 0..40 {
-        if client.export(spans(1000, 10, 10)).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(recovered, "the gateway recovers without a restart");
+    assert!(accepted_within_10s(&mut client, spans(1000, 10, 10)).await, "the gateway recovers without a restart");
 
     // Everything acknowledged is in Kafka: the first batch and the batch after recovery.
     let kafka = &gateway.kafka;
@@ -111,15 +117,7 @@ async fn produce_errors_are_never_acknowledged() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     mock.clear_request_errors(RDKafkaApiKey::Produce);
 
-    let mut recovered = false;
-    for _ in 0..40 {
-        if client.export(spans(20, 10, 10)).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(recovered);
+    assert!(accepted_within_10s(&mut client, spans(20, 10, 10)).await, "the gateway recovers");
     gateway.stop().await;
 }
 
@@ -158,15 +156,10 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
     }
     assert_eq!(gateway.budget.in_use(), 0);
     mock.broker_up(1).unwrap();
-    let mut recovered = false;
-    for _ in 0..40 {
-        if client.export(spans(2000, 10, 1_200)).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(recovered, "the budget is returned when requests finish");
+    assert!(
+        accepted_within_10s(&mut client, spans(2000, 10, 1_200)).await,
+        "the budget is returned when requests finish"
+    );
     gateway.stop().await;
 }
 

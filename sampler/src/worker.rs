@@ -118,6 +118,9 @@ struct Owned {
 struct State {
     partitions: HashMap<i32, Owned>,
     decisions: Decisions,
+    /// The partitions this worker owns now. A record of any other partition (fetched before a revoke) is ignored,
+    /// so no state, and no commit, is ever made for a partition another worker owns.
+    assigned: std::collections::HashSet<i32>,
 }
 
 struct Context {
@@ -163,6 +166,8 @@ impl ConsumerContext for Context {
         if partitions.is_empty() {
             return;
         }
+        // Incremental under cooperative rebalancing, the whole assignment under eager: either way, an addition.
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).assigned.extend(partitions.iter().copied());
         let since = now_ms() - self.lookback.as_millis() as i64;
         match load_decisions(&self.kafka, &partitions, since) {
             Ok(loaded) => {
@@ -183,6 +188,7 @@ impl ConsumerContext for Context {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut commit = TopicPartitionList::new();
         for element in revoked.elements() {
+            state.assigned.remove(&element.partition());
             let Some(owned) = state.partitions.remove(&element.partition()) else { continue };
             if let (false, Some(offset)) = (lost, owned.buffer.tracker.safe_offset()) {
                 let _ = commit.add_partition_offset(&self.topic, element.partition(), Offset::Offset(offset));
@@ -302,6 +308,9 @@ impl Sampler {
                         }
                     };
                     let (partition, offset) = (message.partition(), message.offset());
+                    if !self.owns(partition) {
+                        continue;
+                    }
                     let timestamp = message.timestamp().to_millis().unwrap_or_else(now_ms);
                     let payload = message.payload().unwrap_or_default();
                     let request = match ExportTraceServiceRequest::decode(payload) {
@@ -383,7 +392,7 @@ impl Sampler {
         settled_tx: &mpsc::UnboundedSender<Settled>,
     ) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let State { partitions, decisions } = &mut *state;
+        let State { partitions, decisions, .. } = &mut *state;
         let owned = owned(partitions, partition, &self.config.red_metrics.histogram_buckets_ms);
         if self.config.red_metrics.enabled {
             owned.red.record(&request);
@@ -412,7 +421,7 @@ impl Sampler {
         let mut to_emit = Vec::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let State { partitions, decisions } = &mut *state;
+            let State { partitions, decisions, .. } = &mut *state;
             let mut ready: Vec<(i32, TraceId, PendingTrace, &'static str)> = Vec::new();
             for (partition, owned) in partitions.iter_mut() {
                 ready.extend(
@@ -591,6 +600,10 @@ impl Sampler {
                 owned.buffer.unsettled_output -= 1;
             }
         }
+    }
+
+    fn owns(&self, partition: i32) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).assigned.contains(&partition)
     }
 
     fn has_unsettled_output(&self) -> bool {
