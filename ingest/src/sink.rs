@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tailgate_proto::{count_items, headers, split, Signal, Split};
 
@@ -112,9 +112,7 @@ impl KafkaSink {
         let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp_ms = received_at.as_millis() as i64;
         let received_at = received_at.as_nanos().to_string();
-        let record_headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header { key: headers::ENCODING, value: Some(headers::ENCODING_OTLP_PROTO) })
-            .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) })
+        let record_headers = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO)
             .insert(Header { key: headers::RECEIVED_AT, value: Some(received_at.as_str()) });
 
         let started = Instant::now();

@@ -18,7 +18,9 @@ pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
 pub use producer::{create_producer, ProducerSettings};
 pub use topics::{ensure_topics, TopicError};
 
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;
+use tailgate_proto::headers;
 
 /// The settings every client (producer, consumer, admin) starts from: brokers plus the user's `kafka.client`
 /// properties (security, SASL, TLS).
@@ -29,4 +31,12 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         client.set(key, value);
     }
     client
+}
+
+/// The headers every record of the Kafka contract carries: its encoding and the contract version. Add
+/// [`headers::RECEIVED_AT`] or others with `insert`.
+pub fn contract_headers(encoding: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header { key: headers::ENCODING, value: Some(encoding) })
+        .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) })
 }

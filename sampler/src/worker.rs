@@ -661,9 +661,7 @@ struct Outgoing {
 impl Outgoing {
     /// A record of the Kafka contract in `encoding`, with the contract's headers.
     fn contract(topic: &str, record: Record, encoding: &str) -> Outgoing {
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: headers::ENCODING, value: Some(encoding) })
-            .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) });
+        let headers = tailgate_kafka::contract_headers(encoding);
         Outgoing {
             topic: topic.to_owned(),
             partition: record.partition as i32,
