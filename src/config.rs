@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
+use tailgate_exporters::ExportersConfig;
 use tailgate_ingest::IngestConfig;
 use tailgate_kafka::KafkaConfig;
 use tailgate_sampler::SamplerConfig;
@@ -20,8 +21,10 @@ pub struct Config {
     pub embedded_broker: EmbeddedBrokerConfig,
     /// The OTLP ingest gateway.
     pub ingest: IngestConfig,
-    /// Tail sampling (policy configuration; the sampler workers are not built yet).
+    /// Tail sampling: policies, buffering, RED metrics.
     pub sampler: SamplerConfig,
+    /// Backends: Jaeger (OTLP/gRPC), Prometheus remote-write, Loki. Only the configured ones run.
+    pub exporters: ExportersConfig,
     /// Tailgate's own metrics and logs.
     pub telemetry: TelemetryConfig,
     /// Graceful shutdown.
@@ -105,6 +108,7 @@ impl Config {
         self.kafka.validate("kafka", &mut problems);
         self.ingest.validate("ingest", &mut problems);
         self.sampler.validate("sampler", &mut problems);
+        self.exporters.validate("exporters", &mut problems);
         self.telemetry.validate("telemetry", &mut problems);
         if self.embedded_broker.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(
@@ -171,6 +175,25 @@ telemetry: { logs: { level: chatty } }
             Config::parse("kafka: { brokres: x }\ningest: { grpc: { endpont: y } }\nsamplr: {}\n").unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["kafka.brokres", "ingest.grpc.endpont", "samplr"]);
+    }
+
+    #[test]
+    fn exporter_keys_are_checked_with_their_paths() {
+        let yaml = "
+exporters:
+  jaeger: { endpoint: 'jaeger:4317', compresion: gzip, retry_on_failure: { multiplier: 0.5 } }
+  loki: { endpoint: 'https://loki:3100/loki/api/v1/push', labels: [service.name] }
+";
+        let problems = Config::parse(yaml).unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["exporters.jaeger.compresion"]);
+        let config = Config::parse(&yaml.replace("compresion", "compression")).unwrap();
+        let problems = config.validate().unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["exporters.jaeger.endpoint", "exporters.jaeger.retry_on_failure.multiplier", "exporters.loki.endpoint"]
+        );
     }
 
     #[test]

@@ -21,12 +21,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 /// What the process was asked to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Ingest,
     Sampler,
+    Exporter,
     AllInOne,
     Validate,
+    /// Re-deliver `[from_ms, to_ms]` (Unix milliseconds of record time) to one exporter.
+    Replay {
+        exporter: String,
+        from_ms: i64,
+        to_ms: Option<i64>,
+    },
 }
 
 /// Runs `role` until SIGTERM or SIGINT, then shuts down gracefully.
@@ -34,6 +41,9 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    if let Role::Replay { exporter, from_ms, to_ms } = &role {
+        return replay(&config, exporter, *from_ms, *to_ms, shutdown).await;
+    }
     if role == Role::AllInOne && config.embedded_broker.enabled {
         start_embedded_broker(&mut config)?;
     }
@@ -46,6 +56,7 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 
     let runs_ingest = matches!(role, Role::Ingest | Role::AllInOne);
     let runs_sampler = matches!(role, Role::Sampler | Role::AllInOne);
+    let runs_exporters = matches!(role, Role::Exporter | Role::AllInOne);
 
     let gateway = match runs_ingest {
         true => Some(Gateway::build(&config.ingest, &config.kafka).await.context("cannot start the ingest gateway")?),
@@ -57,6 +68,18 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
         ),
         false => None,
     };
+
+    let exporters = match runs_exporters {
+        true => tailgate_exporters::build_all(&config.exporters, &config.kafka)
+            .await
+            .context("cannot start the exporters")?,
+        false => Vec::new(),
+    };
+    if role == Role::Exporter && exporters.is_empty() {
+        anyhow::bail!(
+            "no exporter is configured: add exporters.jaeger, exporters.prometheus_remote_write or exporters.loki"
+        );
+    }
 
     let health = gateway.as_ref().map(Gateway::health);
     let ready: telemetry::Readiness = Arc::new(move || health.as_ref().is_none_or(|h| h.ready()));
@@ -77,6 +100,8 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 
     let grace = config.shutdown.grace.get();
     let sampler_task = sampler.map(|sampler| tokio::spawn(sampler.run(shutdown.clone())));
+    let exporter_tasks: Vec<_> =
+        exporters.into_iter().map(|e| (e.name, tokio::spawn(e.run(shutdown.clone())))).collect();
     let gateway_result = match gateway {
         Some(gateway) => gateway.run(shutdown.clone(), grace).await.context("ingest gateway failed"),
         None => {
@@ -94,9 +119,50 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
         },
         None => Ok(()),
     };
+    let mut exporters_result = Ok(());
+    for (name, task) in exporter_tasks {
+        let result = match tokio::time::timeout(grace, task).await {
+            Ok(Ok(result)) => result.with_context(|| format!("exporter {name} failed")),
+            Ok(Err(join)) => Err(anyhow::anyhow!("exporter {name} task failed: {join}")),
+            Err(_) => Err(anyhow::anyhow!("exporter {name} did not stop within shutdown.grace")),
+        };
+        exporters_result = exporters_result.and(result);
+    }
     telemetry_stop.cancel();
     let _ = telemetry_server.await;
-    gateway_result.and(sampler_result)
+    gateway_result.and(sampler_result).and(exporters_result)
+}
+
+/// `tailgate replay`: progress on stderr, the summary last; an error unless everything was delivered.
+async fn replay(
+    config: &Config,
+    exporter: &str,
+    from_ms: i64,
+    to_ms: Option<i64>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut progress = std::io::stderr();
+    let summary = tailgate_exporters::replay::replay(
+        &config.exporters,
+        &config.kafka,
+        exporter,
+        from_ms,
+        to_ms,
+        &mut progress,
+        shutdown,
+    )
+    .await
+    .context("replay failed")?;
+    if !summary.complete() {
+        anyhow::bail!(
+            "replay incomplete: {} of {} records delivered, {} dead-lettered, {} items rejected",
+            summary.delivered,
+            summary.records,
+            summary.dead_lettered,
+            summary.items_rejected
+        );
+    }
+    Ok(())
 }
 
 #[cfg(feature = "embedded-broker")]

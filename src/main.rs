@@ -27,6 +27,27 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Deliver to the configured backends (Jaeger, Prometheus, Loki); each is its own consumer group
+    /// `tailgate-exporter-<name>` and commits only what its backend accepted.
+    Exporter {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Re-deliver the records of a time range to one backend, e.g. after it lost data. Exit code 0 only if
+    /// everything in the range was delivered.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `jaeger`, `prometheus_remote_write` or `loki`.
+        #[arg(long)]
+        exporter: String,
+        /// Start: RFC 3339 (`2026-11-24T14:00:00Z`) or relative (`-2h`).
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// End (inclusive), same forms; default: the end of each partition when the replay reaches it.
+        #[arg(long, allow_hyphen_values = true)]
+        to: Option<String>,
+    },
     /// Run every role with an embedded Kafka-API broker: the pipeline on one machine, from one command.
     AllInOne {
         /// Optional; the defaults work out of the box.
@@ -45,6 +66,19 @@ fn main() -> ExitCode {
     let (path, role) = match &cli.command {
         Command::Ingest { config } => (Some(config), tailgate::Role::Ingest),
         Command::Sampler { config } => (Some(config), tailgate::Role::Sampler),
+        Command::Exporter { config } => (Some(config), tailgate::Role::Exporter),
+        Command::Replay { config, exporter, from, to } => {
+            let now = std::time::SystemTime::now();
+            let parse = |text: &str| tailgate_exporters::replay::parse_time(text, now);
+            let (from, to) = match (parse(from), to.as_deref().map(parse).transpose()) {
+                (Ok(from), Ok(to)) => (from, to),
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            (Some(config), tailgate::Role::Replay { exporter: exporter.clone(), from_ms: from, to_ms: to })
+        }
         Command::AllInOne { config } => (config.as_ref(), tailgate::Role::AllInOne),
         Command::Validate { config } => (Some(config), tailgate::Role::Validate),
     };
@@ -55,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let tailgate::Role::Validate = role {
+    if role == tailgate::Role::Validate {
         match serde_yaml::to_string(&config) {
             Ok(yaml) => {
                 println!(

@@ -222,7 +222,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
 
     let dlq = harness::read_topic(
         &kafka.brokers,
-        &tailgate_sampler::dead_letter_topic(&kafka.topics.spans),
+        &tailgate_proto::headers::dead_letter_topic(&kafka.topics.spans),
         2,
         Duration::from_secs(20),
         |r| !r.is_empty(),
@@ -232,7 +232,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     let error = dlq[0]
         .headers
         .iter()
-        .find(|(k, _)| k == tailgate_sampler::DLQ_ERROR)
+        .find(|(k, _)| k == tailgate_proto::headers::DLQ_ERROR)
         .map(|(_, v)| String::from_utf8_lossy(v).to_string());
     assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
 

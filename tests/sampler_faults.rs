@@ -247,9 +247,14 @@ async fn unacknowledged_output_pauses_fetching_and_loses_nothing() {
     let mock = harness::mock_cluster();
     let mut kafka = harness::kafka_config(&mock.bootstrap_servers(), PARTITIONS);
     let t = kafka.topics.clone();
-    for topic in
-        [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions, &tailgate_sampler::dead_letter_topic(&t.spans)]
-    {
+    for topic in [
+        &t.spans,
+        &t.metrics,
+        &t.logs,
+        &t.sampled_spans,
+        &t.decisions,
+        &tailgate_proto::headers::dead_letter_topic(&t.spans),
+    ] {
         mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
     }
     kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(1);

@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod offsets;
 mod producer;
 mod topics;
 
 pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
+pub use offsets::OffsetTracker;
 pub use producer::{create_producer, ProducerSettings};
 pub use topics::{ensure_topics, TopicError};
 

@@ -19,3 +19,15 @@ pub const RECEIVED_AT: &str = "tailgate.received_at_unix_nano";
 
 /// The tenant the data belongs to, once authentication assigns one. Absent means the default tenant.
 pub const TENANT: &str = "tailgate.tenant";
+
+/// The dead-letter topic of `topic`: where records a consumer cannot process go, with the reason in headers.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Dead-letter header: why the record was refused.
+pub const DLQ_ERROR: &str = "tailgate.error";
+/// Dead-letter header: where the record came from, `partition:offset` of the source topic.
+pub const DLQ_SOURCE: &str = "tailgate.source";
+/// Dead-letter header: who refused it (`sampler`, `exporter.jaeger`, ...).
+pub const DLQ_STAGE: &str = "tailgate.stage";

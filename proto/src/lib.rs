@@ -18,7 +18,9 @@
 
 pub mod decisions;
 pub mod headers;
+pub mod loki;
 pub mod partition;
+pub mod prometheus;
 pub mod signals;
 pub mod split;
 pub mod status;

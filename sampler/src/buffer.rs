@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
-use crate::offsets::OffsetTracker;
+use tailgate_kafka::OffsetTracker;
 
 pub type TraceId = [u8; 16];
 

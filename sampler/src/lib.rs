@@ -10,10 +10,9 @@
 
 pub mod buffer;
 pub mod config;
-pub mod offsets;
 pub mod policy;
 pub mod red;
 mod worker;
 
 pub use config::SamplerConfig;
-pub use worker::{dead_letter_topic, Sampler, SamplerError, SamplerStats, DLQ_ERROR, POLICY_ATTRIBUTE};
+pub use worker::{Sampler, SamplerError, SamplerStats, POLICY_ATTRIBUTE};

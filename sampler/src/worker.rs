@@ -234,7 +234,7 @@ impl Sampler {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
         describe();
         let none: &[(&str, &str)] = &[];
-        let dlq = dead_letter_topic(&kafka.topics.spans);
+        let dlq = headers::dead_letter_topic(&kafka.topics.spans);
         let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
         ensure_topics(
             kafka,
@@ -376,10 +376,15 @@ impl Sampler {
             owned.epoch
         };
         let headers = OwnedHeaders::new()
-            .insert(Header { key: DLQ_ERROR, value: Some(error.as_str()) })
-            .insert(Header { key: DLQ_OFFSET, value: Some(&format!("{partition}:{offset}")) });
-        let record =
-            Outgoing { topic: dead_letter_topic(&self.kafka.topics.spans), partition, key, value: payload, headers };
+            .insert(Header { key: headers::DLQ_ERROR, value: Some(error.as_str()) })
+            .insert(Header { key: headers::DLQ_SOURCE, value: Some(&format!("{partition}:{offset}")) });
+        let record = Outgoing {
+            topic: headers::dead_letter_topic(&self.kafka.topics.spans),
+            partition,
+            key,
+            value: payload,
+            headers,
+        };
         self.send_then_settle(vec![record], Settled { partition, epoch, offsets: vec![offset] }, settled_tx);
     }
 
@@ -742,15 +747,6 @@ fn load_decisions(
     }
     Ok(loaded)
 }
-
-/// Where undecodable records of `topic` go.
-pub fn dead_letter_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
-}
-
-/// Dead-letter headers: why the record was refused, and where it came from (`partition:offset`).
-pub const DLQ_ERROR: &str = "tailgate.error";
-pub const DLQ_OFFSET: &str = "tailgate.source";
 
 /// The attribute naming the policy that kept a span's trace, as the Collector's `recordpolicy` gate writes it.
 pub const POLICY_ATTRIBUTE: &str = "tailsampling.policy";

@@ -1,0 +1,98 @@
+//! POSTing snappy-compressed protobuf over HTTP/1.1: the transport of Prometheus remote-write and Loki push.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::delivery::{Attempt, Transport};
+
+/// Turns a refusal's body into a short reason label (`too_old`, `bad_request`, ...).
+pub type Classify = fn(StatusCode, &str) -> &'static str;
+
+pub struct HttpTransport {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+    classify: Classify,
+}
+
+impl HttpTransport {
+    /// `headers` were validated with the config; invalid ones are skipped.
+    pub fn new(
+        endpoint: &str,
+        headers: impl IntoIterator<Item = (String, String)>,
+        timeout: Duration,
+        classify: Classify,
+    ) -> Result<HttpTransport, String> {
+        let uri: Uri = endpoint.parse().map_err(|e| format!("`{endpoint}`: {e}"))?;
+        let headers = headers
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse::<HeaderName>().ok()?, v.parse::<HeaderValue>().ok()?)))
+            .collect();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Ok(HttpTransport { client, uri, headers, timeout, classify })
+    }
+
+    async fn post(&self, body: Bytes) -> Attempt {
+        let mut request = Request::post(self.uri.clone())
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(CONTENT_ENCODING, "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(hyper::header::USER_AGENT, concat!("tailgate/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        let request = match request.body(Full::new(body)) {
+            Ok(request) => request,
+            Err(error) => return Attempt::Rejected { reason: "invalid_request", message: error.to_string() },
+        };
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => return Attempt::Retry { reason: "request timed out".into(), after: None },
+            Ok(Err(error)) => return Attempt::Retry { reason: format!("cannot reach backend: {error}"), after: None },
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        let after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        // The body is read to reuse the connection and to explain refusals; bounded, as backends' errors are short.
+        let body = match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => Bytes::new(),
+        };
+        let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
+        if status.is_success() {
+            Attempt::Accepted { rejected: 0, message: None }
+        } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Attempt::Retry { reason: format!("HTTP {status}: {text}"), after }
+        } else {
+            Attempt::Rejected { reason: (self.classify)(status, &text), message: format!("HTTP {status}: {text}") }
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.post(body))
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and read as absent).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Snappy block format, as remote-write and Loki expect (not the framed stream format).
+pub fn snappy(raw: &[u8]) -> Bytes {
+    // Compression of an in-memory buffer fails only for inputs over 4GiB, which batches never reach.
+    Bytes::from(snap::raw::Encoder::new().compress_vec(raw).unwrap_or_default())
+}
