@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod exporters;
 mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (the OpenTelemetry Python SDK into
-# target/venv), then runs every Rust test. Brokers are started by the tests themselves (Tansu in-process,
+# target/venv, Debian's prometheus), then runs every Rust test. Brokers are started by the tests themselves (Tansu in-process,
 # librdkafka's MockCluster), on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,14 @@ if ! "$venv/bin/python" -c 'import opentelemetry.sdk, opentelemetry.proto, opent
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export TAILGATE_PYTHON="$PWD/$venv/bin/python"
+
+# A real Prometheus (Debian's package) receives remote-write in the exporter tests; the tests start it themselves.
+if ! command -v prometheus >/dev/null; then
+  echo "installing Debian's prometheus" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends prometheus >/dev/null \
+    || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
 
 cargo test --workspace "$@"

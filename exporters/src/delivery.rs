@@ -15,9 +15,10 @@ use crate::metrics as m;
 /// What the backend said to one attempt.
 #[derive(Debug)]
 pub enum Attempt {
-    /// Accepted; `rejected` items of it were refused inside an accepted request (OTLP partial success), which is
-    /// recorded and not retried.
-    Accepted { rejected: u64, message: Option<String> },
+    /// Accepted; `rejected` items of it were refused inside an accepted request (OTLP partial success, or a
+    /// Prometheus 400 for some samples after it stored the others), which is recorded with `reason` and not
+    /// retried.
+    Accepted { rejected: u64, reason: &'static str, message: Option<String> },
     /// Try again later: the backend is down, overloaded or timed out. `after` is the backend's own hint
     /// (`Retry-After`, gRPC `RetryInfo`).
     Retry { reason: String, after: Option<Duration> },
@@ -36,6 +37,7 @@ pub trait Transport: Send + Sync + 'static {
 pub enum Delivered {
     Accepted {
         rejected: u64,
+        reason: &'static str,
     },
     Rejected {
         reason: &'static str,
@@ -117,7 +119,7 @@ pub async fn deliver(
         };
         let seconds = started.elapsed().as_secs_f64();
         let wait = match attempt {
-            Attempt::Accepted { rejected, message } => {
+            Attempt::Accepted { rejected, reason, message } => {
                 metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "accepted")
                     .record(seconds);
                 health.up();
@@ -125,11 +127,12 @@ pub async fn deliver(
                     tracing::warn!(
                         exporter,
                         rejected,
+                        reason,
                         message = message.as_deref().unwrap_or(""),
                         "backend refused part of a request"
                     );
                 }
-                return Delivered::Accepted { rejected };
+                return Delivered::Accepted { rejected, reason };
             }
             Attempt::Rejected { reason, message } => {
                 metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "rejected")
@@ -196,11 +199,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_with_growing_jittered_backoff_until_accepted() {
-        let attempts = (0..6).map(|_| again(None)).chain([Attempt::Accepted { rejected: 0, message: None }]);
+        let attempts =
+            (0..6).map(|_| again(None)).chain([Attempt::Accepted { rejected: 0, reason: "", message: None }]);
         let script = Script(Mutex::new(attempts.collect()), Mutex::default());
         let health = Health::new("test");
         let done = deliver(&script, Bytes::new(), &retry(), &health, &CancellationToken::new()).await;
-        assert!(matches!(done, Delivered::Accepted { rejected: 0 }));
+        assert!(matches!(done, Delivered::Accepted { rejected: 0, .. }));
         let times = script.1.lock().unwrap().clone();
         let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
         // Back-off 1, 2, 4, 8, 8, 8 seconds, each within ±50%.
@@ -214,7 +218,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_backend_hint_is_a_floor() {
         let script = Script(
-            Mutex::new(vec![again(Some(20)), Attempt::Accepted { rejected: 0, message: None }]),
+            Mutex::new(vec![again(Some(20)), Attempt::Accepted { rejected: 0, reason: "", message: None }]),
             Mutex::default(),
         );
         deliver(&script, Bytes::new(), &retry(), &Health::new("test"), &CancellationToken::new()).await;

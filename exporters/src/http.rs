@@ -13,8 +13,17 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::delivery::{Attempt, Transport};
 
-/// Turns a refusal's body into a short reason label (`too_old`, `bad_request`, ...).
-pub type Classify = fn(StatusCode, &str) -> &'static str;
+/// What a 4xx (other than 429) meant.
+pub enum Refusal {
+    /// The request was refused as a whole: its records go to the dead-letter topic.
+    Whole(&'static str),
+    /// Some items were refused and the rest stored (Prometheus appends every sample it can before answering 400):
+    /// counted with this reason, not retried, not dead-lettered.
+    Some(&'static str),
+}
+
+/// Reads a refusal's status and body.
+pub type Classify = fn(StatusCode, &str) -> Refusal;
 
 pub struct HttpTransport {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -71,11 +80,15 @@ impl HttpTransport {
         };
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
         if status.is_success() {
-            Attempt::Accepted { rejected: 0, message: None }
+            Attempt::Accepted { rejected: 0, reason: "", message: None }
         } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Attempt::Retry { reason: format!("HTTP {status}: {text}"), after }
         } else {
-            Attempt::Rejected { reason: (self.classify)(status, &text), message: format!("HTTP {status}: {text}") }
+            let message = format!("HTTP {status}: {text}");
+            match (self.classify)(status, &text) {
+                Refusal::Whole(reason) => Attempt::Rejected { reason, message },
+                Refusal::Some(reason) => Attempt::Accepted { rejected: 1, reason, message: Some(message) },
+            }
         }
     }
 }

@@ -79,9 +79,10 @@ impl GrpcTransport {
             Ok(Ok(response)) => match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_spans > 0 || !partial.error_message.is_empty() => Attempt::Accepted {
                     rejected: partial.rejected_spans.max(0) as u64,
+                    reason: "partial_success",
                     message: Some(partial.error_message),
                 },
-                _ => Attempt::Accepted { rejected: 0, message: None },
+                _ => Attempt::Accepted { rejected: 0, reason: "", message: None },
             },
             Ok(Err(status)) => classify(&status),
         }

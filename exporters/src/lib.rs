@@ -161,27 +161,31 @@ pub async fn build_all(config: &ExportersConfig, kafka: &KafkaConfig) -> Result<
     Ok(exporters)
 }
 
-/// Prometheus answers 400 to samples it will never take: out of order, out of bounds (older than the head block),
-/// duplicates with another value.
-fn classify_prometheus(_: hyper::StatusCode, body: &str) -> &'static str {
+/// Prometheus answers 400 to samples it will never take — out of order, out of bounds (older than the head block),
+/// a duplicate timestamp with another value — after appending every other sample of the request. Those count as
+/// rejected samples (at least one per request) of the request that was otherwise stored. Any other 4xx refuses the
+/// whole request.
+fn classify_prometheus(_: hyper::StatusCode, body: &str) -> http::Refusal {
     let body = body.to_ascii_lowercase();
     if body.contains("out of bounds") || body.contains("too old") {
-        "too_old"
+        http::Refusal::Some("too_old")
     } else if body.contains("out of order") || body.contains("duplicate sample") {
-        "out_of_order"
+        http::Refusal::Some("out_of_order")
     } else {
-        "bad_request"
+        http::Refusal::Whole("bad_request")
     }
 }
 
 /// Loki's refusals of old or reordered entries (`reject_old_samples`), of limits, and the rest.
-fn classify_loki(_: hyper::StatusCode, body: &str) -> &'static str {
+fn classify_loki(_: hyper::StatusCode, body: &str) -> http::Refusal {
     let body = body.to_ascii_lowercase();
-    if body.contains("too old") || body.contains("too far behind") || body.contains("greater than") {
-        "too_old"
-    } else if body.contains("limit") || body.contains("too long") {
-        "limits"
-    } else {
-        "bad_request"
-    }
+    http::Refusal::Whole(
+        if body.contains("too old") || body.contains("too far behind") || body.contains("greater than") {
+            "too_old"
+        } else if body.contains("limit") || body.contains("too long") {
+            "limits"
+        } else {
+            "bad_request"
+        },
+    )
 }

@@ -37,11 +37,14 @@ pub struct Prometheus {
     config: PrometheusConfig,
     /// Running totals of delta sums, by series.
     totals: HashMap<Vec<Label>, f64>,
+    /// The latest `target_info` sample sent per resource. A resource's metrics are spread over partitions (the
+    /// topic is keyed by metric name), so its records arrive out of time order; `target_info` only moves forward.
+    target_info: HashMap<Vec<Label>, i64>,
 }
 
 impl Prometheus {
     pub fn new(config: PrometheusConfig) -> Prometheus {
-        Prometheus { config, totals: HashMap::new() }
+        Prometheus { config, totals: HashMap::new(), target_info: HashMap::new() }
     }
 }
 
@@ -66,9 +69,15 @@ impl Backend for Prometheus {
                 }
             }
             if let Some(mut info) = resource.target_info {
-                if latest > 0 {
-                    info.insert("__name__".into(), "target_info".into());
-                    out.push(info, (latest / 1_000_000) as i64, 1.0);
+                info.insert("__name__".into(), "target_info".into());
+                let labels = label_vec(info);
+                let time = ms(latest);
+                let newer = self.target_info.get(&labels).is_none_or(|last| *last < time);
+                let room = self.target_info.len() < self.config.max_delta_series.max(1);
+                if latest > 0 && newer && (room || self.target_info.contains_key(&labels)) {
+                    self.target_info.insert(labels.clone(), time);
+                    out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
+                    out.batch.items += 1;
                 }
             }
         }

@@ -184,6 +184,8 @@ struct Done {
     dead_lettered: Option<&'static str>,
     items: u64,
     rejected_items: u64,
+    /// Why items of a delivered request were refused.
+    rejected_reason: &'static str,
     cancelled: bool,
     request: bool,
 }
@@ -462,6 +464,7 @@ impl<B: Backend> Worker<B> {
                         dead_lettered: Some("undecodable"),
                         items: 0,
                         rejected_items: 0,
+                        rejected_reason: "",
                         cancelled,
                         request: false,
                     }
@@ -506,6 +509,7 @@ impl<B: Backend> Worker<B> {
                 dead_lettered: None,
                 items: 0,
                 rejected_items: 0,
+                rejected_reason: "",
                 cancelled: false,
                 request: true,
             };
@@ -514,9 +518,10 @@ impl<B: Backend> Worker<B> {
                 return done;
             }
             match deliver(transport.as_ref(), body, &retry, &health, &shutdown).await {
-                Delivered::Accepted { rejected } => {
+                Delivered::Accepted { rejected, reason } => {
                     done.items = count.saturating_sub(rejected);
                     done.rejected_items = rejected;
+                    done.rejected_reason = reason;
                 }
                 Delivered::Rejected { reason, message } => {
                     tracing::warn!(exporter = dead_letter.exporter, reason, %message, records,
@@ -564,7 +569,7 @@ impl<B: Backend> Worker<B> {
             metrics::counter!(m::ITEMS, "exporter" => self.name).increment(done.items);
             self.stats.items_delivered.fetch_add(done.items, Ordering::SeqCst);
             if done.rejected_items > 0 {
-                let reason = done.dead_lettered.unwrap_or("partial_success");
+                let reason = done.dead_lettered.unwrap_or(done.rejected_reason);
                 metrics::counter!(m::REJECTED_ITEMS, "exporter" => self.name, "reason" => reason)
                     .increment(done.rejected_items);
                 self.stats.items_rejected.fetch_add(done.rejected_items, Ordering::SeqCst);

@@ -19,6 +19,7 @@ use tailgate_kafka::{KafkaConfig, Topics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+pub mod backends;
 pub mod http;
 
 pub fn free_port() -> u16 {
@@ -227,4 +228,49 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     stream.read_to_end(&mut out).await.unwrap();
     out
+}
+
+/// An exporter running in this process.
+pub struct RunningExporter {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+    pub stats: std::sync::Arc<tailgate_exporters::ExporterStats>,
+    pub health: std::sync::Arc<tailgate_exporters::Health>,
+}
+
+impl RunningExporter {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.stats.records_delivered.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn start_exporter(
+    config: &tailgate_exporters::ExportersConfig,
+    kafka: &KafkaConfig,
+    name: &str,
+) -> RunningExporter {
+    let exporter = tailgate_exporters::build(config, kafka, name, tailgate_exporters::Source::Group)
+        .await
+        .expect("exporter starts");
+    let (stats, health) = (std::sync::Arc::clone(&exporter.stats), std::sync::Arc::clone(&exporter.health));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { exporter.run(stop).await.expect("exporter runs") }
+    });
+    RunningExporter { stop, task, stats, health }
+}
+
+/// Fast retries for tests: 100 ms doubling to 1 s.
+pub fn fast_retry() -> tailgate_exporters::config::Retry {
+    tailgate_exporters::config::Retry {
+        initial_interval: tailgate_config::Duration::from_millis(100),
+        max_interval: tailgate_config::Duration::from_secs(1),
+        ..Default::default()
+    }
 }

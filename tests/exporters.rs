@@ -1,0 +1,359 @@
+//! Exporters end to end: gateway → Kafka (Tansu) → exporter → backend. Prometheus is the real server; Jaeger and
+//! Loki are receivers built on their official protocol definitions (`harness::backends`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point, metric, number_data_point, summary_data_point, AggregationTemporality,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
+use prost::Message as _;
+use tailgate_exporters::config::{JaegerConfig, LokiConfig, PrometheusConfig};
+use tailgate_exporters::ExportersConfig;
+
+use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
+use crate::harness::{self, eventually};
+
+pub fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
+}
+
+pub fn resource(service: &str) -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![
+            kv("service.name", service),
+            kv("service.namespace", "shop"),
+            kv("service.instance.id", &format!("{service}-1")),
+            kv("deployment.environment", "test"),
+        ],
+        ..Default::default()
+    })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_receives_every_kept_trace_whole() {
+    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let sampler_config = tailgate_sampler::SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let sampler = harness::start_sampler(&sampler_config, &kafka, "sampler").await;
+    let jaeger = TraceReceiver::start().await;
+    let exporters = ExportersConfig {
+        jaeger: Some(JaegerConfig { endpoint: jaeger.endpoint(), ..Default::default() }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+
+    // 100 traces of 6 spans (one per checkout service); every 5th fails, so the seed policies keep at least 20.
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let start = now_ns();
+    for service in 0..6u64 {
+        let spans = (0..100u64)
+            .map(|t| Span {
+                trace_id: (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes().repeat(2),
+                span_id: (t * 10 + service + 1).to_be_bytes().to_vec(),
+                name: format!("service-{service}"),
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 1_000_000,
+                status: (t % 5 == 0 && service == 3)
+                    .then(|| Status { code: status::StatusCode::Error as i32, message: "card declined".into() }),
+                ..Default::default()
+            })
+            .collect();
+        client.export(harness::trace_request(spans)).await.unwrap();
+    }
+
+    // What the sampler kept, read back from Kafka, is exactly what Jaeger received.
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 4, Duration::from_secs(30), |r| {
+        count_spans(r) >= 120
+    });
+    let mut kept: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for record in &records {
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
+        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+            kept.entry(span.trace_id).or_default().insert(span.span_id);
+        }
+    }
+    assert!(kept.len() >= 20, "errors are always kept: {}", kept.len());
+    assert!(kept.values().all(|spans| spans.len() == 6), "kept traces are whole in Kafka");
+    let expected: usize = kept.values().map(BTreeSet::len).sum();
+    assert!(eventually(Duration::from_secs(30), || jaeger.span_count() >= expected).await, "all kept spans arrive");
+    let mut received: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for (trace, span) in jaeger.traces.lock().unwrap().spans.iter() {
+        received.entry(trace.clone()).or_default().insert(span.clone());
+    }
+    assert_eq!(received, kept, "every kept trace arrives whole, and nothing else");
+    assert!(eventually(Duration::from_secs(10), || exporter.delivered() == records.len() as u64).await);
+
+    exporter.stop().await;
+    sampler.stop().await;
+    gateway.stop().await;
+}
+
+fn count_spans(records: &[harness::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            let mut request = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+            tailgate_proto::count_items(&mut request)
+        })
+        .sum()
+}
+
+fn metric_of(name: &str, unit: &str, data: metric::Data) -> Metric {
+    Metric { name: name.into(), unit: unit.into(), data: Some(data), ..Default::default() }
+}
+
+fn int_point(value: i64, time: u64, attributes: Vec<KeyValue>) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsInt(value)),
+        ..Default::default()
+    }
+}
+
+/// One of each kind of OTLP metric, from the checkout service, at `time`.
+fn checkout_metrics(time: u64, delta: i64) -> ExportMetricsServiceRequest {
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    let metrics = vec![
+        metric_of(
+            "checkout.completed",
+            "{checkout}",
+            metric::Data::Sum(Sum {
+                data_points: vec![int_point(42, time, vec![kv("payment.method", "card")])],
+                aggregation_temporality: cumulative,
+                is_monotonic: true,
+            }),
+        ),
+        metric_of(
+            "cart.items",
+            "{item}",
+            metric::Data::Gauge(Gauge { data_points: vec![int_point(7, time, vec![kv("http.route", "/cart")])] }),
+        ),
+        metric_of(
+            "checkout.value",
+            "{cent}",
+            metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    time_unix_nano: time,
+                    count: 6,
+                    sum: Some(27_000.0),
+                    bucket_counts: vec![1, 2, 3],
+                    explicit_bounds: vec![1000.0, 5000.0],
+                    ..Default::default()
+                }],
+                aggregation_temporality: cumulative,
+            }),
+        ),
+        metric_of(
+            "db.query.duration",
+            "s",
+            metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    time_unix_nano: time,
+                    count: 6,
+                    sum: Some(9.0),
+                    scale: 0,
+                    zero_count: 1,
+                    positive: Some(exponential_histogram_data_point::Buckets { offset: 0, bucket_counts: vec![2, 3] }),
+                    ..Default::default()
+                }],
+                aggregation_temporality: cumulative,
+            }),
+        ),
+        metric_of(
+            "payment.latency",
+            "ms",
+            metric::Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    time_unix_nano: time,
+                    count: 10,
+                    sum: 1234.0,
+                    quantile_values: vec![summary_data_point::ValueAtQuantile { quantile: 0.99, value: 250.0 }],
+                    ..Default::default()
+                }],
+            }),
+        ),
+        metric_of(
+            "cart.abandoned",
+            "{cart}",
+            metric::Data::Sum(Sum {
+                data_points: vec![int_point(delta, time, vec![])],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            }),
+        ),
+    ];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource("checkout"),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope { name: "shop.checkout".into(), ..Default::default() }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn value(result: &serde_json::Value) -> f64 {
+    result["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_stores_every_kind_of_metric_as_the_compatibility_spec_says() {
+    let prometheus = Prometheus::start().await;
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let exporters = ExportersConfig {
+        prometheus_remote_write: Some(PrometheusConfig {
+            endpoint: prometheus.endpoint(),
+            external_labels: BTreeMap::from([("cluster".to_owned(), "eu-1".to_owned())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::PROMETHEUS).await;
+
+    let mut client = MetricsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let t0 = now_ns() - 20_000_000_000;
+    client.export(checkout_metrics(t0, 3)).await.unwrap();
+    client.export(checkout_metrics(t0 + 10_000_000_000, 2)).await.unwrap();
+    // Each request becomes a record per partition its metrics map to (keyed by resource, scope and name).
+    let records =
+        harness::read_topic(&kafka.brokers, &kafka.topics.metrics, 2, Duration::from_secs(10), |r| r.len() >= 4);
+    let delivered = eventually(Duration::from_secs(30), || exporter.delivered() >= records.len() as u64).await;
+    assert!(delivered, "every record delivered: {:?}", exporter.stats);
+    assert_eq!(exporter.stats.records_dead_lettered.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(exporter.stats.items_rejected.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Counters get `_total`, and job/instance come from the resource, scope and external labels on every series.
+    let completed = prometheus.query("checkout_completed_total").await;
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    let labels = &completed[0]["metric"];
+    assert_eq!(labels["job"], "shop/checkout");
+    assert_eq!(labels["instance"], "checkout-1");
+    assert_eq!(labels["payment_method"], "card");
+    assert_eq!(labels["otel_scope_name"], "shop.checkout");
+    assert_eq!(labels["cluster"], "eu-1");
+    assert!(labels.get("deployment_environment").is_none(), "resource attributes only on target_info by default");
+    assert_eq!(value(&completed[0]), 42.0);
+
+    let info = prometheus.query("target_info").await;
+    assert_eq!(info[0]["metric"]["deployment_environment"], "test");
+    assert_eq!(value(&prometheus.query("cart_items").await[0]), 7.0);
+
+    // Histogram buckets are cumulative, with +Inf = count.
+    let buckets = prometheus.query("checkout_value_bucket").await;
+    let by_le: HashMap<String, f64> =
+        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), value(b))).collect();
+    assert_eq!(by_le, HashMap::from([("1000".into(), 1.0), ("5000".into(), 3.0), ("+Inf".into(), 6.0)]));
+    assert_eq!(value(&prometheus.query("checkout_value_sum").await[0]), 27_000.0);
+    assert_eq!(value(&prometheus.query("checkout_value_count").await[0]), 6.0);
+
+    // Exponential histogram (scale 0): zero bucket at le=0, then upper bounds 2 and 4.
+    let buckets = prometheus.query("db_query_duration_seconds_bucket").await;
+    let by_le: HashMap<String, f64> =
+        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), value(b))).collect();
+    assert_eq!(by_le, HashMap::from([("0".into(), 1.0), ("2".into(), 3.0), ("4".into(), 6.0), ("+Inf".into(), 6.0)]));
+
+    // Summary quantiles, and the unit suffix.
+    let quantiles = prometheus.query("payment_latency_milliseconds").await;
+    assert_eq!(quantiles[0]["metric"]["quantile"], "0.99");
+    assert_eq!(value(&quantiles[0]), 250.0);
+    assert_eq!(value(&prometheus.query("payment_latency_milliseconds_count").await[0]), 10.0);
+
+    // Delta sums become a cumulative counter: 3 then 3 + 2.
+    assert_eq!(value(&prometheus.query("cart_abandoned_total").await[0]), 5.0);
+
+    exporter.stop().await;
+    gateway.stop().await;
+}
+
+fn log(trace: u8, body: any_value::Value, severity: i32) -> LogRecord {
+    LogRecord {
+        time_unix_nano: now_ns(),
+        severity_number: severity,
+        body: Some(AnyValue { value: Some(body) }),
+        attributes: vec![kv("order.id", &format!("o-{trace}"))],
+        trace_id: vec![trace; 16],
+        span_id: vec![trace; 8],
+        ..Default::default()
+    }
+}
+
+pub fn logs_request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(service),
+            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig {
+        loki: Some(LokiConfig { endpoint: loki.endpoint(), tenant_id: Some("shop".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+
+    let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let structured = any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+        values: vec![KeyValue {
+            key: "sku".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::IntValue(17)) }),
+        }],
+    });
+    let records = vec![
+        log(1, any_value::Value::StringValue("payment declined".into()), 17),
+        log(2, any_value::Value::StringValue("reserved stock".into()), 9),
+        log(3, structured, 9),
+    ];
+    client.export(logs_request("payments", records)).await.unwrap();
+    assert!(eventually(Duration::from_secs(30), || loki.entries().len() >= 3).await, "all lines arrive");
+
+    let entries = loki.entries();
+    let find = |line: &str| entries.iter().find(|e| e.1 == line).unwrap_or_else(|| panic!("{line} in {entries:?}"));
+    let (labels, _, metadata) = find("payment declined");
+    assert_eq!(
+        labels,
+        r#"{deployment_environment="test", level="error", service_name="payments", service_namespace="shop"}"#
+    );
+    let metadata: HashMap<&str, &str> = metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(metadata["trace_id"], "01".repeat(16));
+    assert_eq!(metadata["span_id"], "01".repeat(8));
+    assert_eq!(metadata["order_id"], "o-1");
+    assert_eq!(metadata["service_instance_id"], "payments-1", "resource attributes that aren't labels are metadata");
+    assert!(find("reserved stock").0.contains(r#"level="info""#));
+    find(r#"{"sku":17}"#);
+    assert!(loki.state.lock().unwrap().pushes.iter().all(|p| p.tenant.as_deref() == Some("shop")));
+
+    exporter.stop().await;
+    gateway.stop().await;
+}

@@ -1,0 +1,285 @@
+//! Stand-ins for the backends that can't be installed here, built on their official protocol definitions, and a
+//! real Prometheus server (Debian's package) started per test.
+//!
+//! * [`TraceReceiver`]: an OTLP/gRPC trace receiver (the opentelemetry-proto service Jaeger implements), which can
+//!   be switched to answer `UNAVAILABLE` or `INVALID_ARGUMENT`.
+//! * [`LokiReceiver`]: Loki's `POST /loki/api/v1/push`, decoding snappy + `logproto.PushRequest`, answering from a
+//!   script of statuses and recording when each attempt came.
+//! * [`Prometheus`]: `prometheus --web.enable-remote-write-receiver` on a free port, queried over its HTTP API.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message as _;
+use tailgate_proto::loki::PushRequest;
+
+use super::free_port;
+
+/// How the trace receiver answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    Unavailable,
+    InvalidArgument,
+}
+
+#[derive(Default)]
+pub struct Traces {
+    /// Every (trace ID, span ID) accepted, duplicates included.
+    pub spans: Vec<(Vec<u8>, Vec<u8>)>,
+    pub requests: u64,
+    pub refused: u64,
+}
+
+#[derive(Clone)]
+pub struct TraceReceiver {
+    pub addr: SocketAddr,
+    pub traces: Arc<Mutex<Traces>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+struct TraceHandler {
+    traces: Arc<Mutex<Traces>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceHandler {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let answer = *self.answer.lock().unwrap();
+        let mut traces = self.traces.lock().unwrap();
+        match answer {
+            Answer::Unavailable => {
+                traces.refused += 1;
+                Err(tonic::Status::unavailable("jaeger is restarting"))
+            }
+            Answer::InvalidArgument => {
+                traces.refused += 1;
+                Err(tonic::Status::invalid_argument("span rejected"))
+            }
+            Answer::Accept => {
+                traces.requests += 1;
+                for resource in request.into_inner().resource_spans {
+                    for scope in resource.scope_spans {
+                        for span in scope.spans {
+                            traces.spans.push((span.trace_id, span.span_id));
+                        }
+                    }
+                }
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+            }
+        }
+    }
+}
+
+impl TraceReceiver {
+    pub async fn start() -> TraceReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let traces = Arc::new(Mutex::new(Traces::default()));
+        let answer = Arc::new(Mutex::new(Answer::Accept));
+        let handler = TraceHandler { traces: Arc::clone(&traces), answer: Arc::clone(&answer) };
+        let service = TraceServiceServer::new(handler).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream_listener(listener)),
+        );
+        TraceReceiver { addr, traces, answer }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn answer(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.traces.lock().unwrap().spans.len()
+    }
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+/// An accepted entry: stream labels, line, structured metadata.
+pub type Entry = (String, String, Vec<(String, String)>);
+
+/// One push as Loki would have stored it.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub request: PushRequest,
+    pub tenant: Option<String>,
+}
+
+#[derive(Default)]
+pub struct LokiState {
+    pub pushes: Vec<Push>,
+    /// Statuses to answer before accepting, with an optional `Retry-After` in seconds.
+    pub script: VecDeque<(u16, Option<u64>, String)>,
+    /// When every attempt (accepted or not) arrived.
+    pub attempts: Vec<Instant>,
+}
+
+#[derive(Clone)]
+pub struct LokiReceiver {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<LokiState>>,
+}
+
+impl LokiReceiver {
+    pub async fn start() -> LokiReceiver {
+        let state = Arc::new(Mutex::new(LokiState::default()));
+        let shared = Arc::clone(&state);
+        let app = axum::Router::new().route(
+            "/loki/api/v1/push",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let state = Arc::clone(&shared);
+                async move { push(state, headers, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        LokiReceiver { addr, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/loki/api/v1/push", self.addr)
+    }
+
+    /// Answer `status` (with `Retry-After: retry_after`) to the next attempts, in order, before accepting again.
+    pub fn script(&self, answers: impl IntoIterator<Item = (u16, Option<u64>, &'static str)>) {
+        let mut state = self.state.lock().unwrap();
+        state.script.extend(answers.into_iter().map(|(s, r, b)| (s, r, b.to_owned())));
+    }
+
+    /// Every entry accepted: (labels, line, structured metadata).
+    pub fn entries(&self) -> Vec<Entry> {
+        let state = self.state.lock().unwrap();
+        state
+            .pushes
+            .iter()
+            .flat_map(|p| p.request.streams.iter())
+            .flat_map(|s| {
+                s.entries.iter().map(move |e| {
+                    let metadata = e.structured_metadata.iter().map(|m| (m.name.clone(), m.value.clone())).collect();
+                    (s.labels.clone(), e.line.clone(), metadata)
+                })
+            })
+            .collect()
+    }
+}
+
+fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (StatusCode, HeaderMap, String) {
+    let mut state = state.lock().unwrap();
+    state.attempts.push(Instant::now());
+    if let Some((status, retry_after, text)) = state.script.pop_front() {
+        let mut out = HeaderMap::new();
+        if let Some(seconds) = retry_after {
+            out.insert("Retry-After", seconds.to_string().parse().unwrap());
+        }
+        return (StatusCode::from_u16(status).unwrap(), out, text);
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/x-protobuf") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, HeaderMap::new(), "protobuf only".into());
+    }
+    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+        Ok(raw) => raw,
+        Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), format!("snappy: {error}")),
+    };
+    let request = match PushRequest::decode(raw.as_slice()) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), format!("protobuf: {error}")),
+    };
+    let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(String::from);
+    state.pushes.push(Push { request, tenant });
+    (StatusCode::NO_CONTENT, HeaderMap::new(), String::new())
+}
+
+/// A real Prometheus with the remote-write receiver on, in a temporary directory; killed on drop.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// `None` when no `prometheus` binary is installed (`tests/run.sh` installs Debian's).
+    pub async fn start() -> Prometheus {
+        let binary = std::env::var("TAILGATE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tailgate-prometheus-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); tests/run.sh installs Debian's prometheus"));
+        let prometheus = Prometheus { addr: format!("127.0.0.1:{port}").parse().unwrap(), child, dir };
+        let ready =
+            super::eventually(Duration::from_secs(30), || std::net::TcpStream::connect(prometheus.addr).is_ok()).await;
+        assert!(ready, "prometheus did not start listening");
+        for _ in 0..100 {
+            if super::http::request(prometheus.addr, "GET", "/-/ready", &[], b"").await.status == 200 {
+                return prometheus;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus never became ready");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// An instant query; the `data.result` array.
+    pub async fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", percent_encode(expr));
+        let response = super::http::request(self.addr, "GET", &path, &[], b"").await;
+        let json = response.json();
+        assert_eq!(json["status"], "success", "{json}");
+        json["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
