@@ -124,3 +124,24 @@ async fn all_in_one_serves_and_exits_on_sigterm() {
     assert!(stdout.contains("send OTLP/gRPC to"), "{stdout}");
     assert!(dir.join("data/tansu.db").exists(), "durable storage under data_dir");
 }
+
+#[test]
+fn exporter_without_any_configured_backend_says_so_and_replay_rejects_bad_times() {
+    let dir = std::env::temp_dir().join(format!("tailgate-cli-exporter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("none.yaml");
+    std::fs::write(&path, "kafka: { brokers: '127.0.0.1:1' }\n").unwrap();
+    let output = tailgate().args(["exporter", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no exporter is configured"), "{stderr}");
+
+    let output = tailgate()
+        .args(["replay", "--config"])
+        .arg(&path)
+        .args(["--exporter", "loki", "--from", "yesterday-ish"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("relative like -2h"));
+}

@@ -176,16 +176,18 @@ fn classify_prometheus(_: hyper::StatusCode, body: &str) -> http::Refusal {
     }
 }
 
-/// Loki's refusals of old or reordered entries (`reject_old_samples`), of limits, and the rest.
+/// Loki, like Prometheus, stores the valid entries of a push and answers 400 for the rest: entries too old
+/// (`reject_old_samples`), too far behind their stream, or over `max_line_size`. Those are counted refusals of a
+/// request that was otherwise stored. Any other 4xx (unparsable labels, say) refuses the whole request.
 fn classify_loki(_: hyper::StatusCode, body: &str) -> http::Refusal {
     let body = body.to_ascii_lowercase();
-    http::Refusal::Whole(
-        if body.contains("too old") || body.contains("too far behind") || body.contains("greater than") {
-            "too_old"
-        } else if body.contains("limit") || body.contains("too long") {
-            "limits"
-        } else {
-            "bad_request"
-        },
-    )
+    if body.contains("too old") || body.contains("too far behind") || body.contains("greater than") {
+        http::Refusal::Some("too_old")
+    } else if body.contains("max entry size") || body.contains("line too long") {
+        http::Refusal::Some("line_too_long")
+    } else if body.contains("limit") {
+        http::Refusal::Whole("limits")
+    } else {
+        http::Refusal::Whole("bad_request")
+    }
 }

@@ -1,0 +1,244 @@
+//! What the exporters promise when backends fail: an outage becomes lag, not loss; other exporters are not slowed;
+//! back-off honours the backend; refusals and garbage go to the dead-letter topic; replay restores a lost range.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tailgate_exporters::config::{JaegerConfig, LokiConfig};
+use tailgate_exporters::ExportersConfig;
+use tailgate_proto::headers;
+
+use crate::exporters::logs_request;
+use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver};
+use crate::harness::{self, eventually};
+
+fn line(n: u32) -> LogRecord {
+    LogRecord {
+        time_unix_nano: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        severity_number: 9,
+        body: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+            value: Some(any_value::Value::StringValue(format!("line {n}"))),
+        }),
+        trace_id: (n as u128 + 1).to_be_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn loki_config(loki: &LokiReceiver) -> LokiConfig {
+    LokiConfig { endpoint: loki.endpoint(), retry_on_failure: harness::fast_retry(), ..Default::default() }
+}
+
+fn lines(loki: &LokiReceiver) -> BTreeSet<String> {
+    loki.entries().into_iter().map(|e| e.1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
+    let mut kafka = harness::kafka_config(&harness::tansu(), 3);
+    // The Jaeger exporter reads what the gateway writes, so the test controls exactly what it must deliver.
+    kafka.topics.sampled_spans = kafka.topics.spans.clone();
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let jaeger = TraceReceiver::start().await;
+    let loki = LokiReceiver::start().await;
+    jaeger.answer(Answer::Unavailable);
+    let exporters = ExportersConfig {
+        jaeger: Some(JaegerConfig {
+            endpoint: jaeger.endpoint(),
+            retry_on_failure: harness::fast_retry(),
+            ..Default::default()
+        }),
+        loki: Some(loki_config(&loki)),
+        ..Default::default()
+    };
+    let first = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+    let logs = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+
+    // Load while Jaeger is down: 40 requests of 50 spans, and a log line with each.
+    let mut traces = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let mut log_client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let mut sent = BTreeSet::new();
+    for request in 0..40u32 {
+        let spans: Vec<Span> = (0..50u32)
+            .map(|s| {
+                let id = request * 50 + s;
+                sent.insert(id);
+                Span {
+                    trace_id: (id as u128 + 1).to_be_bytes().to_vec(),
+                    span_id: (id as u64 + 1).to_be_bytes().to_vec(),
+                    name: "checkout".into(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        traces.export(harness::trace_request(spans)).await.unwrap();
+        log_client.export(logs_request("cart", vec![line(request)])).await.unwrap();
+    }
+
+    // Loki gets everything while Jaeger is still refusing.
+    assert!(eventually(Duration::from_secs(20), || lines(&loki).len() == 40).await, "Loki is not held up by Jaeger");
+    assert_eq!(jaeger.span_count(), 0);
+    assert!(first.health.down_since().is_some(), "the outage is visible");
+    assert!(first.health.retries.load(Ordering::SeqCst) > 0);
+
+    // A restart during the outage: the new worker resumes from the committed offsets, which never passed
+    // undelivered records.
+    first.stop().await;
+    let second = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    jaeger.answer(Answer::Accept);
+    assert!(eventually(Duration::from_secs(30), || jaeger.span_count() >= 2000).await, "every span delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received: Vec<u32> = jaeger
+        .traces
+        .lock()
+        .unwrap()
+        .spans
+        .iter()
+        .map(|(_, span)| u64::from_be_bytes(span.as_slice().try_into().unwrap()) as u32 - 1)
+        .collect();
+    let unique: BTreeSet<u32> = received.iter().copied().collect();
+    assert_eq!(unique, sent, "lost = 0");
+    let duplicates = received.len() - unique.len();
+    eprintln!("outage: {} spans, {duplicates} duplicates", unique.len());
+    assert!(eventually(Duration::from_secs(5), || second.health.down_since().is_none()).await);
+
+    second.stop().await;
+    logs.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_5xx_backs_off_growing_and_400_goes_to_the_dead_letter_topic() {
+    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    // 429 with Retry-After: 2 → the next attempt waits at least 2 s (the back-off alone would be 0.1 s).
+    loki.script([(429, Some(2), "ingestion rate limit exceeded")]);
+    client.export(logs_request("cart", vec![line(1)])).await.unwrap();
+    assert!(eventually(Duration::from_secs(20), || lines(&loki).contains("line 1")).await);
+    let attempts = loki.state.lock().unwrap().attempts.clone();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[1] - attempts[0] >= Duration::from_secs(2),
+        "Retry-After honoured: {:?}",
+        attempts[1] - attempts[0]
+    );
+
+    // Four 503s: waits of 0.1, 0.2, 0.4, 0.8 s, each ±50%.
+    loki.state.lock().unwrap().attempts.clear();
+    loki.script([(503, None, "down"), (503, None, "down"), (503, None, "down"), (503, None, "down")]);
+    client.export(logs_request("cart", vec![line(2)])).await.unwrap();
+    assert!(eventually(Duration::from_secs(20), || lines(&loki).contains("line 2")).await);
+    let attempts = loki.state.lock().unwrap().attempts.clone();
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps.len(), 4, "{gaps:?}");
+    for (gap, base) in gaps.iter().zip([100u64, 200, 400, 800]) {
+        assert!(*gap >= Duration::from_millis(base / 2), "gap {gap:?} below half of {base} ms: {gaps:?}");
+    }
+    assert!(gaps[3] > gaps[0], "back-off grows: {gaps:?}");
+
+    // 400 → the request's records go to the dead-letter topic with the reason; the partition moves on.
+    loki.script([(400, None, "error parsing labels: unexpected character")]);
+    client.export(logs_request("cart", vec![line(3)])).await.unwrap();
+    let stats = &exporter.stats;
+    assert!(eventually(Duration::from_secs(20), || stats.records_dead_lettered.load(Ordering::SeqCst) == 1).await);
+    client.export(logs_request("cart", vec![line(4)])).await.unwrap();
+    assert!(eventually(Duration::from_secs(20), || lines(&loki).contains("line 4")).await, "the partition moves on");
+    assert!(!lines(&loki).contains("line 3"));
+    let dlq = headers::dead_letter_topic(&kafka.topics.logs);
+    let records = harness::read_topic(&kafka.brokers, &dlq, 1, Duration::from_secs(10), |r| !r.is_empty());
+    assert_eq!(records.len(), 1);
+    let error = records[0].headers.iter().find(|(k, _)| k == headers::DLQ_ERROR).unwrap();
+    assert!(
+        String::from_utf8_lossy(&error.1).starts_with("bad_request: HTTP 400"),
+        "{:?}",
+        String::from_utf8_lossy(&error.1)
+    );
+    assert_eq!(exporter.stats.records_dead_lettered.load(Ordering::SeqCst), 1);
+
+    exporter.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is_delivered() {
+    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let good = prost::Message::encode_to_vec(&logs_request("cart", vec![line(7)]));
+    for payload in [b"\xff\xff not protobuf".to_vec(), good] {
+        producer
+            .send(FutureRecord::<(), _>::to(&kafka.topics.logs).partition(0).payload(&payload), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert!(eventually(Duration::from_secs(20), || lines(&loki).contains("line 7")).await);
+    let dlq = headers::dead_letter_topic(&kafka.topics.logs);
+    let records = harness::read_topic(&kafka.brokers, &dlq, 1, Duration::from_secs(10), |r| !r.is_empty());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, b"\xff\xff not protobuf");
+    let error = records[0].headers.iter().find(|(k, _)| k == headers::DLQ_ERROR).unwrap();
+    assert!(String::from_utf8_lossy(&error.1).starts_with("undecodable: not OTLP log data"));
+    exporter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let lost = LokiReceiver::start().await;
+    let exporters = ExportersConfig { loki: Some(loki_config(&lost)), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    for n in 0..30 {
+        client.export(logs_request(&format!("service-{}", n % 3), vec![line(n)])).await.unwrap();
+    }
+    assert!(eventually(Duration::from_secs(20), || lines(&lost).len() == 30).await);
+    exporter.stop().await;
+
+    // Loki lost its data. A new, empty Loki; it answers 503 for the first ~2 s of the replay, so progress shows.
+    let restored = LokiReceiver::start().await;
+    restored.script((0..6).map(|_| (503, None, "starting")));
+    let t = &kafka.topics;
+    let config = format!(
+        "kafka:\n  brokers: {}\n  partitions: 2\n  topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {}, decisions: {} }}\n\
+         exporters:\n  loki:\n    endpoint: {}\n    retry_on_failure: {{ initial_interval: 300ms, max_interval: 1s }}\n",
+        kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions, restored.endpoint()
+    );
+    let path = std::env::temp_dir().join(format!("tailgate-replay-{}-{}.yaml", std::process::id(), t.logs));
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .args(["replay", "--config"])
+            .arg(&path)
+            .args(["--exporter", "loki", "--from", "-10m"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(lines(&restored), lines(&lost), "the replay restores every line");
+    assert!(stderr.contains("replay loki: "), "a progress line: {stderr}");
+    assert!(stderr.contains("backend down, retrying"), "progress says the backend is down: {stderr}");
+    assert!(stderr.contains("30 items delivered, 0 rejected"), "a summary: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    gateway.stop().await;
+}
