@@ -242,3 +242,66 @@ async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
 
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_over_tls_with_a_private_ca() {
+    // A private CA and a certificate for localhost it signed, made by openssl; the CA is trusted via tls.ca_file.
+    let dir = std::env::temp_dir().join(format!("tailgate-tls-{}-{}", std::process::id(), harness::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "1"]]
+            .concat(),
+    );
+    openssl(&[&["req"], &ec[..], &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    let (cert, key, ca) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+    let jaeger = TraceReceiver::start_with(Some((std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()))).await;
+
+    let mut kafka = harness::kafka_config(&harness::tansu(), 1);
+    kafka.topics.sampled_spans = kafka.topics.spans.clone();
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let exporters = ExportersConfig {
+        jaeger: Some(JaegerConfig {
+            endpoint: format!("https://localhost:{}", jaeger.addr.port()),
+            tls: tailgate_exporters::config::TlsConfig { ca_file: Some(ca), server_name_override: None },
+            retry_on_failure: harness::fast_retry(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let span = Span { trace_id: vec![7; 16], span_id: vec![7; 8], name: "tls".into(), ..Default::default() };
+    client.export(harness::trace_request(vec![span])).await.unwrap();
+    let delivered = eventually(Duration::from_secs(20), || jaeger.span_count() == 1).await;
+    assert!(delivered, "not delivered over TLS: {:?}", exporter.health.last_failure());
+    exporter.stop().await;
+    gateway.stop().await;
+}

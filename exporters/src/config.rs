@@ -32,7 +32,14 @@ impl ExportersConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if let Some(jaeger) = &self.jaeger {
             let path = format!("{path}.jaeger");
-            check_endpoint(&jaeger.endpoint, &format!("{path}.endpoint"), "http://jaeger:4317", problems);
+            check_endpoint(&jaeger.endpoint, &format!("{path}.endpoint"), "http://jaeger:4317", true, problems);
+            if let Some(ca) = &jaeger.tls.ca_file {
+                if !jaeger.endpoint.starts_with("https://") {
+                    problems.push(format!("{path}.tls.ca_file"), "is set but the endpoint is not https://");
+                } else if let Err(error) = std::fs::metadata(ca) {
+                    problems.push(format!("{path}.tls.ca_file"), format!("cannot read {}: {error}", ca.display()));
+                }
+            }
             jaeger.delivery().validate(&path, problems);
         }
         if let Some(prometheus) = &self.prometheus_remote_write {
@@ -41,6 +48,7 @@ impl ExportersConfig {
                 &prometheus.endpoint,
                 &format!("{path}.endpoint"),
                 "http://prometheus:9090/api/v1/write",
+                false,
                 problems,
             );
             for name in prometheus.external_labels.keys() {
@@ -55,7 +63,13 @@ impl ExportersConfig {
         }
         if let Some(loki) = &self.loki {
             let path = format!("{path}.loki");
-            check_endpoint(&loki.endpoint, &format!("{path}.endpoint"), "http://loki:3100/loki/api/v1/push", problems);
+            check_endpoint(
+                &loki.endpoint,
+                &format!("{path}.endpoint"),
+                "http://loki:3100/loki/api/v1/push",
+                false,
+                problems,
+            );
             if loki.labels.len() > 15 {
                 problems.push(
                     format!("{path}.labels"),
@@ -70,13 +84,17 @@ impl ExportersConfig {
     }
 }
 
-fn check_endpoint(endpoint: &str, path: &str, example: &str, problems: &mut Problems) {
+fn check_endpoint(endpoint: &str, path: &str, example: &str, tls: bool, problems: &mut Problems) {
     if endpoint.is_empty() {
         problems.push(path, format!("is required, e.g. {example}"));
-    } else if endpoint.starts_with("https://") {
-        problems
-            .push(path, "TLS to backends is not supported yet; use http:// (e.g. through a TLS-terminating sidecar)");
-    } else if !endpoint.starts_with("http://") || endpoint.parse::<hyper::Uri>().is_err() {
+    } else if endpoint.starts_with("https://") && !tls {
+        problems.push(
+            path,
+            "TLS to this backend is not supported yet; use http:// (through a TLS-terminating sidecar if needed)",
+        );
+    } else if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || endpoint.parse::<hyper::Uri>().is_err()
+    {
         problems.push(path, format!("`{endpoint}` is not a URL like {example}"));
     }
 }
@@ -194,14 +212,27 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct JaegerConfig {
+    /// `http://` for plaintext, `https://` for TLS.
     pub endpoint: String,
     pub compression: Compression,
+    /// With an `https://` endpoint: trust this CA (PEM) besides the system's roots, and check this server name.
+    pub tls: TlsConfig,
     pub batch: Batching,
     /// Time allowed for one request.
     pub timeout: Duration,
     pub retry_on_failure: Retry,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+}
+
+/// TLS settings for an `https://` endpoint, named as in the Collector's `configtls`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates to trust besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when it differs from the endpoint's host.
+    pub server_name_override: Option<String>,
 }
 
 /// Prometheus remote-write 1.0, from the metrics topic.
@@ -274,6 +305,7 @@ impl Default for JaegerConfig {
         JaegerConfig {
             endpoint: String::new(),
             compression: Compression::Gzip,
+            tls: TlsConfig::default(),
             batch: Batching::default(),
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),

@@ -55,6 +55,8 @@ pub struct Health {
     down_since: AtomicU64,
     pub attempts: AtomicU64,
     pub retries: AtomicU64,
+    /// Why the last retried attempt failed.
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Health {
@@ -66,6 +68,7 @@ impl Health {
             down_since: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -80,6 +83,7 @@ impl Health {
     }
 
     fn down(&self, reason: &str) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
         let now = unix_seconds();
         if self.down_since.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             tracing::error!(
@@ -90,6 +94,11 @@ impl Health {
             metrics::gauge!(m::BACKEND_UP, "exporter" => self.exporter).set(0.0);
             metrics::gauge!(m::BACKEND_DOWN_SINCE, "exporter" => self.exporter).set(now as f64);
         }
+    }
+
+    /// Why the last retried attempt failed, if any did.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Unix seconds since the backend has been failing, if it is.

@@ -8,14 +8,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::BufMut;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use hyper::http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message as _;
 use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 use crate::config::{Compression, JaegerConfig};
@@ -41,7 +43,7 @@ impl Backend for Jaeger {
 }
 
 pub struct GrpcTransport {
-    client: TraceServiceClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     metadata: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
     timeout: Duration,
 }
@@ -49,11 +51,23 @@ pub struct GrpcTransport {
 impl GrpcTransport {
     pub fn new(config: &JaegerConfig) -> Result<GrpcTransport, String> {
         let timeout = config.timeout.get();
-        let endpoint = Endpoint::from_str(&config.endpoint)
+        let mut endpoint = Endpoint::from_str(&config.endpoint)
             .map_err(|e| format!("`{}`: {e}", config.endpoint))?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(4 << 20);
+        if config.endpoint.starts_with("https://") {
+            install_tls_provider();
+            let mut tls = ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = &config.tls.ca_file {
+                let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(name) = &config.tls.server_name_override {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        }
+        let mut client = tonic::client::Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(4 << 20);
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -66,15 +80,17 @@ impl GrpcTransport {
     }
 
     async fn export(&self, body: Bytes) -> Attempt {
-        // Decoding our own encoding cannot fail; the request was built from decoded records.
-        let request = ExportTraceServiceRequest::decode(body).unwrap_or_default();
-        let mut request = tonic::Request::new(request);
+        let mut request = tonic::Request::new(body);
         request.set_timeout(self.timeout);
         for (key, value) in &self.metadata {
             request.metadata_mut().insert(key.clone(), value.clone());
         }
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout + Duration::from_secs(1), client.export(request)).await {
+        let call = async {
+            client.ready().await.map_err(|e| tonic::Status::unavailable(format!("cannot reach backend: {e}")))?;
+            client.unary(request, PathAndQuery::from_static(EXPORT_PATH), EncodedRequest).await
+        };
+        match tokio::time::timeout(self.timeout + Duration::from_secs(1), call).await {
             Err(_) => Attempt::Retry { reason: "request timed out".into(), after: None },
             Ok(Ok(response)) => match response.into_inner().partial_success {
                 Some(partial) if partial.rejected_spans > 0 || !partial.error_message.is_empty() => Attempt::Accepted {
@@ -92,6 +108,56 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
         Box::pin(self.export(body))
+    }
+}
+
+/// Selects rustls's process-wide crypto provider. The dependency tree enables two (aws-lc-rs and ring), so rustls
+/// can't pick one by itself; if another component installed one already, that one stays.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The OTLP trace service's one method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Sends the batch's already-encoded `ExportTraceServiceRequest` as is (no decode and re-encode per attempt) and
+/// decodes the response.
+#[derive(Clone, Copy, Default)]
+struct EncodedRequest;
+
+impl Codec for EncodedRequest {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedRequest;
+    type Decoder = EncodedRequest;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedRequest
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedRequest
+    }
+}
+
+impl Encoder for EncodedRequest {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedRequest {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
     }
 }
 

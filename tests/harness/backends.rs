@@ -84,17 +84,24 @@ impl TraceService for TraceHandler {
 
 impl TraceReceiver {
     pub async fn start() -> TraceReceiver {
+        TraceReceiver::start_with(None).await
+    }
+
+    /// With `tls = Some((certificate PEM, key PEM))`, serves OTLP/gRPC over TLS.
+    pub async fn start_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> TraceReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let traces = Arc::new(Mutex::new(Traces::default()));
         let answer = Arc::new(Mutex::new(Answer::Accept));
         let handler = TraceHandler { traces: Arc::clone(&traces), answer: Arc::clone(&answer) };
         let service = TraceServiceServer::new(handler).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream_listener(listener)),
-        );
+        let mut server = tonic::transport::Server::builder();
+        if let Some((cert, key)) = tls {
+            tailgate_exporters::jaeger::install_tls_provider();
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+        }
+        tokio::spawn(server.add_service(service).serve_with_incoming(tokio_stream_listener(listener)));
         TraceReceiver { addr, traces, answer }
     }
 
