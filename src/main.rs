@@ -54,6 +54,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Send the checkout flow of six services (traces, logs, business metrics) to a gateway, like instrumented
+    /// services would. Also the load driver for benchmarks.
+    Loadgen(tailgate::loadgen::LoadgenArgs),
     /// Check a configuration file: print every problem with its path (exit code 1), or the effective config.
     Validate {
         #[arg(long, short)]
@@ -63,6 +66,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Loadgen(args) = &cli.command {
+        return loadgen(args);
+    }
     let (path, role) = match &cli.command {
         Command::Ingest { config } => (Some(config), tailgate::Role::Ingest),
         Command::Sampler { config } => (Some(config), tailgate::Role::Sampler),
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         }
         Command::AllInOne { config } => (config.as_ref(), tailgate::Role::AllInOne),
         Command::Validate { config } => (Some(config), tailgate::Role::Validate),
+        Command::Loadgen(_) => unreachable!("handled above"),
     };
     let config = match Config::load(path.map(PathBuf::as_path)) {
         Ok(config) => config,
@@ -124,4 +131,32 @@ fn main() -> ExitCode {
     // Exit without waiting for the runtime to wind down: roles have already drained and flushed, and an embedded
     // broker's tasks (and librdkafka's threads) would otherwise hold the process open.
     std::process::exit(code)
+}
+
+/// `tailgate loadgen`: no config file; progress on stdout; exit 1 if anything was not acknowledged.
+fn loadgen(args: &tailgate::loadgen::LoadgenArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        tailgate::loadgen::run(args, &mut std::io::stdout(), stop).await
+    });
+    match result {
+        Ok(summary) if summary.rejected == 0 && summary.failed_requests == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The `tailgate` binary as an operator runs it.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::{self, http};
@@ -59,42 +59,8 @@ fn every_shipped_config_validates() {
 /// `tailgate all-in-one` starts its broker, becomes ready, takes data, and on SIGTERM drains and exits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_in_one_serves_and_exits_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("tailgate-aio-{}-{}", std::process::id(), harness::free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (kafka, grpc, http_port, metrics) =
-        (harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port());
-    let config = dir.join("tailgate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
-             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http_port} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = tailgate()
-        .args(["all-in-one", "--config"])
-        .arg(&config)
-        .env_remove("TAILGATE_KAFKA_BROKERS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let telemetry = format!("127.0.0.1:{metrics}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::net::TcpStream::connect(telemetry).is_ok()
-            && http::request(telemetry, "GET", "/ready", &[], b"").await.status == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "all-in-one never became ready");
-        assert!(child.try_wait().unwrap().is_none(), "all-in-one exited early");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let aio = harness::AllInOne::start("").await;
+    let (mut child, telemetry, http_port, kafka, dir) = (aio.child, aio.telemetry, aio.http, aio.kafka, aio.dir);
     assert_eq!(http::request(telemetry, "GET", "/health", &[], b"").await.status, 200);
     let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x"}]}]}]}"#;
     let response =

@@ -9,5 +9,6 @@ mod exporters;
 mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;
+mod loadgen;
 mod sampler;
 mod sampler_faults;

@@ -274,3 +274,58 @@ pub fn fast_retry() -> tailgate_exporters::config::Retry {
         ..Default::default()
     }
 }
+
+/// `tailgate all-in-one` (the real binary) on free ports, with its broker's data in a temporary directory.
+pub struct AllInOne {
+    pub child: std::process::Child,
+    pub kafka: u16,
+    pub grpc: u16,
+    pub http: u16,
+    pub telemetry: SocketAddr,
+    pub dir: std::path::PathBuf,
+}
+
+impl AllInOne {
+    /// Starts it with `extra` appended to the config, and waits until `/ready`.
+    pub async fn start(extra: &str) -> AllInOne {
+        let dir = std::env::temp_dir().join(format!("tailgate-aio-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (kafka, grpc, http_port, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let config = dir.join("tailgate.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
+                 ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http_port} }} }}\n\
+                 telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n{extra}",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .args(["all-in-one", "--config"])
+            .arg(&config)
+            .env_remove("TAILGATE_KAFKA_BROKERS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let telemetry: SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(telemetry).is_ok()
+                && http::request(telemetry, "GET", "/ready", &[], b"").await.status == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "all-in-one never became ready");
+            assert!(child.try_wait().unwrap().is_none(), "all-in-one exited early");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        AllInOne { child, kafka, grpc, http: http_port, telemetry, dir }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka)
+    }
+}
