@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod deploy;
 mod exporter_faults;
 mod exporters;
 mod ingest_e2e;

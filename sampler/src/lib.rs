@@ -15,4 +15,4 @@ pub mod red;
 mod worker;
 
 pub use config::SamplerConfig;
-pub use worker::{Sampler, SamplerError, SamplerStats, POLICY_ATTRIBUTE};
+pub use worker::{Sampler, SamplerError, SamplerStats, METRICS, POLICY_ATTRIBUTE};

@@ -56,6 +56,21 @@ pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_secon
 /// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
 pub const CONSUMER_LAG: &str = "tailgate_sampler_consumer_lag_records";
 
+/// Every metric name above, for checks that dashboards and alerts query real series.
+pub const METRICS: &[&str] = &[
+    TRACES,
+    SPANS,
+    LATE_SPANS,
+    UNDECODABLE,
+    EARLY_DECISIONS,
+    BUFFERED_BYTES,
+    REVOCATIONS,
+    PAUSES,
+    BUFFERED_TRACES,
+    DECISION_DELAY,
+    CONSUMER_LAG,
+];
+
 /// Registers descriptions, so `/metrics` explains every series.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
