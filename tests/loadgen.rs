@@ -91,6 +91,20 @@ async fn loadgen_sends_the_checkout_flow_and_counts_only_what_was_acknowledged()
         .collect();
     assert_eq!(names, BTreeSet::from(["cart.abandoned".into(), "checkout.completed".into(), "checkout.value".into()]));
 
+    // The same over OTLP/HTTP.
+    let endpoint = format!("127.0.0.1:{}", aio.http);
+    let output = tokio::task::spawn_blocking(move || {
+        loadgen(&["--endpoint", &endpoint, "--protocol", "http", "--rate", "10", "--duration", "1s", "--seed", "2"])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("acknowledged {} spans, {} log records", 10 * SPANS_PER_TRACE, 10 * SPANS_PER_TRACE)),
+        "{stdout}"
+    );
+
     let mut child = aio.child;
     let _ = child.kill();
     let _ = child.wait();
