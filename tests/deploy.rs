@@ -97,6 +97,29 @@ fn the_compose_file_parses_and_everything_it_mounts_exists() {
 }
 
 #[test]
+fn the_topic_creation_step_creates_every_topic_the_pipeline_uses_with_its_partition_count() {
+    let compose = yaml("docker-compose.yml");
+    let script = compose["services"]["kafka-init"]["command"][0].as_str().unwrap();
+    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/compose/tailgate.yaml")).unwrap();
+    let config = tailgate::config::Config::parse(&text).unwrap();
+    assert!(!config.kafka.create_topics, "the roles must not race the creation step");
+    let partitions = format!("--partitions {}", config.kafka.partitions);
+    let topics = &config.kafka.topics;
+    let mut needed =
+        vec![topics.spans.clone(), topics.metrics.clone(), topics.logs.clone(), topics.sampled_spans.clone()];
+    needed.extend(needed.clone().iter().map(|t| tailgate_proto::headers::dead_letter_topic(t)));
+    for topic in needed {
+        assert!(
+            script.contains(&format!(" {topic} ")) || script.contains(&format!(" {topic};")),
+            "{topic} not created"
+        );
+    }
+    assert!(script.contains(&format!("--topic {} {partitions}", topics.decisions)), "compacted decisions topic");
+    assert!(script.contains("cleanup.policy=compact"));
+    assert_eq!(script.matches(&partitions).count(), 2, "every create uses kafka.partitions");
+}
+
+#[test]
 fn hosts_and_ports_agree_between_compose_pipeline_prometheus_nginx_and_grafana() {
     let compose = yaml("docker-compose.yml");
     let services = compose_services(&compose);

@@ -202,11 +202,10 @@ impl Out<'_> {
                 }
             }
             metric::Data::Histogram(histogram) => {
-                if histogram.aggregation_temporality == AggregationTemporality::Delta as i32 {
-                    self.drop("delta_histogram", histogram.data_points.len() as u64);
+                let points = histogram.data_points.len();
+                let Some(name) = self.histogram_name(metric, histogram.aggregation_temporality, points) else {
                     return 0;
-                }
-                let Some(name) = self.name(metric, Kind::Histogram, histogram.data_points.len()) else { return 0 };
+                };
                 for point in &histogram.data_points {
                     if point.bucket_counts.len() != point.explicit_bounds.len() + 1 && !point.bucket_counts.is_empty() {
                         self.drop("invalid_histogram", 1);
@@ -227,11 +226,10 @@ impl Out<'_> {
                 }
             }
             metric::Data::ExponentialHistogram(histogram) => {
-                if histogram.aggregation_temporality == AggregationTemporality::Delta as i32 {
-                    self.drop("delta_histogram", histogram.data_points.len() as u64);
+                let points = histogram.data_points.len();
+                let Some(name) = self.histogram_name(metric, histogram.aggregation_temporality, points) else {
                     return 0;
-                }
-                let Some(name) = self.name(metric, Kind::Histogram, histogram.data_points.len()) else { return 0 };
+                };
                 for point in &histogram.data_points {
                     latest = latest.max(point.time_unix_nano);
                     let buckets = exponential_buckets(point);
@@ -318,6 +316,21 @@ impl Out<'_> {
             self.drop("invalid_name", points as u64);
         }
         name
+    }
+
+    /// A histogram's name, unless its points must be dropped: delta histograms are not accumulated (counted as
+    /// `delta_histogram`).
+    fn histogram_name(
+        &mut self,
+        metric: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        temporality: i32,
+        points: usize,
+    ) -> Option<String> {
+        if temporality == AggregationTemporality::Delta as i32 {
+            self.drop("delta_histogram", points as u64);
+            return None;
+        }
+        self.name(metric, Kind::Histogram, points)
     }
 
     fn push(&mut self, labels: BTreeMap<String, String>, timestamp: i64, value: f64) {

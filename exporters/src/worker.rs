@@ -388,7 +388,8 @@ impl<B: Backend> Worker<B> {
                 self.report_lag();
                 last_commit = Instant::now();
             }
-            if range && self.reading.is_empty() && open.is_none() && sealed.is_empty() && in_flight.is_empty() {
+            let nothing_open = open.as_ref().is_none_or(|b| b.held.is_empty());
+            if range && self.reading.is_empty() && nothing_open && sealed.is_empty() && in_flight.is_empty() {
                 break;
             }
         }

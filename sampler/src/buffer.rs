@@ -3,10 +3,17 @@
 //! Every (trace, record) pair is one unit of unfinished work on that record's offset: released when the trace is
 //! dropped, or when its kept spans were acknowledged by Kafka. So the safe offset never passes a span whose fate
 //! is not settled.
+//!
+//! Spans wait in their encoded form: each trace keeps, per record it appeared in, one buffer of length-delimited
+//! span bytes and a shared pointer to that record's resource and scope. A buffered span costs its encoded size plus a
+//! few bytes; it is decoded again only when its trace is decided.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use tailgate_kafka::OffsetTracker;
@@ -18,12 +25,66 @@ pub type TraceId = [u8; 16];
 pub struct PendingTrace {
     /// Event time (ms) of the record that brought its first span.
     pub first_seen_ms: i64,
-    pub batches: Vec<ResourceSpans>,
+    /// Encoded spans, grouped by the resource and scope they came with.
+    groups: Vec<SpanGroup>,
     /// Records holding its spans, each once.
     pub offsets: Vec<i64>,
     pub spans: usize,
     pub bytes: usize,
     pub root_seen: bool,
+}
+
+/// The resource and scope a record's spans came with, shared by every trace that has spans from it.
+#[derive(Debug, PartialEq)]
+struct Context {
+    resource: Option<Resource>,
+    resource_schema_url: String,
+    scope: Option<InstrumentationScope>,
+    scope_schema_url: String,
+}
+
+/// Spans of one trace that share a context, each length-delimited.
+#[derive(Debug)]
+struct SpanGroup {
+    context: Arc<Context>,
+    encoded: Vec<u8>,
+}
+
+impl PendingTrace {
+    /// The trace's spans, decoded and grouped by resource and scope as they arrived.
+    pub fn decode(&self) -> Vec<ResourceSpans> {
+        let mut batches: Vec<ResourceSpans> = Vec::new();
+        for group in &self.groups {
+            let mut spans = Vec::new();
+            let mut bytes = group.encoded.as_slice();
+            while !bytes.is_empty() {
+                // The buffer holds only what `encode_length_delimited` wrote.
+                match Span::decode_length_delimited(&mut bytes) {
+                    Ok(span) => spans.push(span),
+                    Err(_) => break,
+                }
+            }
+            let context = &group.context;
+            let scope =
+                ScopeSpans { scope: context.scope.clone(), spans, schema_url: context.scope_schema_url.clone() };
+            match batches.last_mut() {
+                Some(last) if last.resource == context.resource && last.schema_url == context.resource_schema_url => {
+                    match last.scope_spans.last_mut() {
+                        Some(ss) if ss.scope == scope.scope && ss.schema_url == scope.schema_url => {
+                            ss.spans.extend(scope.spans)
+                        }
+                        _ => last.scope_spans.push(scope),
+                    }
+                }
+                _ => batches.push(ResourceSpans {
+                    resource: context.resource.clone(),
+                    scope_spans: vec![scope],
+                    schema_url: context.resource_schema_url.clone(),
+                }),
+            }
+        }
+        batches
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,10 +127,12 @@ impl PartitionBuffer {
         let mut late_kept: Vec<ResourceSpans> = Vec::new();
         let mut late_dropped = 0;
         let mut new_units = 0u32;
+        let mut touched: Vec<TraceId> = Vec::new();
         for mut rs in request {
             let scopes = std::mem::take(&mut rs.scope_spans);
             for mut ss in scopes {
                 let spans = std::mem::take(&mut ss.spans);
+                let mut context: Option<Arc<Context>> = None;
                 for span in spans {
                     let Ok(trace_id) = TraceId::try_from(span.trace_id.as_slice()) else { continue };
                     match decided(&trace_id) {
@@ -91,6 +154,7 @@ impl PartitionBuffer {
                     if trace.offsets.last() != Some(&offset) {
                         trace.offsets.push(offset);
                         new_units += 1;
+                        touched.push(trace_id);
                     }
                     if span.parent_span_id.is_empty() && !trace.root_seen {
                         trace.root_seen = true;
@@ -100,10 +164,35 @@ impl PartitionBuffer {
                     trace.bytes += bytes;
                     self.buffered_bytes += bytes;
                     let reached = trace.spans >= limits.max_spans || trace.bytes >= limits.max_bytes;
-                    push_span(&mut trace.batches, &rs, &ss, span);
+                    let context = context.get_or_insert_with(|| {
+                        Arc::new(Context {
+                            resource: rs.resource.clone(),
+                            resource_schema_url: rs.schema_url.clone(),
+                            scope: ss.scope.clone(),
+                            scope_schema_url: ss.schema_url.clone(),
+                        })
+                    });
+                    match trace.groups.last_mut() {
+                        Some(group) if Arc::ptr_eq(&group.context, context) => {
+                            span.encode_length_delimited(&mut group.encoded).expect("a Vec grows as needed");
+                        }
+                        _ => {
+                            let mut encoded = Vec::with_capacity(bytes + 3);
+                            span.encode_length_delimited(&mut encoded).expect("a Vec grows as needed");
+                            trace.groups.push(SpanGroup { context: Arc::clone(context), encoded });
+                        }
+                    }
                     if reached && !self.over_limit.contains(&trace_id) {
                         self.over_limit.push(trace_id);
                     }
+                }
+            }
+        }
+        // A trace's spans from this record are all in: give back what growing their buffer over-allocated.
+        for id in touched {
+            if let Some(group) = self.traces.get_mut(&id).and_then(|t| t.groups.last_mut()) {
+                if group.encoded.capacity() > group.encoded.len() + 16 {
+                    group.encoded.shrink_to_fit();
                 }
             }
         }
@@ -238,6 +327,27 @@ mod tests {
         buffer.settle(&trace3.offsets);
         assert_eq!(buffer.tracker.safe_offset(), Some(13));
         assert_eq!(buffer.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn buffered_spans_decode_to_what_arrived_under_their_resource_and_scope() {
+        let mut buffer = PartitionBuffer::default();
+        let mut first = record(&[1, 2, 1]);
+        first[0].resource = Some(Resource { dropped_attributes_count: 7, ..Default::default() });
+        first[0].scope_spans[0].scope = Some(InstrumentationScope { name: "cart".into(), ..Default::default() });
+        first[0].scope_spans[0].spans[2].name = "second".into();
+        buffer.add_record(0, 0, first.clone(), NO_LIMITS, |_| None);
+        buffer.add_record(1, 0, record(&[1]), NO_LIMITS, |_| None);
+        let trace = &buffer.traces[&[1; 16]];
+        let batches = trace.decode();
+        assert_eq!(batches.len(), 2, "two resources: the first record's and the second's (empty)");
+        assert_eq!(batches[0].resource, first[0].resource);
+        assert_eq!(batches[0].scope_spans[0].scope, first[0].scope_spans[0].scope);
+        let names: Vec<&str> = batches[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["", "second"]);
+        assert_eq!(batches[0].scope_spans[0].spans[0], first[0].scope_spans[0].spans[0]);
+        assert_eq!(batches[1].scope_spans[0].spans.len(), 1);
+        assert_eq!(trace.spans, 3);
     }
 
     #[test]

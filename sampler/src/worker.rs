@@ -468,14 +468,15 @@ impl Sampler {
                 .set(partitions.values().map(|o| o.buffer.traces.len()).sum::<usize>() as f64);
             self.stats.max_buffered_bytes.fetch_max(total as u64, Ordering::SeqCst);
 
-            for (partition, trace_id, mut trace, reason) in ready {
+            for (partition, trace_id, trace, reason) in ready {
                 let Some(owned) = partitions.get_mut(&partition) else { continue };
                 if reason != "decision_wait" {
                     metrics::counter!(EARLY_DECISIONS, "reason" => reason).increment(1);
                 }
                 let clock = owned.buffer.clock_ms;
                 metrics::histogram!(DECISION_DELAY).record((clock - trace.first_seen_ms).max(0) as f64 / 1000.0);
-                let verdict = self.policies.decide(&TraceView { trace_id: &trace_id, batches: &trace.batches }, clock);
+                let mut batches = trace.decode();
+                let verdict = self.policies.decide(&TraceView { trace_id: &trace_id, batches: &batches }, clock);
                 decisions.insert(trace_id, verdict.keep);
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
                 let policy = verdict.policy.clone().unwrap_or_default();
@@ -483,14 +484,14 @@ impl Sampler {
                 metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
                 if verdict.keep {
                     if let Some(percentage) = verdict.probabilistic {
-                        mark_threshold(&mut trace.batches, percentage);
+                        mark_threshold(&mut batches, percentage);
                     }
                     if self.config.record_policy {
-                        mark_policy(&mut trace.batches, verdict.policy.as_deref().unwrap_or_default());
+                        mark_policy(&mut batches, verdict.policy.as_deref().unwrap_or_default());
                     }
                 }
                 let decision = (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() });
-                let output = verdict.keep.then_some(trace.batches);
+                let output = verdict.keep.then_some(batches);
                 to_emit.push((partition, owned.epoch, output, Some(decision), trace.offsets));
             }
         }
