@@ -370,4 +370,41 @@ fn kubernetes_manifests_are_complete() {
     assert_eq!(overlay["resources"][0], "../../base");
 }
 
+/// Schema validation with `kubernetes-validate` (Kubernetes' own OpenAPI schemas, bundled; installed by
+/// `tests/run.sh`), strict: an unknown or misspelt field fails. KEDA's `ScaledObject` has no bundled schema; the
+/// structural test above checks it.
+#[test]
+fn kubernetes_manifests_pass_the_kubernetes_schemas() {
+    let python = crate::harness::python();
+    let program = Path::new(python.get_program()).with_file_name("kubernetes-validate");
+    let manifests: Vec<PathBuf> = files("yaml")
+        .into_iter()
+        .filter(|p| {
+            p.to_string_lossy().contains("/kubernetes/")
+                && !p.ends_with("kustomization.yaml")
+                && !p.ends_with("tailgate.yaml")
+        })
+        .collect();
+    assert!(manifests.len() >= 6);
+    let output = std::process::Command::new(&program)
+        .args(["--kubernetes-version", "1.30.0", "--strict"])
+        .args(&manifests)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}; tests/run.sh installs it", program.display()));
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{report}");
+    assert!(!report.contains("ERROR"), "{report}");
+    for kind in [
+        "deployment/tailgate-ingest",
+        "service/tailgate-ingest",
+        "horizontalpodautoscaler/tailgate-ingest",
+        "deployment/tailgate-sampler",
+        "deployment/tailgate-exporter",
+        "poddisruptionbudget/tailgate-ingest",
+        "deployment/checkout",
+    ] {
+        assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not validated:\n{report}");
+    }
+}
+
 use serde::Deserialize as _;
