@@ -90,11 +90,15 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 
     if let (Role::AllInOne, Some(gateway)) = (role, &gateway) {
         println!(
-            "Tailgate is running.\n  send OTLP/gRPC to  http://localhost:{}\n  send OTLP/HTTP to  http://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  metrics & health   http://localhost:{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
+            "Tailgate is running.\n  send OTLP/gRPC to  http://localhost:{}\n  send OTLP/HTTP to  http://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  exporters          {}\n  metrics & health   http://localhost:{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
             gateway.grpc_addr().port(),
             gateway.http_addr().port(),
             config.kafka.brokers,
             config.kafka.topics.sampled_spans,
+            match config.exporters.configured() {
+                names if names.is_empty() => "none configured (add exporters: to a config file)".to_owned(),
+                names => names.join(", "),
+            },
             telemetry_addr.port(),
         );
     }

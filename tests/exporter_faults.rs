@@ -305,3 +305,41 @@ async fn jaeger_over_tls_with_a_private_ca() {
     exporter.stop().await;
     gateway.stop().await;
 }
+
+/// Two exporter workers in one group, joining and leaving while records flow: every line arrives (rebalances
+/// re-deliver at most unacknowledged batches, counted as duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporters_joining_and_leaving_the_group_lose_nothing() {
+    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
+    let client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let send = |range: std::ops::Range<u32>| {
+        let records: Vec<LogRecord> = range.map(line).collect();
+        let request = logs_request("cart", records);
+        let mut client = client.clone();
+        async move { client.export(request).await.unwrap() }
+    };
+
+    let first = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    for batch in 0..10 {
+        send(batch * 10..batch * 10 + 10).await;
+    }
+    let second = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    for batch in 10..20 {
+        send(batch * 10..batch * 10 + 10).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.stop().await;
+    for batch in 20..30 {
+        send(batch * 10..batch * 10 + 10).await;
+    }
+    let all: BTreeSet<String> = (0..300).map(|n| format!("line {n}")).collect();
+    assert!(eventually(Duration::from_secs(60), || lines(&loki) == all).await, "lost = 0");
+    let received = loki.entries().len();
+    eprintln!("group churn: 300 lines, {} duplicates", received - 300);
+    assert!(second.delivered() > 0, "the second worker took partitions over");
+    second.stop().await;
+    gateway.stop().await;
+}
