@@ -182,9 +182,9 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     gateway.stop().await;
 }
 
-/// A flood: one trace ID carrying 40,000 spans amid ordinary traffic, with a 1 MiB buffer bound. Memory stays under
-/// the bound, the huge trace is cut off by the per-trace limit, and every ordinary failing trace is still kept whole
-/// and decided on time.
+/// A flood: one trace ID carrying 1,000,000 spans amid ordinary traffic, with a 1 MiB buffer bound. Memory stays
+/// under the bound, the huge trace is cut off by the per-trace limit again and again, and every ordinary failing trace
+/// is still kept whole and decided on time, also through a burst of ten times the usual rate of new traces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
     let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
@@ -205,12 +205,13 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
     let stats = sampler.stats.clone();
 
     let started = Instant::now();
+    let mut next = 0u32;
     for round in 0..20u32 {
-        // 2,000 spans of the flooding trace (fast, successful: dropped) ...
-        let flood = (0..2_000u64)
+        // 50,000 spans of the flooding trace (fast, successful: dropped) ...
+        let flood = (0..50_000u64)
             .map(|i| Span {
                 trace_id: vec![0xab; 16],
-                span_id: (u64::from(round) * 2_000 + i + 1).to_be_bytes().to_vec(),
+                span_id: (u64::from(round) * 50_000 + i + 1).to_be_bytes().to_vec(),
                 name: "poll".into(),
                 parent_span_id: vec![1; 8],
                 ..Default::default()
@@ -223,14 +224,17 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
             }],
         };
         client.export(request).await.unwrap();
-        // ... and 15 ordinary failing traces, whole.
-        send(&mut client, round * 15..round * 15 + 15, 0..SPANS).await;
+        // ... and 15 ordinary failing traces, whole — 150 in round 10, ten times the usual rate of new traces.
+        let new = if round == 10 { 150 } else { 15 };
+        send(&mut client, next..next + new, 0..SPANS).await;
+        next += new;
     }
+    assert_eq!(next, 435);
 
-    let duplicates = nothing_lost(&kafka, 300).await;
+    let duplicates = nothing_lost(&kafka, next).await;
     let elapsed = started.elapsed();
     let peak = stats.max_buffered_bytes.load(Ordering::SeqCst);
-    eprintln!("flood: peak buffered = {peak} bytes (bound 1 MiB), all 300 ordinary traces kept in {elapsed:?}, duplicates = {duplicates}");
+    eprintln!("flood: peak buffered = {peak} bytes (bound 1 MiB), all {next} ordinary traces kept in {elapsed:?}, duplicates = {duplicates}");
     assert!(peak <= 1 << 20, "buffer peaked at {peak} bytes, over its 1 MiB bound");
     assert!(elapsed < Duration::from_secs(45), "ordinary traces were decided on time");
 
