@@ -102,6 +102,8 @@ pub struct PartitionBuffer {
     pub unsettled_output: usize,
     /// Traces that reached a per-trace limit and must be decided now.
     pub over_limit: Vec<TraceId>,
+    /// When the partition last delivered a record (tokio's clock, so tests can pause it); `None` before any.
+    last_record: Option<tokio::time::Instant>,
 }
 
 /// Per-trace bounds: a trace that reaches either is decided at once.
@@ -199,6 +201,22 @@ impl PartitionBuffer {
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
         self.tracker.read(offset, new_units + u32::from(!late_kept.is_empty()));
         (late_kept, late_dropped)
+    }
+
+    /// A record of this partition was just read.
+    pub fn touch(&mut self) {
+        self.last_record = Some(tokio::time::Instant::now());
+    }
+
+    /// Once the partition delivered nothing for `idle_after` it is caught up, and its event time follows the wall
+    /// clock (`wall_ms`), so quiet partitions still decide on time. While records keep coming — a backlog being
+    /// read or replayed — only their timestamps move the clock. Returns whether the wall clock was followed.
+    pub fn follow_wall_clock(&mut self, idle_after: std::time::Duration, wall_ms: i64) -> bool {
+        let idle = self.last_record.is_none_or(|last| last.elapsed() >= idle_after);
+        if idle {
+            self.clock_ms = self.clock_ms.max(wall_ms);
+        }
+        idle
     }
 
     /// Removes and returns the traces whose decision is due at the current clock: `decision_wait_ms` after their
@@ -348,6 +366,33 @@ mod tests {
         assert_eq!(batches[0].scope_spans[0].spans[0], first[0].scope_spans[0].spans[0]);
         assert_eq!(batches[1].scope_spans[0].spans.len(), 1);
         assert_eq!(trace.spans, 3);
+    }
+
+    /// The timers run on paused time: a partition reading a backlog keeps event time; once idle it follows the wall.
+    #[tokio::test(start_paused = true)]
+    async fn a_caught_up_partition_follows_the_wall_clock_and_a_busy_one_does_not() {
+        use std::time::Duration;
+        let idle_after = Duration::from_millis(500);
+        let wall_ms = 50_000;
+        let mut buffer = PartitionBuffer::default();
+        buffer.add_record(0, 1_000, record(&[1]), NO_LIMITS, |_| None);
+        buffer.touch();
+        for _ in 0..10 {
+            // A record every 400 ms of real time: still catching up, event time stays at the records' timestamps.
+            tokio::time::advance(Duration::from_millis(400)).await;
+            assert!(!buffer.follow_wall_clock(idle_after, wall_ms));
+            buffer.touch();
+        }
+        assert_eq!(buffer.clock_ms, 1_000);
+        assert!(buffer.due(10_000, None).is_empty(), "decision_wait has not passed in event time");
+
+        tokio::time::advance(Duration::from_millis(499)).await;
+        assert!(!buffer.follow_wall_clock(idle_after, wall_ms));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(buffer.follow_wall_clock(idle_after, wall_ms), "idle for 500 ms: caught up");
+        assert_eq!(buffer.clock_ms, wall_ms);
+        assert_eq!(buffer.due(10_000, None).len(), 1, "the quiet partition decides on time");
+        assert!(PartitionBuffer::default().follow_wall_clock(idle_after, wall_ms), "no record yet: idle");
     }
 
     #[test]

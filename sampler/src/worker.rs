@@ -125,7 +125,6 @@ struct Owned {
     epoch: u64,
     red: RedMetrics,
     buffer: PartitionBuffer,
-    last_record: Instant,
     committed: Option<i64>,
 }
 
@@ -637,9 +636,7 @@ impl Sampler {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let owned_count = state.partitions.len();
         for owned in state.partitions.values_mut() {
-            if owned.last_record.elapsed() >= IDLE_AFTER {
-                owned.buffer.clock_ms = owned.buffer.clock_ms.max(now);
-            }
+            owned.buffer.follow_wall_clock(IDLE_AFTER, now);
         }
         drop(state);
         let share = owned_count as f64 / f64::from(self.kafka.partitions.max(1));
@@ -710,10 +707,9 @@ fn owned<'a>(partitions: &'a mut HashMap<i32, Owned>, partition: i32, buckets_ms
         epoch: EPOCH.fetch_add(1, Ordering::SeqCst),
         red: RedMetrics::new(buckets_ms, now_ms() as u64 * 1_000_000),
         buffer: PartitionBuffer::default(),
-        last_record: Instant::now(),
         committed: None,
     });
-    owned.last_record = Instant::now();
+    owned.buffer.touch();
     owned
 }
 
