@@ -165,7 +165,7 @@ impl Out<'_> {
                 let Some(name) = self.name(metric, Kind::Gauge, gauge.data_points.len()) else { return 0 };
                 for point in &gauge.data_points {
                     latest = latest.max(point.time_unix_nano);
-                    let labels = with_point(base, &point.attributes, &name, None);
+                    let labels = series(&point_labels(base, &point.attributes), &name, None);
                     self.push(labels, ms(point.time_unix_nano), number(point));
                 }
             }
@@ -175,14 +175,14 @@ impl Out<'_> {
                 let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
                 for point in &sum.data_points {
                     latest = latest.max(point.time_unix_nano);
-                    let labels = with_point(base, &point.attributes, &name, None);
+                    let labels = series(&point_labels(base, &point.attributes), &name, None);
                     let mut value = number(point);
                     if kind == Kind::Counter && value.is_nan() && !is_stale(value) {
                         self.drop("nan_counter", 1);
                         continue;
                     }
                     if delta && !is_stale(value) {
-                        let key = label_vec(labels.clone());
+                        let key = labels.clone();
                         let full = self.totals.len() >= self.config.max_delta_series.max(1);
                         match self.totals.get_mut(&key) {
                             Some(total) => {
@@ -214,11 +214,10 @@ impl Out<'_> {
                     latest = latest.max(point.time_unix_nano);
                     let buckets = point.explicit_bounds.iter().copied().zip(point.bucket_counts.iter().copied());
                     self.histogram(
-                        base,
+                        &point_labels(base, &point.attributes),
                         &name,
                         point.time_unix_nano,
                         point.flags,
-                        &point.attributes,
                         buckets,
                         point.count,
                         point.sum,
@@ -234,11 +233,10 @@ impl Out<'_> {
                     latest = latest.max(point.time_unix_nano);
                     let buckets = exponential_buckets(point);
                     self.histogram(
-                        base,
+                        &point_labels(base, &point.attributes),
                         &name,
                         point.time_unix_nano,
                         point.flags,
-                        &point.attributes,
                         buckets.into_iter(),
                         point.count,
                         point.sum,
@@ -252,21 +250,14 @@ impl Out<'_> {
                     let t = ms(point.time_unix_nano);
                     let stale = point.flags & 1 != 0;
                     let v = |value: f64| if stale { f64::from_bits(STALE_NAN) } else { value };
+                    let labels_of_point = point_labels(base, &point.attributes);
                     for quantile in &point.quantile_values {
-                        let labels = with_point(
-                            base,
-                            &point.attributes,
-                            &name,
-                            Some(("quantile", format_float(quantile.quantile))),
-                        );
+                        let labels =
+                            series(&labels_of_point, &name, Some(("quantile", format_float(quantile.quantile))));
                         self.push(labels, t, v(quantile.value));
                     }
-                    self.push(with_point(base, &point.attributes, &format!("{name}_sum"), None), t, v(point.sum));
-                    self.push(
-                        with_point(base, &point.attributes, &format!("{name}_count"), None),
-                        t,
-                        v(point.count as f64),
-                    );
+                    self.push(series(&labels_of_point, &format!("{name}_sum"), None), t, v(point.sum));
+                    self.push(series(&labels_of_point, &format!("{name}_count"), None), t, v(point.count as f64));
                 }
             }
         }
@@ -276,11 +267,10 @@ impl Out<'_> {
     #[allow(clippy::too_many_arguments)]
     fn histogram(
         &mut self,
-        base: &BTreeMap<String, String>,
+        point: &[Label],
         name: &str,
         time_unix_nano: u64,
         flags: u32,
-        attributes: &[KeyValue],
         buckets: impl Iterator<Item = (f64, u64)>,
         count: u64,
         sum: Option<f64>,
@@ -292,17 +282,13 @@ impl Out<'_> {
         let mut cumulative = 0u64;
         for (bound, n) in buckets {
             cumulative += n;
-            self.push(
-                with_point(base, attributes, &bucket, Some(("le", format_float(bound)))),
-                t,
-                v(cumulative as f64),
-            );
+            self.push(series(point, &bucket, Some(("le", format_float(bound)))), t, v(cumulative as f64));
         }
-        self.push(with_point(base, attributes, &bucket, Some(("le", "+Inf".into()))), t, v(count as f64));
+        self.push(series(point, &bucket, Some(("le", "+Inf".into()))), t, v(count as f64));
         if let Some(sum) = sum {
-            self.push(with_point(base, attributes, &format!("{name}_sum"), None), t, v(sum));
+            self.push(series(point, &format!("{name}_sum"), None), t, v(sum));
         }
-        self.push(with_point(base, attributes, &format!("{name}_count"), None), t, v(count as f64));
+        self.push(series(point, &format!("{name}_count"), None), t, v(count as f64));
     }
 
     fn name(
@@ -333,8 +319,8 @@ impl Out<'_> {
         self.name(metric, Kind::Histogram, points)
     }
 
-    fn push(&mut self, labels: BTreeMap<String, String>, timestamp: i64, value: f64) {
-        self.items.entry(label_vec(labels)).or_default().push(Sample { value, timestamp });
+    fn push(&mut self, labels: Vec<Label>, timestamp: i64, value: f64) {
+        self.items.entry(labels).or_default().push(Sample { value, timestamp });
         self.batch.items += 1;
     }
 
@@ -501,25 +487,37 @@ fn insert_over(labels: &mut BTreeMap<String, String>, name: &str, value: &str) {
     }
 }
 
-/// A point's labels: the resource's and scope's, then the point's attributes (which don't override job, instance
-/// or the scope), then the name and an extra label (`le`, `quantile`).
-fn with_point(
-    base: &BTreeMap<String, String>,
-    attributes: &[KeyValue],
-    name: &str,
-    extra: Option<(&str, String)>,
-) -> BTreeMap<String, String> {
+/// A point's labels, sorted: the resource's and scope's, then the point's attributes (which don't override job,
+/// instance or the scope). Built once per point and shared by its series (buckets, sum, count, quantiles).
+fn point_labels(base: &BTreeMap<String, String>, attributes: &[KeyValue]) -> Vec<Label> {
+    if attributes.is_empty() {
+        return base.iter().map(|(name, value)| Label { name: name.clone(), value: value.clone() }).collect();
+    }
     let mut point = BTreeMap::new();
     add_attributes(&mut point, attributes.iter());
     let mut labels = base.clone();
     for (key, value) in point {
         labels.entry(key).or_insert(value);
     }
-    labels.insert("__name__".into(), name.to_owned());
+    label_vec(labels)
+}
+
+/// One series of a point: its labels plus `__name__` and an extra label (`le`, `quantile`), kept sorted.
+fn series(point: &[Label], name: &str, extra: Option<(&str, String)>) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(point.len() + 2);
+    labels.extend_from_slice(point);
+    insert_sorted(&mut labels, "__name__", name.to_owned());
     if let Some((key, value)) = extra {
-        labels.insert(key.to_owned(), value);
+        insert_sorted(&mut labels, key, value);
     }
     labels
+}
+
+fn insert_sorted(labels: &mut Vec<Label>, name: &str, value: String) {
+    match labels.binary_search_by(|label| label.name.as_str().cmp(name)) {
+        Ok(at) => labels[at].value = value,
+        Err(at) => labels.insert(at, Label { name: name.to_owned(), value }),
+    }
 }
 
 fn label_vec(labels: BTreeMap<String, String>) -> Vec<Label> {
