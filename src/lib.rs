@@ -103,39 +103,50 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
         );
     }
 
+    // Every role runs as its own task with the same token and grace. A role that ends — it failed, or the
+    // gateway could not listen — stops the others too. From the moment of shutdown the roles stop together, all
+    // within `shutdown.grace`, not one grace after another.
     let grace = config.shutdown.grace.get();
-    let sampler_task = sampler.map(|sampler| tokio::spawn(sampler.run(shutdown.clone())));
-    let exporter_tasks: Vec<_> =
-        exporters.into_iter().map(|e| (e.name, tokio::spawn(e.run(shutdown.clone())))).collect();
-    let gateway_result = match gateway {
-        Some(gateway) => gateway.run(shutdown.clone(), grace).await.context("ingest gateway failed"),
-        None => {
-            shutdown.cancelled().await;
-            Ok(())
-        }
+    let mut tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let mut spawn_role = |name: String, role: futures::future::BoxFuture<'static, anyhow::Result<()>>| {
+        let stop = shutdown.clone();
+        tasks.push((
+            name,
+            tokio::spawn(async move {
+                let result = role.await;
+                stop.cancel();
+                result
+            }),
+        ));
     };
-    // The gateway stops only on shutdown or failure; either way the other roles stop too.
-    shutdown.cancel();
-    let sampler_result = match sampler_task {
-        Some(task) => match tokio::time::timeout(grace, task).await {
-            Ok(Ok(result)) => result.context("sampler failed"),
-            Ok(Err(join)) => Err(anyhow::anyhow!("sampler task failed: {join}")),
-            Err(_) => Err(anyhow::anyhow!("sampler did not stop within shutdown.grace")),
-        },
-        None => Ok(()),
-    };
-    let mut exporters_result = Ok(());
-    for (name, task) in exporter_tasks {
-        let result = match tokio::time::timeout(grace, task).await {
-            Ok(Ok(result)) => result.with_context(|| format!("exporter {name} failed")),
-            Ok(Err(join)) => Err(anyhow::anyhow!("exporter {name} task failed: {join}")),
-            Err(_) => Err(anyhow::anyhow!("exporter {name} did not stop within shutdown.grace")),
+    if let Some(gateway) = gateway {
+        let run = gateway.run(shutdown.clone(), grace);
+        spawn_role("ingest gateway".into(), Box::pin(async move { run.await.context("ingest gateway failed") }));
+    }
+    if let Some(sampler) = sampler {
+        let run = sampler.run(shutdown.clone(), grace);
+        spawn_role("sampler".into(), Box::pin(async move { run.await.context("sampler failed") }));
+    }
+    for exporter in exporters {
+        let name = format!("exporter {}", exporter.name);
+        let run = exporter.run(shutdown.clone(), grace);
+        let context = format!("{name} failed");
+        spawn_role(name, Box::pin(async move { run.await.context(context) }));
+    }
+    shutdown.cancelled().await;
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut result = Ok(());
+    for (name, task) in tasks {
+        let ended = match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(ended)) => ended,
+            Ok(Err(join)) => Err(anyhow::anyhow!("{name} task failed: {join}")),
+            Err(_) => Err(anyhow::anyhow!("{name} did not stop within shutdown.grace ({grace:?})")),
         };
-        exporters_result = exporters_result.and(result);
+        result = result.and(ended);
     }
     telemetry_stop.cancel();
     let _ = telemetry_server.await;
-    gateway_result.and(sampler_result).and(exporters_result)
+    result
 }
 
 /// `tailgate replay`: progress on stderr, the summary last; an error unless everything was delivered.

@@ -11,5 +11,6 @@ mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;
 mod loadgen;
+mod rebalance_while_ingesting;
 mod sampler;
 mod sampler_faults;

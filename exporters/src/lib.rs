@@ -11,17 +11,20 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod jaeger;
 pub mod loki;
 pub mod metrics;
+mod outcome;
 pub mod prometheus;
 pub mod replay;
 mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -30,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ExportersConfig;
 pub use delivery::Health;
-pub use worker::{ExporterStats, Source};
+pub use outcome::ExporterStats;
+pub use worker::Source;
 
 pub const JAEGER: &str = "jaeger";
 pub const PROMETHEUS: &str = "prometheus_remote_write";
@@ -83,13 +87,16 @@ pub struct Exporter {
     pub name: &'static str,
     pub stats: Arc<ExporterStats>,
     pub health: Arc<Health>,
-    run: Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, Result<(), ExporterError>> + Send>,
+    run: Box<dyn FnOnce(CancellationToken, Duration) -> RunFuture + Send>,
 }
 
+type RunFuture = BoxFuture<'static, Result<(), ExporterError>>;
+
 impl Exporter {
-    /// Runs until `shutdown` (group mode) or until the range is delivered (replay).
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ExporterError> {
-        (self.run)(shutdown).await
+    /// Runs until `shutdown` (group mode) or until the range is delivered (replay); after `shutdown`, commits what
+    /// was delivered and leaves the group within `grace`.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), ExporterError> {
+        (self.run)(shutdown, grace).await
     }
 }
 

@@ -1,5 +1,6 @@
-//! What every Tailgate role needs of Kafka: the `kafka:` config section, client settings, the idempotent producer
-//! and topic administration.
+//! What every Tailgate role needs of Kafka: the `kafka:` config section, client settings, the idempotent producer,
+//! topic administration, and the consumer shell the sampler and the exporters run on — consumer, partition
+//! ownership with the commit rule, dead letters.
 //!
 //! Guarantees made here:
 //! * The producer is idempotent with `acks=all`: a delivery report of success means every in-sync replica has the
@@ -11,13 +12,21 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod consumer;
+pub mod dead_letter;
 mod offsets;
+pub mod ownership;
 mod producer;
+pub mod record;
 mod topics;
 
 pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
+pub use consumer::{Consumer, ConsumerSettings, Event, Partitions};
+pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
+pub use ownership::Ownership;
 pub use producer::{create_producer, ProducerSettings};
+pub use record::{send_all, OutgoingRecord};
 pub use topics::{ensure_topics, TopicError};
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -41,4 +50,9 @@ pub fn contract_headers(encoding: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: headers::ENCODING, value: Some(encoding) })
         .insert(Header { key: headers::CONTRACT_VERSION, value: Some(headers::CONTRACT_VERSION_CURRENT) })
+}
+
+/// Now, in Kafka's unit of record time: Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

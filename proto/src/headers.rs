@@ -31,3 +31,6 @@ pub const DLQ_ERROR: &str = "tailgate.error";
 pub const DLQ_SOURCE: &str = "tailgate.source";
 /// Dead-letter header: who refused it (`sampler`, `exporter.jaeger`, ...).
 pub const DLQ_STAGE: &str = "tailgate.stage";
+/// Dead-letter header, present when the record was too large to copy: the value is empty, and this says how many
+/// bytes were left in the source record at [`DLQ_SOURCE`].
+pub const DLQ_OMITTED: &str = "tailgate.omitted";

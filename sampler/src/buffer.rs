@@ -1,8 +1,8 @@
-//! One partition's traces awaiting a decision, its event-time clock, and its offset tracker.
+//! One partition's traces awaiting a decision, and its event-time clock.
 //!
-//! Every (trace, record) pair is one unit of unfinished work on that record's offset: released when the trace is
-//! dropped, or when its kept spans were acknowledged by Kafka. So the safe offset never passes a span whose fate
-//! is not settled.
+//! Every (trace, record) pair is one unit of unfinished work on that record's offset, held in the partition's
+//! offset tracker (`tailgate_kafka::ownership`): released when the trace is dropped, or when its kept spans were
+//! acknowledged by Kafka. So the safe offset never passes a span whose fate is not settled.
 //!
 //! Spans wait in their encoded form: each trace keeps, per record it appeared in, one buffer of length-delimited
 //! span bytes and a shared pointer to that record's resource and scope. A buffered span costs its encoded size plus a
@@ -15,8 +15,6 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-
-use tailgate_kafka::OffsetTracker;
 
 pub type TraceId = [u8; 16];
 
@@ -94,16 +92,36 @@ pub struct PartitionBuffer {
     order: VecDeque<(i64, TraceId)>,
     /// Trace IDs with the event time their root span arrived, in arrival order, for `decision_wait_after_root`.
     roots: VecDeque<(i64, TraceId)>,
-    pub tracker: OffsetTracker,
     /// Event time: the newest record timestamp, or the wall clock once caught up.
     pub clock_ms: i64,
     pub buffered_bytes: usize,
     /// Kept output sent to Kafka and not yet acknowledged.
     pub unsettled_output: usize,
     /// Traces that reached a per-trace limit and must be decided now.
-    pub over_limit: Vec<TraceId>,
+    pub over_limit: Vec<(TraceId, EarlyDecision)>,
     /// When the partition last delivered a record (tokio's clock, so tests can pause it); `None` before any.
     last_record: Option<tokio::time::Instant>,
+}
+
+/// Why a trace was decided before its `decision_wait`: the `reason` of `tailgate_sampler_early_decisions_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyDecision {
+    /// It reached `max_spans_per_trace`.
+    TraceSpans,
+    /// It reached `max_trace_bytes`.
+    TraceBytes,
+    /// The worker's buffer reached `max_buffered_bytes`; the oldest traces went first.
+    Memory,
+}
+
+impl EarlyDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EarlyDecision::TraceSpans => "trace_spans",
+            EarlyDecision::TraceBytes => "trace_bytes",
+            EarlyDecision::Memory => "memory",
+        }
+    }
 }
 
 /// Per-trace bounds: a trace that reaches either is decided at once.
@@ -113,10 +131,20 @@ pub struct TraceLimits {
     pub max_bytes: usize,
 }
 
+/// What adding one record did.
+#[derive(Debug, Default)]
+pub struct Added {
+    /// Late spans of kept traces, grouped as received, to be forwarded at once.
+    pub late_kept: Vec<ResourceSpans>,
+    /// Late spans of dropped traces.
+    pub late_dropped: usize,
+    /// Units of unfinished work the record now holds: one per trace it added spans to, plus one for the forwarded
+    /// late spans (settled once Kafka has them).
+    pub units: u32,
+}
+
 impl PartitionBuffer {
-    /// Adds the spans of one record. `decided` answers for traces already decided (true = kept). Returns the late
-    /// spans of kept traces, grouped as received, to be forwarded at once — they hold one unit on `offset` that
-    /// the caller settles once Kafka has them — and the number of late spans of dropped traces.
+    /// Adds the spans of one record. `decided` answers for traces already decided (true = kept).
     pub fn add_record(
         &mut self,
         offset: i64,
@@ -124,7 +152,7 @@ impl PartitionBuffer {
         request: Vec<ResourceSpans>,
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
-    ) -> (Vec<ResourceSpans>, usize) {
+    ) -> Added {
         self.clock_ms = self.clock_ms.max(timestamp_ms);
         let mut late_kept: Vec<ResourceSpans> = Vec::new();
         let mut late_dropped = 0;
@@ -165,7 +193,13 @@ impl PartitionBuffer {
                     trace.spans += 1;
                     trace.bytes += bytes;
                     self.buffered_bytes += bytes;
-                    let reached = trace.spans >= limits.max_spans || trace.bytes >= limits.max_bytes;
+                    let reached = if trace.spans >= limits.max_spans {
+                        Some(EarlyDecision::TraceSpans)
+                    } else if trace.bytes >= limits.max_bytes {
+                        Some(EarlyDecision::TraceBytes)
+                    } else {
+                        None
+                    };
                     let context = context.get_or_insert_with(|| {
                         Arc::new(Context {
                             resource: rs.resource.clone(),
@@ -184,8 +218,10 @@ impl PartitionBuffer {
                             trace.groups.push(SpanGroup { context: Arc::clone(context), encoded });
                         }
                     }
-                    if reached && !self.over_limit.contains(&trace_id) {
-                        self.over_limit.push(trace_id);
+                    if let Some(reason) = reached {
+                        if !self.over_limit.iter().any(|(id, _)| *id == trace_id) {
+                            self.over_limit.push((trace_id, reason));
+                        }
                     }
                 }
             }
@@ -199,8 +235,8 @@ impl PartitionBuffer {
             }
         }
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
-        self.tracker.read(offset, new_units + u32::from(!late_kept.is_empty()));
-        (late_kept, late_dropped)
+        let units = new_units + u32::from(!late_kept.is_empty());
+        Added { late_kept, late_dropped, units }
     }
 
     /// A record of this partition was just read.
@@ -243,10 +279,10 @@ impl PartitionBuffer {
         due
     }
 
-    /// Removes the traces that reached a per-trace limit, to be decided early.
-    pub fn take_over_limit(&mut self) -> Vec<(TraceId, PendingTrace)> {
+    /// Removes the traces that reached a per-trace limit, to be decided early, with the limit each reached.
+    pub fn take_over_limit(&mut self) -> Vec<(TraceId, PendingTrace, EarlyDecision)> {
         let ids = std::mem::take(&mut self.over_limit);
-        ids.into_iter().filter_map(|id| self.remove(&id).map(|t| (id, t))).collect()
+        ids.into_iter().filter_map(|(id, reason)| self.remove(&id).map(|t| (id, t, reason))).collect()
     }
 
     /// Removes the trace that arrived first, to be decided early when memory runs short.
@@ -263,13 +299,6 @@ impl PartitionBuffer {
         let trace = self.traces.remove(id)?;
         self.buffered_bytes -= trace.bytes;
         Some(trace)
-    }
-
-    /// Releases one unit on each of `offsets`: the trace they held is settled.
-    pub fn settle(&mut self, offsets: &[i64]) {
-        for offset in offsets {
-            self.tracker.release(*offset);
-        }
     }
 }
 
@@ -321,29 +350,46 @@ mod tests {
         }]
     }
 
+    /// The buffer and the tracker of its partition, as the worker holds them.
+    fn add(
+        buffer: &mut PartitionBuffer,
+        tracker: &mut tailgate_kafka::OffsetTracker,
+        offset: i64,
+        time: i64,
+        traces: &[u8],
+    ) {
+        let added = buffer.add_record(offset, time, record(traces), NO_LIMITS, |_| None);
+        tracker.read(offset, added.units);
+    }
+
+    fn settle(tracker: &mut tailgate_kafka::OffsetTracker, offsets: &[i64]) {
+        offsets.iter().for_each(|o| tracker.release(*o));
+    }
+
     #[test]
     fn decisions_come_due_in_event_time_and_hold_the_offsets() {
         let mut buffer = PartitionBuffer::default();
-        buffer.add_record(10, 1_000, record(&[1, 2]), NO_LIMITS, |_| None);
-        buffer.add_record(11, 3_000, record(&[2, 3]), NO_LIMITS, |_| None);
-        assert_eq!(buffer.tracker.safe_offset(), Some(10));
+        let mut tracker = tailgate_kafka::OffsetTracker::new();
+        add(&mut buffer, &mut tracker, 10, 1_000, &[1, 2]);
+        add(&mut buffer, &mut tracker, 11, 3_000, &[2, 3]);
+        assert_eq!(tracker.safe_offset(), Some(10));
         assert!(buffer.due(10_000, None).is_empty(), "nothing due before decision_wait of event time");
 
-        buffer.add_record(12, 11_000, record(&[]), NO_LIMITS, |_| None);
+        add(&mut buffer, &mut tracker, 12, 11_000, &[]);
         let due = buffer.due(10_000, None);
         let ids: Vec<u8> = due.iter().map(|(id, _)| id[0]).collect();
         assert_eq!(ids, [1, 2], "traces first seen at 1000 ms are due at 11000 ms");
         assert_eq!(due[1].1.offsets, [10, 11]);
         assert_eq!(due[1].1.spans, 2);
 
-        buffer.settle(&due[0].1.offsets);
-        assert_eq!(buffer.tracker.safe_offset(), Some(10), "trace 2 still holds offset 10");
-        buffer.settle(&due[1].1.offsets);
-        assert_eq!(buffer.tracker.safe_offset(), Some(11), "trace 3 holds offset 11");
+        settle(&mut tracker, &due[0].1.offsets);
+        assert_eq!(tracker.safe_offset(), Some(10), "trace 2 still holds offset 10");
+        settle(&mut tracker, &due[1].1.offsets);
+        assert_eq!(tracker.safe_offset(), Some(11), "trace 3 holds offset 11");
         buffer.clock_ms = 13_000;
         let (_, trace3) = buffer.due(10_000, None).pop().unwrap();
-        buffer.settle(&trace3.offsets);
-        assert_eq!(buffer.tracker.safe_offset(), Some(13));
+        settle(&mut tracker, &trace3.offsets);
+        assert_eq!(tracker.safe_offset(), Some(13));
         assert_eq!(buffer.buffered_bytes, 0);
     }
 
@@ -398,13 +444,14 @@ mod tests {
     #[test]
     fn late_spans_follow_the_decision() {
         let mut buffer = PartitionBuffer::default();
-        let (kept, dropped) = buffer.add_record(5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
+        let added = buffer.add_record(5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
             1 => Some(true),
             2 => Some(false),
             _ => None,
         });
-        assert_eq!(kept[0].scope_spans[0].spans.len(), 1);
-        assert_eq!(dropped, 1);
+        assert_eq!(added.late_kept[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(added.late_dropped, 1);
+        assert_eq!(added.units, 2, "trace 3 and the forwarded late spans hold the record");
         assert_eq!(buffer.traces.len(), 1);
     }
 
@@ -415,8 +462,8 @@ mod tests {
         buffer.add_record(0, 0, record(&[1, 1, 2]), limits, |_| None);
         assert!(buffer.take_over_limit().is_empty());
         buffer.add_record(1, 0, record(&[1, 2]), limits, |_| None);
-        let early: Vec<u8> = buffer.take_over_limit().iter().map(|(id, _)| id[0]).collect();
-        assert_eq!(early, [1], "trace 1 reached 3 spans");
+        let early: Vec<(u8, EarlyDecision)> = buffer.take_over_limit().iter().map(|(id, _, r)| (id[0], *r)).collect();
+        assert_eq!(early, [(1, EarlyDecision::TraceSpans)], "trace 1 reached 3 spans");
         let (oldest, _) = buffer.take_oldest().unwrap();
         assert_eq!(oldest[0], 2, "trace 1 is gone; trace 2 is the oldest left");
         assert_eq!(buffer.buffered_bytes, 0);

@@ -2,17 +2,24 @@
 //!
 //! * [`policy`]: the OpenTelemetry Collector's `tail_sampling` policies, with its config schema and semantics, so
 //!   users paste the configuration they run today.
-//! * [`offsets`]: the commit rule that makes sampling lossless across crashes, rebalances and replays.
-//!
-//! * [`Sampler`]: the worker that consumes the spans topic and wires these together.
+//! * [`buffer`]: one partition's traces awaiting their decision, in event time.
+//! * [`red`]: RED metrics from every span, before sampling.
+//! * [`Sampler`]: the worker that consumes the spans topic and wires these together; the commit rule that makes
+//!   sampling lossless lives in the consumer shell it runs on (`tailgate_kafka::ownership`).
 
 #![forbid(unsafe_code)]
 
+mod annotate;
 pub mod buffer;
 pub mod config;
+mod decisions;
+pub mod metrics;
+mod output;
 pub mod policy;
 pub mod red;
 mod worker;
 
+pub use annotate::POLICY_ATTRIBUTE;
 pub use config::SamplerConfig;
-pub use worker::{Sampler, SamplerError, SamplerStats, METRICS, POLICY_ATTRIBUTE};
+pub use metrics::{SamplerStats, METRICS};
+pub use worker::{Sampler, SamplerError};

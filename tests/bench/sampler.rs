@@ -117,13 +117,16 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
     let mut policies = Policies::build(&config.policies).unwrap();
     let limits = TraceLimits { max_spans: 10_000, max_bytes: 16 << 20 };
     let mut buffer = PartitionBuffer::default();
+    let mut tracker = tailgate_kafka::OffsetTracker::new();
     let (mut spans, mut kept_spans, mut peak_spans, mut peak_heap_per_span) = (0, 0, 0, 0.0);
     let baseline = LIVE.load(Ordering::Relaxed);
     let started = cpu_seconds();
     for (i, record) in records.iter().enumerate() {
         let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
         spans += SPANS_PER_RECORD;
-        buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, request.resource_spans, limits, |_| None);
+        let added =
+            buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, request.resource_spans, limits, |_| None);
+        tracker.read(i as i64, added.units);
         let buffered: usize = buffer.traces.values().map(|t| t.spans).sum();
         if buffered > peak_spans {
             peak_spans = buffered;
@@ -139,7 +142,7 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
                 let out = tailgate_proto::split(ExportTraceServiceRequest { resource_spans: batches }, 12, 1_000_000);
                 std::hint::black_box(out);
             }
-            buffer.settle(&trace.offsets);
+            trace.offsets.iter().for_each(|o| tracker.release(*o));
         }
     }
     Figures { cpu: cpu_seconds() - started, spans, kept_spans, peak_spans, peak_heap_per_span }

@@ -133,7 +133,7 @@ pub async fn start_sampler(
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let stop = stop.clone();
-        async move { sampler.run(stop).await.expect("sampler runs") }
+        async move { sampler.run(stop, Duration::from_secs(5)).await.expect("sampler runs") }
     });
     RunningSampler { stop, task, stats }
 }
@@ -261,7 +261,7 @@ pub async fn start_exporter(
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let stop = stop.clone();
-        async move { exporter.run(stop).await.expect("exporter runs") }
+        async move { exporter.run(stop, Duration::from_secs(5)).await.expect("exporter runs") }
     });
     RunningExporter { stop, task, stats, health }
 }

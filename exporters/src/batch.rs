@@ -1,0 +1,65 @@
+//! Batching: records are added to an open batch, which is sealed (encoded into a request body) when full or old
+//! enough. Every record in a batch holds one unit of work on its offset until the batch is settled.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Delivery;
+
+/// A record waiting on its batch: the unit of work it holds, under its partition's ownership epoch.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub partition: i32,
+    pub epoch: u64,
+    pub offset: i64,
+}
+
+/// A record's bytes, kept until its batch is accepted in case they must go to the dead-letter topic.
+#[derive(Debug)]
+pub(crate) struct Raw {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A batch records are being added to.
+pub(crate) struct Open<I> {
+    pub items: I,
+    /// Items the backend will get.
+    pub count: u64,
+    /// Record bytes added.
+    pub bytes: usize,
+    pub held: Vec<Held>,
+    pub raw: Vec<Raw>,
+    opened: Instant,
+}
+
+impl<I: Default> Open<I> {
+    pub fn new() -> Self {
+        Open { items: I::default(), count: 0, bytes: 0, held: Vec::new(), raw: Vec::new(), opened: Instant::now() }
+    }
+}
+
+impl<I> Open<I> {
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn is_full(&self, delivery: &Delivery) -> bool {
+        self.count >= delivery.batch.max_items as u64 || self.bytes >= delivery.batch.max_bytes.get() as usize
+    }
+
+    pub fn is_old(&self, delivery: &Delivery) -> bool {
+        self.opened.elapsed() >= delivery.batch.timeout.get()
+    }
+}
+
+/// A batch encoded into its request body, waiting to be sent.
+pub(crate) struct Sealed {
+    pub body: Bytes,
+    pub count: u64,
+    pub held: Vec<Held>,
+    pub raw: Vec<Raw>,
+}

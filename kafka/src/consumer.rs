@@ -1,0 +1,372 @@
+//! The consumer shell every Kafka-consuming role runs on: the sampler workers and the exporters.
+//!
+//! A [`Consumer`] owns a librdkafka consumer polled on a thread of its own, never on a tokio worker. Rebalance
+//! callbacks run on that thread, so the blocking work a rebalance needs — the commit of a revoked partition's safe
+//! offsets, which must reach the broker before the partition is given up, and the loading of what a newly
+//! assigned partition needs (the sampler's recent decisions) — stalls neither the role's own task nor, in
+//! `all-in-one`, the gateway sharing the runtime. A newly assigned partition is owned, and its records handed out,
+//! only once [`Partitions::open`] returned its state.
+//!
+//! Records reach the role through a bounded channel, each stamped with the epoch of the ownership it was fetched
+//! under ([`crate::ownership`]); the role drops records whose epoch is no longer current.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::{ClientContext, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::ownership::Ownership;
+use crate::{client_config, KafkaConfig};
+
+/// Records fetched and not yet taken by the role. With librdkafka's own prefetch bound this caps what a consumer
+/// holds in memory.
+const CHANNEL_RECORDS: usize = 256;
+const POLL: Duration = Duration::from_millis(100);
+
+/// What a role sets on its consumer; everything else (no auto-commit, no auto offset store, start from the earliest
+/// record) is the same for every role, because the delivery guarantee depends on it.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    pub group_id: String,
+    pub client_id: String,
+    /// Report each partition's end as [`Event::End`] (a replay reads up to the end).
+    pub partition_eof: bool,
+    /// Bound, in KiB, on what librdkafka prefetches per partition (`queued.max.messages.kbytes`).
+    pub prefetch_kbytes: Option<u32>,
+    /// The gauge each partition's consumer lag (records) is reported in, from librdkafka's statistics, with
+    /// `lag_labels` besides `partition`.
+    pub lag_metric: &'static str,
+    pub lag_labels: Vec<(&'static str, String)>,
+}
+
+/// A role's per-partition state, made when partitions are assigned and dropped when they are revoked.
+pub trait Partitions: Send + Sync + 'static {
+    type State: Send + 'static;
+
+    /// The state of newly assigned `partitions`, one per partition in order, made before any of their records is
+    /// handed out. Runs on the consumer's own thread, never on a tokio worker: it may block, e.g. to read what the
+    /// partitions need from another topic.
+    fn open(&self, partitions: &[i32]) -> Vec<Self::State>;
+
+    /// `partitions` were taken away — after their safe offsets were committed, or, if `lost`, without a commit.
+    fn closed(&self, _partitions: Vec<(i32, Self::State)>, _lost: bool) {}
+}
+
+/// What the consumer hands the role.
+#[derive(Debug)]
+pub enum Event {
+    /// A record of a partition owned under `epoch` when it was fetched.
+    Record { epoch: u64, message: OwnedMessage },
+    /// The end of `partition` was reached (only with [`ConsumerSettings::partition_eof`]).
+    End { partition: i32 },
+}
+
+/// The librdkafka context of a shell consumer: lag statistics, rebalances, commit results.
+pub struct ShellContext<P: Partitions> {
+    ownership: Arc<Mutex<Ownership<P::State>>>,
+    partitions: P,
+    lag_metric: &'static str,
+    lag_labels: Vec<(&'static str, String)>,
+}
+
+impl<P: Partitions> ShellContext<P> {
+    fn ownership(&self) -> MutexGuard<'_, Ownership<P::State>> {
+        self.ownership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes ownership of the partitions of `assigned` not owned yet, once their state is ready.
+    fn open(&self, assigned: &TopicPartitionList) {
+        let new: Vec<i32> = {
+            let ownership = self.ownership();
+            assigned.elements().iter().map(|e| e.partition()).filter(|p| !ownership.owns(*p)).collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let states = self.partitions.open(&new);
+        let mut ownership = self.ownership();
+        for (partition, state) in new.iter().zip(states) {
+            ownership.assign(*partition, state);
+        }
+        tracing::info!(topic = ownership.topic(), partitions = ?new, "partitions assigned");
+    }
+}
+
+impl<P: Partitions> ClientContext for ShellContext<P> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let ownership = self.ownership();
+        let Some(topic) = statistics.topics.get(ownership.topic()) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                let mut labels: Vec<(&'static str, String)> = self.lag_labels.clone();
+                labels.push(("partition", partition.to_string()));
+                metrics::gauge!(self.lag_metric, &labels).set(stats.consumer_lag as f64);
+            }
+        }
+    }
+
+    /// Reaching a partition's end is not an error; everything else is logged as librdkafka reports it.
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!(reason, "end of partition"),
+            _ => tracing::error!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl<P: Partitions> ConsumerContext for ShellContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else { return };
+        let lost = consumer.assignment_lost();
+        let partitions: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        let (states, commit) = self.ownership().revoke(&partitions, lost);
+        // Synchronously, on this thread: once this callback returns the partition may belong to another member.
+        if commit.count() > 0 {
+            if let Err(error) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(%error, "commit on revoke failed; the next owner re-reads from the last commit");
+            }
+        }
+        if lost {
+            tracing::warn!(partitions = ?partitions, "assignment lost: partition state dropped without a commit");
+        } else {
+            tracing::info!(partitions = ?partitions, "partitions revoked");
+        }
+        self.partitions.closed(states, lost);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            // Incremental under cooperative rebalancing, the whole assignment under eager: either way an addition.
+            self.open(assigned);
+        }
+    }
+
+    /// An asynchronous commit that failed is sent again with the next periodic commit.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::warn!(%error, "offset commit failed; retrying with the next commit");
+            self.ownership().recommit(offsets);
+        }
+    }
+}
+
+/// A consumer of one topic, polled on its own thread.
+pub struct Consumer<P: Partitions> {
+    client: Option<Arc<BaseConsumer<ShellContext<P>>>>,
+    ownership: Arc<Mutex<Ownership<P::State>>>,
+    events: Option<mpsc::Receiver<Event>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    topic: String,
+}
+
+impl<P: Partitions> Consumer<P> {
+    /// A member of `settings.group_id`, subscribed to `topic`: partitions come and go with rebalances.
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        settings: &ConsumerSettings,
+        topic: &str,
+        partitions: P,
+    ) -> KafkaResult<Self> {
+        let client = create(kafka, settings, topic, partitions)?;
+        client.subscribe(&[topic])?;
+        Ok(Self::start(client, topic))
+    }
+
+    /// A consumer of exactly `assignment` (partitions with start offsets), outside any rebalance: a replay.
+    pub fn assign(
+        kafka: &KafkaConfig,
+        settings: &ConsumerSettings,
+        topic: &str,
+        assignment: &TopicPartitionList,
+        partitions: P,
+    ) -> KafkaResult<Self> {
+        let client = create(kafka, settings, topic, partitions)?;
+        client.context().open(assignment);
+        client.assign(assignment)?;
+        Ok(Self::start(client, topic))
+    }
+
+    fn start(client: BaseConsumer<ShellContext<P>>, topic: &str) -> Self {
+        // The owned partitions are shared by this thread (rebalances) and the role's task (records, commits).
+        let ownership = Arc::clone(&client.context().ownership);
+        let client = Arc::new(client);
+        let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (client, ownership, stop) = (Arc::clone(&client), Arc::clone(&ownership), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("consumer-{topic}"))
+                .spawn(move || poll_loop(client, ownership, tx, stop))
+                .expect("the consumer thread starts")
+        };
+        Consumer {
+            client: Some(client),
+            ownership,
+            events: Some(rx),
+            stop,
+            thread: Some(thread),
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// The next record or partition end; `None` once the consumer is closing.
+    pub async fn recv(&mut self) -> Option<Event> {
+        match &mut self.events {
+            Some(events) => events.recv().await,
+            None => None,
+        }
+    }
+
+    /// The owned partitions and their state. Held briefly: the consumer thread takes it on every rebalance.
+    pub fn ownership(&self) -> MutexGuard<'_, Ownership<P::State>> {
+        self.ownership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn client(&self) -> &BaseConsumer<ShellContext<P>> {
+        self.client.as_ref().expect("the client lives until close")
+    }
+
+    /// Commits every owned partition's safe offset that moved, without waiting; a failure is retried next time.
+    pub fn commit(&self) {
+        let tpl = self.ownership().commit_due();
+        if tpl.count() > 0 {
+            if let Err(error) = self.client().commit(&tpl, CommitMode::Async) {
+                tracing::warn!(%error, "offset commit failed; retrying with the next commit");
+                self.ownership().recommit(&tpl);
+            }
+        }
+    }
+
+    /// Stops fetching `partitions` (all owned ones if `None`). Records already fetched still arrive.
+    pub fn pause(&self, partitions: Option<&[i32]>) {
+        if let Err(error) = self.client().pause(&self.list(partitions)) {
+            tracing::warn!(%error, topic = self.topic, "cannot pause fetching");
+        }
+    }
+
+    /// Fetches `partitions` again (all owned ones if `None`).
+    pub fn resume(&self, partitions: Option<&[i32]>) {
+        if let Err(error) = self.client().resume(&self.list(partitions)) {
+            tracing::warn!(%error, topic = self.topic, "cannot resume fetching");
+        }
+    }
+
+    fn list(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        match partitions {
+            Some(partitions) => {
+                for partition in partitions {
+                    tpl.add_partition(&self.topic, *partition);
+                }
+            }
+            None => {
+                for partition in self.ownership().partitions() {
+                    tpl.add_partition(&self.topic, partition);
+                }
+            }
+        }
+        tpl
+    }
+
+    /// Commits what is settled, waits for it, then leaves the group (which commits once more on the final revoke)
+    /// and stops the consumer thread, all within `within`. Whatever is not done by then is left to the group:
+    /// uncommitted records are read again by the next owner.
+    pub async fn close(mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let tpl = self.ownership().commit_due();
+        let client = self.client.take().expect("closed once");
+        if tpl.count() > 0 {
+            let committing = Arc::clone(&client);
+            let commit = tokio::task::spawn_blocking(move || committing.commit(&tpl, CommitMode::Sync));
+            match tokio::time::timeout_at(deadline, commit).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "final commit failed; the next owner re-reads more"),
+                _ => tracing::warn!("final commit did not finish in time; the next owner re-reads more"),
+            }
+        }
+        // The thread holds the last reference: dropping the client there leaves the group, off the runtime.
+        drop(client);
+        self.events = None;
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                tracing::warn!(topic = self.topic, "consumer did not leave the group in time");
+            }
+        }
+    }
+}
+
+impl<P: Partitions> Drop for Consumer<P> {
+    fn drop(&mut self) {
+        // Not closed: let the thread finish on its own (it drops the client, leaving the group).
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn create<P: Partitions>(
+    kafka: &KafkaConfig,
+    settings: &ConsumerSettings,
+    topic: &str,
+    partitions: P,
+) -> KafkaResult<BaseConsumer<ShellContext<P>>> {
+    let ownership = Arc::new(Mutex::new(Ownership::new(topic)));
+    let context = ShellContext {
+        ownership: Arc::clone(&ownership),
+        partitions,
+        lag_metric: settings.lag_metric,
+        lag_labels: settings.lag_labels.clone(),
+    };
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", &settings.group_id)
+        .set("client.id", &settings.client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", settings.partition_eof.to_string())
+        .set("statistics.interval.ms", "5000");
+    if let Some(kbytes) = settings.prefetch_kbytes {
+        config.set("queued.max.messages.kbytes", kbytes.to_string());
+    }
+    config.create_with_context(context)
+}
+
+/// Polls until stopped or the role stops listening, stamping each record with its partition's current epoch.
+fn poll_loop<P: Partitions>(
+    client: Arc<BaseConsumer<ShellContext<P>>>,
+    ownership: Arc<Mutex<Ownership<P::State>>>,
+    events: mpsc::Sender<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let event = match client.poll(POLL) {
+            None => continue,
+            Some(Ok(message)) => {
+                let epoch = ownership.lock().unwrap_or_else(|e| e.into_inner()).epoch(message.partition());
+                // A record of a partition no longer owned was fetched before its revoke: not ours to process.
+                let Some(epoch) = epoch else { continue };
+                Event::Record { epoch, message: message.detach() }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => Event::End { partition },
+            Some(Err(error)) => {
+                tracing::warn!(%error, "consumer error");
+                continue;
+            }
+        };
+        if events.blocking_send(event).is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Decisions already made, so late spans follow their trace's decision: an in-memory cache of recent ones, and the
+//! loader that fills it from the decisions topic when a partition is assigned — decisions another worker made.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tailgate_kafka::{client_config, KafkaConfig};
+use tailgate_proto::decisions::Decision;
+
+use crate::buffer::TraceId;
+
+/// How many recent decisions are kept in memory for late spans.
+const CAPACITY: usize = 200_000;
+/// How long loading may take before it stops with what it has.
+const LOAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Recent decisions, oldest forgotten first.
+#[derive(Default)]
+pub struct Decisions {
+    kept: HashMap<TraceId, bool>,
+    order: VecDeque<TraceId>,
+}
+
+impl Decisions {
+    /// `Some(true)` if the trace was kept, `Some(false)` if dropped, `None` if not known.
+    pub fn get(&self, id: &TraceId) -> Option<bool> {
+        self.kept.get(id).copied()
+    }
+
+    pub fn insert(&mut self, id: TraceId, keep: bool) {
+        if self.kept.insert(id, keep).is_none() {
+            self.order.push_back(id);
+            if self.order.len() > CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.kept.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the decisions recorded since `since_ms` on `partitions` of the decisions topic, up to its end. Blocks:
+/// call it where that stalls nothing else (the consumer's own thread).
+pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Vec<(TraceId, bool)>, KafkaError> {
+    let topic = &kafka.topics.decisions;
+    let consumer: BaseConsumer = client_config(kafka)
+        .set("group.id", "tailgate-sampler-decision-loader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut query = TopicPartitionList::new();
+    for partition in partitions {
+        query.add_partition_offset(topic, *partition, Offset::Offset(since_ms))?;
+    }
+    let starts = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for element in starts.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            assignment.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
+        }
+    }
+    let mut loaded = Vec::new();
+    if assignment.count() == 0 {
+        return Ok(loaded);
+    }
+    consumer.assign(&assignment)?;
+    let mut remaining = assignment.count();
+    let deadline = Instant::now() + LOAD_DEADLINE;
+    while remaining > 0 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let decision = message.payload().and_then(Decision::decode);
+                let trace_id = message.key().and_then(|k| TraceId::try_from(k).ok());
+                if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
+                    loaded.push((trace_id, decision.keep));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+            Some(Err(error)) => return Err(error),
+            None => {}
+        }
+    }
+    Ok(loaded)
+}

@@ -1,0 +1,64 @@
+//! The sampler's own metrics, and the counters a test or an operator reads while a worker runs.
+
+use std::sync::atomic::AtomicU64;
+
+pub const TRACES: &str = "tailgate_sampler_traces_total";
+pub const SPANS: &str = "tailgate_sampler_spans_total";
+pub const LATE_SPANS: &str = "tailgate_sampler_late_spans_total";
+pub const UNDECODABLE: &str = "tailgate_sampler_undecodable_records_total";
+pub const EARLY_DECISIONS: &str = "tailgate_sampler_early_decisions_total";
+pub const BUFFERED_BYTES: &str = "tailgate_sampler_buffered_bytes";
+pub const REVOCATIONS: &str = "tailgate_sampler_revocations_total";
+pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
+pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
+/// Event-time seconds from a trace's first span to its decision.
+pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
+pub const CONSUMER_LAG: &str = "tailgate_sampler_consumer_lag_records";
+
+/// Every metric name above, for checks that dashboards and alerts query real series.
+pub const METRICS: &[&str] = &[
+    TRACES,
+    SPANS,
+    LATE_SPANS,
+    UNDECODABLE,
+    EARLY_DECISIONS,
+    BUFFERED_BYTES,
+    REVOCATIONS,
+    PAUSES,
+    BUFFERED_TRACES,
+    DECISION_DELAY,
+    CONSUMER_LAG,
+];
+
+/// Registers descriptions, so `/metrics` explains every series.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(TRACES, "Traces decided, by decision and keeping policy.");
+    describe_counter!(SPANS, "Spans of decided traces, by decision.");
+    describe_counter!(LATE_SPANS, "Spans that arrived after their trace was decided, by decision.");
+    describe_counter!(UNDECODABLE, "Records of the spans topic that were not OTLP, sent to the dead-letter topic.");
+    describe_counter!(
+        EARLY_DECISIONS,
+        "Traces decided before decision_wait, by reason (trace_spans, trace_bytes, memory)."
+    );
+    describe_gauge!(BUFFERED_BYTES, Unit::Bytes, "Encoded span bytes awaiting a decision.");
+    describe_gauge!(BUFFERED_TRACES, "Traces awaiting a decision.");
+    describe_counter!(REVOCATIONS, "Rebalances that took partitions from this worker.");
+    describe_counter!(PAUSES, "Times fetching paused because output was not acknowledged.");
+    describe_histogram!(DECISION_DELAY, Unit::Seconds, "Event time from a trace's first span to its decision.");
+    describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
+}
+
+/// Counters a test or an operator can read while the worker runs.
+#[derive(Debug, Default)]
+pub struct SamplerStats {
+    /// Rebalances that took partitions away from this worker.
+    pub revocations: AtomicU64,
+    /// The most encoded span bytes buffered at once, after the memory bound was enforced.
+    pub max_buffered_bytes: AtomicU64,
+    /// Output bytes sent to Kafka and not yet acknowledged.
+    pub output_bytes_in_flight: AtomicU64,
+    /// Times fetching was paused because output was not being acknowledged.
+    pub pauses: AtomicU64,
+}

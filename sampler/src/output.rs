@@ -1,0 +1,149 @@
+//! What a sampler worker writes: kept traces to the sampled topic, decisions to the decisions topic, records it
+//! cannot read to the dead-letter topic, and RED metrics to the metrics topic.
+//!
+//! Kept output and dead letters are written until Kafka acknowledged them, and only then reported [`Settled`]:
+//! the records they came from hold their offsets until then. RED metrics are best effort: the series are
+//! cumulative, so the next interval supersedes a lost write.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use rdkafka::producer::FutureProducer;
+use tailgate_kafka::{send_all, DeadLetters, KafkaConfig, OutgoingRecord};
+use tailgate_proto::decisions::Decision;
+use tailgate_proto::{headers, partition_for_key, split, Record};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::TraceId;
+use crate::metrics::SamplerStats;
+
+/// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
+const DECISION_ENCODING: &str = "tailgate_decision_v1";
+/// Room left in a record for headers and framing.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// Output of a partition's ownership `epoch` that Kafka acknowledged: each of `offsets` is released once.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    pub partition: i32,
+    pub epoch: u64,
+    pub offsets: Vec<i64>,
+}
+
+pub(crate) struct Output {
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    dead_letters: DeadLetters,
+    settled: mpsc::UnboundedSender<Settled>,
+    stats: Arc<SamplerStats>,
+    /// Cancelled when the worker stops waiting for its output: writes still retrying give up.
+    abandon: CancellationToken,
+}
+
+impl Output {
+    pub fn new(
+        producer: FutureProducer,
+        kafka: &KafkaConfig,
+        settled: mpsc::UnboundedSender<Settled>,
+        stats: Arc<SamplerStats>,
+    ) -> Self {
+        let max = kafka.producer.max_message_bytes.get() as usize;
+        Output {
+            producer,
+            kafka: kafka.clone(),
+            dead_letters: DeadLetters::new(&kafka.topics.spans, "sampler", max),
+            settled,
+            stats,
+            abandon: CancellationToken::new(),
+        }
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(RECORD_OVERHEAD)
+    }
+
+    /// Writes a trace's kept spans (if any) to the sampled topic and its decision (if any) to the decisions
+    /// topic, then settles `offsets`.
+    pub fn emit(&self, settled: Settled, output: Option<Vec<ResourceSpans>>, decision: Option<(TraceId, Decision)>) {
+        let partitions = self.kafka.partitions;
+        let sampled = &self.kafka.topics.sampled_spans;
+        let mut records: Vec<OutgoingRecord> = output
+            .map(|batches| {
+                split(ExportTraceServiceRequest { resource_spans: batches }, partitions, self.max_record_bytes())
+                    .records
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO))
+            .collect();
+        if let Some((trace_id, decision)) = decision {
+            let record = Record {
+                partition: partition_for_key(&trace_id, partitions),
+                key: trace_id.to_vec(),
+                value: decision.encode(),
+                items: 1,
+            };
+            records.push(contract_record(&self.kafka.topics.decisions, record, DECISION_ENCODING));
+        }
+        self.send_then_settle(records, settled, "sampler output");
+    }
+
+    /// Copies a record the sampler cannot read to the dead-letter topic, then settles its offset.
+    pub fn dead_letter(&self, settled: Settled, key: Option<Vec<u8>>, payload: Vec<u8>, error: &str) {
+        let offset = settled.offsets.first().copied().unwrap_or_default();
+        let record = self.dead_letters.record(settled.partition, offset, key, payload, "undecodable", error);
+        self.send_then_settle(vec![record], settled, "dead letter");
+    }
+
+    fn send_then_settle(&self, records: Vec<OutgoingRecord>, settled: Settled, what: &'static str) {
+        let producer = self.producer.clone();
+        let settled_tx = self.settled.clone();
+        let bytes = records.iter().map(|r| r.value.len() as u64).sum::<u64>();
+        let stats = Arc::clone(&self.stats);
+        let abandon = self.abandon.clone();
+        stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let sent = send_all(&producer, &records, what, &abandon).await;
+            stats.output_bytes_in_flight.fetch_sub(bytes, Ordering::SeqCst);
+            if sent {
+                let _ = settled_tx.send(settled);
+            }
+        });
+    }
+
+    /// Writes RED series, best effort.
+    pub fn red_metrics(&self, requests: Vec<ExportMetricsServiceRequest>) {
+        for request in requests {
+            for record in split(request, self.kafka.partitions, self.max_record_bytes()).records {
+                let record = contract_record(&self.kafka.topics.metrics, record, headers::ENCODING_OTLP_PROTO);
+                let producer = self.producer.clone();
+                tokio::spawn(async move {
+                    if let Err((error, _)) = producer.send(record.as_future_record(), Duration::from_secs(5)).await {
+                        tracing::warn!(%error, "RED metrics not written; the next interval supersedes them");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Stops retrying writes still in flight: their records stay uncommitted and are read again by the next owner.
+    pub fn abandon(&self) {
+        self.abandon.cancel();
+    }
+}
+
+/// A record of the Kafka contract in `encoding`, with the contract's headers.
+fn contract_record(topic: &str, record: Record, encoding: &str) -> OutgoingRecord {
+    OutgoingRecord {
+        topic: topic.to_owned(),
+        partition: record.partition as i32,
+        key: Some(record.key),
+        value: record.value,
+        headers: tailgate_kafka::contract_headers(encoding),
+    }
+}
