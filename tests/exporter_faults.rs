@@ -12,7 +12,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tailgate_exporters::config::{JaegerConfig, LokiConfig};
+use tailgate_exporters::jaeger::JaegerConfig;
+use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::ExportersConfig;
 use tailgate_proto::headers;
 
@@ -290,7 +291,7 @@ async fn jaeger_over_tls_with_a_private_ca() {
     let exporters = ExportersConfig {
         jaeger: Some(JaegerConfig {
             endpoint: format!("https://localhost:{}", jaeger.addr.port()),
-            tls: tailgate_exporters::config::TlsConfig { ca_file: Some(ca), server_name_override: None },
+            tls: tailgate_exporters::jaeger::TlsConfig { ca_file: Some(ca), server_name_override: None },
             retry_on_failure: harness::fast_retry(),
             ..Default::default()
         }),

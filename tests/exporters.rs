@@ -20,7 +20,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message as _;
-use tailgate_exporters::config::{JaegerConfig, LokiConfig, PrometheusConfig};
+use tailgate_exporters::jaeger::JaegerConfig;
+use tailgate_exporters::loki::LokiConfig;
+use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::ExportersConfig;
 
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};

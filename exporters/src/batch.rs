@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::Delivery;
+use crate::delivery::Delivery;
 
 /// A record waiting on its batch: the unit of work it holds, under its partition's ownership epoch.
 #[derive(Debug)]

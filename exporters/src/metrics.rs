@@ -1,4 +1,5 @@
-//! Metric names of the exporter workers. Every series has an `exporter` label (`jaeger`, `prometheus`, `loki`).
+//! Metric names of the exporter workers. Every series has an `exporter` label: the exporter's name (`jaeger`,
+//! `prometheus_remote_write`, `loki`).
 
 pub const RECORDS: &str = "tailgate_exporter_records_total";
 pub const ITEMS: &str = "tailgate_exporter_sent_items_total";

@@ -5,10 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
-use tailgate_kafka::{client_config, KafkaConfig};
+use tailgate_kafka::KafkaConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::{build, ExporterError, ExportersConfig, Source};
@@ -123,45 +120,6 @@ pub async fn replay(
         if summary.complete() { "" } else { " — INCOMPLETE: see the dead-letter topic and tailgate_exporter_rejected_items_total" }
     );
     Ok(summary)
-}
-
-/// Every partition of `topic` from its first record at or after `from_ms`, and how many records that leaves
-/// (an estimate from the high watermarks, for progress).
-pub(crate) async fn range_start(
-    kafka: &KafkaConfig,
-    topic: &str,
-    from_ms: i64,
-) -> Result<(TopicPartitionList, u64), ExporterError> {
-    let config = client_config(kafka);
-    let topic = topic.to_owned();
-    let lookup = tokio::task::spawn_blocking(move || -> Result<(TopicPartitionList, u64), KafkaError> {
-        let consumer: BaseConsumer = config.clone().set("group.id", "tailgate-replay-lookup").create()?;
-        let timeout = Duration::from_secs(30);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> =
-            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        let mut query = TopicPartitionList::new();
-        for partition in &partitions {
-            query.add_partition_offset(&topic, *partition, Offset::Offset(from_ms))?;
-        }
-        let found = consumer.offsets_for_times(query, timeout)?;
-        let mut expected = 0u64;
-        let mut assignment = TopicPartitionList::new();
-        for element in found.elements() {
-            let (low, high) = consumer.fetch_watermarks(&topic, element.partition(), timeout)?;
-            let start = match element.offset() {
-                Offset::Offset(offset) => offset,
-                _ => high,
-            };
-            expected += (high - start.max(low)).max(0) as u64;
-            assignment.add_partition_offset(&topic, element.partition(), Offset::Offset(start))?;
-        }
-        Ok((assignment, expected))
-    });
-    match lookup.await {
-        Ok(result) => Ok(result?),
-        Err(error) => Err(ExporterError::Setup("replay", error.to_string())),
-    }
 }
 
 #[cfg(test)]

@@ -23,12 +23,13 @@ use tailgate_kafka::{
 use tailgate_proto::headers;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::batch::{Held, Open, Raw, Sealed};
-use crate::config::Delivery;
-use crate::delivery::{deliver, Delivered, Health, Transport};
+use crate::delivery::{deliver, Delivered, Delivery, Health, Transport};
+use crate::exporter::{group_id, Exporter, ExporterError};
 use crate::metrics as m;
 use crate::outcome::{Done, ExporterStats};
-use crate::{Backend, Exporter, ExporterError};
+use crate::source::Source;
 
 const TICK: Duration = Duration::from_millis(50);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,16 +37,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_SEALED: usize = 2;
 /// What librdkafka may prefetch per partition while fetching is paused or slow.
 const PREFETCH_KBYTES: u32 = 16 * 1024;
-
-/// Where an exporter's records come from.
-#[derive(Clone, Debug)]
-pub enum Source {
-    /// Its consumer group, from the committed offsets: the normal mode.
-    Group,
-    /// A time range (Unix milliseconds of record time), read through a throw-away consumer group and never
-    /// committed: `tailgate replay`. Each partition ends at its first record after `to_ms`, or at its end.
-    Range { from_ms: i64, to_ms: Option<i64> },
-}
 
 /// Per owned partition: the record time (ms) of every record still holding work, for the lag in seconds.
 #[derive(Default)]
@@ -91,7 +82,7 @@ pub(crate) async fn build<B: Backend>(
     let none: &[(&str, &str)] = &[];
     ensure_topics(kafka, &[(&topic, none), (&dlq, none)], Duration::from_secs(30)).await?;
     let group_id = match &source {
-        Source::Group => crate::group_id(name),
+        Source::Group => group_id(name),
         Source::Range { .. } => format!("tailgate-replay-{name}-{}", now_ms()),
     };
     let settings = ConsumerSettings {
@@ -107,7 +98,7 @@ pub(crate) async fn build<B: Backend>(
     let consumer = match &source {
         Source::Group => Consumer::subscribe(kafka, &settings, &topic, Assigner)?,
         Source::Range { from_ms, .. } => {
-            let (assignment, expected) = crate::replay::range_start(kafka, &topic, *from_ms).await?;
+            let (assignment, expected) = crate::source::range_start(kafka, &topic, *from_ms).await?;
             stats.records_expected.store(expected, Ordering::SeqCst);
             reading.extend(assignment.elements().iter().map(|e| e.partition()));
             Consumer::assign(kafka, &settings, &topic, &assignment, Assigner)?

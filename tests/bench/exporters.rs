@@ -20,7 +20,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use tailgate_exporters::config::{LokiConfig, PrometheusConfig};
+use tailgate_exporters::loki::LokiConfig;
+use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::{jaeger::Jaeger, loki::Loki, prometheus::Prometheus, Backend};
 
 mod cpu;

@@ -267,8 +267,8 @@ pub async fn start_exporter(
 }
 
 /// Fast retries for tests: 100 ms doubling to 1 s.
-pub fn fast_retry() -> tailgate_exporters::config::Retry {
-    tailgate_exporters::config::Retry {
+pub fn fast_retry() -> tailgate_exporters::delivery::Retry {
+    tailgate_exporters::delivery::Retry {
         initial_interval: tailgate_config::Duration::from_millis(100),
         max_interval: tailgate_config::Duration::from_secs(1),
         ..Default::default()

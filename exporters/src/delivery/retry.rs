@@ -1,35 +1,56 @@
-//! One request's way to a backend: send, classify the answer, back off and retry until it is accepted, refused for
-//! good, or the worker stops.
+//! Retry until the backend answers: exponential back-off with jitter, never giving up while the worker runs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tailgate_config::Problems;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Retry;
+use super::health::Health;
+use super::transport::{Attempt, Transport};
 use crate::metrics as m;
 
-/// What the backend said to one attempt.
-#[derive(Debug)]
-pub enum Attempt {
-    /// Accepted; `rejected` items of it were refused inside an accepted request (OTLP partial success, or a
-    /// Prometheus 400 for some samples after it stored the others), which is recorded with `reason` and not
-    /// retried.
-    Accepted { rejected: u64, reason: &'static str, message: Option<String> },
-    /// Try again later: the backend is down, overloaded or timed out. `after` is the backend's own hint
-    /// (`Retry-After`, gRPC `RetryInfo`).
-    Retry { reason: String, after: Option<Duration> },
-    /// Refused for good (`reason` is a short label for metrics, `message` the backend's words): the records go to
-    /// the dead-letter topic.
-    Rejected { reason: &'static str, message: String },
+/// Exponential back-off with jitter, as the Collector's `retry_on_failure` — except that there is no
+/// `max_elapsed_time`: a retryable failure is retried until it succeeds, and the Kafka lag grows meanwhile.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Retry {
+    pub initial_interval: tailgate_config::Duration,
+    pub max_interval: tailgate_config::Duration,
+    pub multiplier: f64,
+    /// Each wait is the back-off times a random factor in `[1 - r, 1 + r]`.
+    pub randomization_factor: f64,
 }
 
-/// Sends an encoded request body to a backend. Implementations keep no state between calls.
-pub trait Transport: Send + Sync + 'static {
-    fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt>;
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial_interval: tailgate_config::Duration::from_secs(1),
+            max_interval: tailgate_config::Duration::from_secs(30),
+            multiplier: 2.0,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+impl Retry {
+    /// `path` is the exporter's section; the keys are under its `retry_on_failure`.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.initial_interval.get().is_zero() {
+            problems.push(format!("{path}.retry_on_failure.initial_interval"), "must be above 0");
+        }
+        if self.max_interval < self.initial_interval {
+            problems.push(format!("{path}.retry_on_failure.max_interval"), "must be at least initial_interval");
+        }
+        if !(1.0..=10.0).contains(&self.multiplier) {
+            problems.push(format!("{path}.retry_on_failure.multiplier"), "must be between 1 and 10");
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            problems.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
+        }
+    }
 }
 
 /// How a request ended.
@@ -45,66 +66,6 @@ pub enum Delivered {
     },
     /// The worker is stopping; the request's records stay uncommitted and are sent again by the next owner.
     Cancelled,
-}
-
-/// Whether a backend answers, shared by every request of one exporter, so that metrics and logs say which backend
-/// is down and since when.
-pub struct Health {
-    exporter: &'static str,
-    /// Unix seconds of the first failure of the current outage; 0 while up.
-    down_since: AtomicU64,
-    pub attempts: AtomicU64,
-    pub retries: AtomicU64,
-    /// Why the last retried attempt failed.
-    last_failure: std::sync::Mutex<Option<String>>,
-}
-
-impl Health {
-    pub fn new(exporter: &'static str) -> Arc<Health> {
-        metrics::gauge!(m::BACKEND_UP, "exporter" => exporter).set(1.0);
-        metrics::gauge!(m::BACKEND_DOWN_SINCE, "exporter" => exporter).set(0.0);
-        Arc::new(Health {
-            exporter,
-            down_since: AtomicU64::new(0),
-            attempts: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            last_failure: std::sync::Mutex::new(None),
-        })
-    }
-
-    fn up(&self) {
-        let since = self.down_since.swap(0, Ordering::SeqCst);
-        if since != 0 {
-            let down_for = unix_seconds().saturating_sub(since);
-            tracing::info!(exporter = self.exporter, down_for_seconds = down_for, "backend accepts requests again");
-            metrics::gauge!(m::BACKEND_UP, "exporter" => self.exporter).set(1.0);
-            metrics::gauge!(m::BACKEND_DOWN_SINCE, "exporter" => self.exporter).set(0.0);
-        }
-    }
-
-    fn down(&self, reason: &str) {
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
-        let now = unix_seconds();
-        if self.down_since.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            tracing::error!(
-                exporter = self.exporter,
-                %reason,
-                "backend down; retrying until it is back — records wait in Kafka and the consumer lag grows"
-            );
-            metrics::gauge!(m::BACKEND_UP, "exporter" => self.exporter).set(0.0);
-            metrics::gauge!(m::BACKEND_DOWN_SINCE, "exporter" => self.exporter).set(now as f64);
-        }
-    }
-
-    /// Why the last retried attempt failed, if any did.
-    pub fn last_failure(&self) -> Option<String> {
-        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Unix seconds since the backend has been failing, if it is.
-    pub fn down_since(&self) -> Option<u64> {
-        Some(self.down_since.load(Ordering::SeqCst)).filter(|s| *s != 0)
-    }
 }
 
 /// Sends `body` until the backend accepts or refuses it for good. Retryable failures are retried forever with
@@ -174,13 +135,10 @@ fn jittered(interval: Duration, randomization: f64) -> Duration {
     interval.mul_f64(factor.max(0.0))
 }
 
-pub fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::future::BoxFuture;
     use std::sync::Mutex;
 
     struct Script(Mutex<Vec<Attempt>>, Mutex<Vec<tokio::time::Instant>>);

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::delivery::{Attempt, Transport};
+use super::transport::{Attempt, Transport};
 
 /// What a 4xx (other than 429) meant.
 pub enum Refusal {

@@ -8,6 +8,9 @@
 //!   character boundary) or dropped, as configured, and counted.
 //! * Entries of a stream are sent in timestamp order.
 
+mod config;
+mod transport;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -15,12 +18,17 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message as _;
-use serde_json::Value;
 use tailgate_proto::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
 
-use crate::config::{LineTooLong, LokiConfig};
-use crate::prometheus::{sanitize_label, value_string};
-use crate::{Backend, Batch};
+use crate::attributes::{any_json, sanitize_label, value_string};
+use crate::backend::{Backend, Batch};
+use crate::delivery::http::snappy;
+
+pub use config::{LineTooLong, LokiConfig};
+pub use transport::transport;
+
+/// The exporter's name, in config and on its metrics.
+pub const NAME: &str = "loki";
 
 /// Stream labels (rendered) → entries.
 pub type Streams = BTreeMap<String, Vec<EntryAdapter>>;
@@ -105,7 +113,7 @@ impl Backend for Loki {
                 StreamAdapter { labels, entries, hash: 0 }
             })
             .collect();
-        crate::http::snappy(&PushRequest { streams }.encode_to_vec())
+        snappy(&PushRequest { streams }.encode_to_vec())
     }
 }
 
@@ -181,31 +189,6 @@ fn render(labels: &BTreeMap<String, String>) -> String {
     }
     out.push('}');
     out
-}
-
-/// An OTLP value as JSON: maps as objects, arrays as arrays, bytes as hex.
-pub fn any_json(value: &any_value::Value) -> Value {
-    match value {
-        any_value::Value::StringValue(s) => Value::String(s.clone()),
-        any_value::Value::BoolValue(b) => Value::Bool(*b),
-        any_value::Value::IntValue(i) => Value::from(*i),
-        any_value::Value::DoubleValue(d) => serde_json::Number::from_f64(*d).map(Value::Number).unwrap_or(Value::Null),
-        any_value::Value::BytesValue(b) => Value::String(hex::encode(b)),
-        any_value::Value::ArrayValue(array) => {
-            Value::Array(array.values.iter().map(|v| v.value.as_ref().map(any_json).unwrap_or(Value::Null)).collect())
-        }
-        any_value::Value::KvlistValue(list) => Value::Object(
-            list.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        kv.value.as_ref().and_then(|v| v.value.as_ref()).map(any_json).unwrap_or(Value::Null),
-                    )
-                })
-                .collect(),
-        ),
-    }
 }
 
 #[cfg(test)]

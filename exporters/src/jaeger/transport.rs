@@ -1,9 +1,5 @@
-//! Jaeger (or any OTLP receiver) over OTLP/gRPC, from the sampled-spans topic.
-//!
-//! Records already are `ExportTraceServiceRequest`s; a batch merges their resource spans into one request. Status
-//! handling follows the OTLP specification: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, `ABORTED`,
-//! `OUT_OF_RANGE`, `DATA_LOSS`, and `RESOURCE_EXHAUSTED` with `RetryInfo` are retried; anything else is a refusal;
-//! a partial success is recorded, not retried.
+//! OTLP/gRPC to the receiver's `TraceService/Export`, with the OTLP specification's table of which status codes
+//! are retried.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +8,7 @@ use bytes::BufMut;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use hyper::http::uri::PathAndQuery;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use tonic::codec::CompressionEncoding;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -20,27 +16,8 @@ use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
-use crate::config::{Compression, JaegerConfig};
+use super::config::{Compression, JaegerConfig};
 use crate::delivery::{Attempt, Transport};
-use crate::{Backend, Batch};
-
-pub struct Jaeger;
-
-impl Backend for Jaeger {
-    type Items = ExportTraceServiceRequest;
-
-    fn add(&mut self, items: &mut Self::Items, payload: &[u8]) -> Result<Batch, String> {
-        let mut request =
-            ExportTraceServiceRequest::decode(payload).map_err(|e| format!("not OTLP trace data: {e}"))?;
-        let spans = tailgate_proto::count_items(&mut request) as u64;
-        items.resource_spans.extend(request.resource_spans);
-        Ok(Batch { items: spans, ..Batch::default() })
-    }
-
-    fn encode(&mut self, items: Self::Items) -> Bytes {
-        Bytes::from(items.encode_to_vec())
-    }
-}
 
 pub struct GrpcTransport {
     client: tonic::client::Grpc<Channel>,

@@ -1,0 +1,77 @@
+//! The keys every exporter's section shares — endpoint, batching, request timeout, retries, headers — and their
+//! checks. Each backend's config declares them itself (serde's `flatten` would hide misspelt keys from the
+//! unknown-key check) and gathers them into a [`Delivery`] for the worker.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{ByteSize, Duration, Problems};
+
+use super::retry::Retry;
+
+/// Time allowed for one request, unless configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an exporter batches: a request is sent when it holds `max_items` items (spans, samples, log lines) or
+/// `max_bytes` of input records, or when its oldest record waited `timeout`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Batching {
+    pub max_items: usize,
+    pub max_bytes: ByteSize,
+    pub timeout: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching { max_items: 8192, max_bytes: ByteSize::mib(2), timeout: Duration::from_millis(200) }
+    }
+}
+
+/// The keys every exporter shares, gathered for the worker.
+#[derive(Clone, Debug, Default)]
+pub struct Delivery {
+    pub batch: Batching,
+    /// Time allowed for one request.
+    pub timeout: Duration,
+    pub retry_on_failure: Retry,
+    /// Extra request headers (gRPC metadata for Jaeger).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Delivery {
+    /// `path` is the exporter's section.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if self.batch.max_items == 0 {
+            problems.push(format!("{path}.batch.max_items"), "must be above 0");
+        }
+        if self.batch.max_bytes.get() < 1024 {
+            problems.push(format!("{path}.batch.max_bytes"), "must be at least 1KiB");
+        }
+        if self.timeout.get().is_zero() {
+            problems.push(format!("{path}.timeout"), "must be above 0");
+        }
+        self.retry_on_failure.validate(path, problems);
+        for name in self.headers.keys() {
+            if name.parse::<hyper::header::HeaderName>().is_err() {
+                problems.push(format!("{path}.headers.{name}"), "is not a valid header name");
+            }
+        }
+    }
+}
+
+/// Checks a backend's `endpoint`: required, a URL, and `https://` only where the transport speaks TLS.
+pub fn check_endpoint(endpoint: &str, path: &str, example: &str, tls: bool, problems: &mut Problems) {
+    if endpoint.is_empty() {
+        problems.push(path, format!("is required, e.g. {example}"));
+    } else if endpoint.starts_with("https://") && !tls {
+        problems.push(
+            path,
+            "TLS to this backend is not supported yet; use http:// (through a TLS-terminating sidecar if needed)",
+        );
+    } else if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || endpoint.parse::<hyper::Uri>().is_err()
+    {
+        problems.push(path, format!("`{endpoint}` is not a URL like {example}"));
+    }
+}

@@ -1,0 +1,88 @@
+//! The `exporters.loki` section.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{ByteSize, Duration, Problems};
+
+use crate::delivery::settings::{check_endpoint, DEFAULT_TIMEOUT};
+use crate::delivery::{Batching, Delivery, Retry};
+
+/// Loki's push API, from the logs topic.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LokiConfig {
+    pub endpoint: String,
+    /// Resource attributes that become stream labels (dots become underscores). Keep this short: every distinct
+    /// combination is a Loki stream. `level` is always added from the severity.
+    pub labels: Vec<String>,
+    /// `X-Scope-OrgID`, for a multi-tenant Loki.
+    pub tenant_id: Option<String>,
+    /// Loki's `max_line_size` (256KiB by default there).
+    pub max_line_bytes: ByteSize,
+    /// What to do with a longer line: `truncate` it, or `reject` it (dropped and counted).
+    pub line_too_long: LineTooLong,
+    pub batch: Batching,
+    /// Time allowed for one request.
+    pub timeout: Duration,
+    pub retry_on_failure: Retry,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        LokiConfig {
+            endpoint: String::new(),
+            labels: vec!["service.name".into(), "service.namespace".into(), "deployment.environment".into()],
+            tenant_id: None,
+            max_line_bytes: ByteSize::b(256 * 1024),
+            line_too_long: LineTooLong::Truncate,
+            batch: Batching::default(),
+            timeout: DEFAULT_TIMEOUT,
+            retry_on_failure: Retry::default(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LineTooLong {
+    #[default]
+    Truncate,
+    Reject,
+}
+
+impl LokiConfig {
+    /// `path` is this section's (`exporters.loki`).
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        check_endpoint(
+            &self.endpoint,
+            &format!("{path}.endpoint"),
+            "http://loki:3100/loki/api/v1/push",
+            false,
+            problems,
+        );
+        if self.labels.len() > 15 {
+            problems.push(
+                format!("{path}.labels"),
+                "more than 15 stream labels; Loki refuses streams with more (limits_config.max_label_names_per_series)",
+            );
+        }
+        if self.max_line_bytes.get() == 0 {
+            problems.push(format!("{path}.max_line_bytes"), "must be above 0");
+        }
+        self.delivery().validate(path, problems);
+    }
+
+    /// The shared keys, for the worker.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            batch: self.batch.clone(),
+            timeout: self.timeout,
+            retry_on_failure: self.retry_on_failure.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The `exporters.prometheus_remote_write` section.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tailgate_config::{Duration, Problems};
+
+use crate::attributes::sanitize_label;
+use crate::delivery::settings::{check_endpoint, DEFAULT_TIMEOUT};
+use crate::delivery::{Batching, Delivery, Retry};
+
+/// Prometheus remote-write 1.0, from the metrics topic.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PrometheusConfig {
+    pub endpoint: String,
+    /// Copy every resource attribute onto every series as a label (besides `target_info`).
+    pub resource_to_telemetry_conversion: bool,
+    /// Labels added to every series.
+    pub external_labels: BTreeMap<String, String>,
+    /// Delta sums are turned into cumulative counters per series; at most this many series are remembered (and
+    /// as many resources' `target_info`).
+    pub max_delta_series: usize,
+    pub batch: Batching,
+    /// Time allowed for one request.
+    pub timeout: Duration,
+    pub retry_on_failure: Retry,
+    /// Extra request headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            endpoint: String::new(),
+            resource_to_telemetry_conversion: false,
+            external_labels: BTreeMap::new(),
+            max_delta_series: 100_000,
+            batch: Batching::default(),
+            timeout: DEFAULT_TIMEOUT,
+            retry_on_failure: Retry::default(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl PrometheusConfig {
+    /// `path` is this section's (`exporters.prometheus_remote_write`).
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        check_endpoint(
+            &self.endpoint,
+            &format!("{path}.endpoint"),
+            "http://prometheus:9090/api/v1/write",
+            false,
+            problems,
+        );
+        for name in self.external_labels.keys() {
+            if sanitize_label(name) != *name || name.starts_with("__") {
+                problems.push(
+                    format!("{path}.external_labels.{name}"),
+                    "is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
+                );
+            }
+        }
+        self.delivery().validate(path, problems);
+    }
+
+    /// The shared keys, for the worker.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            batch: self.batch.clone(),
+            timeout: self.timeout,
+            retry_on_failure: self.retry_on_failure.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Prometheus remote-write 1.0, from the metrics topic (business metrics and the sampler's RED metrics).
+//!
+//! OTLP is translated as the OpenTelemetry–Prometheus compatibility specification says:
+//! * names: characters outside `[a-zA-Z0-9:]` separate words joined by `_`; the unit is appended (`s` → `seconds`,
+//!   `By` → `bytes`, `{...}` annotations dropped, `x/y` → `x_per_y`), `_ratio` for gauges of unit `1`, `_total` for
+//!   monotonic sums;
+//! * monotonic cumulative sums → counters, non-monotonic sums and gauges → gauges; delta sums are accumulated into
+//!   cumulative series here (the metrics topic is partitioned by resource, scope and name, so one exporter owns every
+//!   point of a series); delta histograms are dropped and counted (`delta_histogram`);
+//! * histograms → `_bucket{le}` (cumulative, ending in `+Inf`), `_sum`, `_count`; summaries → `{quantile}`, `_sum`,
+//!   `_count`; exponential histograms → the same classic buckets, one per exponential bucket, with the bucket's upper
+//!   bound as `le` (negative buckets and the zero bucket first), so any Prometheus reads them without native
+//!   histograms;
+//! * `job` = `service.namespace/service.name`, `instance` = `service.instance.id`, the other resource attributes on a
+//!   `target_info` series, and on every series too with `resource_to_telemetry_conversion`; the scope as
+//!   `otel_scope_name`/`otel_scope_version`; `external_labels` on every series;
+//! * label names sanitized (invalid characters → `_`, a leading digit gets `key_`), values of colliding names joined
+//!   with `;`, empty values dropped, labels sorted; samples of a series in timestamp order;
+//! * a point flagged `NO_RECORDED_VALUE` becomes a staleness marker.
+
+mod config;
+mod labels;
+mod naming;
+mod points;
+mod state;
+mod transport;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
+use tailgate_proto::prometheus::{Sample, TimeSeries, WriteRequest};
+
+use crate::backend::{Backend, Batch};
+use crate::delivery::http::snappy;
+use labels::{insert, label_vec, ResourceLabels};
+use points::{ms, Out};
+use state::{DeltaTotals, TargetInfo};
+
+pub use config::PrometheusConfig;
+pub use naming::{metric_name, Kind};
+pub use points::Series;
+pub use transport::transport;
+
+/// The exporter's name, in config and on its metrics.
+pub const NAME: &str = "prometheus_remote_write";
+
+pub struct Prometheus {
+    config: PrometheusConfig,
+    totals: DeltaTotals,
+    target_info: TargetInfo,
+}
+
+impl Prometheus {
+    pub fn new(config: PrometheusConfig) -> Prometheus {
+        let limit = config.max_delta_series;
+        Prometheus { config, totals: DeltaTotals::new(limit), target_info: TargetInfo::new(limit) }
+    }
+}
+
+impl Backend for Prometheus {
+    type Items = Series;
+
+    fn add(&mut self, items: &mut Series, payload: &[u8]) -> Result<Batch, String> {
+        let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
+        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals };
+        for resource_metrics in &request.resource_metrics {
+            let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+            let resource = ResourceLabels::new(attributes, &self.config);
+            let mut latest = 0u64;
+            for scope_metrics in &resource_metrics.scope_metrics {
+                let mut base = resource.base.clone();
+                if let Some(scope) = &scope_metrics.scope {
+                    insert(&mut base, "otel_scope_name", &scope.name);
+                    insert(&mut base, "otel_scope_version", &scope.version);
+                }
+                for metric in &scope_metrics.metrics {
+                    latest = latest.max(out.metric(metric, &base));
+                }
+            }
+            if let Some(mut info) = resource.target_info {
+                info.insert("__name__".into(), "target_info".into());
+                let labels = label_vec(info);
+                let time = ms(latest);
+                if latest > 0 && self.target_info.advance(&labels, time) {
+                    out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
+                    out.batch.items += 1;
+                }
+            }
+        }
+        Ok(out.batch)
+    }
+
+    fn encode(&mut self, items: Series) -> Bytes {
+        let timeseries = items
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                // One series' samples go out in timestamp order; a repeated timestamp keeps its last value.
+                samples.sort_by_key(|s| s.timestamp);
+                samples.dedup_by(|later, earlier| {
+                    let same = later.timestamp == earlier.timestamp;
+                    if same {
+                        earlier.value = later.value;
+                    }
+                    same
+                });
+                TimeSeries { labels, samples }
+            })
+            .collect();
+        snappy(&WriteRequest { timeseries }.encode_to_vec())
+    }
+}
