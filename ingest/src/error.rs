@@ -1,5 +1,6 @@
-//! Why an export request failed, and what each transport answers. This file is the one place that maps errors to
-//! HTTP statuses and gRPC codes, following the OTLP specification's retry rules.
+//! Why an export request failed, and what each transport answers: the gateway's one status table ([`Kind::answer`]),
+//! following the OTLP specification's retry rules. The gRPC handlers, the HTTP handlers and the rewrite of tonic's
+//! own codec errors all read their codes from it.
 
 use std::time::Duration;
 
@@ -32,33 +33,77 @@ pub enum ExportError {
     ShuttingDown,
 }
 
-impl ExportError {
-    /// The gRPC code the OTLP specification asks for.
-    pub fn grpc_code(&self) -> Code {
-        match self {
-            ExportError::Decode(_) => Code::InvalidArgument,
+/// An [`ExportError`] without its details: the key of the status table. The codec rewrite in `grpc.rs` has no
+/// `ExportError` to hand (tonic refused the request before a handler ran), only the kind of failure it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Decode,
+    TooLarge,
+    UnsupportedMediaType,
+    Throttled,
+    KafkaBusy,
+    KafkaUnavailable,
+    ShuttingDown,
+}
+
+/// What a client is told about one kind of failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// OTLP/HTTP clients retry only 429, 502, 503 and 504.
+    pub http: StatusCode,
+    /// OTLP/gRPC clients retry `UNAVAILABLE`, and `RESOURCE_EXHAUSTED` only when it carries `RetryInfo` (which
+    /// [`ExportError::rpc_status`] adds exactly when there is a [`ExportError::retry_after`]).
+    pub grpc: Code,
+    /// The `reason` label of the rejection metrics.
+    pub reason: &'static str,
+}
+
+impl Kind {
+    /// The status table.
+    pub(crate) const fn answer(self) -> Answer {
+        let (http, grpc, reason) = match self {
+            Kind::Decode => (StatusCode::BAD_REQUEST, Code::InvalidArgument, "decode_error"),
             // RESOURCE_EXHAUSTED without RetryInfo: the client must not retry an over-size request.
-            ExportError::TooLarge { .. } => Code::ResourceExhausted,
-            ExportError::UnsupportedMediaType(_) => Code::InvalidArgument,
-            // RESOURCE_EXHAUSTED with RetryInfo: retryable.
-            ExportError::Throttled { .. } => Code::ResourceExhausted,
-            ExportError::KafkaBusy { .. } | ExportError::KafkaUnavailable(_) | ExportError::ShuttingDown => {
-                Code::Unavailable
+            Kind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, "request_too_large"),
+            Kind::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, "unsupported_media_type")
             }
+            // RESOURCE_EXHAUSTED with RetryInfo: retryable.
+            Kind::Throttled => (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted, "throttled"),
+            Kind::KafkaBusy => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "kafka_busy"),
+            Kind::KafkaUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "kafka_unavailable"),
+            Kind::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "shutting_down"),
+        };
+        Answer { http, grpc, reason }
+    }
+}
+
+impl ExportError {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            ExportError::Decode(_) => Kind::Decode,
+            ExportError::TooLarge { .. } => Kind::TooLarge,
+            ExportError::UnsupportedMediaType(_) => Kind::UnsupportedMediaType,
+            ExportError::Throttled { .. } => Kind::Throttled,
+            ExportError::KafkaBusy { .. } => Kind::KafkaBusy,
+            ExportError::KafkaUnavailable(_) => Kind::KafkaUnavailable,
+            ExportError::ShuttingDown => Kind::ShuttingDown,
         }
     }
 
-    /// The HTTP status the OTLP specification asks for. Only 429, 502, 503 and 504 are retried by clients.
+    /// The gRPC code, from the status table.
+    pub fn grpc_code(&self) -> Code {
+        self.kind().answer().grpc
+    }
+
+    /// The HTTP status, from the status table.
     pub fn http_status(&self) -> StatusCode {
-        match self {
-            ExportError::Decode(_) => StatusCode::BAD_REQUEST,
-            ExportError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ExportError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ExportError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ExportError::KafkaBusy { .. } | ExportError::KafkaUnavailable(_) | ExportError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        }
+        self.kind().answer().http
+    }
+
+    /// The `reason` label of the rejection metrics, from the status table.
+    pub fn reason(&self) -> &'static str {
+        self.kind().answer().reason
     }
 
     /// How long the client should wait, when the server is throttling.
@@ -66,19 +111,6 @@ impl ExportError {
         match self {
             ExportError::Throttled { retry_after } | ExportError::KafkaBusy { retry_after } => Some(*retry_after),
             _ => None,
-        }
-    }
-
-    /// The `reason` label of the rejection metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ExportError::Decode(_) => "decode_error",
-            ExportError::TooLarge { .. } => "request_too_large",
-            ExportError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ExportError::Throttled { .. } => "throttled",
-            ExportError::KafkaBusy { .. } => "kafka_busy",
-            ExportError::KafkaUnavailable(_) => "kafka_unavailable",
-            ExportError::ShuttingDown => "shutting_down",
         }
     }
 
@@ -91,8 +123,41 @@ impl ExportError {
         }
     }
 
+    /// The gRPC answer: code and message, with [`ExportError::rpc_status`] as `grpc-status-details-bin`.
     pub fn to_grpc(&self) -> tonic::Status {
         let details = prost::Message::encode_to_vec(&self.rpc_status());
         tonic::Status::with_details(self.grpc_code(), self.to_string(), details.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailgate_proto::retry::{grpc_is_retryable, http_is_retryable};
+
+    fn every_error() -> Vec<ExportError> {
+        let retry_after = Duration::from_secs(1);
+        vec![
+            ExportError::Decode("x".into()),
+            ExportError::TooLarge { limit: 1 },
+            ExportError::UnsupportedMediaType("x".into()),
+            ExportError::Throttled { retry_after },
+            ExportError::KafkaBusy { retry_after },
+            ExportError::KafkaUnavailable("x".into()),
+            ExportError::ShuttingDown,
+        ]
+    }
+
+    /// Whether an OTLP client will retry is part of each answer: the gateway's retryable errors must look
+    /// retryable on both transports, and its permanent ones permanent, by the specification's client-side table.
+    #[test]
+    fn both_transports_agree_with_the_client_side_retry_table() {
+        for error in every_error() {
+            let retryable = !matches!(error.kind(), Kind::Decode | Kind::TooLarge | Kind::UnsupportedMediaType);
+            let status = error.rpc_status();
+            let grpc = grpc_is_retryable(status.code, status.retry_delay().is_some());
+            let http = http_is_retryable(error.http_status().as_u16());
+            assert_eq!((grpc, http), (retryable, retryable), "{error:?}");
+        }
     }
 }

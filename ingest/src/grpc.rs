@@ -14,8 +14,9 @@ use tailgate_kafka::Topics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
+use crate::error::Kind;
 use crate::metrics as m;
 use crate::otlp::Otlp;
 use crate::sink::KafkaSink;
@@ -78,19 +79,26 @@ impl LogsService for Receiver {
     }
 }
 
-/// tonic answers a message over `max_decoding_message_size` with `OUT_OF_RANGE`, which OTLP clients retry forever,
-/// and an undecodable one with `INTERNAL`. The OTLP specification asks for `RESOURCE_EXHAUSTED` (without
-/// `RetryInfo`: not retryable) and `INVALID_ARGUMENT`. Our handlers never answer either code themselves, so every
-/// such status came from tonic's codec and is rewritten here, in the response headers of the trailers-only reply.
-fn remap_codec_errors<B>(mut response: Response<B>) -> Response<B> {
-    let remapped = match response.headers().get("grpc-status").map(HeaderValue::as_bytes) {
-        Some(b"11") => Some((tonic::Code::ResourceExhausted, "request is larger than the limit (after decompression)")),
-        Some(b"13") => Some((tonic::Code::InvalidArgument, "cannot decode the request as OTLP protobuf")),
+/// The failures tonic's codec answers by itself, before a handler runs: a message over `max_decoding_message_size`
+/// gets `OUT_OF_RANGE`, which OTLP clients retry forever, and one it cannot decompress or decode gets `INTERNAL`.
+/// They are our [`Kind::TooLarge`] and [`Kind::Decode`], and answered as the status table says (each with a message
+/// of its own, as tonic's detail is all we know). Our handlers never answer either tonic code, so every such status
+/// came from the codec. A compressed message that inflates past the limit already gets `RESOURCE_EXHAUSTED`
+/// without `RetryInfo` from tonic, as the table asks, and is left alone.
+fn codec_failure(code: Code) -> Option<(Kind, &'static str)> {
+    match code {
+        Code::OutOfRange => Some((Kind::TooLarge, "request is larger than the limit (after decompression)")),
+        Code::Internal => Some((Kind::Decode, "cannot decode the request as OTLP protobuf")),
         _ => None,
-    };
-    if let Some((code, message)) = remapped {
+    }
+}
+
+/// Rewrites a [`codec_failure`] in the headers of the trailers-only reply.
+fn remap_codec_errors<B>(mut response: Response<B>) -> Response<B> {
+    let failure = response.headers().get("grpc-status").map(|v| Code::from_bytes(v.as_bytes())).and_then(codec_failure);
+    if let Some((kind, message)) = failure {
         let headers = response.headers_mut();
-        headers.insert("grpc-status", HeaderValue::from((code as i32) as u32));
+        headers.insert("grpc-status", HeaderValue::from(kind.answer().grpc as i32));
         let detail = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let message = if detail.is_empty() { message.to_owned() } else { format!("{message}: {detail}") };
         // grpc-message is percent-encoded; keep only what needs no encoding.
@@ -139,4 +147,36 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailers_only(status: &str, message: &str) -> Response<()> {
+        let mut response = Response::new(());
+        response.headers_mut().insert("grpc-status", HeaderValue::from_str(status).unwrap());
+        response.headers_mut().insert("grpc-message", HeaderValue::from_str(message).unwrap());
+        response.headers_mut().insert("grpc-status-details-bin", HeaderValue::from_static("AAAA"));
+        response
+    }
+
+    fn answer(response: &Response<()>) -> (&str, &str, bool) {
+        let header = |name| response.headers().get(name).map(|v| v.to_str().unwrap());
+        (header("grpc-status").unwrap(), header("grpc-message").unwrap(), header("grpc-status-details-bin").is_some())
+    }
+
+    #[test]
+    fn codec_errors_are_answered_from_the_status_table() {
+        let too_large = remap_codec_errors(trailers_only("11", "found 70000 bytes, 100% of"));
+        assert_eq!(
+            answer(&too_large),
+            ("8", "request is larger than the limit (after decompression): found 70000 bytes, 100%25 of", false)
+        );
+        let undecodable = remap_codec_errors(trailers_only("13", ""));
+        assert_eq!(answer(&undecodable), ("3", "cannot decode the request as OTLP protobuf", false));
+        // Anything else, including tonic's own RESOURCE_EXHAUSTED for a message that inflates past the limit, stays.
+        let inflated = remap_codec_errors(trailers_only("8", "size limit exceeded"));
+        assert_eq!(answer(&inflated), ("8", "size limit exceeded", true));
+    }
 }

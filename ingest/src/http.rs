@@ -173,6 +173,6 @@ fn decompress(headers: &HeaderMap, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>
 }
 
 /// Answers requests to unknown paths.
-pub async fn not_found() -> impl IntoResponse {
+async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "unknown path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs\n")
 }

@@ -69,10 +69,6 @@ impl Health {
     pub fn ready(&self) -> bool {
         self.kafka_up.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
     }
-
-    pub fn kafka_up(&self) -> bool {
-        self.kafka_up.load(Ordering::SeqCst)
-    }
 }
 
 /// A gateway whose topics are checked and whose listeners are bound, ready to [`Gateway::run`].

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tailgate_proto::{count_items, headers, split, Signal, Split};
+use tailgate_proto::{count_items, headers, split, Rejection, Signal, Split};
 
 use crate::budget::Budget;
 use crate::error::ExportError;
@@ -103,9 +103,12 @@ impl KafkaSink {
             }
         }
         let split: Split = split(request, self.partitions, self.max_record_bytes);
-        for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)] {
+        for (reason, count) in
+            [(Rejection::InvalidId, split.rejected_invalid_id), (Rejection::TooLarge, split.rejected_too_large)]
+        {
             if count > 0 {
-                metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => reason).increment(count as u64);
+                metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => reason.as_str())
+                    .increment(count as u64);
             }
         }
 

@@ -3,12 +3,14 @@
 //! Headers are metadata about the record, never about the telemetry inside it: a consumer that ignores them (the
 //! OpenTelemetry Collector's Kafka receiver, say) still reads the value correctly.
 
-/// Encoding of the record value. Always [`ENCODING_OTLP_PROTO`] today.
+/// Encoding of the record value: [`ENCODING_OTLP_PROTO`] on the signal topics; the sampling-decision topic's records
+/// name their own ([`crate::decisions`]).
 pub const ENCODING: &str = "tailgate.encoding";
 /// The value of [`ENCODING`]: the name the OpenTelemetry Collector's Kafka exporter gives this encoding.
 pub const ENCODING_OTLP_PROTO: &str = "otlp_proto";
 
-/// Version of this contract. Consumers refuse records of a major version they don't know.
+/// Version of this contract, so that a consumer can tell a future version from this one. Tailgate's consumers do
+/// not read it yet: version 1 is the only one.
 pub const CONTRACT_VERSION: &str = "tailgate.contract";
 /// The value of [`CONTRACT_VERSION`] written by this build.
 pub const CONTRACT_VERSION_CURRENT: &str = "1";

@@ -21,6 +21,7 @@ pub mod headers;
 pub mod loki;
 pub mod partition;
 pub mod prometheus;
+pub mod retry;
 pub mod signals;
 pub mod split;
 pub mod status;
