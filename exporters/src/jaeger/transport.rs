@@ -142,14 +142,10 @@ impl Decoder for EncodedRequest {
 fn classify(status: &tonic::Status) -> Attempt {
     let after = retry_after(status);
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    if tailgate_proto::retry::grpc_is_retryable(status.code() as i32, after.is_some()) {
+        return Attempt::Retry { reason, after };
+    }
     match status.code() {
-        Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Unavailable
-        | Code::DataLoss => Attempt::Retry { reason, after },
-        Code::ResourceExhausted if after.is_some() => Attempt::Retry { reason, after },
         Code::ResourceExhausted => Attempt::Rejected { reason: "resource_exhausted", message: reason },
         Code::InvalidArgument => Attempt::Rejected { reason: "invalid_argument", message: reason },
         Code::Unauthenticated | Code::PermissionDenied => Attempt::Rejected { reason: "unauthorized", message: reason },
