@@ -13,4 +13,5 @@ mod ingest_status;
 mod loadgen;
 mod rebalance_while_ingesting;
 mod sampler;
+mod sampler_clock;
 mod sampler_faults;

@@ -153,7 +153,7 @@ impl<B: Backend> Worker<B> {
                             self.add(batch, epoch, raw, &mut in_flight);
                         }
                     }
-                    Some(Event::End { partition }) => {
+                    Some(Event::End { partition, .. }) => {
                         if self.reading.remove(&partition) {
                             tracing::debug!(exporter = self.name, partition, "end of partition");
                         }

@@ -35,7 +35,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct ConsumerSettings {
     pub group_id: String,
     pub client_id: String,
-    /// Report each partition's end as [`Event::End`] (a replay reads up to the end).
+    /// Report each partition's end as [`Event::End`]: a replay reads up to the end, the sampler's clock follows
+    /// the wall clock only while it is caught up.
     pub partition_eof: bool,
     /// Bound, in KiB, on what librdkafka prefetches per partition (`queued.max.messages.kbytes`).
     pub prefetch_kbytes: Option<u32>,
@@ -63,8 +64,9 @@ pub trait Partitions: Send + Sync + 'static {
 pub enum Event {
     /// A record of a partition owned under `epoch` when it was fetched.
     Record { epoch: u64, message: OwnedMessage },
-    /// The end of `partition` was reached (only with [`ConsumerSettings::partition_eof`]).
-    End { partition: i32 },
+    /// Everything of `partition` (owned under `epoch`) up to its high watermark has been handed out: the consumer is
+    /// caught up with it, until its next record (only with [`ConsumerSettings::partition_eof`]).
+    End { partition: i32, epoch: u64 },
 }
 
 /// The librdkafka context of a shell consumer: lag statistics, rebalances, commit results.
@@ -359,7 +361,11 @@ fn poll_loop<P: Partitions>(
                 let Some(epoch) = epoch else { continue };
                 Event::Record { epoch, message: message.detach() }
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => Event::End { partition },
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                let epoch = ownership.lock().unwrap_or_else(|e| e.into_inner()).epoch(partition);
+                let Some(epoch) = epoch else { continue };
+                Event::End { partition, epoch }
+            }
             Some(Err(error)) => {
                 tracing::warn!(%error, "consumer error");
                 continue;

@@ -99,8 +99,9 @@ pub struct PartitionBuffer {
     pub unsettled_output: usize,
     /// Traces that reached a per-trace limit and must be decided now.
     pub over_limit: Vec<(TraceId, EarlyDecision)>,
-    /// When the partition last delivered a record (tokio's clock, so tests can pause it); `None` before any.
-    last_record: Option<tokio::time::Instant>,
+    /// Every record up to the partition's high watermark has been read, and none since: the consumer reported
+    /// the partition's end after its last record.
+    caught_up: bool,
 }
 
 /// Why a trace was decided before its `decision_wait`: the `reason` of `tailgate_sampler_early_decisions_total`.
@@ -239,20 +240,26 @@ impl PartitionBuffer {
         Added { late_kept, late_dropped, units }
     }
 
-    /// A record of this partition was just read.
-    pub fn touch(&mut self) {
-        self.last_record = Some(tokio::time::Instant::now());
+    /// The consumer reached the partition's end (its position is the high watermark): nothing older is waiting.
+    pub fn reached_end(&mut self) {
+        self.caught_up = true;
     }
 
-    /// Once the partition delivered nothing for `idle_after` it is caught up, and its event time follows the wall
-    /// clock (`wall_ms`), so quiet partitions still decide on time. While records keep coming — a backlog being
-    /// read or replayed — only their timestamps move the clock. Returns whether the wall clock was followed.
-    pub fn follow_wall_clock(&mut self, idle_after: std::time::Duration, wall_ms: i64) -> bool {
-        let idle = self.last_record.is_none_or(|last| last.elapsed() >= idle_after);
-        if idle {
+    /// A record arrived, or fetching paused with records maybe waiting: the partition is not known to be caught
+    /// up until the consumer reports its end again.
+    pub fn behind(&mut self) {
+        self.caught_up = false;
+    }
+
+    /// While the partition is caught up its event time follows the wall clock (`wall_ms`), so quiet partitions
+    /// still decide on time. While records wait — a backlog being read or replayed, fetching paused by
+    /// back-pressure — only their timestamps move the clock, however long that takes. Returns whether the wall
+    /// clock was followed.
+    pub fn follow_wall_clock(&mut self, wall_ms: i64) -> bool {
+        if self.caught_up {
             self.clock_ms = self.clock_ms.max(wall_ms);
         }
-        idle
+        self.caught_up
     }
 
     /// Removes and returns the traces whose decision is due at the current clock: `decision_wait_ms` after their
@@ -414,31 +421,29 @@ mod tests {
         assert_eq!(trace.spans, 3);
     }
 
-    /// The timers run on paused time: a partition reading a backlog keeps event time; once idle it follows the wall.
-    #[tokio::test(start_paused = true)]
-    async fn a_caught_up_partition_follows_the_wall_clock_and_a_busy_one_does_not() {
-        use std::time::Duration;
-        let idle_after = Duration::from_millis(500);
+    /// Only a caught-up partition follows the wall clock: not one reading a backlog, however slowly, nor one
+    /// whose fetching is paused.
+    #[test]
+    fn only_a_caught_up_partition_follows_the_wall_clock() {
         let wall_ms = 50_000;
         let mut buffer = PartitionBuffer::default();
+        assert!(!buffer.follow_wall_clock(wall_ms), "before the consumer reports the end: behind");
         buffer.add_record(0, 1_000, record(&[1]), NO_LIMITS, |_| None);
-        buffer.touch();
+        buffer.behind();
         for _ in 0..10 {
-            // A record every 400 ms of real time: still catching up, event time stays at the records' timestamps.
-            tokio::time::advance(Duration::from_millis(400)).await;
-            assert!(!buffer.follow_wall_clock(idle_after, wall_ms));
-            buffer.touch();
+            assert!(!buffer.follow_wall_clock(wall_ms));
         }
         assert_eq!(buffer.clock_ms, 1_000);
         assert!(buffer.due(10_000, None).is_empty(), "decision_wait has not passed in event time");
 
-        tokio::time::advance(Duration::from_millis(499)).await;
-        assert!(!buffer.follow_wall_clock(idle_after, wall_ms));
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(buffer.follow_wall_clock(idle_after, wall_ms), "idle for 500 ms: caught up");
+        buffer.reached_end();
+        assert!(buffer.follow_wall_clock(wall_ms), "at the end: caught up");
         assert_eq!(buffer.clock_ms, wall_ms);
         assert_eq!(buffer.due(10_000, None).len(), 1, "the quiet partition decides on time");
-        assert!(PartitionBuffer::default().follow_wall_clock(idle_after, wall_ms), "no record yet: idle");
+
+        buffer.behind();
+        assert!(!buffer.follow_wall_clock(wall_ms + 60_000), "paused: records may be waiting");
+        assert_eq!(buffer.clock_ms, wall_ms);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
 pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
 /// Event-time seconds from a trace's first span to its decision.
 pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Records whose timestamp was ahead of the wall clock, taken as now.
+pub const CLAMPED_TIMESTAMPS: &str = "tailgate_sampler_clamped_timestamps_total";
 /// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
 pub const CONSUMER_LAG: &str = "tailgate_sampler_consumer_lag_records";
 
@@ -28,6 +30,7 @@ pub const METRICS: &[&str] = &[
     PAUSES,
     BUFFERED_TRACES,
     DECISION_DELAY,
+    CLAMPED_TIMESTAMPS,
     CONSUMER_LAG,
 ];
 
@@ -47,6 +50,10 @@ pub fn describe() {
     describe_counter!(REVOCATIONS, "Rebalances that took partitions from this worker.");
     describe_counter!(PAUSES, "Times fetching paused because output was not acknowledged.");
     describe_histogram!(DECISION_DELAY, Unit::Seconds, "Event time from a trace's first span to its decision.");
+    describe_counter!(
+        CLAMPED_TIMESTAMPS,
+        "Records whose timestamp was implausibly far ahead of the wall clock and was taken as now."
+    );
     describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
 }
 
@@ -61,4 +68,6 @@ pub struct SamplerStats {
     pub output_bytes_in_flight: AtomicU64,
     /// Times fetching was paused because output was not being acknowledged.
     pub pauses: AtomicU64,
+    /// Records whose timestamp was ahead of the wall clock and was taken as now instead.
+    pub clamped_timestamps: AtomicU64,
 }

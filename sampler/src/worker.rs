@@ -36,8 +36,10 @@ use crate::policy::{Policies, TraceView};
 use crate::red::RedMetrics;
 use crate::SamplerConfig;
 
-/// A partition with no record for this long is caught up: its clock follows the wall clock.
-const IDLE_AFTER: Duration = Duration::from_millis(500);
+/// How far ahead of this worker's wall clock a record's timestamp may be (clock differences between hosts). A
+/// timestamp further ahead — another producer's clock, a client-set CreateTime — is taken as now, and counted:
+/// one record must not move a partition's event time, or every trace in it would be due at once.
+const MAX_CLOCK_AHEAD_MS: i64 = 1_000;
 const TICK: Duration = Duration::from_millis(100);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Decisions at least this recent are loaded when a partition is assigned (or ten decision waits, if longer).
@@ -154,7 +156,7 @@ impl Sampler {
         let settings = ConsumerSettings {
             group_id: group_id.to_owned(),
             client_id: "tailgate-sampler".to_owned(),
-            partition_eof: false,
+            partition_eof: true,
             prefetch_kbytes: None,
             lag_metric: CONSUMER_LAG,
             lag_labels: Vec::new(),
@@ -200,7 +202,11 @@ impl Sampler {
                         self.on_message(epoch, message);
                         paused = self.apply_backpressure(paused);
                     }
-                    Some(Event::End { .. }) => {}
+                    Some(Event::End { partition, epoch }) => {
+                        if let Some(owned) = self.partitions().get_mut(partition, epoch) {
+                            owned.state.buffer.reached_end();
+                        }
+                    }
                     None => break,
                 },
                 Some(settled) = self.settled_rx.recv() => self.on_settled(settled),
@@ -242,7 +248,7 @@ impl Sampler {
         if self.partitions().get_mut(partition, epoch).is_none() {
             return;
         }
-        let timestamp = message.timestamp().to_millis().unwrap_or_else(now_ms);
+        let timestamp = self.event_time(message.timestamp().to_millis());
         let payload = message.payload().unwrap_or_default();
         match ExportTraceServiceRequest::decode(payload) {
             Ok(request) => {
@@ -264,6 +270,20 @@ impl Sampler {
         }
     }
 
+    /// A record's event time: its timestamp, unless that is missing or implausibly far ahead of the wall clock.
+    fn event_time(&self, timestamp: Option<i64>) -> i64 {
+        let now = now_ms();
+        match timestamp {
+            Some(timestamp) if timestamp > now + MAX_CLOCK_AHEAD_MS => {
+                self.stats.clamped_timestamps.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(CLAMPED_TIMESTAMPS).increment(1);
+                now
+            }
+            Some(timestamp) => timestamp,
+            None => now,
+        }
+    }
+
     fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: i64, request: Vec<ResourceSpans>) {
         let limits = TraceLimits {
             max_spans: self.config.max_spans_per_trace,
@@ -273,7 +293,7 @@ impl Sampler {
             let decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
             let mut partitions = self.consumer.ownership();
             let Some(owned) = partitions.get_mut(partition, epoch) else { return };
-            owned.state.buffer.touch();
+            owned.state.buffer.behind();
             if self.config.red_metrics.enabled {
                 owned.state.red.record(&request);
             }
@@ -369,8 +389,12 @@ impl Sampler {
         let bound = self.config.max_output_bytes_in_flight.get();
         let pause = if paused { in_flight > bound / 2 } else { in_flight > bound };
         if pause {
-            // Also on every later call: partitions assigned while paused must be paused too.
+            // Also on every later call: partitions assigned while paused must be paused too. Records may wait
+            // unfetched meanwhile, so no partition counts as caught up until it reports its end again.
             self.consumer.pause(None);
+            for (_, owned) in self.partitions().iter_mut() {
+                owned.state.buffer.behind();
+            }
             if !paused {
                 self.stats.pauses.fetch_add(1, Ordering::SeqCst);
                 metrics::counter!(PAUSES).increment(1);
@@ -414,7 +438,7 @@ impl Sampler {
         let owned_count = {
             let mut partitions = self.partitions();
             for (_, owned) in partitions.iter_mut() {
-                owned.state.buffer.follow_wall_clock(IDLE_AFTER, now);
+                owned.state.buffer.follow_wall_clock(now);
             }
             partitions.len()
         };

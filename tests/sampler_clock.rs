@@ -1,0 +1,113 @@
+//! The sampler's event-time clock must not be moved by one record. A foreign producer's record with a timestamp an
+//! hour ahead, on every partition, then traces whose error span arrives 1.5 s after their root: with the clock
+//! pushed an hour ahead, each trace would be decided the moment its root arrives — before its error — and dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tailgate_proto::partition_for_key;
+use tailgate_sampler::SamplerConfig;
+
+use crate::harness;
+
+const PARTITIONS: u32 = 2;
+const TRACES: u32 = 60;
+
+fn trace_id(t: u32) -> Vec<u8> {
+    (t as u128 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
+}
+
+/// The root (OK) or the failing child of every trace.
+fn part(child: bool) -> ExportTraceServiceRequest {
+    let spans = (0..TRACES)
+        .map(|t| Span {
+            trace_id: trace_id(t),
+            span_id: [t as u8, u8::from(child), 1, 2, 3, 4, 5, 6].to_vec(),
+            parent_span_id: if child { [t as u8, 0, 1, 2, 3, 4, 5, 6].to_vec() } else { Vec::new() },
+            name: if child { "charge".into() } else { "checkout".into() },
+            status: Some(Status {
+                code: if child { status::StatusCode::Error } else { status::StatusCode::Ok } as i32,
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    harness::trace_request(spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+
+    // One record per partition from another producer, timestamped an hour ahead.
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let hour_ahead = tailgate_kafka::now_ms() + 3_600_000;
+    for partition in 0..PARTITIONS as i32 {
+        let foreign = (1000..).map(trace_id).find(|id| partition_for_key(id, PARTITIONS) as i32 == partition);
+        let foreign = foreign.unwrap();
+        let value =
+            harness::trace_request(vec![Span { trace_id: foreign.clone(), span_id: vec![9; 8], ..Default::default() }])
+                .encode_to_vec();
+        let record = FutureRecord::to(&kafka.topics.spans)
+            .partition(partition)
+            .key(&foreign[..])
+            .payload(&value[..])
+            .timestamp(hour_ahead);
+        producer.send(record, Duration::from_secs(10)).await.expect("foreign record written");
+    }
+
+    let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";
+    let config = SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(5),
+        policies: tailgate_config::from_yaml(yaml).unwrap(),
+        ..SamplerConfig::default()
+    };
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    client.export(part(false)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    client.export(part(true)).await.unwrap();
+
+    // Every trace kept, whole: root and error child.
+    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
+    let records = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(40), |r| {
+                whole(r) == TRACES as usize
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let by_trace = spans_by_trace(&records);
+    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
+    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete: {lost:?}", lost.len());
+    assert_eq!(by_trace.len(), TRACES as usize, "only the error traces are kept");
+    assert_eq!(
+        sampler.stats.clamped_timestamps.load(std::sync::atomic::Ordering::SeqCst),
+        u64::from(PARTITIONS),
+        "each foreign record's timestamp was clamped"
+    );
+    sampler.stop().await;
+    gateway.stop().await;
+}
+
+/// Span names seen per trace ID.
+fn spans_by_trace(records: &[harness::Record]) -> HashMap<Vec<u8>, HashSet<String>> {
+    let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
+        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+            by_trace.entry(span.trace_id).or_default().insert(span.name);
+        }
+    }
+    by_trace
+}
