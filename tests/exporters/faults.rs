@@ -16,7 +16,7 @@ use tailgate_exporters::config::{JaegerConfig, LokiConfig};
 use tailgate_exporters::ExportersConfig;
 use tailgate_proto::headers;
 
-use crate::exporters::logs_request;
+use crate::exporters::delivery::logs_request;
 use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver};
 use crate::harness::{self, eventually};
 
