@@ -1,18 +1,13 @@
 //! The `tailgate` binary as an operator runs it.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::binary::{self, tailgate};
 use crate::harness::{self, http};
-
-fn tailgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tailgate"))
-}
 
 #[test]
 fn validate_lists_every_problem_with_its_path_and_exits_1() {
-    let dir = std::env::temp_dir().join(format!("tailgate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = harness::temp_dir("cli");
     let path = dir.join("bad.yaml");
     std::fs::write(
         &path,
@@ -59,7 +54,7 @@ fn every_shipped_config_validates() {
 /// `tailgate all-in-one` starts its broker, becomes ready, takes data, and on SIGTERM drains and exits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_in_one_serves_and_exits_on_sigterm() {
-    let aio = harness::AllInOne::start("").await;
+    let aio = binary::AllInOne::start().await;
     let (mut child, telemetry, http_port, kafka, dir) = (aio.child, aio.telemetry, aio.http, aio.kafka, aio.dir);
     assert_eq!(http::request(telemetry, "GET", "/health", &[], b"").await.status, 200);
     let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x"}]}]}]}"#;
@@ -75,7 +70,7 @@ async fn all_in_one_serves_and_exits_on_sigterm() {
         harness::read_topic(&format!("127.0.0.1:{kafka}"), "otlp_spans", 2, Duration::from_secs(20), |r| !r.is_empty());
     assert_eq!(records.len(), 1);
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    binary::signal(&child, "-TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -93,8 +88,7 @@ async fn all_in_one_serves_and_exits_on_sigterm() {
 
 #[test]
 fn exporter_without_any_configured_backend_says_so_and_replay_rejects_bad_times() {
-    let dir = std::env::temp_dir().join(format!("tailgate-cli-exporter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = harness::temp_dir("cli-exporter");
     let path = dir.join("none.yaml");
     std::fs::write(&path, "kafka: { brokers: '127.0.0.1:1' }\n").unwrap();
     let output = tailgate().args(["exporter", "--config"]).arg(&path).output().unwrap();

@@ -1,24 +1,21 @@
 //! `tailgate loadgen` against `tailgate all-in-one`, both the real binary: what it says it sent is what Kafka has.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tailgate::loadgen::{SERVICES, SPANS_PER_TRACE};
 
-use crate::harness;
+use crate::harness::{self, binary, topic};
 
 fn loadgen(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tailgate")).arg("loadgen").args(args).output().unwrap()
+    binary::tailgate().arg("loadgen").args(args).output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_sends_the_checkout_flow_and_counts_only_what_was_acknowledged() {
-    let aio = harness::AllInOne::start("").await;
+    let aio = binary::AllInOne::start().await;
     let endpoint = format!("127.0.0.1:{}", aio.grpc);
     let args =
         ["--endpoint", &endpoint, "--rate", "50", "--duration", "2s", "--error-rate", "0.2", "--slow-rate", "0.1"];
@@ -41,8 +38,9 @@ async fn loadgen_sends_the_checkout_flow_and_counts_only_what_was_acknowledged()
     // Every span of every trace is in Kafka, on the trace's partition, from all six services.
     let brokers = aio.brokers();
     let spans_expected = (100 * SPANS_PER_TRACE) as usize;
-    let records =
-        harness::read_topic(&brokers, "otlp_spans", 2, Duration::from_secs(30), |r| count_spans(r) >= spans_expected);
+    let records = harness::read_topic(&brokers, "otlp_spans", 2, Duration::from_secs(30), |r| {
+        topic::count_spans(r) >= spans_expected
+    });
     let mut traces: BTreeMap<Vec<u8>, Vec<(String, bool, u64)>> = BTreeMap::new();
     for record in &records {
         let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
@@ -70,25 +68,14 @@ async fn loadgen_sends_the_checkout_flow_and_counts_only_what_was_acknowledged()
     assert!(stdout.contains(&format!("({errors} errors, {slow} slow)")), "{stdout}");
 
     // Logs: one per span, carrying its trace ID. Metrics: the business series.
-    let logs =
-        harness::read_topic(&brokers, "otlp_logs", 2, Duration::from_secs(30), |r| count_logs(r) >= spans_expected);
-    assert_eq!(count_logs(&logs), spans_expected);
-    let with_trace = logs
-        .iter()
-        .flat_map(|r| ExportLogsServiceRequest::decode(r.value.as_slice()).unwrap().resource_logs)
-        .flat_map(|r| r.scope_logs)
-        .flat_map(|s| s.log_records)
-        .filter(|l| traces.contains_key(&l.trace_id))
-        .count();
+    let logs = harness::read_topic(&brokers, "otlp_logs", 2, Duration::from_secs(30), |r| {
+        topic::count_logs(r) >= spans_expected
+    });
+    assert_eq!(topic::count_logs(&logs), spans_expected);
+    let with_trace = topic::logs(&logs).iter().filter(|(_, l)| traces.contains_key(&l.trace_id)).count();
     assert_eq!(with_trace, spans_expected);
     let metrics = harness::read_topic(&brokers, "otlp_metrics", 2, Duration::from_secs(30), |r| !r.is_empty());
-    let names: BTreeSet<String> = metrics
-        .iter()
-        .flat_map(|r| ExportMetricsServiceRequest::decode(r.value.as_slice()).unwrap().resource_metrics)
-        .flat_map(|r| r.scope_metrics)
-        .flat_map(|s| s.metrics)
-        .map(|m| m.name)
-        .collect();
+    let names = topic::metric_names(&metrics);
     assert_eq!(names, BTreeSet::from(["cart.abandoned".into(), "checkout.completed".into(), "checkout.value".into()]));
 
     // The same over OTLP/HTTP.
@@ -124,24 +111,4 @@ async fn loadgen_against_a_gateway_that_is_down_says_so_and_reports_nothing_as_s
     assert!(stdout.contains("unreachable"), "{stdout}");
     assert!(stdout.contains("retry 1/5"), "retries like an SDK: {stdout}");
     assert!(stdout.contains("acknowledged 0 spans, 0 log records, 0 metric points"), "{stdout}");
-}
-
-fn count_spans(records: &[harness::Record]) -> usize {
-    records
-        .iter()
-        .map(|r| {
-            let mut q = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-            tailgate_proto::count_items(&mut q)
-        })
-        .sum()
-}
-
-fn count_logs(records: &[harness::Record]) -> usize {
-    records
-        .iter()
-        .map(|r| {
-            let mut q = ExportLogsServiceRequest::decode(r.value.as_slice()).unwrap();
-            tailgate_proto::count_items(&mut q)
-        })
-        .sum()
 }

@@ -1,17 +1,15 @@
 //! Integration tests: real brokers (Tansu in-process, librdkafka's MockCluster for faults), real clients (the
 //! OpenTelemetry Python SDK, tonic, plain HTTP), the real `tailgate` binary.
+//!
+//! One folder per role, each with its end-to-end tests and its fault tests; the binary's own behaviour (`cli`,
+//! `loadgen`) and the shipped deployment files (`deploy`) beside them; what they all share in `harness/`.
 
 mod harness;
 
+mod exporters;
+mod ingest;
+mod sampler;
+
 mod cli;
 mod deploy;
-mod exporter_faults;
-mod exporters;
-mod ingest_e2e;
-mod ingest_faults;
-mod ingest_status;
 mod loadgen;
-mod rebalance_while_ingesting;
-mod sampler;
-mod sampler_clock;
-mod sampler_faults;

@@ -29,3 +29,8 @@ pub fn cpu_seconds(pid: u32, exclude: &[&str]) -> f64 {
     }
     total - excluded
 }
+
+/// CPU seconds of this process, all its threads.
+pub fn this_process() -> f64 {
+    cpu_seconds(std::process::id(), &[])
+}

@@ -11,37 +11,35 @@ use std::time::Instant;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::{jaeger::Jaeger, loki::Loki, prometheus::Prometheus, Backend};
 
 mod cpu;
+// Shared with the integration tests; this bench builds only some of its requests.
+#[allow(dead_code)]
+#[path = "../harness/otlp.rs"]
+mod otlp;
 
-fn cpu_seconds() -> f64 {
-    cpu::cpu_seconds(std::process::id(), &[])
-}
+use otlp::kv;
 
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
-}
-
+/// A production resource: more attributes than the tests' `otlp::service_resource`, as the backends see them.
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
         attributes: vec![
-            attr("service.name", service),
-            attr("service.namespace", "shop"),
-            attr("service.instance.id", &format!("{service}-7d9f")),
-            attr("deployment.environment", "production"),
-            attr("host.name", "node-14"),
+            kv("service.name", service),
+            kv("service.namespace", "shop"),
+            kv("service.instance.id", &format!("{service}-7d9f")),
+            kv("deployment.environment", "production"),
+            kv("host.name", "node-14"),
         ],
         ..Default::default()
     })
@@ -62,23 +60,16 @@ fn span_records(items: usize) -> (Vec<Vec<u8>>, usize) {
                         start_time_unix_nano: 1_700_000_000_000_000_000 + n,
                         end_time_unix_nano: 1_700_000_000_050_000_000 + n,
                         attributes: vec![
-                            attr("http.route", "/checkout"),
-                            attr("http.request.method", "POST"),
-                            attr("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"),
-                            attr("order.id", &format!("order-{n:012}")),
+                            kv("http.route", "/checkout"),
+                            kv("http.request.method", "POST"),
+                            kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"),
+                            kv("order.id", &format!("order-{n:012}")),
                         ],
                         ..Default::default()
                     }
                 })
                 .collect();
-            ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    resource: resource("checkout"),
-                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
+            otlp::trace_request_with(resource("checkout"), spans).encode_to_vec()
         })
         .collect();
     (records, items / per * per)
@@ -92,7 +83,7 @@ fn metric_records(target_samples: usize) -> (Vec<Vec<u8>>, usize) {
         .map(|r| {
             let time = 1_700_000_000_000_000_000 + r as u64 * 1_000_000_000;
             let sets =
-                |m: usize| (0..5).map(move |a| vec![attr("http.route", &format!("/r{a}")), attr("m", &m.to_string())]);
+                |m: usize| (0..5).map(move |a| vec![kv("http.route", &format!("/r{a}")), kv("m", &m.to_string())]);
             let mut metrics: Vec<Metric> = (0..20)
                 .map(|m| Metric {
                     name: format!("shop.requests.{m}"),
@@ -133,14 +124,7 @@ fn metric_records(target_samples: usize) -> (Vec<Vec<u8>>, usize) {
                     ..Default::default()
                 }
             }));
-            ExportMetricsServiceRequest {
-                resource_metrics: vec![ResourceMetrics {
-                    resource: resource("checkout"),
-                    scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
+            otlp::metrics_request_with(resource("checkout"), None, metrics).encode_to_vec()
         })
         .collect();
     (records, target_samples / per_record * per_record)
@@ -163,21 +147,14 @@ fn log_records(items: usize) -> (Vec<Vec<u8>>, usize) {
                                 "reserved stock for order order-{n:012}: 3 items from warehouse eu-west-1 in 12 ms"
                             ))),
                         }),
-                        attributes: vec![attr("order.id", &format!("order-{n:012}")), attr("code.function", "reserve")],
+                        attributes: vec![kv("order.id", &format!("order-{n:012}")), kv("code.function", "reserve")],
                         trace_id: (n / 5).to_be_bytes().repeat(2),
                         span_id: n.to_be_bytes().to_vec(),
                         ..Default::default()
                     }
                 })
                 .collect();
-            ExportLogsServiceRequest {
-                resource_logs: vec![ResourceLogs {
-                    resource: resource("inventory"),
-                    scope_logs: vec![ScopeLogs { log_records, ..Default::default() }],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
+            otlp::logs_request_with(resource("inventory"), log_records).encode_to_vec()
         })
         .collect();
     (records, items / per * per)
@@ -185,7 +162,7 @@ fn log_records(items: usize) -> (Vec<Vec<u8>>, usize) {
 
 /// Runs `records` through `backend` in batches of ~8192 items, as the worker does. Returns CPU-seconds.
 fn tailgate<B: Backend>(mut backend: B, records: &[Vec<u8>]) -> (f64, f64, usize) {
-    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let (cpu, wall) = (cpu::this_process(), Instant::now());
     let mut items = B::Items::default();
     let (mut count, mut bytes) = (0u64, 0usize);
     for record in records {
@@ -196,12 +173,12 @@ fn tailgate<B: Backend>(mut backend: B, records: &[Vec<u8>]) -> (f64, f64, usize
         }
     }
     bytes += backend.encode(items).len();
-    (cpu_seconds() - cpu, wall.elapsed().as_secs_f64(), bytes)
+    (cpu::this_process() - cpu, wall.elapsed().as_secs_f64(), bytes)
 }
 
 /// The floor: decode each record, encode it again, and snappy it where the protocol needs it.
 fn raw<M: Message + Default>(records: &[Vec<u8>], snappy: bool) -> (f64, f64) {
-    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let (cpu, wall) = (cpu::this_process(), Instant::now());
     let mut total = 0usize;
     for record in records {
         let decoded = M::decode(record.as_slice()).unwrap();
@@ -209,7 +186,7 @@ fn raw<M: Message + Default>(records: &[Vec<u8>], snappy: bool) -> (f64, f64) {
         total += if snappy { snap::raw::Encoder::new().compress_vec(&encoded).unwrap().len() } else { encoded.len() };
     }
     std::hint::black_box(total);
-    (cpu_seconds() - cpu, wall.elapsed().as_secs_f64())
+    (cpu::this_process() - cpu, wall.elapsed().as_secs_f64())
 }
 
 fn report(what: &str, unit: &str, items: usize, raw: (f64, f64), ours: (f64, f64, usize)) {

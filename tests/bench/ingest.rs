@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -24,15 +23,15 @@ const SPANS_PER_REQUEST: usize = 500;
 const CONCURRENCY: usize = 8;
 
 mod cpu;
+#[path = "../harness/local.rs"]
+mod local;
+// Shared with the integration tests; this bench builds only some of its requests.
+#[allow(dead_code)]
+#[path = "../harness/otlp.rs"]
+mod otlp;
+
 use cpu::cpu_seconds;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn attr(key: &str, value: String) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
-}
+use otlp::kv;
 
 /// Requests of `SPANS_PER_REQUEST` spans of about `span_bytes` each, 5 spans per trace.
 fn requests(total_spans: usize, span_bytes: usize) -> Vec<Vec<u8>> {
@@ -51,28 +50,19 @@ fn requests(total_spans: usize, span_bytes: usize) -> Vec<Vec<u8>> {
                     kind: 3,
                     start_time_unix_nano: 1_700_000_000_000_000_000 + n,
                     end_time_unix_nano: 1_700_000_000_020_000_000 + n,
-                    attributes: vec![attr("db.system", "postgresql".into()), attr("http.route", "/checkout".into())],
+                    attributes: vec![kv("db.system", "postgresql"), kv("http.route", "/checkout")],
                     ..Default::default()
                 };
                 let pad = span_bytes.saturating_sub(span.encoded_len() + 20);
-                span.attributes.push(attr("db.statement", "x".repeat(pad)));
+                span.attributes.push(kv("db.statement", &"x".repeat(pad)));
                 span
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![
-                        attr("service.name", "inventory".into()),
-                        attr("service.namespace", "shop".into()),
-                    ],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
+        let resource = Resource {
+            attributes: vec![kv("service.name", "inventory"), kv("service.namespace", "shop")],
+            ..Default::default()
         };
-        out.push(request.encode_to_vec());
+        out.push(otlp::trace_request_with(Some(resource), spans).encode_to_vec());
     }
     out
 }
@@ -84,7 +74,7 @@ struct AllInOne {
 }
 
 fn start_all_in_one(dir: &std::path::Path) -> AllInOne {
-    let (kafka, grpc, http, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let (kafka, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
     let config = dir.join("bench.yaml");
     std::fs::write(
         &config,
@@ -159,13 +149,12 @@ async fn raw_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
         .set("linger.ms", "5")
         .create()
         .unwrap();
-    let me = std::process::id();
     // Warm up the connection outside the measurement.
     producer
         .send(FutureRecord::<(), _>::to("otlp_spans").partition(0).payload(&bodies[0][..10]), Duration::from_secs(5))
         .await
         .unwrap();
-    let cpu_before = cpu_seconds(me, &[]);
+    let cpu_before = cpu::this_process();
     let started = Instant::now();
     let mut deliveries = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
@@ -183,14 +172,13 @@ async fn raw_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
     for d in deliveries {
         d.await.unwrap().unwrap();
     }
-    (started.elapsed().as_secs_f64(), cpu_seconds(me, &[]) - cpu_before)
+    (started.elapsed().as_secs_f64(), cpu::this_process() - cpu_before)
 }
 
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
-    let dir = std::env::temp_dir().join(format!("tailgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = local::temp_dir("bench");
     let mut aio = start_all_in_one(&dir);
     println!("ingest benchmark: {total} spans per size, {SPANS_PER_REQUEST} spans per request, {CONCURRENCY} concurrent gRPC streams");
     println!(

@@ -9,9 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message;
 use tailgate_sampler::buffer::{PartitionBuffer, TraceLimits};
 use tailgate_sampler::policy::{Policies, TraceView};
@@ -22,6 +21,8 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+// The one place in the workspace that needs `unsafe`: a global allocator that forwards to `System`.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
@@ -41,19 +42,17 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 mod cpu;
+// Shared with the integration tests; this bench builds only some of its requests.
+#[allow(dead_code)]
+#[path = "../harness/otlp.rs"]
+mod otlp;
+
+use otlp::kv;
 
 const SPANS_PER_RECORD: usize = 500;
 const SPANS_PER_TRACE: u64 = 5;
 /// Event time between records: 200 records per second of event time.
 const RECORD_INTERVAL_MS: i64 = 5;
-
-fn cpu_seconds() -> f64 {
-    cpu::cpu_seconds(std::process::id(), &[])
-}
-
-fn attr(key: &str, value: String) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
-}
 
 /// Records of 500 spans of about `span_bytes`, 5 spans per trace spread over consecutive records; 2% of traces
 /// fail and 2% are slow, as on a checkout flow on a good day.
@@ -69,10 +68,7 @@ fn records(total: usize, span_bytes: usize) -> Vec<Vec<u8>> {
                 let failing = trace % 50 == 0;
                 let slow = trace % 50 == 1;
                 let mut span = Span {
-                    trace_id: (trace as u128 + 1)
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-                        .to_be_bytes()
-                        .to_vec(),
+                    trace_id: otlp::trace_id(trace),
                     span_id: n.to_be_bytes().to_vec(),
                     parent_span_id: if n % SPANS_PER_TRACE == 0 { vec![] } else { (n - 1).to_be_bytes().to_vec() },
                     name: "SELECT inventory.stock".to_owned(),
@@ -81,25 +77,16 @@ fn records(total: usize, span_bytes: usize) -> Vec<Vec<u8>> {
                     end_time_unix_nano: 1_700_000_000_000_000_000 + if slow { 3_000_000_000 } else { 20_000_000 },
                     status: failing
                         .then(|| Status { code: status::StatusCode::Error as i32, message: "declined".into() }),
-                    attributes: vec![attr("db.system", "postgresql".into())],
+                    attributes: vec![kv("db.system", "postgresql")],
                     ..Default::default()
                 };
                 let pad = span_bytes.saturating_sub(span.encoded_len() + 20);
-                span.attributes.push(attr("db.statement", "x".repeat(pad)));
+                span.attributes.push(kv("db.statement", &"x".repeat(pad)));
                 span
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![attr("service.name", "inventory".into())],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            }],
-        };
-        out.push(request.encode_to_vec());
+        let resource = Resource { attributes: vec![kv("service.name", "inventory")], ..Default::default() };
+        out.push(otlp::trace_request_with(Some(resource), spans).encode_to_vec());
     }
     out
 }
@@ -120,7 +107,7 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
     let mut tracker = tailgate_kafka::OffsetTracker::new();
     let (mut spans, mut kept_spans, mut peak_spans, mut peak_heap_per_span) = (0, 0, 0, 0.0);
     let baseline = LIVE.load(Ordering::Relaxed);
-    let started = cpu_seconds();
+    let started = cpu::this_process();
     for (i, record) in records.iter().enumerate() {
         let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
         spans += SPANS_PER_RECORD;
@@ -145,17 +132,17 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
             trace.offsets.iter().for_each(|o| tracker.release(*o));
         }
     }
-    Figures { cpu: cpu_seconds() - started, spans, kept_spans, peak_spans, peak_heap_per_span }
+    Figures { cpu: cpu::this_process() - started, spans, kept_spans, peak_spans, peak_heap_per_span }
 }
 
 /// The floor: every record decoded and encoded again, nothing buffered.
 fn raw(records: &[Vec<u8>]) -> f64 {
-    let started = cpu_seconds();
+    let started = cpu::this_process();
     for record in records {
         let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
         std::hint::black_box(request.encode_to_vec());
     }
-    cpu_seconds() - started
+    cpu::this_process() - started
 }
 
 fn main() {

@@ -2,7 +2,7 @@
 //! real Prometheus server (Debian's package) started per test.
 //!
 //! * [`TraceReceiver`]: an OTLP/gRPC trace receiver (the opentelemetry-proto service Jaeger implements), which can
-//!   be switched to answer `UNAVAILABLE` or `INVALID_ARGUMENT`.
+//!   be switched to answer `UNAVAILABLE`.
 //! * [`LokiReceiver`]: Loki's `POST /loki/api/v1/push`, decoding snappy + `logproto.PushRequest`, answering from a
 //!   script of statuses and recording when each attempt came.
 //! * [`Prometheus`]: `prometheus --web.enable-remote-write-receiver` on a free port, queried over its HTTP API.
@@ -27,15 +27,12 @@ use super::free_port;
 pub enum Answer {
     Accept,
     Unavailable,
-    InvalidArgument,
 }
 
 #[derive(Default)]
 pub struct Traces {
     /// Every (trace ID, span ID) accepted, duplicates included.
     pub spans: Vec<(Vec<u8>, Vec<u8>)>,
-    pub requests: u64,
-    pub refused: u64,
 }
 
 #[derive(Clone)]
@@ -59,16 +56,8 @@ impl TraceService for TraceHandler {
         let answer = *self.answer.lock().unwrap();
         let mut traces = self.traces.lock().unwrap();
         match answer {
-            Answer::Unavailable => {
-                traces.refused += 1;
-                Err(tonic::Status::unavailable("jaeger is restarting"))
-            }
-            Answer::InvalidArgument => {
-                traces.refused += 1;
-                Err(tonic::Status::invalid_argument("span rejected"))
-            }
+            Answer::Unavailable => Err(tonic::Status::unavailable("jaeger is restarting")),
             Answer::Accept => {
-                traces.requests += 1;
                 for resource in request.into_inner().resource_spans {
                     for scope in resource.scope_spans {
                         for span in scope.spans {

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -28,12 +30,20 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     head.push_str("\r\n");
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
-    let response = super::raw_exchange(addr, &raw).await;
-    parse(&response)
+    parse(&exchange(addr, &raw).await)
 }
 
 pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Response {
     request(addr, "POST", path, &[("Content-Type", content_type)], body).await
+}
+
+/// Sends `request` on a new connection and reads the whole response (the request says `Connection: close`).
+async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    out
 }
 
 fn parse(raw: &[u8]) -> Response {

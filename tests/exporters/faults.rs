@@ -17,13 +17,13 @@ use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::ExportersConfig;
 use tailgate_proto::headers;
 
-use crate::exporters::logs_request;
 use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver};
-use crate::harness::{self, eventually};
+use crate::harness::otlp::{self, logs_request};
+use crate::harness::{self, binary, eventually};
 
 fn line(n: u32) -> LogRecord {
     LogRecord {
-        time_unix_nano: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        time_unix_nano: otlp::now_ns(),
         severity_number: 9,
         body: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
             value: Some(any_value::Value::StringValue(format!("line {n}"))),
@@ -161,12 +161,8 @@ async fn retry_after_is_honoured_5xx_backs_off_growing_and_400_goes_to_the_dead_
     let dlq = headers::dead_letter_topic(&kafka.topics.logs);
     let records = harness::read_topic(&kafka.brokers, &dlq, 1, Duration::from_secs(10), |r| !r.is_empty());
     assert_eq!(records.len(), 1);
-    let error = records[0].headers.iter().find(|(k, _)| k == headers::DLQ_ERROR).unwrap();
-    assert!(
-        String::from_utf8_lossy(&error.1).starts_with("bad_request: HTTP 400"),
-        "{:?}",
-        String::from_utf8_lossy(&error.1)
-    );
+    let error = records[0].header(headers::DLQ_ERROR).unwrap();
+    assert!(error.starts_with("bad_request: HTTP 400"), "{error:?}");
     assert_eq!(exporter.stats.records_dead_lettered.load(Ordering::SeqCst), 1);
 
     exporter.stop().await;
@@ -192,8 +188,7 @@ async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is
     let records = harness::read_topic(&kafka.brokers, &dlq, 1, Duration::from_secs(10), |r| !r.is_empty());
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, b"\xff\xff not protobuf");
-    let error = records[0].headers.iter().find(|(k, _)| k == headers::DLQ_ERROR).unwrap();
-    assert!(String::from_utf8_lossy(&error.1).starts_with("undecodable: not OTLP log data"));
+    assert!(records[0].header(headers::DLQ_ERROR).unwrap().starts_with("undecodable: not OTLP log data"));
     exporter.stop().await;
 }
 
@@ -214,17 +209,15 @@ async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
     // Loki lost its data. A new, empty Loki; it answers 503 for the first ~2 s of the replay, so progress shows.
     let restored = LokiReceiver::start().await;
     restored.script((0..6).map(|_| (503, None, "starting")));
-    let t = &kafka.topics;
-    let config = format!(
-        "kafka:\n  brokers: {}\n  partitions: 2\n  topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {}, decisions: {} }}\n\
-         exporters:\n  loki:\n    endpoint: {}\n    retry_on_failure: {{ initial_interval: 300ms, max_interval: 1s }}\n",
-        kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions, restored.endpoint()
+    let exporter = format!(
+        "exporters:\n  loki:\n    endpoint: {}\n    retry_on_failure: {{ initial_interval: 300ms, max_interval: 1s }}\n",
+        restored.endpoint()
     );
-    let path = std::env::temp_dir().join(format!("tailgate-replay-{}-{}.yaml", std::process::id(), t.logs));
-    std::fs::write(&path, config).unwrap();
+    let path = harness::temp_dir("replay").join("tailgate.yaml");
+    std::fs::write(&path, format!("{}{exporter}", harness::kafka::kafka_yaml(&kafka))).unwrap();
     let started = Instant::now();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        binary::tailgate()
             .args(["replay", "--config"])
             .arg(&path)
             .args(["--exporter", "loki", "--from", "-10m"])
@@ -247,8 +240,7 @@ async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_over_tls_with_a_private_ca() {
     // A private CA and a certificate for localhost it signed, made by openssl; the CA is trusted via tls.ca_file.
-    let dir = std::env::temp_dir().join(format!("tailgate-tls-{}-{}", std::process::id(), harness::free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = harness::temp_dir("tls");
     let openssl = |args: &[&str]| {
         let status = std::process::Command::new("openssl")
             .current_dir(&dir)

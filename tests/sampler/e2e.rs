@@ -10,22 +10,19 @@ use prost::Message;
 use tailgate_proto::partition_for_key;
 use tailgate_sampler::SamplerConfig;
 
-use crate::harness;
+use crate::harness::otlp::trace_id;
+use crate::harness::{self, topic};
 
 const PARTITIONS: u32 = 4;
 const TRACES: u32 = 200;
 const SPANS_PER_TRACE: u32 = 4;
-
-fn trace_id(t: u32) -> Vec<u8> {
-    (t as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
-}
 
 /// Span `s` of every trace: traces 0..20 fail, 20..40 take 3 s, the rest are fast and fine.
 fn request_of_span(s: u32) -> ExportTraceServiceRequest {
     let start = 1_700_000_000_000_000_000u64;
     let spans = (0..TRACES)
         .map(|t| Span {
-            trace_id: trace_id(t),
+            trace_id: trace_id(t.into()),
             span_id: ((t * 10 + s + 1) as u64).to_be_bytes().to_vec(),
             name: format!("t{t}-s{s}"),
             start_time_unix_nano: start,
@@ -76,11 +73,8 @@ fn red_calls(records: &[harness::Record]) -> (i64, i64) {
 /// Kept spans by trace (name list), with the partition each was found on.
 fn kept(records: &[harness::Record]) -> HashMap<Vec<u8>, Vec<(String, i32, String)>> {
     let mut out: HashMap<Vec<u8>, Vec<(String, i32, String)>> = HashMap::new();
-    for record in records {
-        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
-        for span in request.resource_spans.into_iter().flat_map(|rs| rs.scope_spans).flat_map(|ss| ss.spans) {
-            out.entry(span.trace_id.clone()).or_default().push((span.name, record.partition, span.trace_state));
-        }
+    for (partition, span) in topic::spans(records) {
+        out.entry(span.trace_id).or_default().push((span.name, partition, span.trace_state));
     }
     out
 }
@@ -207,12 +201,9 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     });
     let spans = kept(&sampled).remove(&vec![7u8; 16]).unwrap_or_default();
     assert_eq!(spans.len(), 200, "decided early at 50 spans; the other 150 followed the decision");
-    let marked = sampled
-        .iter()
-        .flat_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap().resource_spans)
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
-        .filter(|s| {
+    let marked = topic::spans(&sampled)
+        .into_iter()
+        .filter(|(_, s)| {
             s.attributes.iter().any(|kv| {
                 kv.key == tailgate_sampler::POLICY_ATTRIBUTE && format!("{:?}", kv.value).contains("errors-always")
             })
@@ -229,11 +220,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     );
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].value, [0xff, 0xff, 0xff]);
-    let error = dlq[0]
-        .headers
-        .iter()
-        .find(|(k, _)| k == tailgate_proto::headers::DLQ_ERROR)
-        .map(|(_, v)| String::from_utf8_lossy(v).to_string());
+    let error = dlq[0].header(tailgate_proto::headers::DLQ_ERROR);
     assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
 
     sampler.stop().await;

@@ -5,48 +5,25 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point, metric, number_data_point, summary_data_point, AggregationTemporality,
     ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    Sum, Summary, SummaryDataPoint,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
-use prost::Message as _;
 use tailgate_exporters::jaeger::JaegerConfig;
 use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::ExportersConfig;
 
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
-use crate::harness::{self, eventually};
-
-pub fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
-}
-
-pub fn resource(service: &str) -> Option<Resource> {
-    Some(Resource {
-        attributes: vec![
-            kv("service.name", service),
-            kv("service.namespace", "shop"),
-            kv("service.instance.id", &format!("{service}-1")),
-            kv("deployment.environment", "test"),
-        ],
-        ..Default::default()
-    })
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
+use crate::harness::otlp::{self, kv, logs_request, now_ns, service_resource};
+use crate::harness::{self, eventually, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_receives_every_kept_trace_whole() {
@@ -85,14 +62,11 @@ async fn jaeger_receives_every_kept_trace_whole() {
 
     // What the sampler kept, read back from Kafka, is exactly what Jaeger received.
     let records = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 4, Duration::from_secs(30), |r| {
-        count_spans(r) >= 120
+        topic::count_spans(r) >= 120
     });
     let mut kept: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    for record in &records {
-        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
-        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
-            kept.entry(span.trace_id).or_default().insert(span.span_id);
-        }
+    for (_, span) in topic::spans(&records) {
+        kept.entry(span.trace_id).or_default().insert(span.span_id);
     }
     assert!(kept.len() >= 20, "errors are always kept: {}", kept.len());
     assert!(kept.values().all(|spans| spans.len() == 6), "kept traces are whole in Kafka");
@@ -108,16 +82,6 @@ async fn jaeger_receives_every_kept_trace_whole() {
     exporter.stop().await;
     sampler.stop().await;
     gateway.stop().await;
-}
-
-fn count_spans(records: &[harness::Record]) -> usize {
-    records
-        .iter()
-        .map(|r| {
-            let mut request = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-            tailgate_proto::count_items(&mut request)
-        })
-        .sum()
 }
 
 fn metric_of(name: &str, unit: &str, data: metric::Data) -> Metric {
@@ -205,17 +169,8 @@ fn checkout_metrics(time: u64, delta: i64) -> ExportMetricsServiceRequest {
             }),
         ),
     ];
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource("checkout"),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope { name: "shop.checkout".into(), ..Default::default() }),
-                metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let scope = InstrumentationScope { name: "shop.checkout".into(), ..Default::default() };
+    otlp::metrics_request_with(service_resource("checkout"), Some(scope), metrics)
 }
 
 fn value(result: &serde_json::Value) -> f64 {
@@ -301,16 +256,6 @@ fn log(trace: u8, body: any_value::Value, severity: i32) -> LogRecord {
         trace_id: vec![trace; 16],
         span_id: vec![trace; 8],
         ..Default::default()
-    }
-}
-
-pub fn logs_request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource(service),
-            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
-            ..Default::default()
-        }],
     }
 }
 

@@ -5,32 +5,18 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 use tailgate_proto::{headers, partition_for_key};
 
-use crate::harness::{self, http, Record};
+use crate::harness::{self, http, topic, Record};
 
 const PARTITIONS: u32 = 6;
 
 /// Every (trace ID, span ID) in `records`, hex, with the partition of the record it was in.
 fn spans_in(records: &[Record]) -> Vec<(String, String, i32)> {
-    records
-        .iter()
-        .flat_map(|r| {
-            let request = ExportTraceServiceRequest::decode(r.value.as_slice()).expect("records are OTLP protobuf");
-            request
-                .resource_spans
-                .into_iter()
-                .flat_map(|rs| rs.scope_spans)
-                .flat_map(|ss| ss.spans)
-                .map(|s| (hex::encode(&s.trace_id), hex::encode(&s.span_id), r.partition))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    topic::spans(records).into_iter().map(|(p, s)| (hex::encode(&s.trace_id), hex::encode(&s.span_id), p)).collect()
 }
 
 fn assert_each_span_once_on_its_partition(expected: &[(String, String)], records: &[Record]) {
@@ -83,38 +69,22 @@ async fn python_sdk_round_trip(protocol: &str) {
 
     // Logs carry their trace: each lands on its trace's partition.
     let logs = harness::read_topic(&kafka.brokers, &kafka.topics.logs, PARTITIONS, Duration::from_secs(20), |r| {
-        r.iter().map(|r| count_logs(&r.value)).sum::<usize>() >= 20
+        topic::count_logs(r) >= 20
     });
-    let mut log_count = 0;
-    for record in &logs {
-        let request = ExportLogsServiceRequest::decode(record.value.as_slice()).unwrap();
-        for log in request.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
-            assert_eq!(log.trace_id.len(), 16, "the SDK correlates logs with the active span");
-            assert_eq!(partition_for_key(&log.trace_id, PARTITIONS) as i32, record.partition);
-            log_count += 1;
-        }
+    let logs = topic::logs(&logs);
+    for (partition, log) in &logs {
+        assert_eq!(log.trace_id.len(), 16, "the SDK correlates logs with the active span");
+        assert_eq!(partition_for_key(&log.trace_id, PARTITIONS) as i32, *partition);
     }
-    assert_eq!(log_count, 20);
+    assert_eq!(logs.len(), 20);
 
     let metrics =
         harness::read_topic(&kafka.brokers, &kafka.topics.metrics, PARTITIONS, Duration::from_secs(20), |r| {
             !r.is_empty()
         });
-    let names: Vec<String> = metrics
-        .iter()
-        .flat_map(|r| ExportMetricsServiceRequest::decode(r.value.as_slice()).unwrap().resource_metrics)
-        .flat_map(|rm| rm.scope_metrics)
-        .flat_map(|sm| sm.metrics)
-        .map(|m| m.name)
-        .collect();
-    assert!(names.contains(&"checkout.completed".to_owned()), "metrics: {names:?}");
+    let names = topic::metric_names(&metrics);
+    assert!(names.contains("checkout.completed"), "metrics: {names:?}");
     gateway.stop().await;
-}
-
-fn count_logs(value: &[u8]) -> usize {
-    ExportLogsServiceRequest::decode(value)
-        .map(|r| r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,12 +119,9 @@ async fn records_are_the_collectors_otlp_proto_encoding() {
         spans_in(r).len() >= 50
     });
     for record in &records {
-        let header = |name: &str| {
-            record.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).to_string())
-        };
-        assert_eq!(header(headers::ENCODING).as_deref(), Some("otlp_proto"));
-        assert_eq!(header(headers::CONTRACT_VERSION).as_deref(), Some("1"));
-        assert!(header(headers::RECEIVED_AT).unwrap().parse::<u128>().unwrap() > 1_600_000_000_000_000_000);
+        assert_eq!(record.header(headers::ENCODING).as_deref(), Some("otlp_proto"));
+        assert_eq!(record.header(headers::CONTRACT_VERSION).as_deref(), Some("1"));
+        assert!(record.header(headers::RECEIVED_AT).unwrap().parse::<u128>().unwrap() > 1_600_000_000_000_000_000);
         assert_eq!(
             partition_for_key(&record.key, PARTITIONS) as i32,
             record.partition,
@@ -208,12 +175,7 @@ async fn large_requests_are_split_to_fit_kafka_records() {
     let mut spans: Vec<_> = (1..=300).map(|i| span(u128::MAX / 3, i, 2000)).collect();
     spans.extend((1..=300).map(|i| span(i as u128, 1000 + i as u64, 2000)));
     spans.push(span(7, 99_999, 100 * 1024));
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
-            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    };
+    let request = harness::trace_request(spans);
     let response = http::post(gateway.http, "/v1/traces", "application/x-protobuf", &request.encode_to_vec()).await;
     assert_eq!(response.status, 200);
     let partial = ExportTraceServiceResponse::decode(response.body.as_slice()).unwrap().partial_success.unwrap();

@@ -11,7 +11,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tailgate_proto::status::Status;
 use tonic::Code;
 
-use crate::harness::{self, http};
+use crate::harness::{self, http, topic};
 
 const PARTITIONS: u32 = 3;
 
@@ -30,10 +30,7 @@ fn spans(first: u64, n: u64, pad: usize) -> ExportTraceServiceRequest {
 fn mock_kafka(
     mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
 ) -> tailgate_kafka::KafkaConfig {
-    let mut kafka = harness::kafka_config(&mock.bootstrap_servers(), PARTITIONS);
-    for topic in [&kafka.topics.spans, &kafka.topics.metrics, &kafka.topics.logs] {
-        mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
-    }
+    let mut kafka = harness::mock_kafka(mock, PARTITIONS);
     kafka.producer.delivery_timeout = tailgate_config::Duration::from_millis(1500);
     kafka
 }
@@ -53,13 +50,7 @@ async fn accepted_within_10s(
 }
 
 fn span_ids(records: &[harness::Record]) -> Vec<Vec<u8>> {
-    records
-        .iter()
-        .flat_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap().resource_spans)
-        .flat_map(|rs| rs.scope_spans)
-        .flat_map(|ss| ss.spans)
-        .map(|s| s.span_id)
-        .collect()
+    topic::spans(records).into_iter().map(|(_, s)| s.span_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,27 +1,22 @@
 //! Sampler workers under membership changes and crashes, on Tansu with the eager `range` strategy
-//! (`cooperative-sticky` misbehaves on Tansu; see shared/KAFKA-BROKERS.md). The promise: lost = 0; duplicates are
-//! allowed and reported.
+//! (under `cooperative-sticky`, Tansu has handed two members the same partition at once during a rebalance), and
+//! under floods and output outages. The promise: lost = 0; duplicates are allowed and reported.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use tailgate_sampler::SamplerConfig;
 use tonic::transport::Channel;
 
-use crate::harness::{self, http};
+use crate::harness::otlp::trace_id;
+use crate::harness::{self, binary, topic, wait};
 
 const PARTITIONS: u32 = 4;
 const SPANS: u32 = 4;
-
-fn trace_id(t: u32) -> Vec<u8> {
-    (t as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
-}
 
 /// Spans `spans` of traces `traces`; every span failed, so the default policies keep every trace.
 async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<u32>, spans: std::ops::Range<u32>) {
@@ -29,7 +24,7 @@ async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<
         let spans = traces
             .clone()
             .map(|t| Span {
-                trace_id: trace_id(t),
+                trace_id: trace_id(t.into()),
                 span_id: ((t * 10 + s + 1) as u64).to_be_bytes().to_vec(),
                 name: format!("{s}"),
                 status: Some(Status { code: status::StatusCode::Error as i32, message: String::new() }),
@@ -48,12 +43,9 @@ type Seen = (HashMap<Vec<u8>, HashSet<String>>, HashMap<Vec<u8>, usize>);
 fn spans_by_trace(records: &[harness::Record]) -> Seen {
     let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
     let mut copies: HashMap<Vec<u8>, usize> = HashMap::new();
-    for record in records {
-        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
-        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
-            *copies.entry(span.trace_id.clone()).or_default() += 1;
-            by_trace.entry(span.trace_id).or_default().insert(span.name);
-        }
+    for (_, span) in topic::spans(records) {
+        *copies.entry(span.trace_id.clone()).or_default() += 1;
+        by_trace.entry(span.trace_id).or_default().insert(span.name);
     }
     (by_trace, copies)
 }
@@ -63,15 +55,15 @@ fn spans_by_trace(records: &[harness::Record]) -> Seen {
 fn assert_nothing_lost(kafka: &tailgate_kafka::KafkaConfig, traces: u32) -> usize {
     let complete = |records: &[harness::Record]| {
         let (by_trace, _) = spans_by_trace(records);
-        (0..traces).all(|t| by_trace.get(&trace_id(t)).is_some_and(|s| s.len() == SPANS as usize))
+        (0..traces).all(|t| by_trace.get(&trace_id(t.into())).is_some_and(|s| s.len() == SPANS as usize))
     };
     let records =
         harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(90), complete);
     let (by_trace, copies) = spans_by_trace(&records);
     let lost: Vec<u32> =
-        (0..traces).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < SPANS as usize)).collect();
+        (0..traces).filter(|t| by_trace.get(&trace_id((*t).into())).is_none_or(|s| s.len() < SPANS as usize)).collect();
     assert!(lost.is_empty(), "traces lost or incomplete: {lost:?}");
-    (0..traces).map(|t| copies[&trace_id(t)]).sum::<usize>() - (traces * SPANS) as usize
+    (0..traces).map(|t| copies[&trace_id(t.into())]).sum::<usize>() - (traces * SPANS) as usize
 }
 
 /// [`assert_nothing_lost`] off the async runtime.
@@ -120,7 +112,7 @@ struct Worker(Child);
 impl Worker {
     /// `tailgate sampler` as its own process, so it can be SIGKILLed.
     async fn start(config: &std::path::Path, telemetry: std::net::SocketAddr) -> Worker {
-        let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        let mut child = binary::tailgate()
             .args(["sampler", "--config"])
             .arg(config)
             .env_remove("TAILGATE_KAFKA_BROKERS")
@@ -128,18 +120,12 @@ impl Worker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(telemetry).is_err()
-            || http::request(telemetry, "GET", "/health", &[], b"").await.status != 200
-        {
-            assert!(Instant::now() < deadline, "sampler never became healthy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait::until_serving(telemetry, "/health", &mut child, Duration::from_secs(30)).await;
         Worker(child)
     }
 
     fn kill(mut self, signal: &str) {
-        Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap();
+        binary::signal(&self.0, signal);
         self.0.wait().unwrap();
     }
 }
@@ -150,21 +136,13 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
-    let dir = std::env::temp_dir().join(format!("tailgate-kill-{}-{}", std::process::id(), harness::free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = harness::temp_dir("kill");
     let metrics_port = harness::free_port();
     let telemetry: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let t = &kafka.topics;
     let config = dir.join("sampler.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {}, decisions: {} }} }}\n\
-             sampler: {{ decision_wait: 3s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n",
-            kafka.brokers, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions
-        ),
-    )
-    .unwrap();
+    let sampler =
+        format!("sampler: {{ decision_wait: 3s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n");
+    std::fs::write(&config, format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka))).unwrap();
 
     let worker = Worker::start(&config, telemetry).await;
     send(&mut client, 0..100, 0..2).await;
@@ -217,13 +195,7 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans { spans: flood, ..Default::default() }],
-                ..Default::default()
-            }],
-        };
-        client.export(request).await.unwrap();
+        client.export(harness::trace_request(flood)).await.unwrap();
         // ... and 15 ordinary failing traces, whole — 150 in round 10, ten times the usual rate of new traces.
         let new = if round == 10 { 150 } else { 15 };
         send(&mut client, next..next + new, 0..SPANS).await;
@@ -249,18 +221,7 @@ async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
 async fn unacknowledged_output_pauses_fetching_and_loses_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = harness::mock_cluster();
-    let mut kafka = harness::kafka_config(&mock.bootstrap_servers(), PARTITIONS);
-    let t = kafka.topics.clone();
-    for topic in [
-        &t.spans,
-        &t.metrics,
-        &t.logs,
-        &t.sampled_spans,
-        &t.decisions,
-        &tailgate_proto::headers::dead_letter_topic(&t.spans),
-    ] {
-        mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
-    }
+    let mut kafka = harness::mock_kafka(&mock, PARTITIONS);
     kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();

@@ -1,0 +1,4 @@
+//! The exporters: Kafka topics in, Jaeger, Prometheus remote-write and Loki out.
+
+mod delivery;
+mod faults;

@@ -1,0 +1,63 @@
+//! The real `tailgate` binary, started as an operator starts it: a subcommand, a config file, signals to stop it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::local::{free_port, temp_dir};
+use super::wait;
+
+/// `tailgate`, the binary this test run built.
+pub fn tailgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tailgate"))
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`) to `child`, as `kill` does.
+pub fn signal(child: &Child, signal: &str) {
+    Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+}
+
+/// `tailgate all-in-one` on free ports, with its broker's data in a temporary directory.
+pub struct AllInOne {
+    pub child: Child,
+    pub kafka: u16,
+    pub grpc: u16,
+    pub http: u16,
+    pub telemetry: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl AllInOne {
+    /// Starts it and waits until `/ready`.
+    pub async fn start() -> AllInOne {
+        let dir = temp_dir("aio");
+        let (kafka, grpc, http, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let config = dir.join("tailgate.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
+                 ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
+                 telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = tailgate()
+            .args(["all-in-one", "--config"])
+            .arg(&config)
+            .env_remove("TAILGATE_KAFKA_BROKERS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let telemetry: SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+        wait::until_serving(telemetry, "/ready", &mut child, Duration::from_secs(60)).await;
+        AllInOne { child, kafka, grpc, http, telemetry, dir }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka)
+    }
+}

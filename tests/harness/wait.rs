@@ -1,0 +1,30 @@
+//! Waiting for something that happens in another task or process, with a deadline, instead of sleeping a guess.
+
+use std::net::SocketAddr;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use super::http;
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// Waits until `GET path` on `addr` answers 200; panics if `child` exits first or `timeout` passes.
+pub async fn until_serving(addr: SocketAddr, path: &str, child: &mut Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(addr).is_err() || http::request(addr, "GET", path, &[], b"").await.status != 200
+    {
+        assert!(Instant::now() < deadline, "{addr}{path} never answered 200");
+        assert!(child.try_wait().unwrap().is_none(), "the process exited before {addr}{path} answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

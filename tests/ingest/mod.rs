@@ -1,0 +1,5 @@
+//! The ingest gateway: OTLP in over gRPC and HTTP, Kafka records out.
+
+mod e2e;
+mod faults;
+mod status;

@@ -1,0 +1,6 @@
+//! The sampler: spans topic in, whole kept traces, decisions and RED metrics out.
+
+mod clock;
+mod e2e;
+mod faults;
+mod rebalance;
