@@ -5,7 +5,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
-use tailgate_kafka::{client_config, KafkaConfig};
+use tailgate_kafka::{client_config, KafkaConfig, ReaderContext};
 
 use crate::exporter::ExporterError;
 
@@ -29,7 +29,8 @@ pub(crate) async fn range_start(
     let config = client_config(kafka);
     let topic = topic.to_owned();
     let lookup = tokio::task::spawn_blocking(move || -> Result<(TopicPartitionList, u64), KafkaError> {
-        let consumer: BaseConsumer = config.clone().set("group.id", "tailgate-replay-lookup").create()?;
+        let consumer: BaseConsumer<ReaderContext> =
+            config.clone().set("group.id", "tailgate-replay-lookup").create_with_context(ReaderContext)?;
         let timeout = Duration::from_secs(30);
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
         let partitions: Vec<i32> =

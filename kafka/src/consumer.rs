@@ -113,14 +113,31 @@ impl<P: Partitions> ClientContext for ShellContext<P> {
         }
     }
 
-    /// Reaching a partition's end is not an error; everything else is logged as librdkafka reports it.
     fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!(reason, "end of partition"),
-            _ => tracing::error!(%error, reason, "Kafka client error"),
-        }
+        log_error(error, reason);
     }
 }
+
+/// Reaching a partition's end is not an error; everything else is logged as librdkafka reports it.
+fn log_error(error: KafkaError, reason: &str) {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::PartitionEOF) => tracing::debug!(reason, "end of partition"),
+        _ => tracing::error!(%error, reason, "Kafka client error"),
+    }
+}
+
+/// The context of a plain consumer that reads up to a partition's end outside the shell (the sampler's decision
+/// loader, a replay's offset lookup): librdkafka reports each partition's end as a "global error", which is logged
+/// at debug here instead of as an ERROR that makes a new user think something broke.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_error(error, reason);
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 impl<P: Partitions> ConsumerContext for ShellContext<P> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -21,7 +21,7 @@ pub mod record;
 mod topics;
 
 pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
-pub use consumer::{Consumer, ConsumerSettings, Event, Partitions};
+pub use consumer::{Consumer, ConsumerSettings, Event, Partitions, ReaderContext};
 pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
 pub use ownership::Ownership;

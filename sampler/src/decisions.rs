@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use tailgate_kafka::{client_config, KafkaConfig};
+use tailgate_kafka::{client_config, KafkaConfig, ReaderContext};
 use tailgate_proto::decisions::Decision;
 
 use crate::buffer::TraceId;
@@ -47,11 +47,11 @@ impl Decisions {
 /// call it where that stalls nothing else (the consumer's own thread).
 pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Vec<(TraceId, bool)>, KafkaError> {
     let topic = &kafka.topics.decisions;
-    let consumer: BaseConsumer = client_config(kafka)
+    let consumer: BaseConsumer<ReaderContext> = client_config(kafka)
         .set("group.id", "tailgate-sampler-decision-loader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(ReaderContext)?;
     let mut query = TopicPartitionList::new();
     for partition in partitions {
         query.add_partition_offset(topic, *partition, Offset::Offset(since_ms))?;

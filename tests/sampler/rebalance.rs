@@ -79,12 +79,17 @@ async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() 
 
     // When the sampler began and finished loading, from its log.
     let (loading, loaded) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+    // Reaching a partition's end is not an error: a new user reading ERROR at start thinks it is broken.
+    let errors = Arc::new(Mutex::new(Vec::new()));
     let stderr = child.stderr.take().unwrap();
     {
-        let (loading, loaded) = (Arc::clone(&loading), Arc::clone(&loaded));
+        let (loading, loaded, errors) = (Arc::clone(&loading), Arc::clone(&loaded), Arc::clone(&errors));
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = without_colours(&line);
+                if line.contains(" ERROR ") {
+                    errors.lock().unwrap().push(line.clone());
+                }
                 if line.contains("loading recent decisions") {
                     loading.lock().unwrap().get_or_insert(Instant::now());
                 } else if line.contains("recent decisions loaded") {
@@ -114,6 +119,7 @@ async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() 
     }
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
+    assert_eq!(errors.lock().unwrap().as_slice(), &[] as &[String], "no ERROR while starting and rebalancing");
 
     let (loading, loaded) = (loading.lock().unwrap().expect("loading was logged"), loaded.lock().unwrap().unwrap());
     let window = loaded - loading;
