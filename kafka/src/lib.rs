@@ -27,7 +27,7 @@ pub use offsets::OffsetTracker;
 pub use ownership::Ownership;
 pub use producer::{create_producer, ProducerSettings};
 pub use record::{send_all, OutgoingRecord};
-pub use topics::{ensure_topics, TopicError};
+pub use topics::{config_drift, ensure_topics, Drift, TopicError};
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -109,4 +109,53 @@ async fn partition_count(
         None => Some(t.partitions().len()),
         Some(_) => None,
     }))
+}
+
+/// A topic setting that is not what Tailgate needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub key: String,
+    /// What the topic has (`None`: not reported).
+    pub actual: Option<String>,
+    pub expected: String,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is {} but should be {}", self.key, self.actual.as_deref().unwrap_or("unset"), self.expected)
+    }
+}
+
+/// The settings of an existing `topic` that differ from `expected`. A list value such as `cleanup.policy`
+/// (`compact,delete`) matches in any order.
+pub async fn config_drift(
+    config: &KafkaConfig,
+    topic: &str,
+    expected: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Vec<Drift>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let results = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new().request_timeout(Some(timeout)))
+        .await?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or_else(|| KafkaError::AdminOpCreation("no answer to DescribeConfigs".into()))?
+        .map_err(KafkaError::AdminOp)?;
+    let set = |value: &str| {
+        let mut items: Vec<String> = value.split(',').map(|v| v.trim().to_owned()).collect();
+        items.sort();
+        items
+    };
+    Ok(expected
+        .iter()
+        .filter_map(|(key, want)| {
+            let actual = resource.get(key).and_then(|e| e.value.clone());
+            match &actual {
+                Some(value) if set(value) == set(want) => None,
+                _ => Some(Drift { key: (*key).to_owned(), actual, expected: (*want).to_owned() }),
+            }
+        })
+        .collect())
 }

@@ -19,7 +19,7 @@ use prost::Message as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
-    create_producer, ensure_topics, now_ms, Consumer, ConsumerSettings, Event, KafkaConfig, Partitions,
+    config_drift, create_producer, ensure_topics, now_ms, Consumer, ConsumerSettings, Event, KafkaConfig, Partitions,
     ProducerSettings, TopicError,
 };
 use tailgate_proto::decisions::Decision;
@@ -104,6 +104,11 @@ impl Partitions for Assigner {
     }
 }
 
+/// How far back (record time) decisions are loaded when a partition is assigned: at least ten decision waits.
+pub(crate) fn decision_lookback(config: &SamplerConfig) -> Duration {
+    DECISION_LOOKBACK.max(config.decision_wait.get() * 10)
+}
+
 /// Why a trace is decided now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
@@ -131,24 +136,45 @@ impl Sampler {
         describe();
         let none: &[(&str, &str)] = &[];
         let dlq = headers::dead_letter_topic(&kafka.topics.spans);
-        let compacted: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        // Compacted, so the newest decision per trace survives; and deleted after twice the lookback, because every
+        // trace ID is a new key: compaction alone would keep every decision ever made.
+        let lookback = decision_lookback(config);
+        let retention_ms = (lookback * 2).as_millis().to_string();
+        let decisions_config: &[(&str, &str)] =
+            &[("cleanup.policy", "compact,delete"), ("retention.ms", retention_ms.as_str())];
         ensure_topics(
             kafka,
             &[
                 (&kafka.topics.spans, none),
                 (&kafka.topics.metrics, none),
                 (&kafka.topics.sampled_spans, none),
-                (&kafka.topics.decisions, compacted),
+                (&kafka.topics.decisions, decisions_config),
                 (&dlq, none),
             ],
             Duration::from_secs(30),
         )
         .await?;
+        // A topic made by an earlier version (compact only) or by hand grows forever or loses decisions early.
+        match config_drift(kafka, &kafka.topics.decisions, decisions_config, Duration::from_secs(10)).await {
+            Ok(drift) => {
+                for drift in drift {
+                    tracing::warn!(
+                        topic = %kafka.topics.decisions, %drift,
+                        "decisions topic misconfigured; fix with: kafka-configs.sh --alter --entity-type topics \
+                         --entity-name {} --add-config '{}=[{}]'",
+                        kafka.topics.decisions, drift.key, drift.expected
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic = %kafka.topics.decisions, "cannot check the decisions topic's settings")
+            }
+        }
         let stats = Arc::new(SamplerStats::default());
         let decisions = Arc::new(Mutex::new(Decisions::default()));
         let assigner = Assigner {
             kafka: kafka.clone(),
-            lookback: DECISION_LOOKBACK.max(config.decision_wait.get() * 10),
+            lookback,
             buckets_ms: config.red_metrics.histogram_buckets_ms.clone(),
             decisions: Arc::clone(&decisions),
             stats: Arc::clone(&stats),

@@ -1,6 +1,7 @@
 //! The sampler: spans topic in, whole kept traces, decisions and RED metrics out.
 
 mod clock;
+mod decisions_topic;
 mod e2e;
 mod faults;
 mod rebalance;
