@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod exporter_faults;
 mod exporters;
+mod ingest_bounds;
 mod ingest_e2e;
 mod ingest_faults;
 mod ingest_status;
