@@ -304,6 +304,13 @@ fn logs_follow_their_trace_or_their_resource() {
 }
 
 #[test]
+fn counts_saturate_near_the_maximum() {
+    let out = crate::Split { rejected_invalid_id: usize::MAX - 1, rejected_too_large: 5, ..Default::default() };
+    assert_eq!(out.rejected(), usize::MAX);
+    assert!(out.error_message::<ExportTraceServiceRequest>(1 << 20).unwrap().starts_with(&usize::MAX.to_string()));
+}
+
+#[test]
 fn an_empty_request_makes_no_records() {
     let out = split(ExportTraceServiceRequest::default(), 12, limit(1 << 20, &[]));
     assert!(out.records.is_empty());
