@@ -143,7 +143,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ExportError> 
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ExportError::Decode(format!("cannot read the request body: {e}")))?;
-        if out.len() + chunk.len() > limit {
+        if out.len().saturating_add(chunk.len()) > limit {
             return Err(ExportError::TooLarge { limit: limit as u64 });
         }
         out.extend_from_slice(&chunk);
@@ -158,9 +158,9 @@ fn decompress(headers: &HeaderMap, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>
     match encoding.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(raw),
         "gzip" => {
-            let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
+            let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
             flate2::read::MultiGzDecoder::new(raw.as_slice())
-                .take(limit as u64 + 1)
+                .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
                 .read_to_end(&mut out)
                 .map_err(|e| ExportError::Decode(format!("invalid gzip body: {e}")))?;
             if out.len() > limit {
@@ -175,4 +175,28 @@ fn decompress(headers: &HeaderMap, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>
 /// Answers requests to unknown paths.
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "unknown path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// A limit at the top of the range must neither wrap to "read nothing" (an empty, silently accepted body) nor
+    /// panic.
+    #[test]
+    fn limits_near_the_maximum_do_not_wrap() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let body = b"0123456789".repeat(100);
+        assert_eq!(decompress(&headers, gzip(&body), usize::MAX).unwrap(), body);
+        assert!(matches!(decompress(&headers, gzip(&body), 999), Err(ExportError::TooLarge { limit: 999 })));
+    }
 }

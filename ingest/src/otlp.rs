@@ -15,6 +15,11 @@ use tailgate_proto::Signal;
 
 use crate::sink::Accepted;
 
+/// The rejected count as OTLP's `int64`: saturates rather than turning negative.
+fn rejected(accepted: &Accepted) -> i64 {
+    i64::try_from(accepted.rejected).unwrap_or(i64::MAX)
+}
+
 /// An OTLP export request the gateway receives.
 pub trait Otlp: Signal + DeserializeOwned + Send + 'static {
     type Response: prost::Message + Default + Send + 'static;
@@ -37,10 +42,10 @@ impl Otlp for ExportTraceServiceRequest {
     }
     fn response(accepted: &Accepted) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
-            partial_success: accepted.error_message.clone().map(|error_message| ExportTracePartialSuccess {
-                rejected_spans: accepted.rejected as i64,
-                error_message,
-            }),
+            partial_success: accepted
+                .error_message
+                .clone()
+                .map(|error_message| ExportTracePartialSuccess { rejected_spans: rejected(accepted), error_message }),
         }
     }
 }
@@ -56,7 +61,7 @@ impl Otlp for ExportMetricsServiceRequest {
     fn response(accepted: &Accepted) -> ExportMetricsServiceResponse {
         ExportMetricsServiceResponse {
             partial_success: accepted.error_message.clone().map(|error_message| ExportMetricsPartialSuccess {
-                rejected_data_points: accepted.rejected as i64,
+                rejected_data_points: rejected(accepted),
                 error_message,
             }),
         }
@@ -74,7 +79,7 @@ impl Otlp for ExportLogsServiceRequest {
     fn response(accepted: &Accepted) -> ExportLogsServiceResponse {
         ExportLogsServiceResponse {
             partial_success: accepted.error_message.clone().map(|error_message| ExportLogsPartialSuccess {
-                rejected_log_records: accepted.rejected as i64,
+                rejected_log_records: rejected(accepted),
                 error_message,
             }),
         }
@@ -86,7 +91,21 @@ pub fn response_json<S: Otlp>(accepted: &Accepted) -> serde_json::Value {
     match &accepted.error_message {
         None => serde_json::json!({}),
         Some(message) => serde_json::json!({
-            "partialSuccess": { S::REJECTED_JSON: accepted.rejected.to_string(), "errorMessage": message }
+            "partialSuccess": { S::REJECTED_JSON: rejected(accepted).to_string(), "errorMessage": message }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_counts_saturate_instead_of_turning_negative() {
+        let accepted = Accepted { accepted: 0, rejected: usize::MAX, error_message: Some("all of them".into()) };
+        let response = <ExportTraceServiceRequest as Otlp>::response(&accepted);
+        assert_eq!(response.partial_success.unwrap().rejected_spans, i64::MAX);
+        let json = response_json::<ExportLogsServiceRequest>(&accepted);
+        assert_eq!(json["partialSuccess"]["rejectedLogRecords"], i64::MAX.to_string());
     }
 }

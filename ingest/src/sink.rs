@@ -6,18 +6,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Header;
+use rdkafka::message::{Header, Headers as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tailgate_proto::{count_items, headers, split, Rejection, Signal, Split};
+use tailgate_proto::{count_items, headers, split, RecordLimit, Rejection, Signal, Split};
 
 use crate::budget::Budget;
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::resource::ResourceProcessor;
-
-/// Bytes kept free in every record for its key, headers and the record-batch framing, so that a value of
-/// `max_message_bytes - RECORD_OVERHEAD` never trips librdkafka's `MSG_SIZE_TOO_LARGE`.
-const RECORD_OVERHEAD: usize = 1024;
 
 /// What happened to the items of an accepted request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,7 +29,8 @@ pub struct Accepted {
 pub struct KafkaSink {
     producer: FutureProducer,
     partitions: u32,
-    max_record_bytes: usize,
+    /// The producer's `message.max.bytes`: what every record must fit as a whole (see [`RecordLimit`]).
+    max_message_bytes: usize,
     budget: Budget,
     resource: Arc<ResourceProcessor>,
     throttle_retry_after: Duration,
@@ -52,7 +49,7 @@ impl KafkaSink {
         KafkaSink {
             producer,
             partitions,
-            max_record_bytes: max_message_bytes.saturating_sub(RECORD_OVERHEAD),
+            max_message_bytes,
             budget,
             resource: Arc::new(resource),
             throttle_retry_after,
@@ -102,7 +99,18 @@ impl KafkaSink {
                 self.resource.apply(S::resource_mut(resource));
             }
         }
-        let split: Split = split(request, self.partitions, self.max_record_bytes);
+        // The headers first: every record carries them, so they count against its size.
+        let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let timestamp_ms = i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX);
+        let received_at = received_at.as_nanos().to_string();
+        let record_headers = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO)
+            .insert(Header { key: headers::RECEIVED_AT, value: Some(received_at.as_str()) });
+        let limit = RecordLimit::new(
+            self.max_message_bytes,
+            record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),
+        );
+
+        let split: Split = split(request, self.partitions, limit);
         for (reason, count) in
             [(Rejection::InvalidId, split.rejected_invalid_id), (Rejection::TooLarge, split.rejected_too_large)]
         {
@@ -111,12 +119,6 @@ impl KafkaSink {
                     .increment(count as u64);
             }
         }
-
-        let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let timestamp_ms = received_at.as_millis() as i64;
-        let received_at = received_at.as_nanos().to_string();
-        let record_headers = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO)
-            .insert(Header { key: headers::RECEIVED_AT, value: Some(received_at.as_str()) });
 
         let started = Instant::now();
         let mut deliveries = Vec::with_capacity(split.records.len());
@@ -158,7 +160,7 @@ impl KafkaSink {
         Ok(Accepted {
             accepted: split.accepted,
             rejected: split.rejected(),
-            error_message: split.error_message::<S>(self.max_record_bytes),
+            error_message: split.error_message::<S>(self.max_message_bytes),
         })
     }
 

@@ -9,7 +9,8 @@
 //!   Spans are keyed by the 16 raw bytes of their trace ID; log records by their trace ID when they have one, else
 //!   by their resource; metrics by resource, scope name and metric name ([`signals`]).
 //! * **Grouping**: one record holds every item of one export request that maps to its partition, split further
-//!   only to stay under the record size limit. Its key is the key of its first item. Consumers must therefore
+//!   only to stay under the record size limit, which bounds key, value, headers and framing together
+//!   ([`record_size`]). Its key is the key of its first item. Consumers must therefore
 //!   expect several traces in one record, and a trace spread across records of the same partition.
 //! * **Headers** ([`headers`]): encoding, contract version, receive time, and (later) tenant.
 //! * **Timestamp**: the record's Kafka timestamp is the gateway's receive time (`CreateTime`).
@@ -21,6 +22,7 @@ pub mod headers;
 pub mod loki;
 pub mod partition;
 pub mod prometheus;
+pub mod record_size;
 pub mod retry;
 pub mod signals;
 pub mod split;
@@ -28,6 +30,7 @@ pub mod status;
 
 pub use opentelemetry_proto::tonic as otlp;
 pub use partition::{murmur2, partition_for_key};
+pub use record_size::RecordLimit;
 pub use split::{count_items, split, Record, Rejection, Signal, Split};
 
 #[cfg(test)]

@@ -54,7 +54,23 @@ impl Timestamp {
         Timestamp { seconds: (nanos / 1_000_000_000) as i64, nanos: (nanos % 1_000_000_000) as i32 }
     }
 
+    /// Saturates: a timestamp from a foreign writer may be negative or past 2554, and must not wrap (or panic).
     pub fn as_unix_nanos(&self) -> u64 {
-        self.seconds as u64 * 1_000_000_000 + self.nanos as u64
+        let seconds = u64::try_from(self.seconds).unwrap_or(0);
+        let nanos = u64::try_from(self.nanos).unwrap_or(0);
+        seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanos_saturate_at_the_extremes() {
+        assert_eq!(Timestamp::from_unix_nanos(1_700_000_000_123).as_unix_nanos(), 1_700_000_000_123);
+        assert_eq!(Timestamp::from_unix_nanos(u64::MAX).as_unix_nanos(), u64::MAX);
+        assert_eq!(Timestamp { seconds: i64::MAX, nanos: i32::MAX }.as_unix_nanos(), u64::MAX);
+        assert_eq!(Timestamp { seconds: -1, nanos: -1 }.as_unix_nanos(), 0);
     }
 }

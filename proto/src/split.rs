@@ -6,15 +6,23 @@
 //! resources and scopes its items came from. A record's key is the key of its first item, so it hashes to the
 //! record's partition and a key-based partitioner would agree.
 //!
+//! The limit is on the whole record ([`RecordLimit`]): key, value, headers and Kafka's framing. Keys are not small:
+//! a log record without trace context, and every metric, is keyed by its resource, which is 1–2 KB on Kubernetes.
+//!
 //! Invariants, checked by the property tests below: every valid item ends up in exactly one record, on the
-//! partition of its key, under a copy of its own resource and scope; no record is larger than the limit; an item
-//! that cannot fit a record on its own, or whose IDs are invalid, is rejected and counted, never written.
+//! partition of its key, under a copy of its own resource and scope; no record is larger than the limit as a
+//! whole; an item that cannot fit a record on its own, or whose IDs are invalid, is rejected and counted, never
+//! written.
+//!
+//! Counts and sizes add with saturation: they come from the client, and a wrapped sum would misreport what was
+//! accepted.
 
 use std::borrow::Cow;
 
 use prost::Message;
 
 use crate::partition::partition_for_key;
+use crate::record_size::RecordLimit;
 
 /// Bytes a length-delimited field may add around a message: a one-byte tag (every field Tailgate splits on has a
 /// number below 16) and a length varint of at most five bytes.
@@ -58,7 +66,7 @@ pub trait Signal: Message + Default + Sized {
 pub enum Rejection {
     /// A trace ID that is not 16 bytes or is all zero, or a span ID that is not 8 bytes or is all zero.
     InvalidId,
-    /// The item alone, with its resource and scope, is larger than a Kafka record may be.
+    /// The item alone, with its resource, scope, key, headers and framing, is larger than a Kafka record may be.
     TooLarge,
 }
 
@@ -97,10 +105,11 @@ pub struct Split {
 
 impl Split {
     pub fn rejected(&self) -> usize {
-        self.rejected_invalid_id + self.rejected_too_large
+        self.rejected_invalid_id.saturating_add(self.rejected_too_large)
     }
 
-    /// The OTLP partial-success `error_message`, or `None` when nothing was rejected.
+    /// The OTLP partial-success `error_message`, or `None` when nothing was rejected. `max_record_bytes` is the
+    /// limit as the user configured it (`message.max.bytes`).
     pub fn error_message<S: Signal>(&self, max_record_bytes: usize) -> Option<String> {
         if self.rejected() == 0 {
             return None;
@@ -114,7 +123,8 @@ impl Split {
         }
         if self.rejected_too_large > 0 {
             parts.push(format!(
-                "{} larger than the Kafka record limit of {max_record_bytes} bytes",
+                "{} larger than the Kafka record limit of {max_record_bytes} bytes (with resource, scope, key and \
+                 headers)",
                 self.rejected_too_large
             ));
         }
@@ -122,20 +132,23 @@ impl Split {
     }
 }
 
-/// Splits `request` into records for a topic of `partitions` partitions, none larger than `max_record_bytes`.
-pub fn split<S: Signal>(mut request: S, partitions: u32, max_record_bytes: usize) -> Split {
+/// Splits `request` into records for a topic of `partitions` partitions, none larger than `limit` as a whole.
+pub fn split<S: Signal>(mut request: S, partitions: u32, limit: impl Into<RecordLimit>) -> Split {
+    let limit = limit.into();
+    // Key and value together; headers and framing are the same for every record and already taken off.
+    let max_key_and_value = limit.key_and_value();
     let mut out = Split::default();
     let mut open: Vec<Open<S>> = (0..partitions.max(1)).map(|_| Open::default()).collect();
 
     for (ri, mut resource) in std::mem::take(request.resources_mut()).into_iter().enumerate() {
         let scopes = std::mem::take(S::scopes_mut(&mut resource));
-        let resource_shell_len = resource.encoded_len() + FIELD_FRAMING;
+        let resource_shell_len = resource.encoded_len().saturating_add(FIELD_FRAMING);
         let resource_key =
             if S::ROUTES_BY_RESOURCE { resource_key(S::resource_attributes(&resource)) } else { Vec::new() };
 
         for (si, mut scope) in scopes.into_iter().enumerate() {
             let items = std::mem::take(S::items_mut(&mut scope));
-            let scope_shell_len = scope.encoded_len() + FIELD_FRAMING;
+            let scope_shell_len = scope.encoded_len().saturating_add(FIELD_FRAMING);
 
             for item in items {
                 if let Some(reason) = S::invalid(&item) {
@@ -145,18 +158,21 @@ pub fn split<S: Signal>(mut request: S, partitions: u32, max_record_bytes: usize
                 let key = S::route(&item, &scope, &resource_key);
                 let partition = partition_for_key(&key, partitions);
                 let slot = &mut open[partition as usize];
-                let item_len = item.encoded_len() + FIELD_FRAMING;
+                let item_len = item.encoded_len().saturating_add(FIELD_FRAMING);
 
                 let need = loop {
                     let new_resource = slot.at.map(|(r, _)| r) != Some(ri);
                     let new_scope = slot.at != Some((ri, si));
+                    // The first item of a record gives the record its key.
+                    let key_len = if slot.is_empty() { key.len() } else { 0 };
                     let need = item_len
-                        + if new_resource { resource_shell_len } else { 0 }
-                        + if new_scope { scope_shell_len } else { 0 };
-                    if slot.bytes + need <= max_record_bytes {
+                        .saturating_add(if new_resource { resource_shell_len } else { 0 })
+                        .saturating_add(if new_scope { scope_shell_len } else { 0 })
+                        .saturating_add(key_len);
+                    if slot.bytes.saturating_add(need) <= max_key_and_value {
                         break Some((need, new_resource, new_scope));
                     }
-                    if slot.items == 0 {
+                    if slot.is_empty() {
                         break None;
                     }
                     out.push(slot.flush(partition));
@@ -177,16 +193,16 @@ pub fn split<S: Signal>(mut request: S, partitions: u32, max_record_bytes: usize
                 if slot.key.is_none() {
                     slot.key = Some(key.into_owned());
                 }
-                slot.items += S::count(&item);
+                slot.items = slot.items.saturating_add(S::count(&item));
                 S::items_mut(last_scope).push(item);
-                slot.bytes += need;
+                slot.bytes = slot.bytes.saturating_add(need);
                 slot.at = Some((ri, si));
             }
         }
     }
 
     for (partition, slot) in open.iter_mut().enumerate() {
-        if slot.items > 0 {
+        if !slot.is_empty() {
             out.push(slot.flush(partition as u32));
         }
     }
@@ -195,14 +211,15 @@ pub fn split<S: Signal>(mut request: S, partitions: u32, max_record_bytes: usize
 
 impl Split {
     fn reject(&mut self, reason: Rejection, count: usize) {
-        match reason {
-            Rejection::InvalidId => self.rejected_invalid_id += count,
-            Rejection::TooLarge => self.rejected_too_large += count,
-        }
+        let total = match reason {
+            Rejection::InvalidId => &mut self.rejected_invalid_id,
+            Rejection::TooLarge => &mut self.rejected_too_large,
+        };
+        *total = total.saturating_add(count);
     }
 
     fn push(&mut self, record: Record) {
-        self.accepted += record.items;
+        self.accepted = self.accepted.saturating_add(record.items);
         self.records.push(record);
     }
 }
@@ -210,7 +227,7 @@ impl Split {
 /// The record being filled for one partition.
 struct Open<S: Signal> {
     resources: Vec<S::Resource>,
-    /// Upper bound of the encoded size of `resources` as a request.
+    /// Upper bound of the encoded size of `resources` as a request, plus the key.
     bytes: usize,
     items: usize,
     key: Option<Vec<u8>>,
@@ -225,6 +242,11 @@ impl<S: Signal> Default for Open<S> {
 }
 
 impl<S: Signal> Open<S> {
+    /// Nothing added yet. Not `items == 0`: a metric without data points counts 0 but takes room.
+    fn is_empty(&self) -> bool {
+        self.at.is_none()
+    }
+
     fn flush(&mut self, partition: u32) -> Record {
         let mut request = S::default();
         *request.resources_mut() = std::mem::take(&mut self.resources);
@@ -234,7 +256,7 @@ impl<S: Signal> Open<S> {
             value: request.encode_to_vec(),
             items: self.items,
         };
-        debug_assert!(record.value.len() <= self.bytes, "size bound must be an upper bound");
+        debug_assert!(record.key.len() + record.value.len() <= self.bytes, "size bound must be an upper bound");
         *self = Open::default();
         record
     }
@@ -266,5 +288,5 @@ pub fn count_items<S: Signal>(request: &mut S) -> usize {
         .flat_map(|r| S::scopes_mut(r).iter_mut())
         .flat_map(|s| S::items_mut(s).iter())
         .map(S::count)
-        .sum()
+        .fold(0, usize::saturating_add)
 }

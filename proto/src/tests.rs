@@ -1,5 +1,5 @@
-//! Property tests of the Kafka contract: splitting loses nothing, duplicates nothing, respects the size limit and
-//! puts every item on the partition its key names.
+//! Property tests of the Kafka contract: splitting loses nothing, duplicates nothing, respects the size limit (on
+//! the whole record: key, value, headers and framing) and puts every item on the partition its key names.
 
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::signals::is_valid_trace_id;
 use crate::split::resource_key;
-use crate::{partition_for_key, split, Signal};
+use crate::{partition_for_key, split, RecordLimit, Signal};
 
 fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -29,18 +29,41 @@ fn resource(service: usize) -> Resource {
     Resource { attributes: vec![attr("service.name", &format!("svc-{service}"))], ..Default::default() }
 }
 
+/// A resource whose attributes (and so its resource key) are about `pad` bytes longer: a Kubernetes pod's.
+fn padded_resource(service: usize, pad: usize) -> Resource {
+    let mut resource = resource(service);
+    resource.attributes.push(attr("k8s.pod.labels", &"k".repeat(pad)));
+    resource
+}
+
+/// Headers of the given value lengths, as every record of a request carries them.
+fn limit(max: usize, header_values: &[usize]) -> RecordLimit {
+    let values: Vec<(String, Vec<u8>)> =
+        header_values.iter().enumerate().map(|(i, len)| (format!("tailgate.h{i}"), vec![b'v'; *len])).collect();
+    RecordLimit::new(max, values.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+}
+
 fn scope(n: usize) -> InstrumentationScope {
     InstrumentationScope { name: format!("scope-{n}"), ..Default::default() }
 }
 
-/// (service, scope, [(trace, valid, padding)]) — a compact description of a request.
-type Shape = Vec<(usize, usize, Vec<(u8, bool, usize)>)>;
+/// (service, resource padding, scope, [(trace, valid, padding)]) — a compact description of a request.
+type Shape = Vec<(usize, usize, usize, Vec<(u8, bool, usize)>)>;
 
 fn shape() -> impl Strategy<Value = Shape> {
     prop::collection::vec(
-        (0..4usize, 0..3usize, prop::collection::vec((0..12u8, prop::bool::weighted(0.9), 0..1500usize), 0..25)),
+        (
+            0..4usize,
+            prop_oneof![Just(0usize), 0..3000usize],
+            0..3usize,
+            prop::collection::vec((0..12u8, prop::bool::weighted(0.9), 0..1500usize), 0..25),
+        ),
         0..5,
     )
+}
+
+fn headers() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0..200usize, 0..4)
 }
 
 fn trace_request(shape: &Shape) -> (ExportTraceServiceRequest, usize) {
@@ -48,8 +71,8 @@ fn trace_request(shape: &Shape) -> (ExportTraceServiceRequest, usize) {
     let mut n = 0u64;
     let resource_spans = shape
         .iter()
-        .map(|(service, sc, spans)| ResourceSpans {
-            resource: Some(resource(*service)),
+        .map(|(service, pad, sc, spans)| ResourceSpans {
+            resource: Some(padded_resource(*service, *pad)),
             scope_spans: vec![ScopeSpans {
                 scope: Some(scope(*sc)),
                 spans: spans
@@ -81,7 +104,8 @@ fn trace_request(shape: &Shape) -> (ExportTraceServiceRequest, usize) {
 
 proptest! {
     #[test]
-    fn spans_split_losslessly(shape in shape(), partitions in 1..16u32, max in 600..12_000usize) {
+    fn spans_split_losslessly(shape in shape(), partitions in 1..16u32, max in 600..12_000usize, headers in headers()) {
+        let limit = limit(max, &headers);
         let (request, invalid) = trace_request(&shape);
         // Where each valid span came from, and whether it can fit a record at all.
         let mut expected = HashMap::new();
@@ -97,9 +121,10 @@ proptest! {
                         scope_spans: vec![ScopeSpans { scope: ss.scope.clone(), spans: vec![span.clone()], ..Default::default() }],
                         ..Default::default()
                     }]};
-                    if alone.encoded_len() + 18 > max {
+                    let whole = limit.record_size(span.trace_id.len(), alone.encoded_len());
+                    if whole + 18 > max {
                         // Might not fit: the bound is conservative by at most 18 bytes.
-                        if alone.encoded_len() > max { too_large += 1; }
+                        if whole > max { too_large += 1; }
                         continue;
                     }
                     expected.insert(span.name.clone(), (rs.resource.clone(), ss.scope.clone(), span.trace_id.clone()));
@@ -107,13 +132,14 @@ proptest! {
             }
         }
 
-        let out = split(request, partitions, max);
+        let out = split(request, partitions, limit);
         prop_assert_eq!(out.rejected_invalid_id, invalid);
         prop_assert!(out.rejected_too_large >= too_large);
 
         let mut seen = HashMap::new();
         for record in &out.records {
-            prop_assert!(record.value.len() <= max, "record of {} bytes over {}", record.value.len(), max);
+            let whole = limit.record_size(record.key.len(), record.value.len());
+            prop_assert!(whole <= max, "record of {} bytes (key {}, value {}) over {}", whole, record.key.len(), record.value.len(), max);
             prop_assert_eq!(partition_for_key(&record.key, partitions), record.partition);
             let decoded = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
             let mut items = 0;
@@ -133,7 +159,71 @@ proptest! {
             prop_assert_eq!(seen.get(name), Some(origin), "{} lost or moved", name);
         }
         prop_assert_eq!(out.accepted, seen.len());
-        prop_assert_eq!(out.accepted + out.rejected(), shape.iter().map(|s| s.2.len()).sum::<usize>());
+        prop_assert_eq!(out.accepted + out.rejected(), shape.iter().map(|s| s.3.len()).sum::<usize>());
+    }
+
+    /// Log records without trace context are keyed by their resource, so keys are as large as resources: the whole
+    /// record, key included, stays within the limit, and nothing that fits is lost.
+    #[test]
+    fn resource_keyed_logs_fit_whole(shape in shape(), partitions in 1..16u32, max in 600..12_000usize, headers in headers()) {
+        let limit = limit(max, &headers);
+        let mut n = 0;
+        let request = ExportLogsServiceRequest {
+            resource_logs: shape.iter().map(|(service, pad, sc, logs)| ResourceLogs {
+                resource: Some(padded_resource(*service, *pad)),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope(*sc)),
+                    log_records: logs.iter().map(|(trace, traced, padding)| {
+                        n += 1;
+                        LogRecord {
+                            trace_id: if *traced { vec![*trace + 1; 16] } else { Vec::new() },
+                            event_name: format!("log-{n}"),
+                            body: Some(AnyValue { value: Some(any_value::Value::StringValue("x".repeat(*padding))) }),
+                            ..Default::default()
+                        }
+                    }).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }).collect(),
+        };
+        let mut fits = Vec::new();
+        for rl in &request.resource_logs {
+            let key = resource_key(rl.resource.as_ref());
+            for sl in &rl.scope_logs {
+                for log in &sl.log_records {
+                    let alone = ExportLogsServiceRequest { resource_logs: vec![ResourceLogs {
+                        resource: rl.resource.clone(),
+                        scope_logs: vec![ScopeLogs { scope: sl.scope.clone(), log_records: vec![log.clone()], ..Default::default() }],
+                        ..Default::default()
+                    }]};
+                    let key_len = if log.trace_id.is_empty() { key.len() } else { 16 };
+                    let whole = limit.record_size(key_len, alone.encoded_len());
+                    if whole + 18 <= max { fits.push(log.event_name.clone()); }
+                }
+            }
+        }
+
+        // Unlike spans, an item too large alone may still be written: after an item with trace context its record's
+        // key is a 16-byte trace ID, not its resource. So only what fits alone is known to be written.
+        let out = split(request, partitions, limit);
+        let mut seen = HashMap::new();
+        for record in &out.records {
+            let whole = limit.record_size(record.key.len(), record.value.len());
+            prop_assert!(whole <= max, "record of {} bytes (key {}, value {}) over {}", whole, record.key.len(), record.value.len(), max);
+            prop_assert_eq!(partition_for_key(&record.key, partitions), record.partition);
+            let decoded = ExportLogsServiceRequest::decode(record.value.as_slice()).unwrap();
+            for rl in &decoded.resource_logs {
+                for log in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                    *seen.entry(log.event_name.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        for name in &fits {
+            prop_assert_eq!(seen.get(name), Some(&1), "{} lost or duplicated", name);
+        }
+        prop_assert_eq!(out.accepted, seen.values().sum::<usize>());
+        prop_assert_eq!(out.accepted + out.rejected(), n);
     }
 
     #[test]
@@ -160,7 +250,7 @@ proptest! {
             ExportMetricsServiceRequest { resource_metrics }
         };
         let placement = |request: ExportMetricsServiceRequest| {
-            let out = split(request, partitions, 1 << 20);
+            let out = split(request, partitions, limit(1 << 20, &[]));
             let mut at = HashMap::new();
             for record in out.records {
                 let decoded = ExportMetricsServiceRequest::decode(record.value.as_slice()).unwrap();
@@ -198,7 +288,7 @@ fn logs_follow_their_trace_or_their_resource() {
             ..Default::default()
         }],
     };
-    let out = split(request, 64, 1 << 20);
+    let out = split(request, 64, limit(1 << 20, &[]));
     assert_eq!(out.rejected_invalid_id, 1, "a 3-byte trace ID is malformed");
     assert_eq!(out.accepted, 3);
     let by_resource = partition_for_key(&resource_key(Some(&resource(1))), 64);
@@ -214,8 +304,15 @@ fn logs_follow_their_trace_or_their_resource() {
 }
 
 #[test]
+fn counts_saturate_near_the_maximum() {
+    let out = crate::Split { rejected_invalid_id: usize::MAX - 1, rejected_too_large: 5, ..Default::default() };
+    assert_eq!(out.rejected(), usize::MAX);
+    assert!(out.error_message::<ExportTraceServiceRequest>(1 << 20).unwrap().starts_with(&usize::MAX.to_string()));
+}
+
+#[test]
 fn an_empty_request_makes_no_records() {
-    let out = split(ExportTraceServiceRequest::default(), 12, 1 << 20);
+    let out = split(ExportTraceServiceRequest::default(), 12, limit(1 << 20, &[]));
     assert!(out.records.is_empty());
     assert_eq!(out.accepted + out.rejected(), 0);
     assert_eq!(out.error_message::<ExportTraceServiceRequest>(1 << 20), None);

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{send_all, DeadLetters, KafkaConfig, OutgoingRecord};
 use tailgate_proto::decisions::Decision;
-use tailgate_proto::{headers, partition_for_key, split, Record};
+use tailgate_proto::{headers, partition_for_key, split, Record, RecordLimit};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,8 +24,6 @@ use crate::metrics::SamplerStats;
 
 /// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
 const DECISION_ENCODING: &str = "tailgate_decision_v1";
-/// Room left in a record for headers and framing.
-const RECORD_OVERHEAD: usize = 1024;
 
 /// Output of a partition's ownership `epoch` that Kafka acknowledged: each of `offsets` is released once.
 #[derive(Debug)]
@@ -63,8 +61,13 @@ impl Output {
         }
     }
 
-    fn max_record_bytes(&self) -> usize {
-        (self.kafka.producer.max_message_bytes.get() as usize).saturating_sub(RECORD_OVERHEAD)
+    /// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`.
+    fn limit(&self, encoding: &str) -> RecordLimit {
+        let headers = [
+            (headers::ENCODING, encoding.as_bytes()),
+            (headers::CONTRACT_VERSION, headers::CONTRACT_VERSION_CURRENT.as_bytes()),
+        ];
+        RecordLimit::new(self.kafka.producer.max_message_bytes.get() as usize, headers)
     }
 
     /// Writes a trace's kept spans (if any) to the sampled topic and its decision (if any) to the decisions
@@ -74,8 +77,8 @@ impl Output {
         let sampled = &self.kafka.topics.sampled_spans;
         let mut records: Vec<OutgoingRecord> = output
             .map(|batches| {
-                split(ExportTraceServiceRequest { resource_spans: batches }, partitions, self.max_record_bytes())
-                    .records
+                let limit = self.limit(headers::ENCODING_OTLP_PROTO);
+                split(ExportTraceServiceRequest { resource_spans: batches }, partitions, limit).records
             })
             .unwrap_or_default()
             .into_iter()
@@ -119,7 +122,7 @@ impl Output {
     /// Writes RED series, best effort.
     pub fn red_metrics(&self, requests: Vec<ExportMetricsServiceRequest>) {
         for request in requests {
-            for record in split(request, self.kafka.partitions, self.max_record_bytes()).records {
+            for record in split(request, self.kafka.partitions, self.limit(headers::ENCODING_OTLP_PROTO)).records {
                 let record = contract_record(&self.kafka.topics.metrics, record, headers::ENCODING_OTLP_PROTO);
                 let producer = self.producer.clone();
                 tokio::spawn(async move {
