@@ -15,8 +15,10 @@ use crate::buffer::TraceId;
 
 /// How many recent decisions are kept in memory for late spans.
 const CAPACITY: usize = 200_000;
-/// How long loading may take before it stops with what it has.
-const LOAD_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a long load says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Wait before trying a failed load again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Recent decisions, oldest forgotten first.
 #[derive(Default)]
@@ -43,9 +45,26 @@ impl Decisions {
     }
 }
 
-/// Reads the decisions recorded since `since_ms` on `partitions` of the decisions topic, up to its end. Blocks:
-/// call it where that stalls nothing else (the consumer's own thread).
-pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Vec<(TraceId, bool)>, KafkaError> {
+/// Reads the decisions recorded since `since_ms` on `partitions` of the decisions topic, up to the end of each —
+/// all of them, or the partitions are not consumed yet: a late span whose decision was not loaded would be
+/// decided afresh, so a kept trace could be emitted partly or an error trace dropped. A failed read is tried again
+/// until it succeeds. Blocks: call it where that stalls nothing else (the consumer's own thread).
+pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Vec<(TraceId, bool)> {
+    let mut attempt = 1u32;
+    loop {
+        match try_load(kafka, partitions, since_ms) {
+            Ok(loaded) => return loaded,
+            Err(error) => {
+                tracing::warn!(%error, attempt, partitions = ?partitions,
+                    "cannot load recent decisions; the partitions wait until they are loaded");
+                std::thread::sleep(RETRY_AFTER);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn try_load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Vec<(TraceId, bool)>, KafkaError> {
     let topic = &kafka.topics.decisions;
     let consumer: BaseConsumer<ReaderContext> = client_config(kafka)
         .set("group.id", "tailgate-sampler-decision-loader")
@@ -69,8 +88,9 @@ pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Ve
     }
     consumer.assign(&assignment)?;
     let mut remaining = assignment.count();
-    let deadline = Instant::now() + LOAD_DEADLINE;
-    while remaining > 0 && Instant::now() < deadline {
+    let started = Instant::now();
+    let mut next_progress = started + PROGRESS_EVERY;
+    while remaining > 0 {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let decision = message.payload().and_then(Decision::decode);
@@ -82,6 +102,11 @@ pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Ve
             Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
             Some(Err(error)) => return Err(error),
             None => {}
+        }
+        if Instant::now() >= next_progress {
+            tracing::info!(loaded = loaded.len(), partitions_left = remaining, elapsed = ?started.elapsed(),
+                "loading recent decisions");
+            next_progress += PROGRESS_EVERY;
         }
     }
     Ok(loaded)

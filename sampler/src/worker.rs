@@ -77,17 +77,15 @@ impl Partitions for Assigner {
     fn open(&self, partitions: &[i32]) -> Vec<PartitionState> {
         let since = now_ms() - self.lookback.as_millis() as i64;
         tracing::info!(partitions = ?partitions, "loading recent decisions before consuming");
-        match decisions::load(&self.kafka, partitions, since) {
-            Ok(loaded) => {
-                let count = loaded.len();
-                let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-                for (trace_id, keep) in loaded {
-                    decisions.insert(trace_id, keep);
-                }
-                tracing::info!(partitions = ?partitions, decisions = count, "recent decisions loaded");
+        let loaded = decisions::load(&self.kafka, partitions, since);
+        let count = loaded.len();
+        {
+            let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+            for (trace_id, keep) in loaded {
+                decisions.insert(trace_id, keep);
             }
-            Err(error) => tracing::warn!(%error, "cannot load recent decisions; late spans will be decided afresh"),
         }
+        tracing::info!(partitions = ?partitions, decisions = count, "recent decisions loaded");
         let start_ns = now_ms() as u64 * 1_000_000;
         partitions
             .iter()
