@@ -19,6 +19,8 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// Producer settings.
     pub producer: ProducerConfig,
+    /// Consumer-group settings of the sampler and exporter workers.
+    pub consumer: ConsumerConfig,
     /// Extra librdkafka properties for every client, e.g. `security.protocol`, `sasl.*`, `ssl.*`.
     pub client: BTreeMap<String, String>,
 }
@@ -32,6 +34,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             create_topics: true,
             producer: ProducerConfig::default(),
+            consumer: ConsumerConfig::default(),
             client: BTreeMap::new(),
         }
     }
@@ -116,11 +119,31 @@ impl Default for ProducerConfig {
     }
 }
 
+/// The `kafka.consumer:` section: how fast a consumer group notices a worker is gone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerConfig {
+    /// A worker that sends no heartbeat for this long is taken out of its group and its partitions reassigned
+    /// (`session.timeout.ms`; heartbeats every third of it). Shorter means a crashed worker's partitions move
+    /// sooner; it must lie within the brokers' `group.min/max.session.timeout.ms` (6 s to 30 min by default).
+    /// Unset: librdkafka's default, 45 s. (On Tansu 0.6 a 10 s session left a restarted worker without partitions;
+    /// see tests/sampler/faults.rs.)
+    pub session_timeout: Option<Duration>,
+    /// Static group membership (`group.instance.id`, KIP-345): a stable name per worker — a StatefulSet pod's
+    /// name, say. A worker restarted under the same name gets its partitions back at once, without a rebalance
+    /// and without waiting `session_timeout`. Must be unique per worker: two running workers with the same name
+    /// fence each other. Overridden by `TAILGATE_GROUP_INSTANCE_ID`. Unset: dynamic membership.
+    pub group_instance_id: Option<String>,
+}
+
 impl KafkaConfig {
     /// Applies the environment overrides for deployment-specific values.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(brokers) = get("TAILGATE_KAFKA_BROKERS").filter(|b| !b.trim().is_empty()) {
             self.brokers = brokers;
+        }
+        if let Some(id) = get("TAILGATE_GROUP_INSTANCE_ID").filter(|id| !id.trim().is_empty()) {
+            self.consumer.group_instance_id = Some(id);
         }
     }
 
@@ -160,6 +183,20 @@ impl KafkaConfig {
         if !(64 * 1024..=1_000_000_000).contains(&max) {
             problems.push(format!("{path}.producer.max_message_bytes"), "must be between 64KiB and 1GB");
         }
+        let session = self.consumer.session_timeout.map(|s| s.get());
+        if session
+            .is_some_and(|s| !(std::time::Duration::from_secs(6)..=std::time::Duration::from_secs(1800)).contains(&s))
+        {
+            problems.push(
+                format!("{path}.consumer.session_timeout"),
+                "must be between 6s and 30m (the brokers' default group.min/max.session.timeout.ms)",
+            );
+        }
+        if let Some(id) = &self.consumer.group_instance_id {
+            if id.trim().is_empty() || id.len() > 249 {
+                problems.push(format!("{path}.consumer.group_instance_id"), "must be 1-249 characters");
+            }
+        }
         for key in self.client.keys() {
             if MANAGED.contains(&key.as_str()) {
                 problems.push(
@@ -182,4 +219,6 @@ const MANAGED: &[&str] = &[
     "message.max.bytes",
     "message.timeout.ms",
     "delivery.timeout.ms",
+    "group.instance.id",
+    "session.timeout.ms",
 ];

@@ -193,7 +193,7 @@ impl<P: Partitions> Consumer<P> {
         topic: &str,
         partitions: P,
     ) -> KafkaResult<Self> {
-        let client = create(kafka, settings, topic, partitions)?;
+        let client = create(kafka, settings, topic, partitions, true)?;
         client.subscribe(&[topic])?;
         Ok(Self::start(client, topic))
     }
@@ -206,7 +206,7 @@ impl<P: Partitions> Consumer<P> {
         assignment: &TopicPartitionList,
         partitions: P,
     ) -> KafkaResult<Self> {
-        let client = create(kafka, settings, topic, partitions)?;
+        let client = create(kafka, settings, topic, partitions, false)?;
         client.context().open(assignment);
         client.assign(assignment)?;
         Ok(Self::start(client, topic))
@@ -339,6 +339,7 @@ fn create<P: Partitions>(
     settings: &ConsumerSettings,
     topic: &str,
     partitions: P,
+    member: bool,
 ) -> KafkaResult<BaseConsumer<ShellContext<P>>> {
     let ownership = Arc::new(Mutex::new(Ownership::new(topic)));
     let context = ShellContext {
@@ -356,6 +357,17 @@ fn create<P: Partitions>(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", settings.partition_eof.to_string())
         .set("statistics.interval.ms", "5000");
+    if member {
+        if let Some(session) = kafka.consumer.session_timeout {
+            let session = session.get().as_millis().max(1);
+            config
+                .set("session.timeout.ms", session.to_string())
+                .set("heartbeat.interval.ms", (session / 3).to_string());
+        }
+        if let Some(id) = &kafka.consumer.group_instance_id {
+            config.set("group.instance.id", id);
+        }
+    }
     if let Some(kbytes) = settings.prefetch_kbytes {
         config.set("queued.max.messages.kbytes", kbytes.to_string());
     }

@@ -20,7 +20,7 @@ mod producer;
 pub mod record;
 mod topics;
 
-pub use config::{Compression, KafkaConfig, ProducerConfig, Topics};
+pub use config::{Compression, ConsumerConfig, KafkaConfig, ProducerConfig, Topics};
 pub use consumer::{Consumer, ConsumerSettings, Event, Partitions, ReaderContext};
 pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
