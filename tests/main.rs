@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod deploy;
 mod exporter_faults;
+mod exporter_refusals;
 mod exporters;
 mod ingest_e2e;
 mod ingest_faults;

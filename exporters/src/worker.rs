@@ -289,16 +289,15 @@ impl<B: Backend> Worker<B> {
                 // Nothing the backend can take (every item was dropped in translation): settled as is.
                 return done;
             }
-            match deliver(transport.as_ref(), body, &retry, &health, &shutdown).await {
-                Delivered::Accepted { rejected, reason } => {
-                    done.items = count.saturating_sub(rejected);
-                    done.rejected_items = rejected;
-                    done.rejected_reason = reason;
+            match deliver(transport.as_ref(), body, count, &retry, &health, &shutdown).await {
+                Delivered::Accepted { rejected } => {
+                    done.items = count.saturating_sub(rejected.iter().map(|(_, n)| n).sum());
+                    done.rejected = rejected;
                 }
                 Delivered::Rejected { reason, message } => {
                     tracing::warn!(exporter, reason, %message, records = done.records,
                         "backend refused a request; its records go to the dead-letter topic");
-                    done.rejected_items = count;
+                    done.rejected = vec![(reason, count)];
                     done.dead_lettered = Some(reason);
                     let records: Vec<_> = raw
                         .into_iter()

@@ -17,13 +17,19 @@ use super::transport::{Attempt, Transport};
 pub enum Refusal {
     /// The request was refused as a whole: its records go to the dead-letter topic.
     Whole(&'static str),
-    /// Some items were refused and the rest stored (Prometheus appends every sample it can before answering 400):
-    /// counted with this reason, not retried, not dead-lettered.
+    /// Some items were refused and the rest stored (Loki stores every valid entry before answering 400): counted
+    /// with this reason, not retried, not dead-lettered.
     Some(&'static str),
+    /// Some items were refused and, because of them, nothing was stored (Prometheus rolls back the whole request):
+    /// the request is cut and sent again in parts ([`Attempt::Split`]).
+    Split(&'static str),
 }
 
 /// Reads a refusal's status and body.
 pub type Classify = fn(StatusCode, &str) -> Refusal;
+
+/// Cuts a request body in two for [`Refusal::Split`] (see [`Transport::split`]).
+pub type Split = fn(&Bytes) -> Option<[(Bytes, u64); 2]>;
 
 pub struct HttpTransport {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -31,6 +37,7 @@ pub struct HttpTransport {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     classify: Classify,
+    split: Option<Split>,
 }
 
 impl HttpTransport {
@@ -50,7 +57,12 @@ impl HttpTransport {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(HttpTransport { client, uri, headers, timeout, classify })
+        Ok(HttpTransport { client, uri, headers, timeout, classify, split: None })
+    }
+
+    /// How to cut a body the backend refused as a whole for some of its items.
+    pub fn with_split(self, split: Split) -> HttpTransport {
+        HttpTransport { split: Some(split), ..self }
     }
 
     async fn post(&self, body: Bytes) -> Attempt {
@@ -88,6 +100,7 @@ impl HttpTransport {
             match (self.classify)(status, &text) {
                 Refusal::Whole(reason) => Attempt::Rejected { reason, message },
                 Refusal::Some(reason) => Attempt::Accepted { rejected: 1, reason, message: Some(message) },
+                Refusal::Split(reason) => Attempt::Split { reason, message },
             }
         }
     }
@@ -96,6 +109,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
         Box::pin(self.post(body))
+    }
+
+    fn split(&self, body: &Bytes) -> Option<[(Bytes, u64); 2]> {
+        self.split.and_then(|split| split(body))
     }
 }
 

@@ -56,9 +56,9 @@ impl Retry {
 /// How a request ended.
 #[derive(Debug)]
 pub enum Delivered {
+    /// Stored, but for `rejected` items, by reason.
     Accepted {
-        rejected: u64,
-        reason: &'static str,
+        rejected: Vec<(&'static str, u64)>,
     },
     Rejected {
         reason: &'static str,
@@ -68,23 +68,84 @@ pub enum Delivered {
     Cancelled,
 }
 
-/// Sends `body` until the backend accepts or refuses it for good. Retryable failures are retried forever with
-/// exponential back-off and jitter (never shorter than the backend's hint): the only way out without an answer is
-/// `shutdown`.
+/// Sends `body` (of `count` items) until the backend accepts or refuses it for good. Retryable failures are retried
+/// forever with exponential back-off and jitter (never shorter than the backend's hint): the only way out without
+/// an answer is `shutdown`.
+///
+/// A request refused as a whole for some of its items ([`Attempt::Split`]) is cut in two and each part delivered
+/// the same way, in order, down to single items: only the items the backend refuses on their own are left out,
+/// and counted. If a part is refused for good after others were stored, the whole request counts as refused (its
+/// records go to the dead-letter topic, so the stored parts are there as duplicates, never lost).
 pub async fn deliver(
+    transport: &dyn Transport,
+    body: Bytes,
+    count: u64,
+    retry: &Retry,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Delivered {
+    let exporter = health.exporter;
+    let mut parts = vec![(body, count)];
+    let mut rejected: Vec<(&'static str, u64)> = Vec::new();
+    let mut refusal = None;
+    while let Some((body, count)) = parts.pop() {
+        match until_answered(transport, body.clone(), retry, health, shutdown).await {
+            Answer::Done(Delivered::Accepted { rejected: refused }) => {
+                refused.into_iter().for_each(|(reason, n)| add(&mut rejected, reason, n));
+            }
+            Answer::Done(other) => return other,
+            Answer::Split { reason, message } => match transport.split(&body) {
+                Some([first, second]) => {
+                    // Depth first, first part first: a series' samples still reach the backend in time order.
+                    parts.push(second);
+                    parts.push(first);
+                }
+                None => {
+                    add(&mut rejected, reason, count);
+                    refusal = Some(message);
+                }
+            },
+        }
+    }
+    if let Some(message) = refusal {
+        let refused: u64 = rejected.iter().map(|(_, n)| n).sum();
+        tracing::warn!(exporter, refused, ?rejected, last = %message,
+            "backend refused items of a request; the request was resent without them and the rest is stored");
+    }
+    Delivered::Accepted { rejected }
+}
+
+/// What one body's attempts came to.
+enum Answer {
+    Done(Delivered),
+    Split { reason: &'static str, message: String },
+}
+
+fn add(rejected: &mut Vec<(&'static str, u64)>, reason: &'static str, count: u64) {
+    if count == 0 {
+        return;
+    }
+    match rejected.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += count,
+        None => rejected.push((reason, count)),
+    }
+}
+
+/// Sends one body until the backend answers something other than "try again later".
+async fn until_answered(
     transport: &dyn Transport,
     body: Bytes,
     retry: &Retry,
     health: &Health,
     shutdown: &CancellationToken,
-) -> Delivered {
+) -> Answer {
     let exporter = health.exporter;
     let mut backoff = retry.initial_interval.get();
     loop {
         let started = Instant::now();
         health.attempts.fetch_add(1, Ordering::SeqCst);
         let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Delivered::Cancelled,
+            _ = shutdown.cancelled() => return Answer::Done(Delivered::Cancelled),
             attempt = transport.send(body.clone()) => attempt,
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -102,14 +163,21 @@ pub async fn deliver(
                         "backend refused part of a request"
                     );
                 }
-                return Delivered::Accepted { rejected, reason };
+                let rejected = if rejected > 0 { vec![(reason, rejected)] } else { Vec::new() };
+                return Answer::Done(Delivered::Accepted { rejected });
             }
             Attempt::Rejected { reason, message } => {
                 metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "rejected")
                     .record(seconds);
                 // A backend that answers is up, even when it refuses this request.
                 health.up();
-                return Delivered::Rejected { reason, message };
+                return Answer::Done(Delivered::Rejected { reason, message });
+            }
+            Attempt::Split { reason, message } => {
+                metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "split").record(seconds);
+                health.up();
+                tracing::debug!(exporter, reason, %message, "backend refused a request for some of its items");
+                return Answer::Split { reason, message };
             }
             Attempt::Retry { reason, after } => {
                 metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "retry").record(seconds);
@@ -123,7 +191,7 @@ pub async fn deliver(
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return Delivered::Cancelled,
+            _ = shutdown.cancelled() => return Answer::Done(Delivered::Cancelled),
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -170,8 +238,8 @@ mod tests {
             (0..6).map(|_| again(None)).chain([Attempt::Accepted { rejected: 0, reason: "", message: None }]);
         let script = Script(Mutex::new(attempts.collect()), Mutex::default());
         let health = Health::new("test");
-        let done = deliver(&script, Bytes::new(), &retry(), &health, &CancellationToken::new()).await;
-        assert!(matches!(done, Delivered::Accepted { rejected: 0, .. }));
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &health, &CancellationToken::new()).await;
+        assert!(matches!(done, Delivered::Accepted { ref rejected } if rejected.is_empty()));
         let times = script.1.lock().unwrap().clone();
         let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
         // Back-off 1, 2, 4, 8, 8, 8 seconds, each within ±50%.
@@ -188,7 +256,7 @@ mod tests {
             Mutex::new(vec![again(Some(20)), Attempt::Accepted { rejected: 0, reason: "", message: None }]),
             Mutex::default(),
         );
-        deliver(&script, Bytes::new(), &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         let times = script.1.lock().unwrap().clone();
         assert!(times[1] - times[0] >= Duration::from_secs(20));
     }
@@ -199,7 +267,7 @@ mod tests {
             Mutex::new(vec![Attempt::Rejected { reason: "bad_request", message: "no".into() }]),
             Mutex::default(),
         );
-        let done = deliver(&script, Bytes::new(), &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         assert!(matches!(done, Delivered::Rejected { reason: "bad_request", .. }));
 
         let forever = Script(Mutex::new((0..1000).map(|_| again(None)).collect()), Mutex::default());
@@ -210,7 +278,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             stop.cancel();
         });
-        let done = deliver(&forever, Bytes::new(), &retry(), &health, &shutdown).await;
+        let done = deliver(&forever, Bytes::new(), 1, &retry(), &health, &shutdown).await;
         assert!(matches!(done, Delivered::Cancelled));
         assert!(health.down_since().is_some());
         // An hour at ≤ 12 s per retry: it never gave up.
