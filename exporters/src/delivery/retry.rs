@@ -184,7 +184,10 @@ async fn until_answered(
                 health.down(&reason);
                 health.retries.fetch_add(1, Ordering::SeqCst);
                 metrics::counter!(m::RETRIES, "exporter" => exporter).increment(1);
-                let wait = jittered(backoff, retry.randomization_factor).max(after.unwrap_or_default());
+                // The backend's hint is honoured up to `max_interval`: a `Retry-After: 99999999` must not park the
+                // exporter for years.
+                let hint = after.unwrap_or_default().min(retry.max_interval.get());
+                let wait = jittered(backoff, retry.randomization_factor).max(hint);
                 tracing::debug!(exporter, %reason, wait_ms = wait.as_millis() as u64, "retrying");
                 backoff = backoff.mul_f64(retry.multiplier).min(retry.max_interval.get());
                 wait
@@ -251,14 +254,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_backend_hint_is_a_floor() {
-        let script = Script(
-            Mutex::new(vec![again(Some(20)), Attempt::Accepted { rejected: 0, reason: "", message: None }]),
-            Mutex::default(),
-        );
+    async fn the_backend_hint_is_a_floor_up_to_max_interval() {
+        let accepted = || Attempt::Accepted { rejected: 0, reason: "", message: None };
+        let script = Script(Mutex::new(vec![again(Some(5)), accepted()]), Mutex::default());
         deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         let times = script.1.lock().unwrap().clone();
-        assert!(times[1] - times[0] >= Duration::from_secs(20));
+        assert!(times[1] - times[0] >= Duration::from_secs(5), "a hint above the back-off is honoured");
+
+        // `Retry-After: 99999999` (or a gRPC RetryInfo as long) waits max_interval (8 s), not three years.
+        let script = Script(Mutex::new(vec![again(Some(99_999_999)), accepted()]), Mutex::default());
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        assert!(matches!(done, Delivered::Accepted { .. }));
+        let times = script.1.lock().unwrap().clone();
+        assert_eq!(times.len(), 2, "the second attempt came");
+        assert_eq!(times[1] - times[0], Duration::from_secs(8), "capped at max_interval");
     }
 
     #[tokio::test(start_paused = true)]
