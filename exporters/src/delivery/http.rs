@@ -41,7 +41,7 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// `headers` were validated with the config; invalid ones are skipped.
+    /// `headers` were validated with the config; an invalid one is an error here too, never skipped.
     pub fn new(
         endpoint: &str,
         headers: impl IntoIterator<Item = (String, String)>,
@@ -51,8 +51,11 @@ impl HttpTransport {
         let uri: Uri = endpoint.parse().map_err(|e| format!("`{endpoint}`: {e}"))?;
         let headers = headers
             .into_iter()
-            .filter_map(|(k, v)| Some((k.parse::<HeaderName>().ok()?, v.parse::<HeaderValue>().ok()?)))
-            .collect();
+            .map(|(k, v)| match (k.parse::<HeaderName>(), v.parse::<HeaderValue>()) {
+                (Ok(name), Ok(value)) if super::settings::is_header_value(&v) => Ok((name, value)),
+                _ => Err(format!("header `{k}`: not a valid HTTP header")),
+            })
+            .collect::<Result<_, _>>()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
@@ -93,6 +96,8 @@ impl HttpTransport {
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
         if status.is_success() {
             Attempt::Accepted { rejected: 0, reason: "", message: None }
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            Attempt::Unauthorized { message: format!("HTTP {status}: {text}") }
         } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Attempt::Retry { reason: format!("HTTP {status}: {text}"), after }
         } else {

@@ -180,17 +180,13 @@ async fn until_answered(
                 return Answer::Split { reason, message };
             }
             Attempt::Retry { reason, after } => {
-                metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "retry").record(seconds);
                 health.down(&reason);
-                health.retries.fetch_add(1, Ordering::SeqCst);
-                metrics::counter!(m::RETRIES, "exporter" => exporter).increment(1);
-                // The backend's hint is honoured up to `max_interval`: a `Retry-After: 99999999` must not park the
-                // exporter for years.
-                let hint = after.unwrap_or_default().min(retry.max_interval.get());
-                let wait = jittered(backoff, retry.randomization_factor).max(hint);
-                tracing::debug!(exporter, %reason, wait_ms = wait.as_millis() as u64, "retrying");
-                backoff = backoff.mul_f64(retry.multiplier).min(retry.max_interval.get());
-                wait
+                next_wait(&mut backoff, retry, health, &reason, after, seconds)
+            }
+            Attempt::Unauthorized { message } => {
+                let reason = format!("credentials refused: {message}");
+                health.unauthorized(&reason);
+                next_wait(&mut backoff, retry, health, &reason, None, seconds)
             }
         };
         tokio::select! {
@@ -198,6 +194,27 @@ async fn until_answered(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// How long to wait after a failed attempt: the back-off with jitter, at least the backend's hint — which is
+/// honoured up to `max_interval`, so a `Retry-After: 99999999` can't park the exporter for years. Grows `backoff`.
+fn next_wait(
+    backoff: &mut Duration,
+    retry: &Retry,
+    health: &Health,
+    reason: &str,
+    after: Option<Duration>,
+    seconds: f64,
+) -> Duration {
+    let exporter = health.exporter;
+    metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "retry").record(seconds);
+    health.retries.fetch_add(1, Ordering::SeqCst);
+    metrics::counter!(m::RETRIES, "exporter" => exporter).increment(1);
+    let hint = after.unwrap_or_default().min(retry.max_interval.get());
+    let wait = jittered(*backoff, retry.randomization_factor).max(hint);
+    tracing::debug!(exporter, %reason, wait_ms = wait.as_millis() as u64, "retrying");
+    *backoff = backoff.mul_f64(retry.multiplier).min(retry.max_interval.get());
+    wait
 }
 
 /// `interval` times a random factor in `[1 - r, 1 + r]`, so that many workers retrying at once spread out.

@@ -14,6 +14,10 @@ pub enum Attempt {
     /// Try again later: the backend is down, overloaded or timed out. `after` is the backend's own hint
     /// (`Retry-After`, gRPC `RetryInfo`).
     Retry { reason: String, after: Option<Duration> },
+    /// The backend refuses our credentials (HTTP 401/403, gRPC `UNAUTHENTICATED`/`PERMISSION_DENIED`). The data is
+    /// fine and the fix is on the operator's side, so this is an outage — retried with back-off, `backend_up` 0,
+    /// logged as an error once per outage — never a reason to dead-letter the stream.
+    Unauthorized { message: String },
     /// Refused for good (`reason` is a short label for metrics, `message` the backend's words): the records go to
     /// the dead-letter topic.
     Rejected { reason: &'static str, message: String },
