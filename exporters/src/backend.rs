@@ -8,12 +8,17 @@ pub trait Backend: Send + 'static {
     /// What one request accumulates.
     type Items: Default + Send + 'static;
 
-    /// Decodes a record and adds its items. `Err` is a record that can't be decoded: it goes to the dead-letter
-    /// topic with that reason.
-    fn add(&mut self, items: &mut Self::Items, payload: &[u8]) -> Result<Batch, String>;
+    /// Decodes a record of `partition` and adds its items. `Err` is a record that can't be decoded: it goes to the
+    /// dead-letter topic with that reason.
+    fn add(&mut self, items: &mut Self::Items, partition: i32, payload: &[u8]) -> Result<Batch, String>;
 
     /// The request body of a batch.
     fn encode(&mut self, items: Self::Items) -> Bytes;
+
+    /// `partitions` are no longer owned (or owned again under a new epoch): forget what was learnt from their
+    /// records, which the next owner reads again from the last commit. Called before any record of a new ownership
+    /// is added.
+    fn revoked(&mut self, _partitions: &[i32]) {}
 }
 
 /// What adding one record did.

@@ -49,3 +49,45 @@ impl ExportersConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> String {
+        let config: ExportersConfig = tailgate_config::from_yaml(yaml).unwrap();
+        let mut problems = Problems::default();
+        config.validate("exporters", &mut problems);
+        problems.to_string()
+    }
+
+    /// A header the client could not send was dropped silently when it was built, so a mistyped `Authorization`
+    /// became a stream of 401s; it is a config mistake, reported with its path (and without the secret).
+    #[test]
+    fn invalid_header_values_are_reported_with_their_path() {
+        let yaml = r#"
+loki:
+  endpoint: http://loki:3100/loki/api/v1/push
+  headers: { Authorization: "Bearer tökén" }
+  tenant_id: "team\u0001"
+prometheus_remote_write:
+  endpoint: http://prometheus:9090/api/v1/write
+  headers: { X-Token: "ok", "Bad Name": "x" }
+jaeger:
+  endpoint: http://jaeger:4317
+  headers: { authorization: "Bearer\u0007", x-trace-bin: "abc" }
+"#;
+        assert_eq!(
+            problems(yaml),
+            [
+                "exporters.jaeger.headers.x-trace-bin: gRPC metadata keys ending in -bin take binary values; not \
+                 supported",
+                "exporters.jaeger.headers.authorization: not a valid HTTP header value",
+                "exporters.prometheus_remote_write.headers.Bad Name: is not a valid header name",
+                "exporters.loki.tenant_id: not a valid HTTP header value (X-Scope-OrgID)",
+                "exporters.loki.headers.Authorization: not a valid HTTP header value",
+            ]
+            .join("\n")
+        );
+    }
+}

@@ -33,9 +33,9 @@ pub(crate) struct Done {
     /// `None`: delivered; `Some(reason)`: dead-lettered with that reason.
     pub dead_lettered: Option<&'static str>,
     pub items: u64,
-    pub rejected_items: u64,
-    /// Why items of a delivered request were refused.
-    pub rejected_reason: &'static str,
+    /// Items refused, by reason: of a delivered request, those the backend refused on their own; of a
+    /// dead-lettered one, all of them under the dead-letter reason.
+    pub rejected: Vec<(&'static str, u64)>,
     /// The worker stopped first: nothing is settled, the records are read again by the next owner.
     pub cancelled: bool,
     /// A backend request (one is in flight at a time), not a dead-letter write of an undecodable record.
@@ -45,16 +45,7 @@ pub(crate) struct Done {
 impl Done {
     pub fn new(held: Vec<Held>, request: bool) -> Self {
         let records = held.len() as u64;
-        Done {
-            held,
-            records,
-            dead_lettered: None,
-            items: 0,
-            rejected_items: 0,
-            rejected_reason: "",
-            cancelled: false,
-            request,
-        }
+        Done { held, records, dead_lettered: None, items: 0, rejected: Vec::new(), cancelled: false, request }
     }
 
     /// Counts what this outcome settled.
@@ -76,11 +67,9 @@ impl Done {
         }
         metrics::counter!(m::ITEMS, "exporter" => exporter).increment(self.items);
         stats.items_delivered.fetch_add(self.items, Ordering::SeqCst);
-        if self.rejected_items > 0 {
-            let reason = self.dead_lettered.unwrap_or(self.rejected_reason);
-            metrics::counter!(m::REJECTED_ITEMS, "exporter" => exporter, "reason" => reason)
-                .increment(self.rejected_items);
-            stats.items_rejected.fetch_add(self.rejected_items, Ordering::SeqCst);
+        for &(reason, count) in &self.rejected {
+            metrics::counter!(m::REJECTED_ITEMS, "exporter" => exporter, "reason" => reason).increment(count);
+            stats.items_rejected.fetch_add(count, Ordering::SeqCst);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! holding work. While the backend is down the request is retried forever, sealed batches pile up to a bound, and
 //! fetching pauses: memory stays bounded and the backlog waits in Kafka.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +67,9 @@ pub(crate) struct Worker<B: Backend> {
     source: Source,
     /// Range mode: partitions still being read.
     reading: HashSet<i32>,
+    /// The ownership epoch under which each partition's records were given to the backend, so that its state for
+    /// a partition revoked since (or revoked and assigned again) is dropped.
+    fed: HashMap<i32, u64>,
 }
 
 pub(crate) async fn build<B: Backend>(
@@ -121,6 +124,7 @@ pub(crate) async fn build<B: Backend>(
         stats: Arc::clone(&stats),
         source,
         reading,
+        fed: HashMap::new(),
     };
     let health = Arc::clone(&worker.health);
     Ok(Exporter { name, stats, health, run: Box::new(move |shutdown, grace| Box::pin(worker.run(shutdown, grace))) })
@@ -162,6 +166,7 @@ impl<B: Backend> Worker<B> {
                 },
                 _ = tick.tick() => {}
             }
+            self.forget_revoked();
             // Seal an open batch that is full, waited long enough, or holds the last records of a replay.
             let seal = open.as_ref().is_some_and(|batch| {
                 !batch.is_empty()
@@ -235,7 +240,12 @@ impl<B: Backend> Worker<B> {
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
     ) {
         let Some(held) = self.hold(raw.partition, epoch, raw.offset) else { return };
-        match self.backend.add(&mut open.items, &raw.payload) {
+        if let Some(before) = self.fed.insert(raw.partition, epoch).filter(|before| *before != epoch) {
+            // Revoked and assigned again since the last tick: the old ownership's state goes first.
+            tracing::debug!(exporter = self.name, partition = raw.partition, before, epoch, "partition owned anew");
+            self.backend.revoked(&[raw.partition]);
+        }
+        match self.backend.add(&mut open.items, raw.partition, &raw.payload) {
             Ok(batch) => {
                 open.count += batch.items;
                 open.bytes += raw.payload.len();
@@ -260,6 +270,26 @@ impl<B: Backend> Worker<B> {
                     done
                 }));
             }
+        }
+    }
+
+    /// Tells the backend which partitions it was fed are no longer owned under the epoch it was fed them in. The
+    /// consumer shell revokes partitions on the consumer's own thread; the worker notices here, on every loop turn,
+    /// and before it adds a record of a new ownership (see `add`).
+    fn forget_revoked(&mut self) {
+        if self.fed.is_empty() {
+            return;
+        }
+        let gone: Vec<i32> = {
+            let ownership = self.consumer.ownership();
+            self.fed.iter().filter(|(p, e)| ownership.epoch(**p) != Some(**e)).map(|(p, _)| *p).collect()
+        };
+        if !gone.is_empty() {
+            tracing::debug!(exporter = self.name, partitions = ?gone, "partitions revoked; their state dropped");
+            gone.iter().for_each(|p| {
+                self.fed.remove(p);
+            });
+            self.backend.revoked(&gone);
         }
     }
 
@@ -289,16 +319,15 @@ impl<B: Backend> Worker<B> {
                 // Nothing the backend can take (every item was dropped in translation): settled as is.
                 return done;
             }
-            match deliver(transport.as_ref(), body, &retry, &health, &shutdown).await {
-                Delivered::Accepted { rejected, reason } => {
-                    done.items = count.saturating_sub(rejected);
-                    done.rejected_items = rejected;
-                    done.rejected_reason = reason;
+            match deliver(transport.as_ref(), body, count, &retry, &health, &shutdown).await {
+                Delivered::Accepted { rejected } => {
+                    done.items = count.saturating_sub(rejected.iter().map(|(_, n)| n).sum());
+                    done.rejected = rejected;
                 }
                 Delivered::Rejected { reason, message } => {
                     tracing::warn!(exporter, reason, %message, records = done.records,
                         "backend refused a request; its records go to the dead-letter topic");
-                    done.rejected_items = count;
+                    done.rejected = vec![(reason, count)];
                     done.dead_lettered = Some(reason);
                     let records: Vec<_> = raw
                         .into_iter()

@@ -121,7 +121,10 @@ async fn retry_after_is_honoured_5xx_backs_off_growing_and_400_goes_to_the_dead_
     let kafka = harness::kafka_config(&harness::tansu(), 1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let loki = LokiReceiver::start().await;
-    let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
+    // A hint is honoured up to max_interval: 3 s here, above the 2 s hint below.
+    let mut config = loki_config(&loki);
+    config.retry_on_failure.max_interval = tailgate_config::Duration::from_secs(3);
+    let exporters = ExportersConfig { loki: Some(config), ..Default::default() };
     let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
     let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
 

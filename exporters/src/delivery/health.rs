@@ -1,6 +1,6 @@
 //! Whether a backend answers: the state behind `tailgate_exporter_backend_up` and the outage logs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,8 @@ pub struct Health {
     down_since: AtomicU64,
     pub attempts: AtomicU64,
     pub retries: AtomicU64,
+    /// Whether this outage's refused credentials were logged already.
+    unauthorized_logged: AtomicBool,
     /// Why the last retried attempt failed.
     last_failure: std::sync::Mutex<Option<String>>,
 }
@@ -27,11 +29,13 @@ impl Health {
             down_since: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            unauthorized_logged: AtomicBool::new(false),
             last_failure: std::sync::Mutex::new(None),
         })
     }
 
     pub(super) fn up(&self) {
+        self.unauthorized_logged.store(false, Ordering::SeqCst);
         let since = self.down_since.swap(0, Ordering::SeqCst);
         if since != 0 {
             let down_for = unix_seconds().saturating_sub(since);
@@ -52,6 +56,20 @@ impl Health {
             );
             metrics::gauge!(m::BACKEND_UP, "exporter" => self.exporter).set(0.0);
             metrics::gauge!(m::BACKEND_DOWN_SINCE, "exporter" => self.exporter).set(now as f64);
+        }
+    }
+
+    /// The backend refuses our credentials: an outage like any other (the records wait in Kafka), but one only the
+    /// operator can end, so it is logged as an error of its own once per outage, even one that began otherwise.
+    pub(super) fn unauthorized(&self, reason: &str) {
+        self.down(reason);
+        if !self.unauthorized_logged.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                exporter = self.exporter,
+                %reason,
+                "backend refuses our credentials; check the exporter's `headers` (and Loki's `tenant_id`) — retrying \
+                 with back-off, records wait in Kafka and nothing is dead-lettered"
+            );
         }
     }
 

@@ -17,13 +17,19 @@ use super::transport::{Attempt, Transport};
 pub enum Refusal {
     /// The request was refused as a whole: its records go to the dead-letter topic.
     Whole(&'static str),
-    /// Some items were refused and the rest stored (Prometheus appends every sample it can before answering 400):
-    /// counted with this reason, not retried, not dead-lettered.
+    /// Some items were refused and the rest stored (Loki stores every valid entry before answering 400): counted
+    /// with this reason, not retried, not dead-lettered.
     Some(&'static str),
+    /// Some items were refused and, because of them, nothing was stored (Prometheus rolls back the whole request):
+    /// the request is cut and sent again in parts ([`Attempt::Split`]).
+    Split(&'static str),
 }
 
 /// Reads a refusal's status and body.
 pub type Classify = fn(StatusCode, &str) -> Refusal;
+
+/// Cuts a request body in two for [`Refusal::Split`] (see [`Transport::split`]).
+pub type Split = fn(&Bytes) -> Option<[(Bytes, u64); 2]>;
 
 pub struct HttpTransport {
     client: Client<HttpConnector, Full<Bytes>>,
@@ -31,10 +37,11 @@ pub struct HttpTransport {
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     classify: Classify,
+    split: Option<Split>,
 }
 
 impl HttpTransport {
-    /// `headers` were validated with the config; invalid ones are skipped.
+    /// `headers` were validated with the config; an invalid one is an error here too, never skipped.
     pub fn new(
         endpoint: &str,
         headers: impl IntoIterator<Item = (String, String)>,
@@ -44,13 +51,21 @@ impl HttpTransport {
         let uri: Uri = endpoint.parse().map_err(|e| format!("`{endpoint}`: {e}"))?;
         let headers = headers
             .into_iter()
-            .filter_map(|(k, v)| Some((k.parse::<HeaderName>().ok()?, v.parse::<HeaderValue>().ok()?)))
-            .collect();
+            .map(|(k, v)| match (k.parse::<HeaderName>(), v.parse::<HeaderValue>()) {
+                (Ok(name), Ok(value)) if super::settings::is_header_value(&v) => Ok((name, value)),
+                _ => Err(format!("header `{k}`: not a valid HTTP header")),
+            })
+            .collect::<Result<_, _>>()?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(HttpTransport { client, uri, headers, timeout, classify })
+        Ok(HttpTransport { client, uri, headers, timeout, classify, split: None })
+    }
+
+    /// How to cut a body the backend refused as a whole for some of its items.
+    pub fn with_split(self, split: Split) -> HttpTransport {
+        HttpTransport { split: Some(split), ..self }
     }
 
     async fn post(&self, body: Bytes) -> Attempt {
@@ -81,6 +96,8 @@ impl HttpTransport {
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
         if status.is_success() {
             Attempt::Accepted { rejected: 0, reason: "", message: None }
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            Attempt::Unauthorized { message: format!("HTTP {status}: {text}") }
         } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Attempt::Retry { reason: format!("HTTP {status}: {text}"), after }
         } else {
@@ -88,6 +105,7 @@ impl HttpTransport {
             match (self.classify)(status, &text) {
                 Refusal::Whole(reason) => Attempt::Rejected { reason, message },
                 Refusal::Some(reason) => Attempt::Accepted { rejected: 1, reason, message: Some(message) },
+                Refusal::Split(reason) => Attempt::Split { reason, message },
             }
         }
     }
@@ -96,6 +114,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
         Box::pin(self.post(body))
+    }
+
+    fn split(&self, body: &Bytes) -> Option<[(Bytes, u64); 2]> {
+        self.split.and_then(|split| split(body))
     }
 }
 

@@ -56,9 +56,9 @@ impl Retry {
 /// How a request ended.
 #[derive(Debug)]
 pub enum Delivered {
+    /// Stored, but for `rejected` items, by reason.
     Accepted {
-        rejected: u64,
-        reason: &'static str,
+        rejected: Vec<(&'static str, u64)>,
     },
     Rejected {
         reason: &'static str,
@@ -68,23 +68,84 @@ pub enum Delivered {
     Cancelled,
 }
 
-/// Sends `body` until the backend accepts or refuses it for good. Retryable failures are retried forever with
-/// exponential back-off and jitter (never shorter than the backend's hint): the only way out without an answer is
-/// `shutdown`.
+/// Sends `body` (of `count` items) until the backend accepts or refuses it for good. Retryable failures are retried
+/// forever with exponential back-off and jitter (never shorter than the backend's hint): the only way out without
+/// an answer is `shutdown`.
+///
+/// A request refused as a whole for some of its items ([`Attempt::Split`]) is cut in two and each part delivered
+/// the same way, in order, down to single items: only the items the backend refuses on their own are left out,
+/// and counted. If a part is refused for good after others were stored, the whole request counts as refused (its
+/// records go to the dead-letter topic, so the stored parts are there as duplicates, never lost).
 pub async fn deliver(
+    transport: &dyn Transport,
+    body: Bytes,
+    count: u64,
+    retry: &Retry,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Delivered {
+    let exporter = health.exporter;
+    let mut parts = vec![(body, count)];
+    let mut rejected: Vec<(&'static str, u64)> = Vec::new();
+    let mut refusal = None;
+    while let Some((body, count)) = parts.pop() {
+        match until_answered(transport, body.clone(), retry, health, shutdown).await {
+            Answer::Done(Delivered::Accepted { rejected: refused }) => {
+                refused.into_iter().for_each(|(reason, n)| add(&mut rejected, reason, n));
+            }
+            Answer::Done(other) => return other,
+            Answer::Split { reason, message } => match transport.split(&body) {
+                Some([first, second]) => {
+                    // Depth first, first part first: a series' samples still reach the backend in time order.
+                    parts.push(second);
+                    parts.push(first);
+                }
+                None => {
+                    add(&mut rejected, reason, count);
+                    refusal = Some(message);
+                }
+            },
+        }
+    }
+    if let Some(message) = refusal {
+        let refused: u64 = rejected.iter().map(|(_, n)| n).sum();
+        tracing::warn!(exporter, refused, ?rejected, last = %message,
+            "backend refused items of a request; the request was resent without them and the rest is stored");
+    }
+    Delivered::Accepted { rejected }
+}
+
+/// What one body's attempts came to.
+enum Answer {
+    Done(Delivered),
+    Split { reason: &'static str, message: String },
+}
+
+fn add(rejected: &mut Vec<(&'static str, u64)>, reason: &'static str, count: u64) {
+    if count == 0 {
+        return;
+    }
+    match rejected.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += count,
+        None => rejected.push((reason, count)),
+    }
+}
+
+/// Sends one body until the backend answers something other than "try again later".
+async fn until_answered(
     transport: &dyn Transport,
     body: Bytes,
     retry: &Retry,
     health: &Health,
     shutdown: &CancellationToken,
-) -> Delivered {
+) -> Answer {
     let exporter = health.exporter;
     let mut backoff = retry.initial_interval.get();
     loop {
         let started = Instant::now();
         health.attempts.fetch_add(1, Ordering::SeqCst);
         let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Delivered::Cancelled,
+            _ = shutdown.cancelled() => return Answer::Done(Delivered::Cancelled),
             attempt = transport.send(body.clone()) => attempt,
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -102,31 +163,58 @@ pub async fn deliver(
                         "backend refused part of a request"
                     );
                 }
-                return Delivered::Accepted { rejected, reason };
+                let rejected = if rejected > 0 { vec![(reason, rejected)] } else { Vec::new() };
+                return Answer::Done(Delivered::Accepted { rejected });
             }
             Attempt::Rejected { reason, message } => {
                 metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "rejected")
                     .record(seconds);
                 // A backend that answers is up, even when it refuses this request.
                 health.up();
-                return Delivered::Rejected { reason, message };
+                return Answer::Done(Delivered::Rejected { reason, message });
+            }
+            Attempt::Split { reason, message } => {
+                metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "split").record(seconds);
+                health.up();
+                tracing::debug!(exporter, reason, %message, "backend refused a request for some of its items");
+                return Answer::Split { reason, message };
             }
             Attempt::Retry { reason, after } => {
-                metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "retry").record(seconds);
                 health.down(&reason);
-                health.retries.fetch_add(1, Ordering::SeqCst);
-                metrics::counter!(m::RETRIES, "exporter" => exporter).increment(1);
-                let wait = jittered(backoff, retry.randomization_factor).max(after.unwrap_or_default());
-                tracing::debug!(exporter, %reason, wait_ms = wait.as_millis() as u64, "retrying");
-                backoff = backoff.mul_f64(retry.multiplier).min(retry.max_interval.get());
-                wait
+                next_wait(&mut backoff, retry, health, &reason, after, seconds)
+            }
+            Attempt::Unauthorized { message } => {
+                let reason = format!("credentials refused: {message}");
+                health.unauthorized(&reason);
+                next_wait(&mut backoff, retry, health, &reason, None, seconds)
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return Delivered::Cancelled,
+            _ = shutdown.cancelled() => return Answer::Done(Delivered::Cancelled),
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// How long to wait after a failed attempt: the back-off with jitter, at least the backend's hint — which is
+/// honoured up to `max_interval`, so a `Retry-After: 99999999` can't park the exporter for years. Grows `backoff`.
+fn next_wait(
+    backoff: &mut Duration,
+    retry: &Retry,
+    health: &Health,
+    reason: &str,
+    after: Option<Duration>,
+    seconds: f64,
+) -> Duration {
+    let exporter = health.exporter;
+    metrics::histogram!(m::REQUEST_DURATION, "exporter" => exporter, "outcome" => "retry").record(seconds);
+    health.retries.fetch_add(1, Ordering::SeqCst);
+    metrics::counter!(m::RETRIES, "exporter" => exporter).increment(1);
+    let hint = after.unwrap_or_default().min(retry.max_interval.get());
+    let wait = jittered(*backoff, retry.randomization_factor).max(hint);
+    tracing::debug!(exporter, %reason, wait_ms = wait.as_millis() as u64, "retrying");
+    *backoff = backoff.mul_f64(retry.multiplier).min(retry.max_interval.get());
+    wait
 }
 
 /// `interval` times a random factor in `[1 - r, 1 + r]`, so that many workers retrying at once spread out.
@@ -170,8 +258,8 @@ mod tests {
             (0..6).map(|_| again(None)).chain([Attempt::Accepted { rejected: 0, reason: "", message: None }]);
         let script = Script(Mutex::new(attempts.collect()), Mutex::default());
         let health = Health::new("test");
-        let done = deliver(&script, Bytes::new(), &retry(), &health, &CancellationToken::new()).await;
-        assert!(matches!(done, Delivered::Accepted { rejected: 0, .. }));
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &health, &CancellationToken::new()).await;
+        assert!(matches!(done, Delivered::Accepted { ref rejected } if rejected.is_empty()));
         let times = script.1.lock().unwrap().clone();
         let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
         // Back-off 1, 2, 4, 8, 8, 8 seconds, each within ±50%.
@@ -183,14 +271,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_backend_hint_is_a_floor() {
-        let script = Script(
-            Mutex::new(vec![again(Some(20)), Attempt::Accepted { rejected: 0, reason: "", message: None }]),
-            Mutex::default(),
-        );
-        deliver(&script, Bytes::new(), &retry(), &Health::new("test"), &CancellationToken::new()).await;
+    async fn the_backend_hint_is_a_floor_up_to_max_interval() {
+        let accepted = || Attempt::Accepted { rejected: 0, reason: "", message: None };
+        let script = Script(Mutex::new(vec![again(Some(5)), accepted()]), Mutex::default());
+        deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         let times = script.1.lock().unwrap().clone();
-        assert!(times[1] - times[0] >= Duration::from_secs(20));
+        assert!(times[1] - times[0] >= Duration::from_secs(5), "a hint above the back-off is honoured");
+
+        // `Retry-After: 99999999` (or a gRPC RetryInfo as long) waits max_interval (8 s), not three years.
+        let script = Script(Mutex::new(vec![again(Some(99_999_999)), accepted()]), Mutex::default());
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        assert!(matches!(done, Delivered::Accepted { .. }));
+        let times = script.1.lock().unwrap().clone();
+        assert_eq!(times.len(), 2, "the second attempt came");
+        assert_eq!(times[1] - times[0], Duration::from_secs(8), "capped at max_interval");
     }
 
     #[tokio::test(start_paused = true)]
@@ -199,7 +293,7 @@ mod tests {
             Mutex::new(vec![Attempt::Rejected { reason: "bad_request", message: "no".into() }]),
             Mutex::default(),
         );
-        let done = deliver(&script, Bytes::new(), &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         assert!(matches!(done, Delivered::Rejected { reason: "bad_request", .. }));
 
         let forever = Script(Mutex::new((0..1000).map(|_| again(None)).collect()), Mutex::default());
@@ -210,7 +304,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             stop.cancel();
         });
-        let done = deliver(&forever, Bytes::new(), &retry(), &health, &shutdown).await;
+        let done = deliver(&forever, Bytes::new(), 1, &retry(), &health, &shutdown).await;
         assert!(matches!(done, Delivered::Cancelled));
         assert!(health.down_since().is_some());
         // An hour at ≤ 12 s per retry: it never gave up.

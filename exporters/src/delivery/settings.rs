@@ -52,12 +52,22 @@ impl Delivery {
             problems.push(format!("{path}.timeout"), "must be above 0");
         }
         self.retry_on_failure.validate(path, problems);
-        for name in self.headers.keys() {
+        // A header the client can't send would be dropped when it is built, and a mistyped `Authorization` would
+        // become a stream of 401s; the value itself may be a secret and is never repeated.
+        for (name, value) in &self.headers {
             if name.parse::<hyper::header::HeaderName>().is_err() {
                 problems.push(format!("{path}.headers.{name}"), "is not a valid header name");
+            } else if !is_header_value(value) {
+                problems.push(format!("{path}.headers.{name}"), "not a valid HTTP header value");
             }
         }
     }
+}
+
+/// Whether `value` can be sent as an HTTP header value and as ASCII gRPC metadata: visible ASCII, spaces and tabs.
+/// (HTTP tolerates other bytes as obsolete text; gRPC metadata and most proxies don't.)
+pub fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Checks a backend's `endpoint`: required, a URL, and `https://` only where the transport speaks TLS.

@@ -68,6 +68,12 @@ impl JaegerConfig {
                 problems.push(format!("{path}.tls.ca_file"), format!("cannot read {}: {error}", ca.display()));
             }
         }
+        for name in self.headers.keys().filter(|name| name.to_ascii_lowercase().ends_with("-bin")) {
+            problems.push(
+                format!("{path}.headers.{name}"),
+                "gRPC metadata keys ending in -bin take binary values; not supported",
+            );
+        }
         self.delivery().validate(path, problems);
     }
 

@@ -25,7 +25,7 @@ pub struct Jaeger;
 impl Backend for Jaeger {
     type Items = ExportTraceServiceRequest;
 
-    fn add(&mut self, items: &mut Self::Items, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, items: &mut Self::Items, _partition: i32, payload: &[u8]) -> Result<Batch, String> {
         let mut request =
             ExportTraceServiceRequest::decode(payload).map_err(|e| format!("not OTLP trace data: {e}"))?;
         let spans = tailgate_proto::count_items(&mut request) as u64;

@@ -51,8 +51,11 @@ impl GrpcTransport {
         let metadata = config
             .headers
             .iter()
-            .filter_map(|(k, v)| Some((MetadataKey::from_str(&k.to_ascii_lowercase()).ok()?, v.parse().ok()?)))
-            .collect();
+            .map(|(k, v)| match (MetadataKey::from_str(&k.to_ascii_lowercase()), v.parse()) {
+                (Ok(key), Ok(value)) => Ok((key, value)),
+                _ => Err(format!("header `{k}`: not valid gRPC metadata")),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(GrpcTransport { client, metadata, timeout })
     }
 
@@ -148,7 +151,7 @@ fn classify(status: &tonic::Status) -> Attempt {
     match status.code() {
         Code::ResourceExhausted => Attempt::Rejected { reason: "resource_exhausted", message: reason },
         Code::InvalidArgument => Attempt::Rejected { reason: "invalid_argument", message: reason },
-        Code::Unauthenticated | Code::PermissionDenied => Attempt::Rejected { reason: "unauthorized", message: reason },
+        Code::Unauthenticated | Code::PermissionDenied => Attempt::Unauthorized { message: reason },
         _ => Attempt::Rejected { reason: "refused", message: reason },
     }
 }

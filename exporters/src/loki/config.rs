@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
-use crate::delivery::settings::{check_endpoint, DEFAULT_TIMEOUT};
+use crate::delivery::settings::{check_endpoint, is_header_value, DEFAULT_TIMEOUT};
 use crate::delivery::{Batching, Delivery, Retry};
 
 /// Loki's push API, from the logs topic.
@@ -72,6 +72,9 @@ impl LokiConfig {
         }
         if self.max_line_bytes.get() == 0 {
             problems.push(format!("{path}.max_line_bytes"), "must be above 0");
+        }
+        if self.tenant_id.as_deref().is_some_and(|tenant| !is_header_value(tenant)) {
+            problems.push(format!("{path}.tenant_id"), "not a valid HTTP header value (X-Scope-OrgID)");
         }
         self.delivery().validate(path, problems);
     }

@@ -46,7 +46,7 @@ impl Loki {
 impl Backend for Loki {
     type Items = Streams;
 
-    fn add(&mut self, streams: &mut Streams, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, streams: &mut Streams, _partition: i32, payload: &[u8]) -> Result<Batch, String> {
         let request = ExportLogsServiceRequest::decode(payload).map_err(|e| format!("not OTLP log data: {e}"))?;
         let mut batch = Batch::default();
         let max_line = self.config.max_line_bytes.get() as usize;

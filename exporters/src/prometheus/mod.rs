@@ -6,7 +6,8 @@
 //!   monotonic sums;
 //! * monotonic cumulative sums → counters, non-monotonic sums and gauges → gauges; delta sums are accumulated into
 //!   cumulative series here (the metrics topic is partitioned by resource, scope and name, so one exporter owns every
-//!   point of a series); delta histograms are dropped and counted (`delta_histogram`);
+//!   point of a series; a partition's totals are dropped when it is revoked, as its next owner reads its records
+//!   again from the last commit); delta histograms are dropped and counted (`delta_histogram`);
 //! * histograms → `_bucket{le}` (cumulative, ending in `+Inf`), `_sum`, `_count`; summaries → `{quantile}`, `_sum`,
 //!   `_count`; exponential histograms → the same classic buckets, one per exponential bucket, with the bucket's upper
 //!   bound as `le` (negative buckets and the zero bucket first), so any Prometheus reads them without native
@@ -60,9 +61,9 @@ impl Prometheus {
 impl Backend for Prometheus {
     type Items = Series;
 
-    fn add(&mut self, items: &mut Series, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, items: &mut Series, partition: i32, payload: &[u8]) -> Result<Batch, String> {
         let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
-        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals };
+        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition };
         for resource_metrics in &request.resource_metrics {
             let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
             let resource = ResourceLabels::new(attributes, &self.config);
@@ -107,5 +108,66 @@ impl Backend for Prometheus {
             })
             .collect();
         snappy(&WriteRequest { timeseries }.encode_to_vec())
+    }
+
+    /// Delta totals go with their partition: its next owner starts them again from the last commit.
+    fn revoked(&mut self, partitions: &[i32]) {
+        self.totals.revoke(partitions);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    fn delta(name: &str, value: i64, time: u64) -> Vec<u8> {
+        let sum = Sum {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: time,
+                value: Some(number_data_point::Value::AsInt(value)),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+            is_monotonic: true,
+        };
+        let metric = Metric { name: name.into(), data: Some(metric::Data::Sum(sum)), ..Default::default() };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// The cumulative values `records` of `partition` become, in order.
+    fn cumulative(backend: &mut Prometheus, partition: i32, records: &[Vec<u8>]) -> Vec<f64> {
+        let mut items = Series::new();
+        for record in records {
+            backend.add(&mut items, partition, record).unwrap();
+        }
+        items.into_values().flatten().map(|s| s.value).collect()
+    }
+
+    /// After a rebalance the records since the last commit are read again (by this exporter or another): the
+    /// totals learnt from them must go with the partition, or every re-read delta is counted twice.
+    #[test]
+    fn deltas_of_a_revoked_partition_read_again_are_not_counted_twice() {
+        let mut backend = Prometheus::new(PrometheusConfig::default());
+        let records = [delta("carts", 3, 1_000_000_000), delta("carts", 2, 2_000_000_000)];
+        let other = [delta("orders", 10, 1_000_000_000)];
+        assert_eq!(cumulative(&mut backend, 0, &records), [3.0, 5.0]);
+        assert_eq!(cumulative(&mut backend, 1, &other), [10.0]);
+
+        backend.revoked(&[0]);
+        assert_eq!(cumulative(&mut backend, 0, &records), [3.0, 5.0], "the same values as before, not 8 and 10");
+        assert_eq!(
+            cumulative(&mut backend, 1, &[delta("orders", 1, 3_000_000_000)]),
+            [11.0],
+            "partition 1 keeps its totals"
+        );
     }
 }

@@ -23,6 +23,8 @@ pub struct Out<'a> {
     pub items: &'a mut Series,
     pub batch: Batch,
     pub totals: &'a mut DeltaTotals,
+    /// The record's partition, which its delta totals belong to.
+    pub partition: i32,
 }
 
 impl Out<'_> {
@@ -52,7 +54,7 @@ impl Out<'_> {
                         continue;
                     }
                     if delta && !is_stale(value) {
-                        match self.totals.add(&labels, value) {
+                        match self.totals.add(self.partition, &labels, value) {
                             Some(total) => value = total,
                             None => {
                                 self.drop("delta_series_limit", 1);

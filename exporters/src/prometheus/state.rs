@@ -4,30 +4,45 @@ use std::collections::HashMap;
 
 use tailgate_proto::prometheus::Label;
 
-/// Running totals of delta sums, by series: Prometheus only takes cumulative counters. The metrics topic is
-/// partitioned by resource, scope and name, so one exporter owns every point of a series.
+/// Running totals of delta sums, by source partition and series: Prometheus only takes cumulative counters. The
+/// metrics topic is partitioned by resource, scope and name, so one exporter owns every point of a series — until
+/// the partition is revoked: then its totals are dropped ([`DeltaTotals::revoke`]), because the next owner reads
+/// its records again from the last commit and would otherwise add the same deltas twice. `limit` bounds the series
+/// of every partition together.
 pub struct DeltaTotals {
-    totals: HashMap<Vec<Label>, f64>,
+    totals: HashMap<i32, HashMap<Vec<Label>, f64>>,
+    series: usize,
     limit: usize,
 }
 
 impl DeltaTotals {
     pub fn new(limit: usize) -> DeltaTotals {
-        DeltaTotals { totals: HashMap::new(), limit: limit.max(1) }
+        DeltaTotals { totals: HashMap::new(), series: 0, limit: limit.max(1) }
     }
 
-    /// Adds a delta to its series' total and returns the new total; `None` when the series is new and `limit`
-    /// series are remembered already.
-    pub fn add(&mut self, series: &[Label], delta: f64) -> Option<f64> {
-        if let Some(total) = self.totals.get_mut(series) {
+    /// Adds a delta read from `partition` to its series' total and returns the new total; `None` when the series is
+    /// new and `limit` series are remembered already.
+    pub fn add(&mut self, partition: i32, series: &[Label], delta: f64) -> Option<f64> {
+        let totals = self.totals.entry(partition).or_default();
+        if let Some(total) = totals.get_mut(series) {
             *total += delta;
             return Some(*total);
         }
-        if self.totals.len() >= self.limit {
+        if self.series >= self.limit {
             return None;
         }
-        self.totals.insert(series.to_vec(), delta);
+        totals.insert(series.to_vec(), delta);
+        self.series += 1;
         Some(delta)
+    }
+
+    /// Forgets the totals of `partitions`.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            if let Some(totals) = self.totals.remove(partition) {
+                self.series -= totals.len();
+            }
+        }
     }
 }
 
@@ -68,9 +83,11 @@ mod tests {
     #[test]
     fn delta_totals_accumulate_up_to_the_series_limit() {
         let mut totals = DeltaTotals::new(1);
-        assert_eq!(totals.add(&series("a"), 2.0), Some(2.0));
-        assert_eq!(totals.add(&series("a"), 3.0), Some(5.0));
-        assert_eq!(totals.add(&series("b"), 1.0), None, "no room for a second series");
+        assert_eq!(totals.add(0, &series("a"), 2.0), Some(2.0));
+        assert_eq!(totals.add(0, &series("a"), 3.0), Some(5.0));
+        assert_eq!(totals.add(1, &series("b"), 1.0), None, "no room for a second series");
+        totals.revoke(&[0]);
+        assert_eq!(totals.add(1, &series("b"), 1.0), Some(1.0), "room again once partition 0 is gone");
     }
 
     #[test]
