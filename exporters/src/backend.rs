@@ -21,6 +21,12 @@ pub trait Backend: Send + 'static {
     fn revoked(&mut self, _partitions: &[i32]) {}
 }
 
+/// What one record may become after translation, as a multiple of the batch's `max_bytes` (32 MiB for the default
+/// 2 MiB): room for legitimate expansion (a classic histogram of 20 bounds becomes 22 series, each with every label),
+/// and a bound on a record crafted to multiply. Past it, the record's remaining points or lines are dropped and
+/// counted (`reason="translation_limit"`).
+pub const MAX_RECORD_EXPANSION: usize = 16;
+
 /// What adding one record did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Batch {
@@ -30,4 +36,7 @@ pub struct Batch {
     pub dropped: Vec<(&'static str, u64)>,
     /// Log lines shortened to the backend's limit.
     pub truncated: u64,
+    /// About how many bytes the items add to the request body (before compression): what a batch becomes after
+    /// translation, which the worker bounds like the records' bytes.
+    pub bytes: usize,
 }

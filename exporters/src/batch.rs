@@ -31,6 +31,8 @@ pub(crate) struct Open<I> {
     pub count: u64,
     /// Record bytes added.
     pub bytes: usize,
+    /// What the records became after translation, in request bytes (see `Batch::bytes`).
+    pub translated: usize,
     pub held: Vec<Held>,
     pub raw: Vec<Raw>,
     opened: Instant,
@@ -38,7 +40,15 @@ pub(crate) struct Open<I> {
 
 impl<I: Default> Open<I> {
     pub fn new() -> Self {
-        Open { items: I::default(), count: 0, bytes: 0, held: Vec::new(), raw: Vec::new(), opened: Instant::now() }
+        Open {
+            items: I::default(),
+            count: 0,
+            bytes: 0,
+            translated: 0,
+            held: Vec::new(),
+            raw: Vec::new(),
+            opened: Instant::now(),
+        }
     }
 }
 
@@ -47,8 +57,12 @@ impl<I> Open<I> {
         self.held.is_empty()
     }
 
+    /// Full when it holds `max_items` items, or `max_bytes` of records or of their translation: a record can become
+    /// many times its size (a histogram's every bucket a series with all its labels), and the request is what is
+    /// held in memory and sent.
     pub fn is_full(&self, delivery: &Delivery) -> bool {
-        self.count >= delivery.batch.max_items as u64 || self.bytes >= delivery.batch.max_bytes.get() as usize
+        let max_bytes = delivery.batch.max_bytes.get() as usize;
+        self.count >= delivery.batch.max_items as u64 || self.bytes >= max_bytes || self.translated >= max_bytes
     }
 
     pub fn is_old(&self, delivery: &Delivery) -> bool {

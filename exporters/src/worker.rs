@@ -249,6 +249,7 @@ impl<B: Backend> Worker<B> {
             Ok(batch) => {
                 open.count += batch.items;
                 open.bytes += raw.payload.len();
+                open.translated += batch.bytes;
                 for (reason, count) in batch.dropped {
                     metrics::counter!(m::REJECTED_ITEMS, "exporter" => self.name, "reason" => reason).increment(count);
                     self.stats.items_rejected.fetch_add(count, Ordering::Relaxed);

@@ -3,7 +3,10 @@
 //! * Stream labels: the configured resource attributes (dots become `_`), plus `level` from the severity. Keep the
 //!   list short: each distinct combination is a stream, and Loki's index is its streams.
 //! * Structured metadata: `trace_id` and `span_id` (hex), the log record's attributes, the other resource attributes
-//!   and the scope — so Grafana can jump from a trace to its logs and back without high-cardinality labels.
+//!   (the first [`MAX_RESOURCE_METADATA_BYTES`] of them: they are copied onto every line) and the scope — so Grafana
+//!   can jump from a trace to its logs and back without high-cardinality labels.
+//! * What a record becomes is bounded (`MAX_RECORD_EXPANSION` × `batch.max_bytes`); lines past it are dropped and
+//!   counted (`translation_limit`).
 //! * The line: a string body as is, any other body as JSON. Lines over `max_line_bytes` are truncated (at a
 //!   character boundary) or dropped, as configured, and counted.
 //! * Entries of a stream are sent in timestamp order.
@@ -50,10 +53,12 @@ impl Backend for Loki {
         let request = ExportLogsServiceRequest::decode(payload).map_err(|e| format!("not OTLP log data: {e}"))?;
         let mut batch = Batch::default();
         let max_line = self.config.max_line_bytes.get() as usize;
+        let limit = (self.config.batch.max_bytes.get() as usize).saturating_mul(crate::backend::MAX_RECORD_EXPANSION);
         for resource_logs in request.resource_logs {
             let attributes = resource_logs.resource.map(|r| r.attributes).unwrap_or_default();
             let mut stream_labels = BTreeMap::new();
             let mut resource_metadata = Vec::new();
+            let mut resource_bytes = 0;
             for kv in &attributes {
                 if self.config.labels.contains(&kv.key) {
                     let value = value_string(kv.value.as_ref());
@@ -61,12 +66,21 @@ impl Backend for Loki {
                         stream_labels.insert(sanitize_label(&kv.key), value);
                     }
                 } else {
-                    resource_metadata.push(pair(&kv.key, kv.value.as_ref()));
+                    let pair = pair(&kv.key, kv.value.as_ref());
+                    let bytes = pair_bytes(&pair);
+                    if resource_bytes + bytes <= MAX_RESOURCE_METADATA_BYTES {
+                        resource_bytes += bytes;
+                        resource_metadata.push(pair);
+                    }
                 }
             }
             for scope_logs in resource_logs.scope_logs {
                 let scope = scope_logs.scope.map(|s| s.name).filter(|n| !n.is_empty());
                 for record in scope_logs.log_records {
+                    if batch.bytes >= limit {
+                        batch.dropped.push(("translation_limit", 1));
+                        continue;
+                    }
                     let mut labels = stream_labels.clone();
                     labels.insert("level".into(), level(&record).into());
                     let Some(line) = line(record.body.as_ref(), max_line, self.config.line_too_long, &mut batch) else {
@@ -93,11 +107,19 @@ impl Backend for Loki {
                     metadata.extend(resource_metadata.iter().cloned());
                     let nanos =
                         if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
-                    streams.entry(render(&labels)).or_default().push(EntryAdapter {
+                    batch.bytes += ENTRY_BYTES + line.len() + metadata.iter().map(pair_bytes).sum::<usize>();
+                    let entry = EntryAdapter {
                         timestamp: Some(Timestamp::from_unix_nanos(nanos)),
                         line,
                         structured_metadata: metadata,
-                    });
+                    };
+                    match streams.entry(render(&labels)) {
+                        std::collections::btree_map::Entry::Occupied(mut stream) => stream.get_mut().push(entry),
+                        std::collections::btree_map::Entry::Vacant(stream) => {
+                            batch.bytes += stream.key().len() + 8;
+                            stream.insert(vec![entry]);
+                        }
+                    }
                     batch.items += 1;
                 }
             }
@@ -115,6 +137,19 @@ impl Backend for Loki {
             .collect();
         snappy(&PushRequest { streams }.encode_to_vec())
     }
+}
+
+/// What a line's structured metadata may take from its resource. A resource's attributes are in the record once but
+/// copied onto every line, so a large resource over many short lines would multiply; attributes past this bound (in
+/// the resource's order) are left out of the lines' metadata. The line's own attributes, trace and span IDs are
+/// always kept.
+pub const MAX_RESOURCE_METADATA_BYTES: usize = 1024;
+
+/// What an entry adds to a push body besides its line and metadata: timestamp, tags and lengths.
+const ENTRY_BYTES: usize = 24;
+
+fn pair_bytes(pair: &LabelPairAdapter) -> usize {
+    pair.name.len() + pair.value.len() + 6
 }
 
 fn pair(key: &str, value: Option<&AnyValue>) -> LabelPairAdapter {
@@ -209,5 +244,44 @@ mod tests {
         assert_eq!(line(Some(&body), 3, LineTooLong::Truncate, &mut batch).as_deref(), Some("é"));
         assert_eq!(line(Some(&body), 3, LineTooLong::Reject, &mut batch), None);
         assert_eq!((batch.truncated, batch.dropped), (1, vec![("line_too_long", 1)]));
+    }
+
+    fn kv(key: &str, value: String) -> KeyValue {
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
+    }
+
+    /// 50 resource attributes of 100 bytes and 500 short lines: copied onto every line that would be 3 MB from a
+    /// 10 KB record; each line carries at most 1 KiB of them.
+    #[test]
+    fn a_large_resource_is_not_copied_whole_onto_every_line() {
+        use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+        let attributes = (0..50).map(|n| kv(&format!("attribute.{n:02}"), "x".repeat(100))).collect();
+        let records = (0..500)
+            .map(|n| LogRecord {
+                body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("line {n}"))) }),
+                ..Default::default()
+            })
+            .collect();
+        let record = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource { attributes, ..Default::default() }),
+                scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let mut loki = Loki::new(LokiConfig::default());
+        let mut streams = Streams::new();
+        let batch = loki.add(&mut streams, 0, &record).unwrap();
+        assert_eq!(batch.items, 500);
+        let body = loki.encode(streams);
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        assert!(raw.len() <= 500 * (1024 + 64), "{} bytes from a record of {}", raw.len(), record.len());
+        let request = PushRequest::decode(raw.as_slice()).unwrap();
+        for entry in request.streams.iter().flat_map(|s| &s.entries) {
+            let metadata: usize = entry.structured_metadata.iter().map(pair_bytes).sum();
+            assert!(metadata <= 1024, "{metadata} bytes of metadata on one line");
+        }
+        assert!(batch.bytes.abs_diff(raw.len()) <= raw.len() / 10, "estimate {} for {}", batch.bytes, raw.len());
     }
 }

@@ -63,7 +63,8 @@ impl Backend for Prometheus {
 
     fn add(&mut self, items: &mut Series, partition: i32, payload: &[u8]) -> Result<Batch, String> {
         let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
-        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition };
+        let limit = (self.config.batch.max_bytes.get() as usize).saturating_mul(crate::backend::MAX_RECORD_EXPANSION);
+        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition, limit };
         for resource_metrics in &request.resource_metrics {
             let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
             let resource = ResourceLabels::new(attributes, &self.config);
@@ -83,6 +84,7 @@ impl Backend for Prometheus {
                 let labels = label_vec(info);
                 let time = ms(latest);
                 if latest > 0 && self.target_info.advance(&labels, time) {
+                    out.batch.bytes += points::series_bytes(&labels) + 20;
                     out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
                     out.batch.items += 1;
                 }
@@ -119,8 +121,10 @@ impl Backend for Prometheus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
     use opentelemetry_proto::tonic::metrics::v1::{
-        metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric, number_data_point, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     };
 
     fn delta(name: &str, value: i64, time: u64) -> Vec<u8> {
@@ -169,5 +173,116 @@ mod tests {
             [11.0],
             "partition 1 keeps its totals"
         );
+    }
+
+    fn record(metric: Metric) -> Vec<u8> {
+        let attributes = vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "service.name".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("bomb".into())),
+            }),
+        }];
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource { attributes, ..Default::default() }),
+                scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn exponential(points: Vec<ExponentialHistogramDataPoint>) -> Metric {
+        let histogram = ExponentialHistogram {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        };
+        Metric { name: "bomb".into(), data: Some(metric::Data::ExponentialHistogram(histogram)), ..Default::default() }
+    }
+
+    fn point(scale: i32, offset: i32, buckets: usize, attribute: usize) -> ExponentialHistogramDataPoint {
+        ExponentialHistogramDataPoint {
+            attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                key: "pod".into(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(format!(
+                        "pod-{attribute:04}-with-a-long-name"
+                    ))),
+                }),
+            }],
+            time_unix_nano: 1_000_000_000,
+            count: buckets as u64,
+            scale,
+            positive: Some(Buckets { offset, bucket_counts: vec![1; buckets] }),
+            ..Default::default()
+        }
+    }
+
+    /// The request body a batch becomes, uncompressed, and its series.
+    fn translated(backend: &mut Prometheus, record: &[u8]) -> (Batch, usize, WriteRequest) {
+        let mut items = Series::new();
+        let batch = backend.add(&mut items, 0, record).unwrap();
+        let body = backend.encode(items);
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let request = WriteRequest::decode(raw.as_slice()).unwrap();
+        (batch, raw.len(), request)
+    }
+
+    /// One exponential histogram point of 100 000 buckets (a byte each in the record) would be 100 000 series with
+    /// all their labels; downscaled to at most 160 buckets it stays about the size of its record, and its counts
+    /// stay right.
+    #[test]
+    fn a_histogram_bomb_is_downscaled_not_multiplied() {
+        let mut backend = Prometheus::new(PrometheusConfig::default());
+        let record = record(exponential(vec![point(20, 0, 100_000, 0)]));
+        let (batch, bytes, request) = translated(&mut backend, &record);
+        let buckets: Vec<&TimeSeries> = request
+            .timeseries
+            .iter()
+            .filter(|s| s.labels.iter().any(|l| l.name == "__name__" && l.value == "bomb_bucket"))
+            .collect();
+        assert!(buckets.len() <= points::MAX_EXPONENTIAL_BUCKETS + 1, "{} bucket series", buckets.len());
+        assert!(bytes <= 64 * 1024, "translated to {bytes} bytes from a record of {}", record.len());
+        let inf = buckets.iter().find(|s| s.labels.iter().any(|l| l.name == "le" && l.value == "+Inf")).unwrap();
+        assert_eq!(inf.samples[0].value, 100_000.0);
+        let highest = buckets.iter().map(|s| s.samples[0].value).fold(0.0, f64::max);
+        assert_eq!(highest, 100_000.0, "the last finite bucket holds every count");
+        assert!(batch.dropped.is_empty(), "{:?}", batch.dropped);
+    }
+
+    /// Points whose scale and offset give infinite or colliding bounds can't be classic buckets: dropped, counted.
+    #[test]
+    fn histograms_with_infinite_or_equal_bounds_are_rejected_with_a_reason() {
+        let mut backend = Prometheus::new(PrometheusConfig::default());
+        let points = vec![point(-10, 0, 3, 0), point(0, i32::MAX - 10, 5, 1), point(1000, 0, 2, 2), point(0, 0, 2, 3)];
+        let (batch, _, request) = translated(&mut backend, &record(exponential(points)));
+        assert_eq!(batch.dropped, vec![("invalid_histogram", 1); 3]);
+        let pods: std::collections::BTreeSet<&str> = request
+            .timeseries
+            .iter()
+            .flat_map(|s| s.labels.iter().filter(|l| l.name == "pod").map(|l| l.value.as_str()))
+            .collect();
+        assert_eq!(pods, std::collections::BTreeSet::from(["pod-0003-with-a-long-name"]), "the valid point is kept");
+    }
+
+    /// Many points of 160 buckets each: the record's translation stops at its bound (16 × max_bytes), and the points
+    /// past it are counted; the translated batch is then full, so it is sealed.
+    #[test]
+    fn what_one_record_becomes_is_bounded() {
+        let mut config = PrometheusConfig::default();
+        config.batch.max_bytes = tailgate_config::ByteSize::b(16 * 1024);
+        let limit = 16 * 16 * 1024;
+        let mut backend = Prometheus::new(config);
+        let points = (0..2000).map(|n| point(0, 0, 160, n)).collect();
+        let record = record(exponential(points));
+        let (batch, bytes, _) = translated(&mut backend, &record);
+        // One point is at most 163 series of about 120 bytes.
+        assert!(bytes <= limit + 163 * 160, "translated to {bytes} bytes, bound {limit}");
+        let dropped: u64 = batch.dropped.iter().filter(|(r, _)| *r == "translation_limit").map(|(_, n)| n).sum();
+        let kept = 2000 - dropped;
+        assert!(dropped > 0 && kept > 0, "kept {kept}, dropped {dropped}");
+        assert_eq!(batch.items, kept * 162, "every kept point whole: 160 buckets, +Inf and _count");
+        assert!(batch.bytes >= 16 * 1024, "reported, so the worker seals the batch");
+        assert!(batch.bytes.abs_diff(bytes) <= bytes / 10, "the estimate {} is near the real {bytes}", batch.bytes);
     }
 }

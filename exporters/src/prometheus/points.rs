@@ -2,6 +2,7 @@
 //! `_bucket`/`_sum`/`_count` series, exponential histograms as classic buckets, `NO_RECORDED_VALUE` as a staleness
 //! marker.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -25,7 +26,17 @@ pub struct Out<'a> {
     pub totals: &'a mut DeltaTotals,
     /// The record's partition, which its delta totals belong to.
     pub partition: i32,
+    /// Request bytes one record may become; the points past it are dropped (`translation_limit`).
+    pub limit: usize,
 }
+
+/// Buckets an exponential histogram point may become: OpenTelemetry SDKs' default `max_size`, and Prometheus's
+/// native-histogram bucket limit. A point with more is downscaled (adjacent buckets merged) until it fits, so one
+/// small record can't become a series per byte.
+pub const MAX_EXPONENTIAL_BUCKETS: usize = 160;
+
+/// What a sample adds to a remote-write body: a double, a varint timestamp, their tags and length.
+const SAMPLE_BYTES: usize = 20;
 
 impl Out<'_> {
     /// Translates one metric; returns the latest point time seen (Unix nanoseconds).
@@ -36,6 +47,9 @@ impl Out<'_> {
             metric::Data::Gauge(gauge) => {
                 let Some(name) = self.name(metric, Kind::Gauge, gauge.data_points.len()) else { return 0 };
                 for point in &gauge.data_points {
+                    if !self.room() {
+                        continue;
+                    }
                     latest = latest.max(point.time_unix_nano);
                     let labels = series(&point_labels(base, &point.attributes), &name, None);
                     self.push(labels, ms(point.time_unix_nano), number(point));
@@ -46,6 +60,9 @@ impl Out<'_> {
                 let Some(name) = self.name(metric, kind, sum.data_points.len()) else { return 0 };
                 let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
                 for point in &sum.data_points {
+                    if !self.room() {
+                        continue;
+                    }
                     latest = latest.max(point.time_unix_nano);
                     let labels = series(&point_labels(base, &point.attributes), &name, None);
                     let mut value = number(point);
@@ -71,6 +88,9 @@ impl Out<'_> {
                     return 0;
                 };
                 for point in &histogram.data_points {
+                    if !self.room() {
+                        continue;
+                    }
                     if point.bucket_counts.len() != point.explicit_bounds.len() + 1 && !point.bucket_counts.is_empty() {
                         self.drop("invalid_histogram", 1);
                         continue;
@@ -94,8 +114,14 @@ impl Out<'_> {
                     return 0;
                 };
                 for point in &histogram.data_points {
+                    if !self.room() {
+                        continue;
+                    }
+                    let Some(buckets) = exponential_buckets(point) else {
+                        self.drop("invalid_histogram", 1);
+                        continue;
+                    };
                     latest = latest.max(point.time_unix_nano);
-                    let buckets = exponential_buckets(point);
                     self.histogram(
                         &point_labels(base, &point.attributes),
                         &name,
@@ -110,6 +136,9 @@ impl Out<'_> {
             metric::Data::Summary(summary) => {
                 let Some(name) = self.name(metric, Kind::Summary, summary.data_points.len()) else { return 0 };
                 for point in &summary.data_points {
+                    if !self.room() {
+                        continue;
+                    }
                     latest = latest.max(point.time_unix_nano);
                     let t = ms(point.time_unix_nano);
                     let stale = point.flags & 1 != 0;
@@ -173,8 +202,27 @@ impl Out<'_> {
         self.name(metric, Kind::Histogram, points)
     }
 
+    /// Whether the record's translation has room for another point; if not the point is dropped and counted. A
+    /// point's own output is bounded (see [`MAX_EXPONENTIAL_BUCKETS`]), so a record never becomes much more than
+    /// `limit`.
+    fn room(&mut self) -> bool {
+        let room = self.batch.bytes < self.limit;
+        if !room {
+            self.drop("translation_limit", 1);
+        }
+        room
+    }
+
     fn push(&mut self, labels: Vec<Label>, timestamp: i64, value: f64) {
-        self.items.entry(labels).or_default().push(Sample { value, timestamp });
+        let sample = Sample { value, timestamp };
+        match self.items.entry(labels) {
+            Entry::Occupied(mut series) => series.get_mut().push(sample),
+            Entry::Vacant(series) => {
+                self.batch.bytes += series_bytes(series.key());
+                series.insert(vec![sample]);
+            }
+        }
+        self.batch.bytes += SAMPLE_BYTES;
         self.batch.items += 1;
     }
 
@@ -203,28 +251,68 @@ pub fn ms(time_unix_nano: u64) -> i64 {
     (time_unix_nano / 1_000_000) as i64
 }
 
+/// What a series' labels add to a remote-write body: each label's strings with their tags and lengths.
+pub fn series_bytes(labels: &[Label]) -> usize {
+    labels.iter().map(|l| l.name.len() + l.value.len() + 6).sum::<usize>() + 4
+}
+
 /// An exponential histogram's buckets as classic `(upper bound, count)` pairs in increasing bound order: negative
 /// buckets (most negative first), the zero bucket, then positive buckets. Bucket `i` of scale `s` covers
-/// `(base^i, base^(i+1)]` with `base = 2^(2^-s)`.
-fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Vec<(f64, u64)> {
-    let base = 2f64.powf(2f64.powi(-point.scale));
-    let mut buckets = Vec::new();
-    if let Some(negative) = &point.negative {
-        for (i, count) in negative.bucket_counts.iter().enumerate().rev() {
-            let index = negative.offset as f64 + i as f64;
-            buckets.push((-base.powf(index), *count));
-        }
+/// `(base^i, base^(i+1)]` with `base = 2^(2^-s)`. A point with more than [`MAX_EXPONENTIAL_BUCKETS`] buckets is
+/// downscaled first. `None` when the scale and offsets give bounds that are infinite, NaN or not increasing
+/// (equal bounds would be one series twice): the point can't be expressed as classic buckets.
+fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64)>> {
+    let (negative_offset, negative) =
+        point.negative.as_ref().map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()));
+    let (positive_offset, positive) =
+        point.positive.as_ref().map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()));
+    let shift = (0..64u32)
+        .find(|shift| {
+            span(negative_offset, negative.len(), *shift) + span(positive_offset, positive.len(), *shift)
+                <= MAX_EXPONENTIAL_BUCKETS as u64
+        })
+        .unwrap_or(63);
+    let (negative_offset, negative) = downscale(negative_offset, negative, shift);
+    let (positive_offset, positive) = downscale(positive_offset, positive, shift);
+    let scale = point.scale as i64 - shift as i64;
+    // 2^(index * 2^-scale), computed in one exponent so that no intermediate power overflows first.
+    let power = |index: i64| (index as f64 * 2f64.powi(-(scale.clamp(-1100, 1100) as i32))).exp2();
+    let mut buckets = Vec::with_capacity(negative.len() + positive.len() + 1);
+    for (i, count) in negative.iter().enumerate().rev() {
+        buckets.push((-power(negative_offset + i as i64), *count));
     }
     if point.zero_count > 0 || !buckets.is_empty() {
         buckets.push((point.zero_threshold.max(0.0), point.zero_count));
     }
-    if let Some(positive) = &point.positive {
-        for (i, count) in positive.bucket_counts.iter().enumerate() {
-            let index = positive.offset as f64 + i as f64;
-            buckets.push((base.powf(index + 1.0), *count));
-        }
+    for (i, count) in positive.iter().enumerate() {
+        buckets.push((power(positive_offset + i as i64 + 1), *count));
     }
-    buckets
+    let valid = buckets.iter().all(|(bound, _)| bound.is_finite()) && buckets.windows(2).all(|w| w[0].0 < w[1].0);
+    valid.then_some(buckets)
+}
+
+/// How many buckets `len` buckets from `offset` become at `shift` scales lower.
+fn span(offset: i32, len: usize, shift: u32) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let first = offset as i64 >> shift;
+    let last = (offset as i64 + len as i64 - 1) >> shift;
+    (last - first + 1) as u64
+}
+
+/// Buckets at `shift` scales lower: bucket `i` joins bucket `i >> shift`. Returns the new offset and counts.
+fn downscale(offset: i32, counts: &[u64], shift: u32) -> (i64, Vec<u64>) {
+    let first = offset as i64 >> shift;
+    if shift == 0 || counts.is_empty() {
+        return (first, counts.to_vec());
+    }
+    let mut merged = vec![0u64; span(offset, counts.len(), shift) as usize];
+    for (i, count) in counts.iter().enumerate() {
+        let at = ((offset as i64 + i as i64) >> shift) - first;
+        merged[at as usize] = merged[at as usize].saturating_add(*count);
+    }
+    (first, merged)
 }
 
 #[cfg(test)]
@@ -241,6 +329,6 @@ mod tests {
             negative: Some(Buckets { offset: 1, bucket_counts: vec![4] }),
             ..Default::default()
         };
-        assert_eq!(exponential_buckets(&point), vec![(-2.0, 4), (0.0, 1), (2.0, 2), (4.0, 3)]);
+        assert_eq!(exponential_buckets(&point), Some(vec![(-2.0, 4), (0.0, 1), (2.0, 2), (4.0, 3)]));
     }
 }
