@@ -13,6 +13,8 @@ pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
 pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
 /// Event-time seconds from a trace's first span to its decision.
 pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Spans counted in the RED overflow series because their partition reached `max_series_per_partition`.
+pub const RED_OVERFLOW_SPANS: &str = "tailgate_sampler_red_overflow_spans_total";
 /// Records whose timestamp was ahead of the wall clock, taken as now.
 pub const CLAMPED_TIMESTAMPS: &str = "tailgate_sampler_clamped_timestamps_total";
 /// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
@@ -31,6 +33,7 @@ pub const METRICS: &[&str] = &[
     BUFFERED_TRACES,
     DECISION_DELAY,
     CLAMPED_TIMESTAMPS,
+    RED_OVERFLOW_SPANS,
     CONSUMER_LAG,
 ];
 
@@ -53,6 +56,10 @@ pub fn describe() {
     describe_counter!(
         CLAMPED_TIMESTAMPS,
         "Records whose timestamp was implausibly far ahead of the wall clock and was taken as now."
+    );
+    describe_counter!(
+        RED_OVERFLOW_SPANS,
+        "Spans counted in the RED overflow series (otel.metric.overflow=true): a partition reached its series limit."
     );
     describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
 }

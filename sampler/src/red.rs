@@ -8,6 +8,10 @@
 //! workers add up to the whole and never overwrite each other, including while a rebalance moves a partition.
 //!
 //! Counted at least once: spans a new owner re-reads after a crash or rebalance are counted again.
+//!
+//! Bounded: span names and service names are chosen by clients, so a partition keeps at most
+//! `max_series_per_partition` series; spans of any further combination are counted in one overflow series with the
+//! single attribute `otel.metric.overflow=true`, as the Collector's `spanmetrics` does at its cardinality limit.
 
 use std::collections::HashMap;
 
@@ -34,6 +38,9 @@ pub struct RedMetricsConfig {
     pub interval: Duration,
     /// Upper bounds of the duration histogram's buckets, in milliseconds.
     pub histogram_buckets_ms: Vec<f64>,
+    /// Series a partition keeps (a worker: this times its partitions); spans of new combinations beyond it go to
+    /// the overflow series.
+    pub max_series_per_partition: usize,
 }
 
 impl Default for RedMetricsConfig {
@@ -44,6 +51,7 @@ impl Default for RedMetricsConfig {
             histogram_buckets_ms: vec![
                 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
             ],
+            max_series_per_partition: 1000,
         }
     }
 }
@@ -56,6 +64,9 @@ impl RedMetricsConfig {
         if self.histogram_buckets_ms.is_empty() || self.histogram_buckets_ms.windows(2).any(|w| w[0] >= w[1]) {
             problems.push(format!("{path}.histogram_buckets_ms"), "must be a non-empty, strictly increasing list");
         }
+        if self.max_series_per_partition == 0 {
+            problems.push(format!("{path}.max_series_per_partition"), "must be at least 1");
+        }
     }
 }
 
@@ -65,7 +76,14 @@ struct Key {
     span: String,
     kind: i32,
     status: i32,
+    /// The overflow series: every span past the series limit, whatever its service, name, kind and status.
+    overflow: bool,
 }
+
+/// The resource service name of the overflow series.
+const OVERFLOW_SERVICE: &str = "unknown_service";
+/// The attribute marking the overflow series, as the Collector's spanmetrics names it.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
 
 #[derive(Clone, Debug, Default)]
 struct Series {
@@ -79,16 +97,22 @@ struct Series {
 pub struct RedMetrics {
     buckets_ms: Vec<f64>,
     start_ns: u64,
+    max_series: usize,
     series: HashMap<Key, Series>,
+    /// The overflow series is among `series`.
+    overflowing: bool,
 }
 
 impl RedMetrics {
-    pub fn new(buckets_ms: &[f64], start_ns: u64) -> Self {
-        RedMetrics { buckets_ms: buckets_ms.to_vec(), start_ns, series: HashMap::new() }
+    /// Series with these histogram bounds, cumulative from `start_ns`, at most `max_series` of them (plus the
+    /// overflow series).
+    pub fn new(buckets_ms: &[f64], start_ns: u64, max_series: usize) -> Self {
+        RedMetrics { buckets_ms: buckets_ms.to_vec(), start_ns, max_series, series: HashMap::new(), overflowing: false }
     }
 
-    /// Counts every span of a request as read from the spans topic.
-    pub fn record(&mut self, request: &[ResourceSpans]) {
+    /// Counts every span of a request as read from the spans topic. Returns how many went to the overflow series.
+    pub fn record(&mut self, request: &[ResourceSpans]) -> u64 {
+        let mut overflowed = 0;
         for rs in request {
             let service = rs
                 .resource
@@ -100,12 +124,26 @@ impl RedMetrics {
                 })
                 .unwrap_or("unknown_service");
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                let key = Key {
+                let mut key = Key {
                     service: service.to_owned(),
                     span: span.name.clone(),
                     kind: span.kind,
                     status: span.status.as_ref().map_or(0, |s| s.code),
+                    overflow: false,
                 };
+                let known = key.overflow || self.series.contains_key(&key);
+                let kept = self.series.len() - usize::from(self.overflowing);
+                if !known && kept >= self.max_series {
+                    self.overflowing = true;
+                    key = Key {
+                        service: OVERFLOW_SERVICE.to_owned(),
+                        span: String::new(),
+                        kind: 0,
+                        status: 0,
+                        overflow: true,
+                    };
+                    overflowed += 1;
+                }
                 let duration_ms = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
                 let buckets = self.buckets_ms.len();
                 let series = self
@@ -118,6 +156,7 @@ impl RedMetrics {
                 series.bucket_counts[bucket] += 1;
             }
         }
+        overflowed
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,6 +175,12 @@ impl RedMetrics {
             .into_iter()
             .map(|(service, series)| {
                 let attributes_of = |key: &Key| {
+                    if key.overflow {
+                        return vec![KeyValue {
+                            key: OVERFLOW_ATTRIBUTE.to_owned(),
+                            value: Some(AnyValue { value: Some(any_value::Value::BoolValue(true)) }),
+                        }];
+                    }
                     vec![
                         attribute("span.name", &key.span),
                         attribute("span.kind", kind_name(key.kind)),
@@ -257,8 +302,8 @@ mod tests {
             }],
             ..Default::default()
         }];
-        let mut red = RedMetrics::new(&[10.0, 100.0], 1);
-        red.record(&request);
+        let mut red = RedMetrics::new(&[10.0, 100.0], 1, 1000);
+        assert_eq!(red.record(&request), 0);
         let exported = red.export("w1", 3, 2);
         let rm = &exported.resource_metrics[0];
         let attrs: Vec<_> = rm.resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.as_str()).collect();
@@ -283,5 +328,37 @@ mod tests {
         let ok = durations.data_points.iter().find(|p| p.count == 2).unwrap();
         assert_eq!(ok.bucket_counts, [1, 1, 0]);
         assert_eq!(ok.sum, Some(33.0));
+    }
+
+    /// A million distinct span names cost at most the limit's series: the rest is counted, not kept apart.
+    #[test]
+    fn client_chosen_names_beyond_the_limit_go_to_one_overflow_series() {
+        let spans = (0..10).map(|i| Span { name: format!("GET /item/{i}"), ..Default::default() }).collect();
+        let request =
+            vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
+        let mut red = RedMetrics::new(&[10.0], 1, 3);
+        assert_eq!(red.record(&request), 7, "7 of 10 names are past the limit");
+        assert_eq!(red.record(&request), 7, "the 3 kept names keep their series; the rest overflow again");
+        assert_eq!(red.series.len(), 4, "3 series and the overflow series");
+        let exported = red.export("w", 0, 2);
+        let points: Vec<(Vec<String>, i64)> = exported
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics[0].metrics)
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Sum(sum)) => Some(sum.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|p| {
+                let keys = p.attributes.iter().map(|kv| kv.key.clone()).collect();
+                let Some(number_data_point::Value::AsInt(n)) = p.value else { panic!() };
+                (keys, n)
+            })
+            .collect();
+        let overflow: Vec<_> = points.iter().filter(|(keys, _)| keys == &[OVERFLOW_ATTRIBUTE.to_owned()]).collect();
+        assert_eq!(overflow.len(), 1);
+        assert_eq!(overflow[0].1, 14, "every span past the limit, both times");
+        assert_eq!(points.iter().map(|(_, n)| n).sum::<i64>(), 20, "every span counted once");
     }
 }

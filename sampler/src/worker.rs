@@ -67,6 +67,7 @@ struct Assigner {
     kafka: KafkaConfig,
     lookback: Duration,
     buckets_ms: Vec<f64>,
+    max_red_series: usize,
     decisions: Arc<Mutex<Decisions>>,
     stats: Arc<SamplerStats>,
 }
@@ -90,7 +91,7 @@ impl Partitions for Assigner {
         partitions
             .iter()
             .map(|_| PartitionState {
-                red: RedMetrics::new(&self.buckets_ms, start_ns),
+                red: RedMetrics::new(&self.buckets_ms, start_ns, self.max_red_series),
                 buffer: PartitionBuffer::default(),
             })
             .collect()
@@ -174,6 +175,7 @@ impl Sampler {
             kafka: kafka.clone(),
             lookback,
             buckets_ms: config.red_metrics.histogram_buckets_ms.clone(),
+            max_red_series: config.red_metrics.max_series_per_partition,
             decisions: Arc::clone(&decisions),
             stats: Arc::clone(&stats),
         };
@@ -319,7 +321,10 @@ impl Sampler {
             let Some(owned) = partitions.get_mut(partition, epoch) else { return };
             owned.state.buffer.behind();
             if self.config.red_metrics.enabled {
-                owned.state.red.record(&request);
+                let overflowed = owned.state.red.record(&request);
+                if overflowed > 0 {
+                    metrics::counter!(RED_OVERFLOW_SPANS).increment(overflowed);
+                }
             }
             let added = owned.state.buffer.add_record(offset, timestamp, request, limits, |id| decisions.get(id));
             owned.tracker.read(offset, added.units);
