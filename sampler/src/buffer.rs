@@ -142,6 +142,9 @@ pub struct Added {
     /// Units of unfinished work the record now holds: one per trace it added spans to, plus one for the forwarded
     /// late spans (settled once Kafka has them).
     pub units: u32,
+    /// Spans whose trace ID is not 16 bytes (another producer's records): they belong to no trace, so they are
+    /// counted and left out.
+    pub invalid_trace_id: usize,
 }
 
 impl PartitionBuffer {
@@ -157,6 +160,7 @@ impl PartitionBuffer {
         self.clock_ms = self.clock_ms.max(timestamp_ms);
         let mut late_kept: Vec<ResourceSpans> = Vec::new();
         let mut late_dropped = 0;
+        let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
         let mut touched: Vec<TraceId> = Vec::new();
         for mut rs in request {
@@ -165,7 +169,10 @@ impl PartitionBuffer {
                 let spans = std::mem::take(&mut ss.spans);
                 let mut context: Option<Arc<Context>> = None;
                 for span in spans {
-                    let Ok(trace_id) = TraceId::try_from(span.trace_id.as_slice()) else { continue };
+                    let Ok(trace_id) = TraceId::try_from(span.trace_id.as_slice()) else {
+                        invalid_trace_id += 1;
+                        continue;
+                    };
                     match decided(&trace_id) {
                         Some(true) => {
                             push_span(&mut late_kept, &rs, &ss, span);
@@ -237,7 +244,7 @@ impl PartitionBuffer {
         }
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
         let units = new_units + u32::from(!late_kept.is_empty());
-        Added { late_kept, late_dropped, units }
+        Added { late_kept, late_dropped, units, invalid_trace_id }
     }
 
     /// The consumer reached the partition's end (its position is the high watermark): nothing older is waiting.
@@ -457,6 +464,16 @@ mod tests {
         assert_eq!(added.late_kept[0].scope_spans[0].spans.len(), 1);
         assert_eq!(added.late_dropped, 1);
         assert_eq!(added.units, 2, "trace 3 and the forwarded late spans hold the record");
+        assert_eq!(added.invalid_trace_id, 0);
+    }
+
+    #[test]
+    fn spans_without_a_16_byte_trace_id_are_counted_not_buffered() {
+        let mut buffer = PartitionBuffer::default();
+        let mut request = record(&[1, 2]);
+        request[0].scope_spans[0].spans[1].trace_id = vec![2; 8];
+        let added = buffer.add_record(0, 0, request, NO_LIMITS, |_| None);
+        assert_eq!((added.invalid_trace_id, added.units, buffer.traces.len()), (1, 1, 1));
         assert_eq!(buffer.traces.len(), 1);
     }
 

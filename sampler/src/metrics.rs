@@ -13,6 +13,9 @@ pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
 pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
 /// Event-time seconds from a trace's first span to its decision.
 pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Spans the sampler could not pass on, by `reason`: `invalid_trace_id` (not 16 bytes: belongs to no trace),
+/// `invalid_id` and `too_large` (a kept span the sampled topic's records cannot carry).
+pub const INVALID_SPANS: &str = "tailgate_sampler_invalid_spans_total";
 /// Spans counted in the RED overflow series because their partition reached `max_series_per_partition`.
 pub const RED_OVERFLOW_SPANS: &str = "tailgate_sampler_red_overflow_spans_total";
 /// Records whose timestamp was ahead of the wall clock, taken as now.
@@ -34,6 +37,7 @@ pub const METRICS: &[&str] = &[
     DECISION_DELAY,
     CLAMPED_TIMESTAMPS,
     RED_OVERFLOW_SPANS,
+    INVALID_SPANS,
     CONSUMER_LAG,
 ];
 
@@ -61,6 +65,11 @@ pub fn describe() {
         RED_OVERFLOW_SPANS,
         "Spans counted in the RED overflow series (otel.metric.overflow=true): a partition reached its series limit."
     );
+    describe_counter!(
+        INVALID_SPANS,
+        "Spans not passed on, by reason: invalid_trace_id (belongs to no trace), invalid_id or too_large (a kept span \
+         the sampled topic cannot carry)."
+    );
     describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
 }
 
@@ -77,4 +86,6 @@ pub struct SamplerStats {
     pub pauses: AtomicU64,
     /// Records whose timestamp was ahead of the wall clock and was taken as now instead.
     pub clamped_timestamps: AtomicU64,
+    /// Spans not passed on (see [`INVALID_SPANS`]).
+    pub invalid_spans: AtomicU64,
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::TraceId;
-use crate::metrics::SamplerStats;
+use crate::metrics::{SamplerStats, INVALID_SPANS};
 
 /// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
 const DECISION_ENCODING: &str = "tailgate_decision_v1";
@@ -75,11 +75,32 @@ impl Output {
     pub fn emit(&self, settled: Settled, output: Option<Vec<ResourceSpans>>, decision: Option<(TraceId, Decision)>) {
         let partitions = self.kafka.partitions;
         let sampled = &self.kafka.topics.sampled_spans;
-        let mut records: Vec<OutgoingRecord> = output
-            .map(|batches| {
-                let limit = self.limit(headers::ENCODING_OTLP_PROTO);
-                split(ExportTraceServiceRequest { resource_spans: batches }, partitions, limit).records
-            })
+        let split = output.map(|batches| {
+            split(
+                ExportTraceServiceRequest { resource_spans: batches },
+                partitions,
+                self.limit(headers::ENCODING_OTLP_PROTO),
+            )
+        });
+        if let Some(split) = split.as_ref().filter(|s| s.rejected() > 0) {
+            // Kept spans another producer wrote with invalid IDs, or that the added attributes pushed over the record
+            // limit: counted by reason, never settled as if written.
+            tracing::warn!(
+                partition = settled.partition,
+                invalid_id = split.rejected_invalid_id,
+                too_large = split.rejected_too_large,
+                "kept spans the sampled topic cannot carry"
+            );
+            for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)]
+            {
+                if count > 0 {
+                    metrics::counter!(INVALID_SPANS, "reason" => reason).increment(count as u64);
+                    self.stats.invalid_spans.fetch_add(count as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut records: Vec<OutgoingRecord> = split
+            .map(|split| split.records)
             .unwrap_or_default()
             .into_iter()
             .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO))

@@ -328,6 +328,17 @@ impl Sampler {
             }
             let added = owned.state.buffer.add_record(offset, timestamp, request, limits, |id| decisions.get(id));
             owned.tracker.read(offset, added.units);
+            if added.invalid_trace_id > 0 {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    spans = added.invalid_trace_id,
+                    "spans without a 16-byte trace ID left out"
+                );
+                metrics::counter!(INVALID_SPANS, "reason" => "invalid_trace_id")
+                    .increment(added.invalid_trace_id as u64);
+                self.stats.invalid_spans.fetch_add(added.invalid_trace_id as u64, Ordering::Relaxed);
+            }
             if added.late_dropped > 0 {
                 metrics::counter!(LATE_SPANS, "decision" => "dropped").increment(added.late_dropped as u64);
             }

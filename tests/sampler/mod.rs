@@ -4,4 +4,5 @@ mod clock;
 mod decisions_topic;
 mod e2e;
 mod faults;
+mod invalid;
 mod rebalance;

@@ -1,0 +1,70 @@
+//! Spans the gateway would have refused can still reach the spans topic from another producer. The sampler counts
+//! each one it cannot pass on, by reason, instead of skipping it silently or settling it as written.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tailgate_proto::partition_for_key;
+use tailgate_sampler::SamplerConfig;
+
+use crate::harness;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_with_invalid_ids_are_counted_by_reason() {
+    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let failed = Some(Status { code: status::StatusCode::Error as i32, message: String::new() });
+    let trace = vec![7u8; 16];
+    let spans = vec![
+        Span { trace_id: trace.clone(), span_id: vec![1; 8], status: failed.clone(), ..Default::default() },
+        // Kept with its trace, but a 3-byte span ID cannot go to the sampled topic.
+        Span { trace_id: trace.clone(), span_id: vec![2; 3], status: failed.clone(), ..Default::default() },
+        // Belongs to no trace at all.
+        Span { trace_id: vec![9; 8], span_id: vec![3; 8], status: failed, ..Default::default() },
+    ];
+    let value = harness::trace_request(spans).encode_to_vec();
+    let config = SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(1),
+        policies: tailgate_config::from_yaml(
+            "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
+        )
+        .unwrap(),
+        ..SamplerConfig::default()
+    };
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let record = FutureRecord::to(&kafka.topics.spans)
+        .partition(partition_for_key(&trace, 1) as i32)
+        .key(&trace[..])
+        .payload(&value[..]);
+    producer.send(record, Duration::from_secs(10)).await.expect("written");
+
+    let records = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 1, Duration::from_secs(30), |r| {
+                !r.is_empty()
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let kept: Vec<Span> = records
+        .iter()
+        .flat_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap().resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect();
+    assert_eq!(kept.len(), 1, "only the valid span of the kept trace: {kept:?}");
+    assert_eq!(kept[0].span_id, vec![1; 8]);
+    assert!(
+        harness::eventually(Duration::from_secs(10), || sampler.stats.invalid_spans.load(Ordering::SeqCst) == 2).await,
+        "one invalid_trace_id and one invalid_id: {}",
+        sampler.stats.invalid_spans.load(Ordering::SeqCst)
+    );
+    sampler.stop().await;
+}
