@@ -152,9 +152,10 @@ impl<B: Backend> Worker<B> {
                 }
                 event = self.consumer.recv() => match event {
                     Some(Event::Record { epoch, message }) => {
+                        let readable = tailgate_kafka::contract::readable(&message);
                         if let Some(raw) = self.accept(epoch, message) {
                             let batch = open.get_or_insert_with(Open::new);
-                            self.add(batch, epoch, raw, &mut in_flight);
+                            self.add(batch, epoch, raw, readable, &mut in_flight);
                         }
                     }
                     Some(Event::End { partition, .. }) => {
@@ -237,6 +238,7 @@ impl<B: Backend> Worker<B> {
         open: &mut Open<B::Items>,
         epoch: u64,
         raw: Raw,
+        readable: Result<(), String>,
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
     ) {
         let Some(held) = self.hold(raw.partition, epoch, raw.offset) else { return };
@@ -245,7 +247,10 @@ impl<B: Backend> Worker<B> {
             tracing::debug!(exporter = self.name, partition = raw.partition, before, epoch, "partition owned anew");
             self.backend.revoked(&[raw.partition]);
         }
-        match self.backend.add(&mut open.items, raw.partition, &raw.payload) {
+        let added = readable.map_err(|error| ("unknown_contract", error)).and_then(|()| {
+            self.backend.add(&mut open.items, raw.partition, &raw.payload).map_err(|e| ("undecodable", e))
+        });
+        match added {
             Ok(batch) => {
                 open.count += batch.items;
                 open.bytes += raw.payload.len();
@@ -260,13 +265,13 @@ impl<B: Backend> Worker<B> {
                 open.held.push(held);
                 open.raw.push(raw);
             }
-            Err(error) => {
-                tracing::warn!(exporter = self.name, partition = raw.partition, offset = raw.offset, %error,
-                    "undecodable record sent to the dead-letter topic");
-                let write = self.dead_letter(vec![raw], "undecodable", error, CancellationToken::new());
+            Err((reason, error)) => {
+                tracing::warn!(exporter = self.name, partition = raw.partition, offset = raw.offset, %error, reason,
+                    "unreadable record sent to the dead-letter topic");
+                let write = self.dead_letter(vec![raw], reason, error, CancellationToken::new());
                 in_flight.push(Box::pin(async move {
                     let mut done = Done::new(vec![held], false);
-                    done.dead_lettered = Some("undecodable");
+                    done.dead_lettered = Some(reason);
                     done.cancelled = !write.await;
                     done
                 }));

@@ -13,6 +13,7 @@
 
 mod config;
 pub mod consumer;
+pub mod contract;
 pub mod dead_letter;
 mod offsets;
 pub mod ownership;

@@ -9,8 +9,8 @@ pub const ENCODING: &str = "tailgate.encoding";
 /// The value of [`ENCODING`]: the name the OpenTelemetry Collector's Kafka exporter gives this encoding.
 pub const ENCODING_OTLP_PROTO: &str = "otlp_proto";
 
-/// Version of this contract, so that a consumer can tell a future version from this one. Tailgate's consumers do
-/// not read it yet: version 1 is the only one.
+/// Version of this contract. Consumers (the sampler, the exporters) dead-letter a record of a major version they
+/// don't know (`tailgate_kafka::contract`); a record without it is read as plain OTLP.
 pub const CONTRACT_VERSION: &str = "tailgate.contract";
 /// The value of [`CONTRACT_VERSION`] written by this build.
 pub const CONTRACT_VERSION_CURRENT: &str = "1";

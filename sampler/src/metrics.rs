@@ -47,7 +47,7 @@ pub fn describe() {
     describe_counter!(TRACES, "Traces decided, by decision and keeping policy.");
     describe_counter!(SPANS, "Spans of decided traces, by decision.");
     describe_counter!(LATE_SPANS, "Spans that arrived after their trace was decided, by decision.");
-    describe_counter!(UNDECODABLE, "Records of the spans topic that were not OTLP, sent to the dead-letter topic.");
+    describe_counter!(UNDECODABLE, "Records of the spans topic the sampler cannot read, sent to the dead-letter topic, by reason (undecodable, unknown_contract).");
     describe_counter!(
         EARLY_DECISIONS,
         "Traces decided before decision_wait, by reason (trace_spans, trace_bytes, memory)."

@@ -118,9 +118,9 @@ impl Output {
     }
 
     /// Copies a record the sampler cannot read to the dead-letter topic, then settles its offset.
-    pub fn dead_letter(&self, settled: Settled, key: Option<Vec<u8>>, payload: Vec<u8>, error: &str) {
+    pub fn dead_letter(&self, settled: Settled, key: Option<Vec<u8>>, payload: Vec<u8>, reason: &str, error: &str) {
         let offset = settled.offsets.first().copied().unwrap_or_default();
-        let record = self.dead_letters.record(settled.partition, offset, key, payload, "undecodable", error);
+        let record = self.dead_letters.record(settled.partition, offset, key, payload, reason, error);
         self.send_then_settle(vec![record], settled, "dead letter");
     }
 

@@ -276,14 +276,17 @@ impl Sampler {
         }
         let timestamp = self.event_time(message.timestamp().to_millis());
         let payload = message.payload().unwrap_or_default();
-        match ExportTraceServiceRequest::decode(payload) {
+        let decoded = tailgate_kafka::contract::readable(&message)
+            .map_err(|e| ("unknown_contract", e))
+            .and_then(|()| ExportTraceServiceRequest::decode(payload).map_err(|e| ("undecodable", e.to_string())));
+        match decoded {
             Ok(request) => {
                 self.on_record(partition, epoch, offset, timestamp, request.resource_spans);
                 self.decide_due(Some(partition));
             }
-            Err(error) => {
-                tracing::warn!(partition, offset, %error, "undecodable record sent to the dead-letter topic");
-                metrics::counter!(UNDECODABLE).increment(1);
+            Err((reason, error)) => {
+                tracing::warn!(partition, offset, %error, reason, "unreadable record sent to the dead-letter topic");
+                metrics::counter!(UNDECODABLE, "reason" => reason).increment(1);
                 // Its offset is held until Kafka has the copy, so it is never skipped silently.
                 if let Some(owned) = self.partitions().get_mut(partition, epoch) {
                     owned.tracker.read(offset, 1);
@@ -291,7 +294,7 @@ impl Sampler {
                 }
                 let settled = Settled { partition, epoch, offsets: vec![offset] };
                 let key = message.key().map(<[u8]>::to_vec);
-                self.output.dead_letter(settled, key, payload.to_vec(), &error.to_string());
+                self.output.dead_letter(settled, key, payload.to_vec(), reason, &error);
             }
         }
     }

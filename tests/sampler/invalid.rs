@@ -68,3 +68,45 @@ async fn spans_with_invalid_ids_are_counted_by_reason() {
     );
     sampler.stop().await;
 }
+
+/// A record of a contract major version this build does not know may mean anything: it is dead-lettered with the
+/// reason, not read as OTLP — even when it decodes as OTLP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_an_unknown_contract_version_is_dead_lettered_not_read() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let failed = Some(Status { code: status::StatusCode::Error as i32, message: String::new() });
+    let trace = vec![5u8; 16];
+    let value = harness::trace_request(vec![Span {
+        trace_id: trace.clone(),
+        span_id: vec![1; 8],
+        status: failed,
+        ..Default::default()
+    }])
+    .encode_to_vec();
+    let config = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let headers = OwnedHeaders::new().insert(Header { key: "tailgate.contract", value: Some("2") });
+    let record =
+        FutureRecord::to(&kafka.topics.spans).partition(0).key(&trace[..]).payload(&value[..]).headers(headers);
+    producer.send(record, Duration::from_secs(10)).await.expect("written");
+
+    let dlq = tailgate_proto::headers::dead_letter_topic(&kafka.topics.spans);
+    let brokers = kafka.brokers.clone();
+    let dead = tokio::task::spawn_blocking(move || {
+        harness::read_topic(&brokers, &dlq, 1, Duration::from_secs(30), |r| !r.is_empty())
+    })
+    .await
+    .unwrap();
+    assert_eq!(dead.len(), 1, "the record is dead-lettered");
+    let error = dead[0].headers.iter().find(|(k, _)| k == "tailgate.error").map(|(_, v)| String::from_utf8_lossy(v));
+    assert!(
+        error.as_deref().is_some_and(|e| e.starts_with("unknown_contract: ") && e.contains("version 2")),
+        "{error:?}"
+    );
+    let sampled =
+        harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 1, Duration::from_secs(3), |_| false);
+    assert!(sampled.is_empty(), "not read as OTLP: {} records in the sampled topic", sampled.len());
+    sampler.stop().await;
+}
