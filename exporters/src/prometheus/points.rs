@@ -174,7 +174,7 @@ impl Out<'_> {
         let bucket = format!("{name}_bucket");
         let mut cumulative = 0u64;
         for (bound, n) in buckets {
-            cumulative += n;
+            cumulative = cumulative.saturating_add(n);
             self.push(series(point, &bucket, Some(("le", format_float(bound)))), t, v(cumulative as f64));
         }
         self.push(series(point, &bucket, Some(("le", "+Inf".into()))), t, v(count as f64));
