@@ -29,6 +29,11 @@ pub struct SamplerConfig {
     /// fetching its partitions until half of it is acknowledged, so an unavailable output topic becomes consumer
     /// lag, not memory.
     pub max_output_bytes_in_flight: ByteSize,
+    /// Memory for decisions already made, so late spans follow them (about 64 B each: 64MiB hold ~1M decisions).
+    /// To cover the decision lookback (max(600 s, 10 × decision_wait)) it needs traces/s × lookback × 64 B; past it
+    /// the oldest decisions are forgotten first (`tailgate_sampler_decision_cache_evictions_total`) and a late span
+    /// of a forgotten trace is decided afresh.
+    pub decision_cache_bytes: ByteSize,
     /// RED metrics from every span, before sampling.
     pub red_metrics: RedMetricsConfig,
 }
@@ -44,6 +49,7 @@ impl Default for SamplerConfig {
             max_spans_per_trace: 10_000,
             max_trace_bytes: ByteSize::mib(16),
             max_output_bytes_in_flight: ByteSize::mib(64),
+            decision_cache_bytes: ByteSize::mib(64),
             red_metrics: RedMetricsConfig::default(),
         }
     }
@@ -69,6 +75,9 @@ impl SamplerConfig {
         }
         if self.max_buffered_bytes.get() < 1 << 20 {
             problems.push(format!("{path}.max_buffered_bytes"), "must be at least 1MiB");
+        }
+        if self.decision_cache_bytes.get() < 64 * 1024 {
+            problems.push(format!("{path}.decision_cache_bytes"), "must be at least 64KiB");
         }
         if self.max_output_bytes_in_flight.get() == 0 {
             problems.push(format!("{path}.max_output_bytes_in_flight"), "must be at least 1");

@@ -13,21 +13,30 @@ use tailgate_proto::decisions::Decision;
 
 use crate::buffer::TraceId;
 
-/// How many recent decisions are kept in memory for late spans.
-const CAPACITY: usize = 200_000;
+/// Heap per cached decision, near enough: the trace ID and verdict in the map with its overhead, and the trace ID
+/// again in the eviction order.
+pub const BYTES_PER_DECISION: u64 = 64;
 /// How often a long load says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Wait before trying a failed load again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Recent decisions, oldest forgotten first.
-#[derive(Default)]
+/// Recent decisions, oldest forgotten first once the byte bound is reached.
 pub struct Decisions {
     kept: HashMap<TraceId, bool>,
     order: VecDeque<TraceId>,
+    capacity: usize,
+    /// Decisions forgotten to stay within the bound.
+    pub evicted: u64,
 }
 
 impl Decisions {
+    /// A cache of at most `bytes` (see [`BYTES_PER_DECISION`]).
+    pub fn new(bytes: u64) -> Self {
+        let capacity = (bytes / BYTES_PER_DECISION).max(1) as usize;
+        Decisions { kept: HashMap::new(), order: VecDeque::new(), capacity, evicted: 0 }
+    }
+
     /// `Some(true)` if the trace was kept, `Some(false)` if dropped, `None` if not known.
     pub fn get(&self, id: &TraceId) -> Option<bool> {
         self.kept.get(id).copied()
@@ -36,9 +45,11 @@ impl Decisions {
     pub fn insert(&mut self, id: TraceId, keep: bool) {
         if self.kept.insert(id, keep).is_none() {
             self.order.push_back(id);
-            if self.order.len() > CAPACITY {
+            if self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.kept.remove(&old);
+                    self.evicted += 1;
+                    metrics::counter!(crate::metrics::DECISION_CACHE_EVICTIONS).increment(1);
                 }
             }
         }
@@ -110,4 +121,26 @@ fn try_load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Ve
         }
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_bound_forgets_the_oldest_first_and_counts_it() {
+        let mut decisions = Decisions::new(3 * BYTES_PER_DECISION);
+        for i in 0..5u8 {
+            decisions.insert([i; 16], i % 2 == 0);
+        }
+        assert_eq!(decisions.evicted, 2);
+        assert_eq!(decisions.get(&[0; 16]), None, "the oldest are forgotten");
+        assert_eq!(decisions.get(&[1; 16]), None);
+        assert_eq!(
+            (decisions.get(&[2; 16]), decisions.get(&[3; 16]), decisions.get(&[4; 16])),
+            (Some(true), Some(false), Some(true))
+        );
+        decisions.insert([4; 16], true);
+        assert_eq!(decisions.evicted, 2, "a decision known already takes no more room");
+    }
 }

@@ -13,6 +13,8 @@ pub const PAUSES: &str = "tailgate_sampler_fetch_pauses_total";
 pub const BUFFERED_TRACES: &str = "tailgate_sampler_buffered_traces";
 /// Event-time seconds from a trace's first span to its decision.
 pub const DECISION_DELAY: &str = "tailgate_sampler_decision_delay_duration_seconds";
+/// Decisions forgotten to keep the decision cache within `decision_cache_bytes`.
+pub const DECISION_CACHE_EVICTIONS: &str = "tailgate_sampler_decision_cache_evictions_total";
 /// Spans the sampler could not pass on, by `reason`: `invalid_trace_id` (not 16 bytes: belongs to no trace),
 /// `invalid_id` and `too_large` (a kept span the sampled topic's records cannot carry).
 pub const INVALID_SPANS: &str = "tailgate_sampler_invalid_spans_total";
@@ -38,6 +40,7 @@ pub const METRICS: &[&str] = &[
     CLAMPED_TIMESTAMPS,
     RED_OVERFLOW_SPANS,
     INVALID_SPANS,
+    DECISION_CACHE_EVICTIONS,
     CONSUMER_LAG,
 ];
 
@@ -69,6 +72,10 @@ pub fn describe() {
         INVALID_SPANS,
         "Spans not passed on, by reason: invalid_trace_id (belongs to no trace), invalid_id or too_large (a kept span \
          the sampled topic cannot carry)."
+    );
+    describe_counter!(
+        DECISION_CACHE_EVICTIONS,
+        "Decisions forgotten to stay within sampler.decision_cache_bytes; a late span of such a trace is decided afresh."
     );
     describe_gauge!(CONSUMER_LAG, "Records behind the end of each partition of the spans topic.");
 }

@@ -170,7 +170,7 @@ impl Sampler {
             }
         }
         let stats = Arc::new(SamplerStats::default());
-        let decisions = Arc::new(Mutex::new(Decisions::default()));
+        let decisions = Arc::new(Mutex::new(Decisions::new(config.decision_cache_bytes.get())));
         let assigner = Assigner {
             kafka: kafka.clone(),
             lookback,
