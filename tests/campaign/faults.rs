@@ -1,4 +1,5 @@
-//! The fault scheduler: during the load, at seeded intervals, one seeded fault at a time, each healed before the next
+//! The fault scheduler: during the load, at seeded intervals (5–15 s apart), one fault at a time dealt from a seeded
+//! shuffle of the kinds, each healed before the next
 //! and every one logged with its offset from the start of the load. The same seed gives the same faults at the same
 //! offsets.
 //!
@@ -41,8 +42,19 @@ impl Kind {
         Kind::NotOtlp,
     ];
 
-    /// The kinds a run without `TAILGATE_CAMPAIGN_FAULTS` injects.
-    pub const DEFAULT: [Kind; 0] = [];
+    /// The kinds a run without `TAILGATE_CAMPAIGN_FAULTS` injects: all but `kill_broker`. Tansu 0.6 restarted on
+    /// the data directory of a SIGKILLed instance panics in its SQLite storage (`lite.rs:503`, "more or less than one
+    /// row") seconds later and from then on fails every Produce, so the pipeline can acknowledge nothing more; run
+    /// it with `TAILGATE_CAMPAIGN_FAULTS=kill_broker` (seed 20261201 reaches it at 64 s with `all`).
+    pub const DEFAULT: [Kind; 7] = [
+        Kind::KillWorker,
+        Kind::PauseWorker,
+        Kind::JaegerDown,
+        Kind::LokiDown,
+        Kind::Loki429,
+        Kind::FutureRecord,
+        Kind::NotOtlp,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -120,12 +132,20 @@ pub async fn run(pipeline: &mut Pipeline, seed: u64, kinds: &[Kind], started: In
     }
     // The first fault after the pipeline has settled into the load, the last one healed before the load ends.
     let mut next = started + rng.millis(10_000, 15_000);
+    // Dealt from a shuffled deck of the kinds, so a short run still meets every kind once.
+    let mut deck: Vec<Kind> = Vec::new();
     loop {
         tokio::time::sleep_until(next.into()).await;
         if started.elapsed() + Duration::from_secs(15) > until {
             return injected;
         }
-        let kind = kinds[rng.below(kinds.len())];
+        if deck.is_empty() {
+            deck = kinds.to_vec();
+            for i in (1..deck.len()).rev() {
+                deck.swap(i, rng.below(i + 1));
+            }
+        }
+        let kind = deck.pop().unwrap();
         let what = inject(pipeline, kind, &mut rng, &mut injected).await;
         let at = next - started;
         eprintln!("fault at {:>6.1}s: {what} (healed at {:.1}s)", at.as_secs_f64(), started.elapsed().as_secs_f64());
