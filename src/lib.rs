@@ -28,6 +28,9 @@ pub enum Role {
     Sampler,
     Exporter,
     AllInOne,
+    /// Only the embedded broker, on `embedded_broker.listen` and `data_dir`, until SIGTERM: a broker that can be
+    /// killed and restarted on the same data on its own, as the fault campaign (`tests/campaign/`) does.
+    Broker,
     Validate,
     /// Re-deliver `[from_ms, to_ms]` (Unix milliseconds of record time) to one exporter.
     Replay {
@@ -44,6 +47,11 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 
     if let Role::Replay { exporter, from_ms, to_ms } = &role {
         return replay(&config, exporter, *from_ms, *to_ms, shutdown).await;
+    }
+    if role == Role::Broker {
+        start_embedded_broker(&mut config)?;
+        shutdown.cancelled().await;
+        return Ok(());
     }
     if role == Role::AllInOne && config.embedded_broker.enabled {
         start_embedded_broker(&mut config)?;

@@ -54,6 +54,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run only the embedded Kafka-API broker (Tansu) on `embedded_broker.listen`, keeping its log in
+    /// `embedded_broker.data_dir`, until SIGTERM.
+    Broker {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Send the checkout flow of six services (traces, logs, business metrics) to a gateway, like instrumented
     /// services would. Also the load driver for benchmarks.
     Loadgen(tailgate::loadgen::LoadgenArgs),
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
             (Some(config), tailgate::Role::Replay { exporter: exporter.clone(), from_ms: from, to_ms: to })
         }
         Command::AllInOne { config } => (config.as_ref(), tailgate::Role::AllInOne),
+        Command::Broker { config } => (Some(config), tailgate::Role::Broker),
         Command::Validate { config } => (Some(config), tailgate::Role::Validate),
         Command::Loadgen(_) => unreachable!("handled above"),
     };

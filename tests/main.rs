@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod campaign;
 mod exporters;
 mod ingest;
 mod sampler;

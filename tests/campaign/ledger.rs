@@ -1,0 +1,181 @@
+//! The ledger: what the client saw acknowledged, against what each stage holds, in the Jepsen vocabulary.
+//!
+//! * **acknowledged**: in an export call the SDK's exporter returned SUCCESS for;
+//! * **present**: acknowledged and found at the stage (at least once);
+//! * **lost**: acknowledged and not found — the number that must be 0;
+//! * **duplicated**: copies beyond the first, of anything found;
+//! * **unexpected**: found, but never even sent (in no export call at all). What was sent and not acknowledged
+//!   (a timeout after the gateway wrote it) may or may not be there; it is counted as `indeterminate`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+/// Span identity: (trace ID, span ID), hex as the SDK prints them.
+pub type SpanKey = (String, String);
+
+/// One export call of the client.
+#[derive(Debug)]
+pub struct Call {
+    pub signal: String,
+    pub ok: bool,
+    pub start: f64,
+    pub end: f64,
+    pub items: Vec<Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SentSpan {
+    /// `error`, `slow` or `ok`: the kind of the trace the span belongs to.
+    pub kind: String,
+    pub root: bool,
+    /// When the first call that carried it started, and when the first successful one ended (Unix seconds).
+    pub first_sent: f64,
+    pub acked_at: Option<f64>,
+}
+
+/// Everything the client sent, by signal.
+#[derive(Default)]
+pub struct Sent {
+    pub spans: HashMap<SpanKey, SentSpan>,
+    /// Log bodies: whether acknowledged.
+    pub logs: HashMap<String, bool>,
+    /// Sum of the acknowledged deltas of `campaign.orders`, and of those sent but not acknowledged.
+    pub orders_acked: f64,
+    pub orders_unacked: f64,
+    /// The largest cumulative count of `campaign.latency` acknowledged, and the largest sent at all.
+    pub latency_count_acked: u64,
+    pub latency_count_sent: u64,
+    pub calls: BTreeMap<(String, bool), usize>,
+}
+
+impl Sent {
+    pub fn read(path: &Path) -> Sent {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut sent = Sent::default();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let call = Call {
+                signal: v["signal"].as_str().unwrap().to_owned(),
+                ok: v["ok"].as_bool().unwrap(),
+                start: v["start"].as_f64().unwrap(),
+                end: v["end"].as_f64().unwrap(),
+                items: v["items"].as_array().unwrap().clone(),
+            };
+            sent.add(call);
+        }
+        sent
+    }
+
+    fn add(&mut self, call: Call) {
+        *self.calls.entry((call.signal.clone(), call.ok)).or_default() += 1;
+        match call.signal.as_str() {
+            "spans" => {
+                for item in &call.items {
+                    let key = (item[0].as_str().unwrap().to_owned(), item[1].as_str().unwrap().to_owned());
+                    let span = self.spans.entry(key).or_insert_with(|| SentSpan {
+                        kind: item[2].as_str().unwrap().to_owned(),
+                        root: item[3].as_bool().unwrap(),
+                        first_sent: call.start,
+                        acked_at: None,
+                    });
+                    span.first_sent = span.first_sent.min(call.start);
+                    if call.ok && span.acked_at.is_none() {
+                        span.acked_at = Some(call.end);
+                    }
+                }
+            }
+            "logs" => {
+                for item in &call.items {
+                    *self.logs.entry(item.as_str().unwrap().to_owned()).or_default() |= call.ok;
+                }
+            }
+            "metrics" => {
+                for item in &call.items {
+                    match (item[0].as_str().unwrap(), item[1].as_str().unwrap()) {
+                        ("campaign.orders", "sum") => {
+                            let value = item[2].as_f64().unwrap();
+                            match call.ok {
+                                true => self.orders_acked += value,
+                                false => self.orders_unacked += value,
+                            }
+                        }
+                        ("campaign.latency", "histogram") => {
+                            let count = item[2].as_u64().unwrap();
+                            self.latency_count_sent = self.latency_count_sent.max(count);
+                            if call.ok {
+                                self.latency_count_acked = self.latency_count_acked.max(count);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            other => panic!("unknown signal {other} in the ledger"),
+        }
+    }
+
+    /// The acknowledged spans.
+    pub fn acked_spans(&self) -> HashSet<SpanKey> {
+        self.spans.iter().filter(|(_, s)| s.acked_at.is_some()).map(|(k, _)| k.clone()).collect()
+    }
+
+    pub fn acked_logs(&self) -> HashSet<String> {
+        self.logs.iter().filter(|(_, ok)| **ok).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+/// One row of the table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row {
+    pub signal: String,
+    pub stage: String,
+    pub acknowledged: u64,
+    pub present: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub unexpected: u64,
+    pub indeterminate: u64,
+}
+
+/// Compares `expected` (acknowledged, must be there), `sent` (anything the client put in a call) with `found` (every
+/// copy at the stage, duplicates included).
+pub fn compare<K: std::hash::Hash + Eq + Clone>(
+    signal: &str,
+    stage: &str,
+    expected: &HashSet<K>,
+    sent: &HashSet<K>,
+    found: &[K],
+) -> (Row, Vec<K>) {
+    let mut copies: HashMap<&K, u64> = HashMap::new();
+    for key in found {
+        *copies.entry(key).or_default() += 1;
+    }
+    let lost: Vec<K> = expected.iter().filter(|k| !copies.contains_key(k)).cloned().collect();
+    let row = Row {
+        signal: signal.to_owned(),
+        stage: stage.to_owned(),
+        acknowledged: expected.len() as u64,
+        present: (expected.len() - lost.len()) as u64,
+        lost: lost.len() as u64,
+        duplicated: copies.values().map(|c| c - 1).sum(),
+        unexpected: copies.keys().filter(|k| !sent.contains(k)).count() as u64,
+        indeterminate: copies.keys().filter(|k| sent.contains(k) && !expected.contains(k)).count() as u64,
+    };
+    (row, lost)
+}
+
+/// The table, as the campaign prints it.
+pub fn print(rows: &[Row]) {
+    eprintln!(
+        "{:<8} {:<28} {:>12} {:>10} {:>6} {:>10} {:>10} {:>13}",
+        "signal", "stage", "acknowledged", "present", "lost", "duplicated", "unexpected", "indeterminate"
+    );
+    for r in rows {
+        eprintln!(
+            "{:<8} {:<28} {:>12} {:>10} {:>6} {:>10} {:>10} {:>13}",
+            r.signal, r.stage, r.acknowledged, r.present, r.lost, r.duplicated, r.unexpected, r.indeterminate
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The whole pipeline the campaign runs: one broker (Tansu on a data directory), two gateways, two samplers, one
+//! exporter process delivering to Jaeger (the OTLP/gRPC receiver), Prometheus (the real one) and Loki (the push
+//! receiver) — every role a process of the real binary, every backend one the test can tell to fail.
+//!
+//! The memory limits configured here are what the RSS bound is derived from (see [`rss_bound_mib`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tailgate_kafka::KafkaConfig;
+
+use super::processes::{local_addr, Process, Ready};
+use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
+use crate::harness::kafka::{kafka_config, kafka_yaml};
+use crate::harness::temp_dir;
+
+pub const PARTITIONS: u32 = 4;
+/// The samplers' decision wait, in seconds.
+pub const DECISION_WAIT_S: u64 = 10;
+
+/// `ingest.max_in_flight_bytes`, MiB.
+const GATEWAY_IN_FLIGHT_MIB: u64 = 32;
+/// `sampler.max_buffered_bytes` and `sampler.max_output_bytes_in_flight`, MiB.
+const SAMPLER_BUFFER_MIB: u64 = 32;
+const SAMPLER_OUTPUT_MIB: u64 = 8;
+/// `batch.max_bytes` of each of the three exporters, MiB.
+const EXPORTER_BATCH_MIB: u64 = 2;
+
+/// What a process of this debug build takes besides the data it is configured to hold: the binary's touched pages,
+/// the Tokio runtime, librdkafka's threads and its fetch and produce queues (bounded by the roles), allocator slack.
+/// Measured at 29–46 MiB across roles in quiet runs of this campaign; 180 MiB leaves room for bursts after faults
+/// (a restarted worker catching up, a backend's backlog) without hiding a leak of the configured size.
+pub const OVERHEAD_MIB: u64 = 180;
+
+pub struct Pipeline {
+    pub dir: PathBuf,
+    pub kafka: KafkaConfig,
+    pub broker: Process,
+    pub gateways: Vec<Process>,
+    /// The gateways' OTLP/gRPC addresses, fixed across restarts.
+    pub gateway_addrs: Vec<SocketAddr>,
+    pub samplers: Vec<Process>,
+    pub exporter: Process,
+    pub jaeger: TraceReceiver,
+    pub loki: LokiReceiver,
+    pub prometheus: Prometheus,
+}
+
+impl Pipeline {
+    /// Writes every config and starts the backends; the processes start with [`Pipeline::start`].
+    pub async fn new() -> Pipeline {
+        let dir = temp_dir("campaign");
+        let broker_addr = local_addr();
+        let kafka = kafka_config(&broker_addr.to_string(), PARTITIONS);
+        let (jaeger, loki, prometheus) =
+            (TraceReceiver::start().await, LokiReceiver::start().await, Prometheus::start().await);
+        let common = |telemetry: SocketAddr| {
+            format!(
+                "{}telemetry: {{ metrics: {{ endpoint: '{telemetry}' }}, logs: {{ level: info }} }}\nshutdown: {{ grace: 5s }}\n",
+                kafka_yaml(&kafka)
+            )
+        };
+
+        let broker = Process::new(
+            &dir,
+            "broker",
+            "broker",
+            &format!("embedded_broker: {{ listen: '{broker_addr}', data_dir: '{}' }}\n", dir.join("data").display()),
+            Ready::Listening(broker_addr),
+        );
+
+        let mut gateways = Vec::new();
+        let mut gateway_addrs = Vec::new();
+        for n in 0..2 {
+            let (grpc, http, telemetry) = (local_addr(), local_addr(), local_addr());
+            let config = format!(
+                "{}ingest: {{ grpc: {{ endpoint: '{grpc}' }}, http: {{ endpoint: '{http}' }}, max_in_flight_bytes: {GATEWAY_IN_FLIGHT_MIB}MiB }}\n",
+                common(telemetry)
+            );
+            gateways.push(Process::new(&dir, &format!("gateway-{n}"), "ingest", &config, Ready::Health(telemetry)));
+            gateway_addrs.push(grpc);
+        }
+
+        let mut samplers = Vec::new();
+        for n in 0..2 {
+            let telemetry = local_addr();
+            let config = format!(
+                "{}sampler:\n  decision_wait: {DECISION_WAIT_S}s\n  max_buffered_bytes: {SAMPLER_BUFFER_MIB}MiB\n  \
+                 max_trace_bytes: 1MiB\n  max_output_bytes_in_flight: {SAMPLER_OUTPUT_MIB}MiB\n  policies:\n    \
+                 - {{ name: errors-always, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    \
+                 - {{ name: slow-requests, type: latency, latency: {{ threshold_ms: 2000 }} }}\n    \
+                 - {{ name: sample-rest, type: probabilistic, probabilistic: {{ sampling_percentage: {} }} }}\n",
+                common(telemetry),
+                super::expectation::PERCENTAGE
+            );
+            samplers.push(Process::new(&dir, &format!("sampler-{n}"), "sampler", &config, Ready::Health(telemetry)));
+        }
+
+        let telemetry = local_addr();
+        let shared = format!(
+            "batch: {{ max_bytes: {EXPORTER_BATCH_MIB}MiB, timeout: 200ms }}, timeout: 5s, \
+             retry_on_failure: {{ initial_interval: 100ms, max_interval: 2s }}"
+        );
+        let config = format!(
+            "{}exporters:\n  jaeger: {{ endpoint: '{}', {shared} }}\n  prometheus_remote_write: {{ endpoint: '{}', {shared} }}\n  \
+             loki: {{ endpoint: '{}', {shared} }}\n",
+            common(telemetry),
+            jaeger.endpoint(),
+            prometheus.endpoint(),
+            loki.endpoint()
+        );
+        let exporter = Process::new(&dir, "exporter", "exporter", &config, Ready::Health(telemetry));
+
+        Pipeline { dir, kafka, broker, gateways, gateway_addrs, samplers, exporter, jaeger, loki, prometheus }
+    }
+
+    /// Starts the broker, then every worker.
+    pub async fn start(&mut self) {
+        self.broker.start().await;
+        for process in self.workers_mut() {
+            process.start().await;
+        }
+    }
+
+    /// The workers: gateways, samplers, the exporter.
+    pub fn workers_mut(&mut self) -> impl Iterator<Item = &mut Process> {
+        self.gateways.iter_mut().chain(self.samplers.iter_mut()).chain(std::iter::once(&mut self.exporter))
+    }
+
+    pub fn all(&self) -> Vec<&Process> {
+        let mut all = vec![&self.broker];
+        all.extend(self.gateways.iter().chain(&self.samplers).chain(std::iter::once(&self.exporter)));
+        all
+    }
+
+    /// Stops every process with SIGTERM, workers first.
+    pub fn stop(&mut self) {
+        for process in self.workers_mut() {
+            process.stop();
+        }
+        self.broker.stop();
+    }
+}
+
+/// The RSS a process of `name` may reach: what its config lets it hold, plus [`OVERHEAD_MIB`]. The broker has no
+/// configured limit; it gets the overhead plus what the gateways may have in flight towards it.
+pub fn rss_bound_mib(name: &str) -> u64 {
+    let held = match name {
+        n if n.starts_with("gateway") => GATEWAY_IN_FLIGHT_MIB,
+        n if n.starts_with("sampler") => SAMPLER_BUFFER_MIB + SAMPLER_OUTPUT_MIB,
+        "exporter" => 3 * EXPORTER_BATCH_MIB,
+        _ => 2 * GATEWAY_IN_FLIGHT_MIB,
+    };
+    held + OVERHEAD_MIB
+}

@@ -1,0 +1,119 @@
+//! What each stage of the pipeline holds at the end, read the way an operator would check it: the Kafka topics with
+//! a consumer of our own, the backends through what they stored (Prometheus through its query API). Records that are
+//! not OTLP (the campaign writes some on purpose) are skipped, not fatal.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use prost::Message as _;
+
+use super::lag;
+use super::ledger::SpanKey;
+use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
+use crate::harness::{read_topic, Record};
+
+/// Every record of `topic`, read until as many as its watermarks say it holds.
+pub async fn topic(brokers: &str, topic: &str, partitions: u32) -> Vec<Record> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let total = lag::records(&brokers, &topic, partitions).expect("the broker answers") as usize;
+        read_topic(&brokers, &topic, partitions, Duration::from_secs(120), |r| r.len() >= total)
+    })
+    .await
+    .unwrap()
+}
+
+pub fn span_keys(records: &[Record]) -> Vec<SpanKey> {
+    records
+        .iter()
+        .filter_map(|r| ExportTraceServiceRequest::decode(r.value.as_slice()).ok())
+        .flat_map(|request| request.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .map(|span| (hex::encode(span.trace_id), hex::encode(span.span_id)))
+        .collect()
+}
+
+pub fn jaeger_keys(jaeger: &TraceReceiver) -> Vec<SpanKey> {
+    jaeger.traces.lock().unwrap().spans.iter().map(|(t, s)| (hex::encode(t), hex::encode(s))).collect()
+}
+
+/// The string bodies of the log records in `records`.
+pub fn log_bodies(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| ExportLogsServiceRequest::decode(r.value.as_slice()).ok())
+        .flat_map(|request| request.resource_logs)
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+        .filter_map(|log| match log.body?.value? {
+            any_value::Value::StringValue(body) => Some(body),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn loki_lines(loki: &LokiReceiver) -> Vec<String> {
+    loki.entries().into_iter().map(|(_, line, _)| line).collect()
+}
+
+/// Sum of the `campaign.orders` delta points in `records`, each point once (by its time: the SDK exports one point
+/// per interval), and the largest `campaign.latency` count.
+pub fn metric_totals(records: &[Record]) -> (f64, u64) {
+    let (mut orders, mut count) = (0.0, 0);
+    let mut seen = std::collections::HashSet::new();
+    let metrics = records
+        .iter()
+        .filter_map(|r| ExportMetricsServiceRequest::decode(r.value.as_slice()).ok())
+        .flat_map(|request| request.resource_metrics)
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics);
+    for m in metrics {
+        match (m.name.as_str(), m.data) {
+            ("campaign.orders", Some(metric::Data::Sum(sum))) => {
+                for point in sum.data_points.into_iter().filter(|p| seen.insert(p.time_unix_nano)) {
+                    orders += match point.value {
+                        Some(number_data_point::Value::AsInt(v)) => v as f64,
+                        Some(number_data_point::Value::AsDouble(v)) => v,
+                        None => 0.0,
+                    };
+                }
+            }
+            ("campaign.latency", Some(metric::Data::Histogram(h))) => {
+                count = h.data_points.iter().map(|p| p.count).fold(count, u64::max);
+            }
+            _ => {}
+        }
+    }
+    (orders, count)
+}
+
+/// The latest value of the single series `name` in Prometheus (`None` if there is none), and every raw sample of it
+/// over the last hour, in time order.
+pub async fn prometheus_series(prometheus: &Prometheus, name: &str) -> (Option<f64>, Vec<f64>) {
+    let latest = prometheus.query(name).await;
+    assert!(latest.len() <= 1, "one series of {name}: {latest:?}");
+    let value = latest.first().map(|s| s["value"][1].as_str().unwrap().parse().unwrap());
+    let range = prometheus.query(&format!("{name}[1h]")).await;
+    let samples = range
+        .first()
+        .map(|s| s["values"].as_array().unwrap().iter().map(|v| v[1].as_str().unwrap().parse().unwrap()).collect())
+        .unwrap_or_default();
+    (value, samples)
+}
+
+/// What a counter's samples add up to across resets, as Prometheus' `increase` counts them from zero: every drop
+/// starts a new run from 0.
+pub fn reset_adjusted(samples: &[f64]) -> f64 {
+    let mut total = 0.0;
+    let mut last = 0.0;
+    for &v in samples {
+        total += if v < last { v } else { v - last };
+        last = v;
+    }
+    total
+}
