@@ -7,7 +7,7 @@
 //! holding work. While the backend is down the request is retried forever, sealed batches pile up to a bound, and
 //! fetching pauses: memory stays bounded and the backlog waits in Kafka.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,9 +67,6 @@ pub(crate) struct Worker<B: Backend> {
     source: Source,
     /// Range mode: partitions still being read.
     reading: HashSet<i32>,
-    /// The ownership epoch under which each partition's records were given to the backend, so that its state for
-    /// a partition revoked since (or revoked and assigned again) is dropped.
-    fed: HashMap<i32, u64>,
 }
 
 pub(crate) async fn build<B: Backend>(
@@ -124,7 +121,6 @@ pub(crate) async fn build<B: Backend>(
         stats: Arc::clone(&stats),
         source,
         reading,
-        fed: HashMap::new(),
     };
     let health = Arc::clone(&worker.health);
     Ok(Exporter { name, stats, health, run: Box::new(move |shutdown, grace| Box::pin(worker.run(shutdown, grace))) })
@@ -163,11 +159,14 @@ impl<B: Backend> Worker<B> {
                             tracing::debug!(exporter = self.name, partition, "end of partition");
                         }
                     }
+                    Some(Event::Revoked { partitions }) => {
+                        tracing::debug!(exporter = self.name, partitions = ?partitions, "partitions revoked; their state dropped");
+                        self.backend.revoked(&partitions);
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {}
             }
-            self.forget_revoked();
             // Seal an open batch that is full, waited long enough, or holds the last records of a replay.
             let seal = open.as_ref().is_some_and(|batch| {
                 !batch.is_empty()
@@ -242,11 +241,6 @@ impl<B: Backend> Worker<B> {
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
     ) {
         let Some(held) = self.hold(raw.partition, epoch, raw.offset) else { return };
-        if let Some(before) = self.fed.insert(raw.partition, epoch).filter(|before| *before != epoch) {
-            // Revoked and assigned again since the last tick: the old ownership's state goes first.
-            tracing::debug!(exporter = self.name, partition = raw.partition, before, epoch, "partition owned anew");
-            self.backend.revoked(&[raw.partition]);
-        }
         let added = readable.map_err(|error| ("unknown_contract", error)).and_then(|()| {
             self.backend.add(&mut open.items, raw.partition, &raw.payload).map_err(|e| ("undecodable", e))
         });
@@ -276,26 +270,6 @@ impl<B: Backend> Worker<B> {
                     done
                 }));
             }
-        }
-    }
-
-    /// Tells the backend which partitions it was fed are no longer owned under the epoch it was fed them in. The
-    /// consumer shell revokes partitions on the consumer's own thread; the worker notices here, on every loop turn,
-    /// and before it adds a record of a new ownership (see `add`).
-    fn forget_revoked(&mut self) {
-        if self.fed.is_empty() {
-            return;
-        }
-        let gone: Vec<i32> = {
-            let ownership = self.consumer.ownership();
-            self.fed.iter().filter(|(p, e)| ownership.epoch(**p) != Some(**e)).map(|(p, _)| *p).collect()
-        };
-        if !gone.is_empty() {
-            tracing::debug!(exporter = self.name, partitions = ?gone, "partitions revoked; their state dropped");
-            gone.iter().for_each(|p| {
-                self.fed.remove(p);
-            });
-            self.backend.revoked(&gone);
         }
     }
 

@@ -67,12 +67,16 @@ pub enum Event {
     /// Everything of `partition` (owned under `epoch`) up to its high watermark has been handed out: the consumer is
     /// caught up with it, until its next record (only with [`ConsumerSettings::partition_eof`]).
     End { partition: i32, epoch: u64 },
+    /// `partitions` were revoked: their records still queued were of an ownership that has ended, and any record of
+    /// theirs after this event belongs to a new one. Sent in order with the records, from the rebalance itself.
+    Revoked { partitions: Vec<i32> },
 }
 
 /// The librdkafka context of a shell consumer: lag statistics, rebalances, commit results.
 pub struct ShellContext<P: Partitions> {
     ownership: Arc<Mutex<Ownership<P::State>>>,
     partitions: P,
+    events: mpsc::Sender<Event>,
     lag_metric: &'static str,
     lag_labels: Vec<(&'static str, String)>,
 }
@@ -157,6 +161,8 @@ impl<P: Partitions> ConsumerContext for ShellContext<P> {
             tracing::info!(partitions = ?partitions, "partitions revoked");
         }
         self.partitions.closed(states, lost);
+        // Fails only once the role stopped listening.
+        let _ = self.events.blocking_send(Event::Revoked { partitions });
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -193,9 +199,10 @@ impl<P: Partitions> Consumer<P> {
         topic: &str,
         partitions: P,
     ) -> KafkaResult<Self> {
-        let client = create(kafka, settings, topic, partitions, true)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
+        let client = create(kafka, settings, topic, partitions, true, tx.clone())?;
         client.subscribe(&[topic])?;
-        Ok(Self::start(client, topic))
+        Ok(Self::start(client, tx, rx, topic))
     }
 
     /// A consumer of exactly `assignment` (partitions with start offsets), outside any rebalance: a replay.
@@ -206,17 +213,22 @@ impl<P: Partitions> Consumer<P> {
         assignment: &TopicPartitionList,
         partitions: P,
     ) -> KafkaResult<Self> {
-        let client = create(kafka, settings, topic, partitions, false)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
+        let client = create(kafka, settings, topic, partitions, false, tx.clone())?;
         client.context().open(assignment);
         client.assign(assignment)?;
-        Ok(Self::start(client, topic))
+        Ok(Self::start(client, tx, rx, topic))
     }
 
-    fn start(client: BaseConsumer<ShellContext<P>>, topic: &str) -> Self {
+    fn start(
+        client: BaseConsumer<ShellContext<P>>,
+        tx: mpsc::Sender<Event>,
+        rx: mpsc::Receiver<Event>,
+        topic: &str,
+    ) -> Self {
         // The owned partitions are shared by this thread (rebalances) and the role's task (records, commits).
         let ownership = Arc::clone(&client.context().ownership);
         let client = Arc::new(client);
-        let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (client, ownership, stop) = (Arc::clone(&client), Arc::clone(&ownership), Arc::clone(&stop));
@@ -340,11 +352,13 @@ fn create<P: Partitions>(
     topic: &str,
     partitions: P,
     member: bool,
+    events: mpsc::Sender<Event>,
 ) -> KafkaResult<BaseConsumer<ShellContext<P>>> {
     let ownership = Arc::new(Mutex::new(Ownership::new(topic)));
     let context = ShellContext {
         ownership: Arc::clone(&ownership),
         partitions,
+        events,
         lag_metric: settings.lag_metric,
         lag_labels: settings.lag_labels.clone(),
     };

@@ -31,13 +31,6 @@ impl OutgoingRecord {
             None => record,
         }
     }
-
-    /// Bytes the record occupies in a batch, near enough: key, value and headers.
-    pub fn size(&self) -> usize {
-        use rdkafka::message::Headers as _;
-        let headers: usize = self.headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum::<usize>();
-        self.key.as_ref().map_or(0, Vec::len) + self.value.len() + headers
-    }
 }
 
 /// Writes every record, retrying with growing back-off until Kafka acknowledged all of them: `true`, or `false`

@@ -37,6 +37,8 @@ pub(crate) struct Output {
     producer: FutureProducer,
     kafka: KafkaConfig,
     dead_letters: DeadLetters,
+    /// The whole-record limit of OTLP records with the contract's headers, worked out once.
+    limit: RecordLimit,
     settled: mpsc::UnboundedSender<Settled>,
     stats: Arc<SamplerStats>,
     /// Cancelled when the worker stops waiting for its output: writes still retrying give up.
@@ -55,19 +57,11 @@ impl Output {
             producer,
             kafka: kafka.clone(),
             dead_letters: DeadLetters::new(&kafka.topics.spans, "sampler", max),
+            limit: record_limit(max, headers::ENCODING_OTLP_PROTO),
             settled,
             stats,
             abandon: CancellationToken::new(),
         }
-    }
-
-    /// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`.
-    fn limit(&self, encoding: &str) -> RecordLimit {
-        let headers = [
-            (headers::ENCODING, encoding.as_bytes()),
-            (headers::CONTRACT_VERSION, headers::CONTRACT_VERSION_CURRENT.as_bytes()),
-        ];
-        RecordLimit::new(self.kafka.producer.max_message_bytes.get() as usize, headers)
     }
 
     /// Writes a trace's kept spans (if any) to the sampled topic and its decision (if any) to the decisions
@@ -75,13 +69,8 @@ impl Output {
     pub fn emit(&self, settled: Settled, output: Option<Vec<ResourceSpans>>, decision: Option<(TraceId, Decision)>) {
         let partitions = self.kafka.partitions;
         let sampled = &self.kafka.topics.sampled_spans;
-        let split = output.map(|batches| {
-            split(
-                ExportTraceServiceRequest { resource_spans: batches },
-                partitions,
-                self.limit(headers::ENCODING_OTLP_PROTO),
-            )
-        });
+        let split =
+            output.map(|batches| split(ExportTraceServiceRequest { resource_spans: batches }, partitions, self.limit));
         if let Some(split) = split.as_ref().filter(|s| s.rejected() > 0) {
             // Kept spans another producer wrote with invalid IDs, or that the added attributes pushed over the record
             // limit: counted by reason, never settled as if written.
@@ -143,7 +132,7 @@ impl Output {
     /// Writes RED series, best effort.
     pub fn red_metrics(&self, requests: Vec<ExportMetricsServiceRequest>) {
         for request in requests {
-            for record in split(request, self.kafka.partitions, self.limit(headers::ENCODING_OTLP_PROTO)).records {
+            for record in split(request, self.kafka.partitions, self.limit).records {
                 let record = contract_record(&self.kafka.topics.metrics, record, headers::ENCODING_OTLP_PROTO);
                 let producer = self.producer.clone();
                 tokio::spawn(async move {
@@ -159,6 +148,15 @@ impl Output {
     pub fn abandon(&self) {
         self.abandon.cancel();
     }
+}
+
+/// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`.
+fn record_limit(max_message_bytes: usize, encoding: &str) -> RecordLimit {
+    let headers = [
+        (headers::ENCODING, encoding.as_bytes()),
+        (headers::CONTRACT_VERSION, headers::CONTRACT_VERSION_CURRENT.as_bytes()),
+    ];
+    RecordLimit::new(max_message_bytes, headers)
 }
 
 /// A record of the Kafka contract in `encoding`, with the contract's headers.

@@ -131,7 +131,7 @@ impl RedMetrics {
                     status: span.status.as_ref().map_or(0, |s| s.code),
                     overflow: false,
                 };
-                let known = key.overflow || self.series.contains_key(&key);
+                let known = self.series.contains_key(&key);
                 let kept = self.series.len() - usize::from(self.overflowing);
                 if !known && kept >= self.max_series {
                     self.overflowing = true;

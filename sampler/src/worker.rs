@@ -228,6 +228,8 @@ impl Sampler {
                         self.on_message(epoch, message);
                         paused = self.apply_backpressure(paused);
                     }
+                    // A revoked partition's state went with its ownership.
+                    Some(Event::Revoked { .. }) => {}
                     Some(Event::End { partition, epoch }) => {
                         if let Some(owned) = self.partitions().get_mut(partition, epoch) {
                             owned.state.buffer.reached_end();
