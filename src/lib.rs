@@ -197,6 +197,8 @@ fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
             .context("cannot start the embedded broker")?;
     tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), "embedded Kafka-API broker (Tansu) started");
     config.kafka.brokers = broker.addr.to_string();
+    // Tansu 0.6's idempotent producer support panics its storage (see kafka.producer.idempotence).
+    config.kafka.producer.idempotence.get_or_insert(false);
     Ok(())
 }
 

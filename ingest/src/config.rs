@@ -15,9 +15,14 @@ pub struct IngestConfig {
     pub http: HttpConfig,
     /// Largest request accepted, measured after decompression. Larger ones get `RESOURCE_EXHAUSTED` / 413.
     pub max_request_bytes: ByteSize,
-    /// Request bytes (after decompression) the gateway holds at once, from receipt until Kafka acknowledged them.
-    /// Over it, new requests are turned away with a retryable `RESOURCE_EXHAUSTED` / 429 and a retry delay.
+    /// Memory the gateway's requests may hold at once, from their first byte until Kafka acknowledged them: each
+    /// request pays, before doing the work, for its body as it arrives, for what it inflates to, and for what
+    /// decoding it allocates (10 bytes per protobuf byte, 24 per JSON byte, measured). A request that does not fit is
+    /// turned away at once with a retryable `RESOURCE_EXHAUSTED` / 429 and a retry delay.
     pub max_in_flight_bytes: ByteSize,
+    /// How long a request body may take to arrive whole; a slower one is refused (gRPC `DEADLINE_EXCEEDED`,
+    /// HTTP 408) and its share of the budget returned.
+    pub read_timeout: Duration,
     /// How long a throttled client is asked to wait (`RetryInfo`, `Retry-After`).
     pub throttle_retry_after: Duration,
     /// Changes applied to every resource before it is written to Kafka, in order.
@@ -31,6 +36,7 @@ impl Default for IngestConfig {
             http: HttpConfig::default(),
             max_request_bytes: ByteSize::mib(16),
             max_in_flight_bytes: ByteSize::mib(256),
+            read_timeout: Duration::from_secs(30),
             throttle_retry_after: Duration::from_secs(1),
             resource: Vec::new(),
         }
@@ -90,6 +96,9 @@ impl IngestConfig {
                     self.max_request_bytes
                 ),
             );
+        }
+        if self.read_timeout.get().is_zero() {
+            problems.push(format!("{path}.read_timeout"), "must be more than 0s");
         }
         if in_flight > u64::from(u32::MAX) {
             problems.push(format!("{path}.max_in_flight_bytes"), "must be below 4GiB");

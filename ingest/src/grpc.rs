@@ -1,6 +1,13 @@
-//! OTLP/gRPC: the Trace, Metrics and Logs services on one port.
+//! OTLP/gRPC: the Trace, Metrics and Logs services on one port. A layer in front of tonic ([`Admit`]) admits each
+//! request as its body arrives and inflates, and pays for its decoding, before tonic decodes it.
 
-use axum::http::{HeaderValue, Response};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest, Response};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::Full;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -16,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Status};
 
-use crate::error::Kind;
+use crate::admission::{Admission, Compression, Format};
+use crate::budget::Permit;
+use crate::error::{ExportError, Kind};
 use crate::metrics as m;
 use crate::otlp::Otlp;
 use crate::sink::KafkaSink;
@@ -31,10 +40,11 @@ struct Receiver {
 
 impl Receiver {
     async fn export<S: Otlp>(&self, request: Request<S>) -> Result<tonic::Response<S::Response>, Status> {
+        // [`Admit`] runs in front of every service of this server.
+        let permit = request.extensions().get::<Admitted>().and_then(Admitted::take);
+        let Some(permit) = permit else { return Err(Status::internal("the request was not admitted")) };
         let request = request.into_inner();
-        let bytes = request.encoded_len();
-        metrics::counter!(m::REQUEST_BYTES, "signal" => S::SIGNAL, "transport" => TRANSPORT).increment(bytes as u64);
-        let outcome = self.sink.export(S::topic(&self.topics), S::SIGNAL, TRANSPORT, request, bytes).await;
+        let outcome = self.sink.export(S::topic(&self.topics), S::SIGNAL, TRANSPORT, request, permit).await;
         let label = match &outcome {
             Ok(accepted) if accepted.rejected > 0 => "partial_success",
             Ok(_) => "success",
@@ -112,18 +122,129 @@ fn remap_codec_errors<B>(mut response: Response<B>) -> Response<B> {
     response
 }
 
+/// A request's share of the in-flight budget, handed by [`Admit`] to the handler in the request's extensions.
+#[derive(Clone)]
+struct Admitted(Arc<Mutex<Option<Permit>>>);
+
+impl Admitted {
+    fn take(&self) -> Option<Permit> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// The length of a gRPC message's prefix: a compressed flag and a big-endian `u32` length.
+const MESSAGE_PREFIX: usize = 5;
+
+/// The admission layer: reads a request's body (one unary gRPC message) paying for it as it arrives, inflates a
+/// compressed message itself (paying per step, and handing tonic the plain message), pays for decoding it, and
+/// only then lets tonic decode. A request that does not fit is answered here, before any of that work.
+#[derive(Clone)]
+struct Admit<S> {
+    inner: S,
+    admission: Admission,
+}
+
+impl<S> tower::Service<HttpRequest<tonic::body::Body>> for Admit<S>
+where
+    S: tower::Service<HttpRequest<tonic::body::Body>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest<tonic::body::Body>) -> Self::Future {
+        // The clone is not ready; the ready one serves this request (tower's rule for services used in futures).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let admission = self.admission.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let signal = signal_of(parts.uri.path());
+            match admit(&admission, &mut parts.headers, body, signal).await {
+                Ok((message, permit)) => {
+                    parts.extensions.insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
+                    let body = tonic::body::Body::new(Full::new(Bytes::from(message)));
+                    inner.call(HttpRequest::from_parts(parts, body)).await
+                }
+                Err(error) => {
+                    metrics::counter!(m::REQUESTS, "signal" => signal, "transport" => TRANSPORT, "outcome" => error.reason())
+                        .increment(1);
+                    Ok(error.to_grpc().into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The signal a gRPC path is for, as the metrics label it.
+fn signal_of(path: &str) -> &'static str {
+    if path.contains(".trace.") {
+        "traces"
+    } else if path.contains(".metrics.") {
+        "metrics"
+    } else if path.contains(".logs.") {
+        "logs"
+    } else {
+        "unknown"
+    }
+}
+
+/// Reads, inflates and pays for one gRPC message; returns it, uncompressed and with its prefix, and its share.
+async fn admit(
+    admission: &Admission,
+    headers: &mut HeaderMap,
+    body: tonic::body::Body,
+    signal: &'static str,
+) -> Result<(Vec<u8>, Permit), ExportError> {
+    let mut permit = admission.permit();
+    let limit = admission.max_request_bytes().saturating_add(MESSAGE_PREFIX);
+    let frame = admission.read(body, limit, &mut permit).await?;
+    metrics::counter!(m::REQUEST_BYTES, "signal" => signal, "transport" => TRANSPORT).increment(frame.len() as u64);
+    let Some((prefix, message)) = frame.split_first_chunk::<MESSAGE_PREFIX>() else {
+        return Err(ExportError::Decode("the request body is not a gRPC message".to_owned()));
+    };
+    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if length != message.len() {
+        return Err(ExportError::Decode(format!(
+            "the request body holds {} bytes after its gRPC prefix, which announces {length}",
+            message.len()
+        )));
+    }
+    let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let frame = match (prefix[0], Compression::parse(encoding)) {
+        (1, Some(compression)) if compression != Compression::Identity => {
+            let mut plain = admission.inflate(compression, message, vec![0; MESSAGE_PREFIX], &mut permit)?;
+            let length = u32::try_from(plain.len() - MESSAGE_PREFIX).expect("the limit is below 4GiB");
+            plain[1..MESSAGE_PREFIX].copy_from_slice(&length.to_be_bytes());
+            headers.remove("grpc-encoding");
+            plain
+        }
+        // Not compressed, or with an encoding tonic refuses by itself (UNIMPLEMENTED, naming what it accepts).
+        _ => frame,
+    };
+    admission.before_decoding(&mut permit, frame.len() - MESSAGE_PREFIX, Format::Protobuf)?;
+    Ok((frame, permit))
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown`, then finishes in-flight requests and returns.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     sink: KafkaSink,
+    admission: Admission,
     topics: Topics,
-    max_request_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let max_request_bytes = admission.max_request_bytes();
     let receiver = Receiver { sink, topics };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_codec_errors))
+        .layer(tower::layer::layer_fn(move |inner| Admit { inner, admission: admission.clone() }))
         .add_service(
             TraceServiceServer::new(receiver.clone())
                 .accept_compressed(CompressionEncoding::Gzip)

@@ -1,6 +1,5 @@
-//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, protobuf or JSON, optionally gzip-compressed.
-
-use std::io::Read;
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, protobuf or JSON, optionally gzip- or
+//! zstd-compressed. Each request is admitted (`admission`) as it is read, inflated and before it is decoded.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -8,7 +7,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use futures::StreamExt;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -16,6 +14,7 @@ use prost::Message;
 use tailgate_kafka::Topics;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::admission::{Admission, Compression, Format};
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::otlp::{response_json, Otlp};
@@ -28,8 +27,8 @@ const JSON: &str = "application/json";
 #[derive(Clone)]
 struct Receiver {
     sink: KafkaSink,
+    admission: Admission,
     topics: Topics,
-    max_request_bytes: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,11 +44,18 @@ impl Encoding {
             Encoding::Json => JSON,
         }
     }
+
+    fn format(self) -> Format {
+        match self {
+            Encoding::Protobuf => Format::Protobuf,
+            Encoding::Json => Format::Json,
+        }
+    }
 }
 
 /// The OTLP/HTTP router. `cors_allowed_origins` empty turns CORS off.
-pub fn router(sink: KafkaSink, topics: Topics, max_request_bytes: usize, cors_allowed_origins: &[String]) -> Router {
-    let receiver = Receiver { sink, topics, max_request_bytes };
+pub(crate) fn router(sink: KafkaSink, admission: Admission, topics: Topics, cors_allowed_origins: &[String]) -> Router {
+    let receiver = Receiver { sink, admission, topics };
     let router = Router::new()
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
@@ -77,15 +83,24 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
     let mut encoding = Encoding::Protobuf;
     let outcome = async {
         encoding = content_type(&headers)?;
-        let raw = read_limited(body, receiver.max_request_bytes).await?;
+        let compression = content_encoding(&headers)?;
+        let admission = &receiver.admission;
+        let mut permit = admission.permit();
+        // The body is limited like what it inflates to: a compressed body is smaller.
+        let raw = admission.read(body, admission.max_request_bytes(), &mut permit).await?;
         metrics::counter!(m::REQUEST_BYTES, "signal" => S::SIGNAL, "transport" => TRANSPORT)
             .increment(raw.len() as u64);
-        let payload = decompress(&headers, raw, receiver.max_request_bytes)?;
+        let payload = match compression {
+            Compression::Identity => raw,
+            compression => admission.inflate(compression, &raw, Vec::new(), &mut permit)?,
+        };
+        admission.before_decoding(&mut permit, payload.len(), encoding.format())?;
         let request: S = match encoding {
             Encoding::Protobuf => S::decode(payload.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?,
             Encoding::Json => crate::json::decode(&payload).map_err(ExportError::Decode)?,
         };
-        receiver.sink.export(S::topic(&receiver.topics), S::SIGNAL, TRANSPORT, request, payload.len()).await
+        drop(payload);
+        receiver.sink.export(S::topic(&receiver.topics), S::SIGNAL, TRANSPORT, request, permit).await
     }
     .await;
 
@@ -137,66 +152,14 @@ fn content_type(headers: &HeaderMap) -> Result<Encoding, ExportError> {
     }
 }
 
-/// Reads the body, giving up as soon as it passes `limit`: an over-size body is never buffered whole.
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ExportError> {
-    let mut stream = body.into_data_stream();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ExportError::Decode(format!("cannot read the request body: {e}")))?;
-        if out.len().saturating_add(chunk.len()) > limit {
-            return Err(ExportError::TooLarge { limit: limit as u64 });
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// Undoes `Content-Encoding`, producing at most `limit` bytes: a small gzip body that inflates to gigabytes is
-/// refused after `limit + 1` bytes of output.
-fn decompress(headers: &HeaderMap, raw: Vec<u8>, limit: usize) -> Result<Vec<u8>, ExportError> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    match encoding.trim().to_ascii_lowercase().as_str() {
-        "" | "identity" => Ok(raw),
-        "gzip" => {
-            let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-            flate2::read::MultiGzDecoder::new(raw.as_slice())
-                .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
-                .read_to_end(&mut out)
-                .map_err(|e| ExportError::Decode(format!("invalid gzip body: {e}")))?;
-            if out.len() > limit {
-                return Err(ExportError::TooLarge { limit: limit as u64 });
-            }
-            Ok(out)
-        }
-        other => Err(ExportError::UnsupportedMediaType(format!("unsupported Content-Encoding `{other}`; use gzip"))),
-    }
+fn content_encoding(headers: &HeaderMap) -> Result<Compression, ExportError> {
+    let value = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    Compression::parse(value).ok_or_else(|| {
+        ExportError::UnsupportedMediaType(format!("unsupported Content-Encoding `{value}`; use gzip or zstd"))
+    })
 }
 
 /// Answers requests to unknown paths.
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "unknown path; OTLP/HTTP serves /v1/traces, /v1/metrics and /v1/logs\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    /// A limit at the top of the range must neither wrap to "read nothing" (an empty, silently accepted body) nor
-    /// panic.
-    #[test]
-    fn limits_near_the_maximum_do_not_wrap() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        let body = b"0123456789".repeat(100);
-        assert_eq!(decompress(&headers, gzip(&body), usize::MAX).unwrap(), body);
-        assert!(matches!(decompress(&headers, gzip(&body), 999), Err(ExportError::TooLarge { limit: 999 })));
-    }
 }

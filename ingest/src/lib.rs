@@ -6,12 +6,15 @@
 //!   client's retry may duplicate the records that did land, which OTLP allows and downstream stages count.
 //! * **Trace affinity.** Every span goes to partition `murmur2(trace_id) mod partitions` of the spans topic,
 //!   whichever gateway received it (see `tailgate_proto`).
-//! * **Bounded memory.** Requests are limited in size after decompression, and the bytes of all requests awaiting
-//!   Kafka are limited by an in-flight budget; past it, clients are told to retry later instead of being queued.
+//! * **Bounded memory.** Requests are limited in size after decompression, and what all requests hold, from their
+//!   first byte until Kafka acknowledged them, is limited by an in-flight budget that each request pays into before
+//!   it reads, inflates or decodes (see `admission`); past it, clients are told to retry later instead of being
+//!   queued.
 //! * **Invalid items never reach Kafka.** Spans with malformed IDs are rejected through OTLP partial success.
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod budget;
 mod config;
 mod error;
@@ -34,6 +37,7 @@ use tailgate_kafka::{create_producer, ensure_topics, KafkaConfig, ProducerSettin
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 pub use crate::budget::Budget;
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
 pub use crate::error::ExportError;
@@ -76,6 +80,7 @@ pub struct Gateway {
     grpc: TcpListener,
     http: TcpListener,
     sink: KafkaSink,
+    admission: Admission,
     kafka: KafkaConfig,
     config: IngestConfig,
     health: Arc<Health>,
@@ -108,8 +113,13 @@ impl Gateway {
             producer,
             kafka.partitions,
             kafka.producer.max_message_bytes.get() as usize,
-            Budget::new(config.max_in_flight_bytes.get()),
             ResourceProcessor::new(&config.resource),
+            config.throttle_retry_after.get(),
+        );
+        let admission = Admission::new(
+            Budget::new(config.max_in_flight_bytes.get()),
+            config.max_request_bytes.get() as usize,
+            config.read_timeout.get(),
             config.throttle_retry_after.get(),
         );
         let bind = |addr: String| async move {
@@ -122,6 +132,7 @@ impl Gateway {
             grpc,
             http,
             sink,
+            admission,
             kafka: kafka.clone(),
             config: config.clone(),
             health: Arc::new(Health { kafka_up: AtomicBool::new(true), shutting_down: AtomicBool::new(false) }),
@@ -142,27 +153,25 @@ impl Gateway {
 
     /// The in-flight byte budget, to observe what is held.
     pub fn budget(&self) -> Budget {
-        self.sink.budget().clone()
+        self.admission.budget().clone()
     }
 
     /// Serves until `shutdown` is cancelled, then: reports not ready, stops accepting, finishes in-flight requests
     /// and flushes the producer, all within `grace`.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), IngestError> {
-        let Gateway { grpc, http, sink, kafka, config, health } = self;
+        let Gateway { grpc, http, sink, admission, kafka, config, health } = self;
         tracing::info!(grpc = %grpc.local_addr().map_err(IngestError::Http)?, http = %http.local_addr().map_err(IngestError::Http)?, "ingest gateway receiving OTLP");
 
         let stop_serving = CancellationToken::new();
         let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
-        let max_request_bytes = config.max_request_bytes.get() as usize;
         let mut grpc_server = tokio::spawn(grpc::serve(
             grpc,
             sink.clone(),
+            admission.clone(),
             kafka.topics.clone(),
-            max_request_bytes,
             stop_serving.clone(),
         ));
-        let router =
-            http::router(sink.clone(), kafka.topics.clone(), max_request_bytes, &config.http.cors_allowed_origins);
+        let router = http::router(sink.clone(), admission, kafka.topics.clone(), &config.http.cors_allowed_origins);
         let mut http_server = tokio::spawn(
             axum::serve(http, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned()).into_future(),
         );

@@ -10,7 +10,7 @@ use rdkafka::message::{Header, Headers as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tailgate_proto::{count_items, headers, split, RecordLimit, Rejection, Signal, Split};
 
-use crate::budget::Budget;
+use crate::budget::Permit;
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::resource::ResourceProcessor;
@@ -31,7 +31,6 @@ pub struct KafkaSink {
     partitions: u32,
     /// The producer's `message.max.bytes`: what every record must fit as a whole (see [`RecordLimit`]).
     max_message_bytes: usize,
-    budget: Budget,
     resource: Arc<ResourceProcessor>,
     throttle_retry_after: Duration,
     shutting_down: Arc<AtomicBool>,
@@ -42,7 +41,6 @@ impl KafkaSink {
         producer: FutureProducer,
         partitions: u32,
         max_message_bytes: usize,
-        budget: Budget,
         resource: ResourceProcessor,
         throttle_retry_after: Duration,
     ) -> Self {
@@ -50,7 +48,6 @@ impl KafkaSink {
             producer,
             partitions,
             max_message_bytes,
-            budget,
             resource: Arc::new(resource),
             throttle_retry_after,
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -61,24 +58,21 @@ impl KafkaSink {
         &self.producer
     }
 
-    pub fn budget(&self) -> &Budget {
-        &self.budget
-    }
-
     /// Turns away new requests from now on.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// Writes `request` (whose decoded payload was `payload_bytes` long) to `topic` and returns once Kafka
-    /// acknowledged every record made from it. Items rejected for invalid IDs or size are counted, not written.
+    /// Writes `request` to `topic` and returns once Kafka acknowledged every record made from it. Items rejected
+    /// for invalid IDs or size are counted, not written. `permit`, the request's share of the in-flight budget
+    /// taken at admission, is held until then.
     pub async fn export<S: Signal>(
         &self,
         topic: &str,
         signal: &'static str,
         transport: &'static str,
         mut request: S,
-        payload_bytes: usize,
+        mut permit: Permit,
     ) -> Result<Accepted, ExportError> {
         let items = count_items(&mut request);
         metrics::counter!(m::ITEMS_RECEIVED, "signal" => signal, "transport" => transport).increment(items as u64);
@@ -90,9 +84,6 @@ impl KafkaSink {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(refuse(ExportError::ShuttingDown));
         }
-        let Some(_permit) = self.budget.try_acquire(payload_bytes) else {
-            return Err(refuse(ExportError::Throttled { retry_after: self.throttle_retry_after }));
-        };
 
         if !self.resource.is_empty() {
             for resource in request.resources_mut() {
@@ -111,6 +102,9 @@ impl KafkaSink {
         );
 
         let split: Split = split(request, self.partitions, limit);
+        // The decoded request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy.
+        let records: usize = split.records.iter().map(|r| r.key.len() + r.value.len()).sum();
+        permit.shrink_to(records.saturating_mul(2));
         for (reason, count) in
             [(Rejection::InvalidId, split.rejected_invalid_id), (Rejection::TooLarge, split.rejected_too_large)]
         {

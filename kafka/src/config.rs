@@ -106,6 +106,13 @@ pub struct ProducerConfig {
     /// Largest record the producer writes (`message.max.bytes`). Requests are split to fit; must not exceed the
     /// broker's and topic's `message.max.bytes`.
     pub max_message_bytes: ByteSize,
+    /// The idempotent producer (`enable.idempotence`): a retried batch is written once and in order. Turn it off
+    /// only for a broker whose idempotent producer is broken — Tansu 0.6, the embedded broker, panics when a
+    /// producer's batch carries an epoch it did not record (after a paused or reconnecting producer), and then
+    /// refuses every request; `all-in-one` therefore turns it off for its embedded broker unless this is set.
+    /// Off, a retried batch may be written twice (duplicates, which every stage tolerates and counts) and one
+    /// request is in flight per connection, so that retries cannot reorder. Unset: on.
+    pub idempotence: Option<bool>,
 }
 
 impl Default for ProducerConfig {
@@ -115,6 +122,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             delivery_timeout: Duration::from_secs(5),
             max_message_bytes: ByteSize::b(1_000_000),
+            idempotence: None,
         }
     }
 }
@@ -212,6 +220,7 @@ impl KafkaConfig {
 const MANAGED: &[&str] = &[
     "bootstrap.servers",
     "enable.idempotence",
+    "max.in.flight.requests.per.connection",
     "acks",
     "request.required.acks",
     "enable.auto.commit",

@@ -13,14 +13,14 @@ pub struct ProducerSettings {
     pub client_id: String,
 }
 
-/// An idempotent, `acks=all` producer. A successful delivery report means the record is durable on every in-sync
-/// replica; failures are retried inside librdkafka until `delivery_timeout`, without reordering or duplicates.
+/// An `acks=all` producer, idempotent unless `kafka.producer.idempotence` is false. A successful delivery report
+/// means the record is durable on every in-sync replica; failures are retried inside librdkafka until
+/// `delivery_timeout`, without reordering, and without duplicates when idempotent.
 pub fn create_producer(config: &KafkaConfig, settings: &ProducerSettings) -> KafkaResult<FutureProducer> {
     let producer = &config.producer;
     let mut client = client_config(config);
     client
         .set("client.id", &settings.client_id)
-        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", producer.compression.as_str())
         .set("linger.ms", producer.linger.get().as_millis().to_string())
@@ -28,6 +28,12 @@ pub fn create_producer(config: &KafkaConfig, settings: &ProducerSettings) -> Kaf
         .set("message.max.bytes", producer.max_message_bytes.get().to_string())
         // Records carry explicit partitions; for keyed records without one, agree with the Java client.
         .set("partitioner", "murmur2_random");
+    if producer.idempotence.unwrap_or(true) {
+        client.set("enable.idempotence", "true");
+    } else {
+        // Without idempotence, only one request in flight keeps a retry from overtaking the batch behind it.
+        client.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
+    }
     if let Some(bytes) = settings.queue_max_bytes {
         client.set("queue.buffering.max.kbytes", (bytes / 1024).max(1).to_string());
     }

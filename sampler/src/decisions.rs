@@ -20,6 +20,8 @@ pub const BYTES_PER_DECISION: u64 = 64;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Wait before trying a failed load again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long the first attempt waits for the decisions' start offsets; later attempts wait longer.
+const LIST_OFFSETS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Recent decisions, oldest forgotten first once the byte bound is reached.
 pub struct Decisions {
@@ -63,7 +65,9 @@ impl Decisions {
 pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Vec<(TraceId, bool)> {
     let mut attempt = 1u32;
     loop {
-        match try_load(kafka, partitions, since_ms) {
+        // Each attempt waits longer for the offsets: a broker slower than the first wait must not fail for ever.
+        let patience = LIST_OFFSETS_TIMEOUT * attempt.min(6);
+        match try_load(kafka, partitions, since_ms, patience) {
             Ok(loaded) => return loaded,
             Err(error) => {
                 tracing::warn!(%error, attempt, partitions = ?partitions,
@@ -75,7 +79,12 @@ pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Vec<(Trac
     }
 }
 
-fn try_load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Vec<(TraceId, bool)>, KafkaError> {
+fn try_load(
+    kafka: &KafkaConfig,
+    partitions: &[i32],
+    since_ms: i64,
+    patience: Duration,
+) -> Result<Vec<(TraceId, bool)>, KafkaError> {
     let topic = &kafka.topics.decisions;
     let consumer: BaseConsumer<ReaderContext> = client_config(kafka)
         .set("group.id", "tailgate-sampler-decision-loader")
@@ -86,7 +95,7 @@ fn try_load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Result<Ve
     for partition in partitions {
         query.add_partition_offset(topic, *partition, Offset::Offset(since_ms))?;
     }
-    let starts = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+    let starts = consumer.offsets_for_times(query, patience)?;
     let mut assignment = TopicPartitionList::new();
     for element in starts.elements() {
         if let Offset::Offset(offset) = element.offset() {

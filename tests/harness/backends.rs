@@ -221,32 +221,53 @@ pub struct Prometheus {
 impl Prometheus {
     /// `None` when no `prometheus` binary is installed (`tests/run.sh` installs Debian's).
     pub async fn start() -> Prometheus {
-        let binary = std::env::var("TAILGATE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("tailgate-prometheus-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-        let child = Command::new(&binary)
-            .arg(format!("--config.file={}", config.display()))
+        std::fs::write(dir.join("prometheus.yml"), "global:\n  scrape_interval: 1h\n").unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut prometheus = Prometheus { addr, child: Self::spawn(addr, &dir), dir };
+        prometheus.until_ready().await;
+        prometheus
+    }
+
+    fn spawn(addr: SocketAddr, dir: &std::path::Path) -> Child {
+        let binary = std::env::var("TAILGATE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
+        Command::new(&binary)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); tests/run.sh installs Debian's prometheus"));
-        let prometheus = Prometheus { addr: format!("127.0.0.1:{port}").parse().unwrap(), child, dir };
-        let ready =
-            super::eventually(Duration::from_secs(30), || std::net::TcpStream::connect(prometheus.addr).is_ok()).await;
+            .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}); tests/run.sh installs Debian's prometheus"))
+    }
+
+    async fn until_ready(&mut self) {
+        let addr = self.addr;
+        let ready = super::eventually(Duration::from_secs(60), || std::net::TcpStream::connect(addr).is_ok()).await;
         assert!(ready, "prometheus did not start listening");
-        for _ in 0..100 {
-            if super::http::request(prometheus.addr, "GET", "/-/ready", &[], b"").await.status == 200 {
-                return prometheus;
+        for _ in 0..600 {
+            if super::http::request(self.addr, "GET", "/-/ready", &[], b"").await.status == 200 {
+                return;
             }
+            assert!(self.child.try_wait().unwrap().is_none(), "prometheus exited before it was ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("prometheus never became ready");
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and data directory (its write-ahead log replayed), and waits until ready.
+    pub async fn restart(&mut self) {
+        self.child = Self::spawn(self.addr, &self.dir);
+        self.until_ready().await;
     }
 
     pub fn endpoint(&self) -> String {

@@ -60,9 +60,16 @@ pub fn kafka_config(brokers: &str, partitions: u32) -> KafkaConfig {
 /// The `kafka:` section of a config file for the binary, with the brokers, partitions and topics of `kafka`.
 pub fn kafka_yaml(kafka: &KafkaConfig) -> String {
     let t = &kafka.topics;
+    let producer =
+        kafka.producer.idempotence.map(|on| format!(", producer: {{ idempotence: {on} }}")).unwrap_or_default();
+    let consumer = kafka
+        .consumer
+        .session_timeout
+        .map(|t| format!(", consumer: {{ session_timeout: {}ms }}", t.get().as_millis()))
+        .unwrap_or_default();
     format!(
         "kafka: {{ brokers: '{}', partitions: {}, topics: {{ spans: {}, metrics: {}, logs: {}, sampled_spans: {}, \
-         decisions: {} }} }}\n",
+         decisions: {} }}{producer}{consumer} }}\n",
         kafka.brokers, kafka.partitions, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions
     )
 }

@@ -118,7 +118,11 @@ async fn produce_errors_are_never_acknowledged() {
 async fn a_spent_budget_throttles_with_a_retry_delay() {
     let mock = harness::mock_cluster();
     let mut ingest = harness::ingest_config();
-    ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(40_000);
+    // A request of these spans is ~12 KB: admitted, it pays ~11 times that (its body, what decoding allocates),
+    // then keeps twice its records' bytes until Kafka acknowledged. Three of them waiting leave less than one more
+    // needs to be admitted.
+    ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(200_000);
+    let payload = spans(0, 10, 1_200).encoded_len() as u64;
     let gateway = harness::start_gateway(ingest, mock_kafka(&mock)).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
@@ -131,7 +135,10 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let held_bytes = gateway.budget.in_use();
-    assert!(held_bytes > 20_000 && held_bytes <= 40_000, "held {held_bytes} of a 40000-byte budget");
+    assert!(
+        held_bytes >= 3 * 2 * payload && 200_000 - held_bytes < 11 * payload,
+        "held {held_bytes} of a 200000-byte budget by three requests of {payload} bytes"
+    );
 
     let status = client.export(spans(900, 10, 1_200)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");

@@ -1,5 +1,6 @@
 //! The ingest gateway: OTLP in over gRPC and HTTP, Kafka records out.
 
+mod admission;
 mod bounds;
 mod e2e;
 mod faults;

@@ -18,7 +18,12 @@ use crate::harness::{self, binary, topic, wait};
 const PARTITIONS: u32 = 4;
 const SPANS: u32 = 4;
 
-/// Spans `spans` of traces `traces`; every span failed, so the default policies keep every trace.
+/// The one failed span of each trace: the second, so that the tests' first half of a trace (spans 0 and 1) holds
+/// it and the second half (2 and 3) does not. A worker that decides on the second half alone — a late half whose
+/// trace's decision it lost — drops it, and the trace is found incomplete.
+const FAILED_SPAN: u32 = 1;
+
+/// Spans `spans` of traces `traces`; span [`FAILED_SPAN`] failed, so the default policies keep every trace whole.
 async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<u32>, spans: std::ops::Range<u32>) {
     for s in spans {
         let spans = traces
@@ -27,7 +32,8 @@ async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<
                 trace_id: trace_id(t.into()),
                 span_id: ((t * 10 + s + 1) as u64).to_be_bytes().to_vec(),
                 name: format!("{s}"),
-                status: Some(Status { code: status::StatusCode::Error as i32, message: String::new() }),
+                status: (s == FAILED_SPAN)
+                    .then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
                 ..Default::default()
             })
             .collect();
@@ -169,6 +175,50 @@ async fn a_worker_killed_mid_window_loses_nothing() {
         "SIGKILL mid-window: duplicate spans = {duplicates}, lost = 0; every trace complete {:.1}s after the restart \
          (decision_wait 3s included)",
         restarted.elapsed().as_secs_f64()
+    );
+    worker.kill("-TERM");
+    gateway.stop().await;
+}
+
+/// Recovery time where static membership is not available (MockCluster, like Tansu, has none): a SIGKILLed worker
+/// cannot leave its group, so its partitions stay with the dead member until its session expires. With
+/// `kafka.consumer.session_timeout: 6s` the restarted worker consumes again, and the traces sent meanwhile are out
+/// whole, within the session plus the decision wait; with librdkafka's default session (45 s), which this test
+/// would fail, they took 47 s (measured on Tansu, a_worker_killed_mid_window_loses_nothing). On Apache Kafka,
+/// `group_instance_id` gives the partitions back at once; that is not testable here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_consumes_again_within_its_session_timeout() {
+    let mock = harness::mock_cluster();
+    let mut kafka = harness::mock_kafka(&mock, PARTITIONS);
+    kafka.consumer.session_timeout = Some(tailgate_config::Duration::from_secs(6));
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+
+    let dir = harness::temp_dir("session");
+    let telemetry: std::net::SocketAddr = format!("127.0.0.1:{}", harness::free_port()).parse().unwrap();
+    let config = dir.join("sampler.yaml");
+    let sampler =
+        format!("sampler: {{ decision_wait: 1s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n");
+    std::fs::write(&config, format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka))).unwrap();
+
+    let worker = Worker::start(&config, telemetry).await;
+    send(&mut client, 0..50, 0..SPANS).await;
+    nothing_lost(&kafka, 50).await; // the worker owns every partition and has decided
+    worker.kill("-KILL");
+
+    let restarted = Instant::now();
+    let worker = Worker::start(&config, telemetry).await;
+    send(&mut client, 50..100, 0..SPANS).await;
+    nothing_lost(&kafka, 100).await;
+    let resumed = restarted.elapsed();
+    eprintln!(
+        "SIGKILL and restart with a 6 s session (MockCluster): the traces sent after the restart were out whole \
+         {:.1}s later (decision_wait 1s included)",
+        resumed.as_secs_f64()
+    );
+    assert!(
+        resumed < Duration::from_secs(30),
+        "the restarted worker took {resumed:?}: kafka.consumer.session_timeout did not reach the consumer"
     );
     worker.kill("-TERM");
     gateway.stop().await;
