@@ -26,6 +26,10 @@ const PROTOBUF_DECODE_COST: usize = 10;
 const JSON_DECODE_COST: usize = 24;
 /// Inflation proceeds, and is paid for, in steps of this much output.
 const INFLATE_STEP: usize = 64 * 1024;
+/// The largest zstd window a body may ask for (2^23, 8 MiB: what RFC 8878 asks every decoder to support). A frame
+/// may declare up to 2^27 without saying how long it is, and the decoder allocates the window it declares; so the
+/// window is paid for before decoding, and a frame that wants more is refused.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// The encodings a payload can be decoded from, which differ in what decoding costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,10 +145,13 @@ impl Admission {
         let mut reader: Box<dyn Read + '_> = match compression {
             Compression::Identity => Box::new(data),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(data)
-                    .map_err(|e| ExportError::Decode(format!("invalid zstd body: {e}")))?,
-            ),
+            Compression::Zstd => {
+                let invalid = |e: std::io::Error| ExportError::Decode(format!("invalid zstd body: {e}"));
+                self.take(permit, 1 << ZSTD_WINDOW_LOG_MAX)?;
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(invalid)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(invalid)?;
+                Box::new(decoder)
+            }
         };
         // One byte past the limit tells an over-size payload from one of exactly the limit.
         let most = self.max_request_bytes.saturating_add(1);
@@ -254,6 +261,28 @@ mod tests {
         let refused = admission.inflate(Compression::Gzip, &gzip(&data), Vec::new(), &mut permit).map(|out| out.len());
         assert!(matches!(refused, Err(ExportError::Throttled { .. })), "{refused:?}");
         assert!(permit.bytes() <= 300_000);
+    }
+
+    /// A zstd frame may declare a window of up to 128 MiB in a few bytes, and the decoder would allocate it: a
+    /// window past 8 MiB is refused, and the one allowed is paid for.
+    #[test]
+    fn a_zstd_window_past_8_mib_is_refused_and_the_window_is_paid_for() {
+        let zstd = |window_log: u32| {
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            encoder.window_log(window_log).unwrap();
+            encoder.include_contentsize(false).unwrap();
+            encoder.write_all(&vec![7; 100_000]).unwrap();
+            encoder.finish().unwrap()
+        };
+        let budget = Budget::new(u64::from(u32::MAX));
+        let admission = admission(&budget, 1_000_000);
+        let mut permit = admission.permit();
+        let out = admission.inflate(Compression::Zstd, &zstd(20), Vec::new(), &mut permit).unwrap();
+        assert_eq!(out.len(), 100_000);
+        assert_eq!(permit.bytes(), (1 << ZSTD_WINDOW_LOG_MAX) + out.capacity());
+        let mut permit = admission.permit();
+        let refused = admission.inflate(Compression::Zstd, &zstd(27), Vec::new(), &mut permit).map(|out| out.len());
+        assert!(matches!(refused, Err(ExportError::Decode(_))), "{refused:?}");
     }
 
     /// A limit at the top of the range must neither wrap to "read nothing" (an empty, silently accepted body) nor

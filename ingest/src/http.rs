@@ -92,7 +92,12 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
             .increment(raw.len() as u64);
         let payload = match compression {
             Compression::Identity => raw,
-            compression => admission.inflate(compression, &raw, Vec::new(), &mut permit)?,
+            compression => {
+                let payload = admission.inflate(compression, &raw, Vec::new(), &mut permit)?;
+                // The share is shrunk to the records once they are made; the compressed body must be gone by then.
+                drop(raw);
+                payload
+            }
         };
         admission.before_decoding(&mut permit, payload.len(), encoding.format())?;
         let request: S = match encoding {

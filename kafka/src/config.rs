@@ -221,6 +221,7 @@ const MANAGED: &[&str] = &[
     "bootstrap.servers",
     "enable.idempotence",
     "max.in.flight.requests.per.connection",
+    "max.in.flight",
     "acks",
     "request.required.acks",
     "enable.auto.commit",
