@@ -37,7 +37,8 @@ impl Budget {
     }
 
     /// Takes `bytes` of the budget, or `None` when that much is not free right now. A request larger than the
-    /// whole budget takes all of it.
+    /// whole budget takes all of it. Requests grow an [`Budget::empty`] share as they work (see `admission`).
+    #[cfg(test)]
     pub fn try_acquire(&self, bytes: usize) -> Option<Permit> {
         let mut permit = self.empty();
         permit.grow(bytes.max(1)).then_some(permit)
