@@ -123,7 +123,10 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
     // needs to be admitted.
     ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(200_000);
     let payload = spans(0, 10, 1_200).encoded_len() as u64;
-    let gateway = harness::start_gateway(ingest, mock_kafka(&mock)).await;
+    let mut kafka = mock_kafka(&mock);
+    // Long enough for the held requests to be seen holding, on a busy machine.
+    kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(5);
+    let gateway = harness::start_gateway(ingest, kafka).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
     mock.broker_down(1).unwrap();
@@ -133,7 +136,9 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
         let mut client = client.clone();
         held.push(tokio::spawn(async move { client.export(spans(i * 100, 10, 1_200)).await }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until all three hold their records (admitted, split, waiting on Kafka), not a guessed time.
+    let budget = gateway.budget.clone();
+    harness::eventually(Duration::from_secs(10), || budget.in_use() >= 3 * 2 * payload).await;
     let held_bytes = gateway.budget.in_use();
     assert!(
         held_bytes >= 3 * 2 * payload && 200_000 - held_bytes < 11 * payload,
