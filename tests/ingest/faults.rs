@@ -117,37 +117,52 @@ async fn produce_errors_are_never_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_budget_throttles_with_a_retry_delay() {
     let mock = harness::mock_cluster();
-    let mut ingest = harness::ingest_config();
-    // A request of these spans is ~12 KB: admitted, it pays ~11 times that (its body, what decoding allocates),
-    // then keeps twice its records' bytes until Kafka acknowledged. Three of them waiting leave less than one more
-    // needs to be admitted.
-    ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(200_000);
+    // A held request of these spans is p ≈ 12 KB. While admitted it pays at most ~12p (its body at up to twice its
+    // capacity, then 10p for what decoding allocates); once split it keeps ~2p, its records, until Kafka answers.
+    // A budget of 20p admits three of them one after the other (2 × 2p + 12p) and then has 14p free: less than the
+    // 33p a request three times as large needs to be admitted.
     let payload = spans(0, 10, 1_200).encoded_len() as u64;
-    let gateway = harness::start_gateway(ingest, mock_kafka(&mock)).await;
+    let budget_bytes = 20 * payload;
+    let mut ingest = harness::ingest_config();
+    ingest.max_in_flight_bytes = tailgate_config::ByteSize::b(budget_bytes);
+    let mut kafka = mock_kafka(&mock);
+    // Long enough that the first request still waits on Kafka when the last is admitted on a loaded machine.
+    kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(8);
+    let gateway = harness::start_gateway(ingest, kafka).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
     mock.broker_down(1).unwrap();
-    // Fill the budget with requests that wait on Kafka.
+    // Fill the budget with requests that wait on Kafka, one after the other: at once, each needing ~12p free, they
+    // would throttle each other. Each is waited for until the share is down to its records.
     let mut held = Vec::new();
-    for i in 0..3 {
+    let budget = gateway.budget.clone();
+    for i in 0..3u64 {
         let mut client = client.clone();
         held.push(tokio::spawn(async move { client.export(spans(i * 100, 10, 1_200)).await }));
+        let records = (i + 1) * 2 * payload;
+        let settled = harness::eventually(Duration::from_secs(5), || {
+            let in_use = budget.in_use();
+            in_use >= records && in_use < records + payload
+        })
+        .await;
+        assert!(settled, "request {i} holds its records: {} bytes in use", budget.in_use());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let held_bytes = gateway.budget.in_use();
+    let free = budget_bytes - held_bytes;
     assert!(
-        held_bytes >= 3 * 2 * payload && 200_000 - held_bytes < 11 * payload,
-        "held {held_bytes} of a 200000-byte budget by three requests of {payload} bytes"
+        free < 33 * payload,
+        "held {held_bytes} of a {budget_bytes}-byte budget by three requests of {payload} bytes"
     );
 
-    let status = client.export(spans(900, 10, 1_200)).await.unwrap_err();
+    let status = client.export(spans(900, 10, 3_600)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let retry = Status::decode(status.details()).unwrap().retry_delay();
     assert_eq!(retry, Some(Duration::from_secs(1)), "RetryInfo makes RESOURCE_EXHAUSTED retryable");
     let response =
-        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(950, 10, 1_200).encode_to_vec()).await;
+        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(950, 10, 3_600).encode_to_vec()).await;
     assert_eq!(response.status, 429);
     assert_eq!(response.header("retry-after"), Some("1"));
+    assert!(held.iter().all(|request| !request.is_finished()), "the held requests were still waiting on Kafka");
 
     for request in held {
         assert_eq!(request.await.unwrap().unwrap_err().code(), Code::Unavailable, "never success while Kafka is down");
