@@ -27,6 +27,7 @@ pub mod retry;
 pub mod signals;
 pub mod split;
 pub mod status;
+pub mod wire;
 
 pub use opentelemetry_proto::tonic as otlp;
 pub use partition::{murmur2, partition_for_key};

@@ -22,6 +22,28 @@ pub fn is_valid_span_id(id: &[u8]) -> bool {
     id.len() == 8 && id.iter().any(|b| *b != 0)
 }
 
+/// Why a span of these IDs must not be written: both are required and must be well formed.
+pub fn invalid_span_ids(trace_id: &[u8], span_id: &[u8]) -> Option<Rejection> {
+    (!is_valid_trace_id(trace_id) || !is_valid_span_id(span_id)).then_some(Rejection::InvalidId)
+}
+
+/// Why a log record of these IDs must not be written. Trace context on a log is optional, but when present it must
+/// be well formed. An all-zero ID means "none".
+pub fn invalid_log_ids(trace_id: &[u8], span_id: &[u8]) -> Option<Rejection> {
+    let bad_trace = !trace_id.is_empty() && trace_id.len() != 16;
+    let bad_span = !span_id.is_empty() && span_id.len() != 8;
+    (bad_trace || bad_span).then_some(Rejection::InvalidId)
+}
+
+/// A log record's key: its trace ID when it has one, else its resource's key.
+pub fn log_key<'a>(trace_id: &'a [u8], resource_key: &'a [u8]) -> &'a [u8] {
+    if is_valid_trace_id(trace_id) {
+        trace_id
+    } else {
+        resource_key
+    }
+}
+
 /// Spans are keyed by the 16 raw bytes of their trace ID, so every span of a trace shares a partition.
 impl Signal for ExportTraceServiceRequest {
     type Resource = ResourceSpans;
@@ -46,7 +68,7 @@ impl Signal for ExportTraceServiceRequest {
         &mut resource.resource
     }
     fn invalid(span: &Span) -> Option<Rejection> {
-        (!is_valid_trace_id(&span.trace_id) || !is_valid_span_id(&span.span_id)).then_some(Rejection::InvalidId)
+        invalid_span_ids(&span.trace_id, &span.span_id)
     }
     fn route<'a>(span: &'a Span, _: &ScopeSpans, _: &'a [u8]) -> Cow<'a, [u8]> {
         Cow::Borrowed(&span.trace_id)
@@ -76,18 +98,11 @@ impl Signal for ExportLogsServiceRequest {
     fn resource_mut(resource: &mut ResourceLogs) -> &mut Option<Resource> {
         &mut resource.resource
     }
-    /// Trace context on a log is optional, but when present it must be well formed. An all-zero ID means "none".
     fn invalid(log: &LogRecord) -> Option<Rejection> {
-        let bad_trace = !log.trace_id.is_empty() && log.trace_id.len() != 16;
-        let bad_span = !log.span_id.is_empty() && log.span_id.len() != 8;
-        (bad_trace || bad_span).then_some(Rejection::InvalidId)
+        invalid_log_ids(&log.trace_id, &log.span_id)
     }
     fn route<'a>(log: &'a LogRecord, _: &ScopeLogs, resource_key: &'a [u8]) -> Cow<'a, [u8]> {
-        if is_valid_trace_id(&log.trace_id) {
-            Cow::Borrowed(&log.trace_id)
-        } else {
-            Cow::Borrowed(resource_key)
-        }
+        Cow::Borrowed(log_key(&log.trace_id, resource_key))
     }
 }
 

@@ -26,7 +26,7 @@ use crate::record_size::RecordLimit;
 
 /// Bytes a length-delimited field may add around a message: a one-byte tag (every field Tailgate splits on has a
 /// number below 16) and a length varint of at most five bytes.
-const FIELD_FRAMING: usize = 6;
+pub(crate) const FIELD_FRAMING: usize = 6;
 
 /// One OTLP signal's three-level shape: request → resources → scopes → items.
 pub trait Signal: Message + Default + Sized {
@@ -134,11 +134,9 @@ impl Split {
 
 /// Splits `request` into records for a topic of `partitions` partitions, none larger than `limit` as a whole.
 pub fn split<S: Signal>(mut request: S, partitions: u32, limit: impl Into<RecordLimit>) -> Split {
-    let limit = limit.into();
-    // Key and value together; headers and framing are the same for every record and already taken off.
-    let max_key_and_value = limit.key_and_value();
+    let mut packer = Packer::new(partitions, limit.into());
     let mut out = Split::default();
-    let mut open: Vec<Open<S>> = (0..partitions.max(1)).map(|_| Open::default()).collect();
+    let mut open: Vec<Open<Vec<S::Resource>>> = (0..packer.partitions()).map(|_| Open::default()).collect();
 
     for (ri, mut resource) in std::mem::take(request.resources_mut()).into_iter().enumerate() {
         let scopes = std::mem::take(S::scopes_mut(&mut resource));
@@ -156,61 +154,43 @@ pub fn split<S: Signal>(mut request: S, partitions: u32, limit: impl Into<Record
                     continue;
                 }
                 let key = S::route(&item, &scope, &resource_key);
-                let partition = partition_for_key(&key, partitions);
-                let slot = &mut open[partition as usize];
                 let item_len = item.encoded_len().saturating_add(FIELD_FRAMING);
-
-                let need = loop {
-                    let new_resource = slot.at.map(|(r, _)| r) != Some(ri);
-                    let new_scope = slot.at != Some((ri, si));
-                    // The first item of a record gives the record its key.
-                    let key_len = if slot.is_empty() { key.len() } else { 0 };
-                    let need = item_len
-                        .saturating_add(if new_resource { resource_shell_len } else { 0 })
-                        .saturating_add(if new_scope { scope_shell_len } else { 0 })
-                        .saturating_add(key_len);
-                    if slot.bytes.saturating_add(need) <= max_key_and_value {
-                        break Some((need, new_resource, new_scope));
+                let placed = match packer.place((ri, si), resource_shell_len, scope_shell_len, item_len, &key) {
+                    Ok(placed) => placed,
+                    Err(reason) => {
+                        out.reject(reason, S::count(&item));
+                        continue;
                     }
-                    if slot.is_empty() {
-                        break None;
-                    }
-                    out.push(slot.flush(partition));
                 };
-                let Some((need, new_resource, new_scope)) = need else {
-                    out.reject(Rejection::TooLarge, S::count(&item));
-                    continue;
-                };
-
-                if new_resource {
-                    slot.resources.push(resource.clone());
+                let slot = &mut open[placed.partition];
+                if placed.flush_first {
+                    out.push(slot.flush(placed.partition, encode_resources::<S>));
                 }
-                let last_resource = slot.resources.last_mut().expect("a resource was pushed above");
-                if new_scope {
+                slot.add(&key, S::count(&item));
+                if placed.new_resource {
+                    slot.content.push(resource.clone());
+                }
+                let last_resource = slot.content.last_mut().expect("a resource was pushed above");
+                if placed.new_scope {
                     S::scopes_mut(last_resource).push(scope.clone());
                 }
                 let last_scope = S::scopes_mut(last_resource).last_mut().expect("a scope was pushed above");
-                if slot.key.is_none() {
-                    slot.key = Some(key.into_owned());
-                }
-                slot.items = slot.items.saturating_add(S::count(&item));
                 S::items_mut(last_scope).push(item);
-                slot.bytes = slot.bytes.saturating_add(need);
-                slot.at = Some((ri, si));
             }
         }
     }
-
-    for (partition, slot) in open.iter_mut().enumerate() {
-        if !slot.is_empty() {
-            out.push(slot.flush(partition as u32));
-        }
-    }
+    out.finish(open, encode_resources::<S>);
     out
 }
 
+fn encode_resources<S: Signal>(resources: Vec<S::Resource>) -> Vec<u8> {
+    let mut request = S::default();
+    *request.resources_mut() = resources;
+    request.encode_to_vec()
+}
+
 impl Split {
-    fn reject(&mut self, reason: Rejection, count: usize) {
+    pub(crate) fn reject(&mut self, reason: Rejection, count: usize) {
         let total = match reason {
             Rejection::InvalidId => &mut self.rejected_invalid_id,
             Rejection::TooLarge => &mut self.rejected_too_large,
@@ -218,47 +198,140 @@ impl Split {
         *total = total.saturating_add(count);
     }
 
-    fn push(&mut self, record: Record) {
+    pub(crate) fn push(&mut self, record: Record) {
         self.accepted = self.accepted.saturating_add(record.items);
         self.records.push(record);
     }
+
+    /// Writes out the records still open, in partition order.
+    pub(crate) fn finish<C: Default>(&mut self, open: Vec<Open<C>>, encode: impl Fn(C) -> Vec<u8>) {
+        for (partition, mut slot) in open.into_iter().enumerate() {
+            if !slot.is_empty() {
+                self.push(slot.flush(partition, &encode));
+            }
+        }
+    }
 }
 
-/// The record being filled for one partition.
-struct Open<S: Signal> {
-    resources: Vec<S::Resource>,
-    /// Upper bound of the encoded size of `resources` as a request, plus the key.
+/// Decides, from sizes alone, which record each item goes into: the one open for its key's partition, or, when
+/// that one is full, a new one after it. The same for every representation of a request (decoded messages or
+/// their wire bytes); what a record holds is kept by the caller, in an [`Open`] per partition.
+pub(crate) struct Packer {
+    slots: Vec<Slot>,
+    max_key_and_value: usize,
+    partitions: u32,
+}
+
+/// The size of the record open for one partition.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// Upper bound of the encoded size of the record's value, plus its key.
     bytes: usize,
-    items: usize,
-    key: Option<Vec<u8>>,
-    /// (resource index, scope index) in the input of the last item added.
+    /// (resource index, scope index) in the input of the last item added; `None` while empty.
     at: Option<(usize, usize)>,
 }
 
-impl<S: Signal> Default for Open<S> {
-    fn default() -> Self {
-        Open { resources: Vec::new(), bytes: 0, items: 0, key: None, at: None }
+/// Where [`Packer::place`] put an item.
+pub(crate) struct Placed {
+    pub partition: usize,
+    /// The partition's open record was full: write it out first, the item starts a new one.
+    pub flush_first: bool,
+    /// The item needs a copy of its resource (and then of its scope) in the record.
+    pub new_resource: bool,
+    pub new_scope: bool,
+}
+
+impl Packer {
+    pub(crate) fn new(partitions: u32, limit: RecordLimit) -> Self {
+        let partitions = partitions.max(1);
+        // Key and value together; headers and framing are the same for every record and already taken off.
+        Packer {
+            slots: vec![Slot::default(); partitions as usize],
+            max_key_and_value: limit.key_and_value(),
+            partitions,
+        }
+    }
+
+    pub(crate) fn partitions(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Places an item of `key` and `item_len` encoded bytes (framing included) from the resource and scope `at`,
+    /// whose shells (everything but their children, framing included) take the given bytes; or refuses it when it
+    /// cannot fit a record even alone.
+    pub(crate) fn place(
+        &mut self,
+        at: (usize, usize),
+        resource_shell_len: usize,
+        scope_shell_len: usize,
+        item_len: usize,
+        key: &[u8],
+    ) -> Result<Placed, Rejection> {
+        // The first item of a record gives the record its key.
+        let alone =
+            item_len.saturating_add(resource_shell_len).saturating_add(scope_shell_len).saturating_add(key.len());
+        if alone > self.max_key_and_value {
+            return Err(Rejection::TooLarge);
+        }
+        let partition = partition_for_key(key, self.partitions) as usize;
+        let slot = &mut self.slots[partition];
+        let new_resource = slot.at.map(|(r, _)| r) != Some(at.0);
+        let new_scope = slot.at != Some(at);
+        let need = item_len
+            .saturating_add(if new_resource { resource_shell_len } else { 0 })
+            .saturating_add(if new_scope { scope_shell_len } else { 0 });
+        let placed = if slot.at.is_none() {
+            slot.bytes = alone;
+            Placed { partition, flush_first: false, new_resource: true, new_scope: true }
+        } else if slot.bytes.saturating_add(need) <= self.max_key_and_value {
+            slot.bytes = slot.bytes.saturating_add(need);
+            Placed { partition, flush_first: false, new_resource, new_scope }
+        } else {
+            slot.bytes = alone;
+            Placed { partition, flush_first: true, new_resource: true, new_scope: true }
+        };
+        slot.at = Some(at);
+        Ok(placed)
     }
 }
 
-impl<S: Signal> Open<S> {
+/// The record being filled for one partition: what it holds (`C`: decoded resources, or pieces of the request's
+/// bytes), its key (the first item's) and its items as the OTLP response counts them.
+pub(crate) struct Open<C> {
+    pub content: C,
+    key: Option<Vec<u8>>,
+    items: usize,
+}
+
+impl<C: Default> Default for Open<C> {
+    fn default() -> Self {
+        Open { content: C::default(), key: None, items: 0 }
+    }
+}
+
+impl<C: Default> Open<C> {
     /// Nothing added yet. Not `items == 0`: a metric without data points counts 0 but takes room.
     fn is_empty(&self) -> bool {
-        self.at.is_none()
+        self.key.is_none()
     }
 
-    fn flush(&mut self, partition: u32) -> Record {
-        let mut request = S::default();
-        *request.resources_mut() = std::mem::take(&mut self.resources);
-        let record = Record {
-            partition,
-            key: self.key.take().unwrap_or_default(),
-            value: request.encode_to_vec(),
-            items: self.items,
-        };
-        debug_assert!(record.key.len() + record.value.len() <= self.bytes, "size bound must be an upper bound");
-        *self = Open::default();
-        record
+    /// Counts an item of `key` in.
+    pub(crate) fn add(&mut self, key: &[u8], count: usize) {
+        if self.key.is_none() {
+            self.key = Some(key.to_vec());
+        }
+        self.items = self.items.saturating_add(count);
+    }
+
+    /// The record made of what was added, `encode`d; the slot is empty again.
+    pub(crate) fn flush(&mut self, partition: usize, encode: impl Fn(C) -> Vec<u8>) -> Record {
+        let open = std::mem::take(self);
+        Record {
+            partition: partition as u32,
+            key: open.key.unwrap_or_default(),
+            value: encode(open.content),
+            items: open.items,
+        }
     }
 }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::local::{free_port, temp_dir};
 use super::wait;
 
-/// `tailgate`, the binary this test run built.
+/// `tailgate`, the binary this test run built, or the one `TAILGATE_BIN` names: a long campaign runs on a copy so
+/// that building meanwhile does not change what its restarted processes run.
 pub fn tailgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tailgate"))
+    Command::new(std::env::var_os("TAILGATE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tailgate").into()))
 }
 
 /// Sends `signal` (`-TERM`, `-KILL`) to `child`, as `kill` does.

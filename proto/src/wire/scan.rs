@@ -1,0 +1,139 @@
+//! Scanning an OTLP trace or logs request in its wire format: the resources, scopes and items it holds, as slices
+//! of the request's bytes, with each item's trace and span ID — validated as prost would decode the request, but
+//! without building a message per span.
+
+use super::reader::{Field, Fields, WireError, WireType};
+use super::schema::{check_field, Levels, Schema};
+
+/// An OTLP request of one signal, as slices of its bytes. Unknown fields of the request itself are dropped (as
+/// prost drops them); below it, every field is kept as written.
+#[derive(Debug, Default)]
+pub struct Scanned<'a> {
+    pub resources: Vec<ScannedResource<'a>>,
+}
+
+/// A `ResourceSpans` / `ResourceLogs`.
+#[derive(Debug, Default)]
+pub struct ScannedResource<'a> {
+    /// The payloads of its `resource` field, in order: several occurrences of a message field merge.
+    pub resource: Vec<&'a [u8]>,
+    /// The resource re-encoded by enrichment; written instead of `resource` when set.
+    pub enriched: Option<Vec<u8>>,
+    /// Its other fields (`schema_url`, unknown ones) but the scopes, whole and as written, with their numbers.
+    pub rest: Vec<(u32, &'a [u8])>,
+    pub scopes: Vec<ScannedScope<'a>>,
+}
+
+/// A `ScopeSpans` / `ScopeLogs`.
+#[derive(Debug, Default)]
+pub struct ScannedScope<'a> {
+    /// Its fields but the items, whole and as written, with their numbers.
+    pub shell: Vec<(u32, &'a [u8])>,
+    pub items: Vec<Item<'a>>,
+}
+
+/// A span or log record: its encoded bytes (the payload of its field), and its IDs (the last occurrence of each
+/// field wins, as in prost; empty when absent).
+#[derive(Clone, Copy, Debug)]
+pub struct Item<'a> {
+    pub bytes: &'a [u8],
+    pub trace_id: &'a [u8],
+    pub span_id: &'a [u8],
+}
+
+/// Where a signal's items keep their IDs.
+#[derive(Debug)]
+pub struct Ids {
+    pub trace_id: u32,
+    pub span_id: u32,
+}
+
+/// Span: `trace_id` = 1, `span_id` = 2.
+pub const SPAN_IDS: Ids = Ids { trace_id: 1, span_id: 2 };
+/// LogRecord: `trace_id` = 9, `span_id` = 10.
+pub const LOG_IDS: Ids = Ids { trace_id: 9, span_id: 10 };
+
+/// The field number of the children at each of the two levels (`scope_spans` in `ResourceSpans`, `spans` in
+/// `ScopeSpans`, and the same for logs).
+const CHILDREN: u32 = 2;
+/// The field of `resource_spans` / `resource_logs` in the request, and of `resource` in a `ResourceSpans`.
+const RESOURCES: u32 = 1;
+
+/// The request around the resources, for the unknown fields it may hold.
+static REQUEST: Schema = Schema { name: "request", fields: &[] };
+
+fn expect_message(schema: &Schema, name: &str, field: &Field<'_>) -> Result<(), WireError> {
+    if field.wire_type == WireType::LengthDelimited {
+        return Ok(());
+    }
+    Err(WireError::new(
+        field.offset,
+        format!("{}.{name}: invalid wire type: {} (expected length-delimited)", schema.name, field.wire_type.name()),
+    ))
+}
+
+/// Scans `request`, an `ExportTraceServiceRequest` (with [`super::schema::TRACES`] and [`SPAN_IDS`]) or an
+/// `ExportLogsServiceRequest` (with [`super::schema::LOGS`] and [`LOG_IDS`]); refuses it where prost would.
+pub fn scan<'a>(request: &'a [u8], levels: &Levels, ids: &Ids) -> Result<Scanned<'a>, WireError> {
+    let mut scanned = Scanned::default();
+    let mut top = Fields::new(request);
+    while let Some(field) = top.next() {
+        let field = field?;
+        if field.number != RESOURCES {
+            // The request's only field; anything else is unknown and skipped, within the recursion limit.
+            check_field(&REQUEST, &top, &field)?;
+            continue;
+        }
+        expect_message(levels.resource, "resource", &field)?;
+        scanned.resources.push(scan_resource(top.nested(&field)?, levels, ids)?);
+    }
+    Ok(scanned)
+}
+
+fn scan_resource<'a>(mut fields: Fields<'a>, levels: &Levels, ids: &Ids) -> Result<ScannedResource<'a>, WireError> {
+    let mut resource = ScannedResource::default();
+    while let Some(field) = fields.next() {
+        let field = field?;
+        match field.number {
+            RESOURCES => {
+                check_field(levels.resource, &fields, &field)?;
+                resource.resource.push(field.value);
+            }
+            CHILDREN => {
+                expect_message(levels.resource, "scopes", &field)?;
+                resource.scopes.push(scan_scope(fields.nested(&field)?, levels, ids)?);
+            }
+            _ => {
+                check_field(levels.resource, &fields, &field)?;
+                resource.rest.push((field.number, field.whole));
+            }
+        }
+    }
+    Ok(resource)
+}
+
+fn scan_scope<'a>(mut fields: Fields<'a>, levels: &Levels, ids: &Ids) -> Result<ScannedScope<'a>, WireError> {
+    let mut scope = ScannedScope::default();
+    while let Some(field) = fields.next() {
+        let field = field?;
+        if field.number != CHILDREN {
+            check_field(levels.scope, &fields, &field)?;
+            scope.shell.push((field.number, field.whole));
+            continue;
+        }
+        expect_message(levels.scope, "items", &field)?;
+        let mut item = Item { bytes: field.value, trace_id: &[], span_id: &[] };
+        let mut inner = fields.nested(&field)?;
+        while let Some(part) = inner.next() {
+            let part = part?;
+            check_field(levels.item, &inner, &part)?;
+            if part.number == ids.trace_id {
+                item.trace_id = part.value;
+            } else if part.number == ids.span_id {
+                item.span_id = part.value;
+            }
+        }
+        scope.items.push(item);
+    }
+    Ok(scope)
+}
