@@ -3,7 +3,7 @@
 //! number of clients and the size of their requests, the gateway's request memory stays within
 //! `ingest.max_in_flight_bytes`: a request that does not fit is answered at once with a retryable "throttled",
 //! having cost no more than the chunk that did not fit. Both transports admit through here: OTLP/HTTP in its
-//! handler, OTLP/gRPC in a layer in front of tonic (`grpc.rs`), which then decodes what was admitted.
+//! handler, OTLP/gRPC in a layer in front of tonic (`grpc/mod.rs`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -21,6 +21,10 @@ use crate::error::ExportError;
 /// 9.1, 8.1, 4.7 and 4.3 bytes decoded per byte. A request of many nearly empty messages decodes to more (an empty
 /// span is 2 bytes on the wire); only not decoding bounds that, which is the byte-level gateway's job.
 const PROTOBUF_DECODE_COST: usize = 10;
+/// What splitting traces or logs on their wire format allocates per byte, besides a fixed cost per item that the
+/// sink pays once it counted them (`tailgate_proto::wire::SCAN_BYTES_PER_ITEM`): the copy tonic frames the message
+/// in, the records (every item once, with copies of its resource and scope), and librdkafka's copy of them.
+const PROTOBUF_SPLIT_COST: usize = 3;
 /// The same for OTLP/JSON, which is parsed to a `serde_json::Value` tree first (a node per value, a map per
 /// object) and then to the messages: 7.5 to 21 bytes per JSON byte for the same spans.
 const JSON_DECODE_COST: usize = 24;
@@ -34,7 +38,10 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// The encodings a payload can be decoded from, which differ in what decoding costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
+    /// Decoded into messages (metrics).
     Protobuf,
+    /// Split on the wire format, never decoded (traces, logs).
+    ProtobufWire,
     Json,
 }
 
@@ -194,6 +201,7 @@ impl Admission {
     pub(crate) fn before_decoding(&self, permit: &mut Permit, len: usize, format: Format) -> Result<(), ExportError> {
         let cost = match format {
             Format::Protobuf => PROTOBUF_DECODE_COST,
+            Format::ProtobufWire => PROTOBUF_SPLIT_COST,
             Format::Json => JSON_DECODE_COST,
         };
         self.take(permit, len.saturating_mul(cost))

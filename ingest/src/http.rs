@@ -18,7 +18,7 @@ use crate::admission::{Admission, Compression, Format};
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::otlp::{response_json, Otlp};
-use crate::sink::KafkaSink;
+use crate::sink::{KafkaSink, Payload};
 
 const TRANSPORT: &str = "http";
 const PROTOBUF: &str = "application/x-protobuf";
@@ -42,13 +42,6 @@ impl Encoding {
         match self {
             Encoding::Protobuf => PROTOBUF,
             Encoding::Json => JSON,
-        }
-    }
-
-    fn format(self) -> Format {
-        match self {
-            Encoding::Protobuf => Format::Protobuf,
-            Encoding::Json => Format::Json,
         }
     }
 }
@@ -99,12 +92,20 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
                 payload
             }
         };
-        admission.before_decoding(&mut permit, payload.len(), encoding.format())?;
-        let request: S = match encoding {
-            Encoding::Protobuf => S::decode(payload.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?,
-            Encoding::Json => crate::json::decode(&payload).map_err(ExportError::Decode)?,
+        let format = match encoding {
+            Encoding::Protobuf if S::WIRE.is_some() => Format::ProtobufWire,
+            Encoding::Protobuf => Format::Protobuf,
+            Encoding::Json => Format::Json,
         };
-        drop(payload);
+        admission.before_decoding(&mut permit, payload.len(), format)?;
+        let request = match encoding {
+            Encoding::Protobuf => Payload::Encoded(payload),
+            Encoding::Json => {
+                let request: S = crate::json::decode(&payload).map_err(ExportError::Decode)?;
+                drop(payload);
+                Payload::Decoded(request)
+            }
+        };
         receiver.sink.export(S::topic(&receiver.topics), S::SIGNAL, TRANSPORT, request, permit).await
     }
     .await;

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tailgate_proto::{count_items, headers, split, RecordLimit, Rejection, Signal, Split};
+use tailgate_proto::{count_items, headers, split, wire, RecordLimit, Rejection, Signal, Split};
 
 use crate::budget::Permit;
 use crate::error::ExportError;
@@ -22,6 +22,13 @@ pub struct Accepted {
     pub rejected: usize,
     /// Set when `rejected > 0`: the OTLP partial-success message.
     pub error_message: Option<String>,
+}
+
+/// A request as the gateway received it: its protobuf bytes (split on the wire for traces and logs), or decoded
+/// from JSON.
+pub enum Payload<S> {
+    Encoded(Vec<u8>),
+    Decoded(S),
 }
 
 /// The gateway's writer: resource enrichment, splitting, producing, waiting for acknowledgements.
@@ -71,25 +78,9 @@ impl KafkaSink {
         topic: &str,
         signal: &'static str,
         transport: &'static str,
-        mut request: S,
+        request: Payload<S>,
         mut permit: Permit,
     ) -> Result<Accepted, ExportError> {
-        let items = count_items(&mut request);
-        metrics::counter!(m::ITEMS_RECEIVED, "signal" => signal, "transport" => transport).increment(items as u64);
-        let refuse = |error: ExportError| {
-            metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason())
-                .increment(items as u64);
-            error
-        };
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(refuse(ExportError::ShuttingDown));
-        }
-
-        if !self.resource.is_empty() {
-            for resource in request.resources_mut() {
-                self.resource.apply(S::resource_mut(resource));
-            }
-        }
         // The headers first: every record carries them, so they count against its size.
         let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp_ms = i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX);
@@ -101,8 +92,34 @@ impl KafkaSink {
             record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),
         );
 
-        let split: Split = split(request, self.partitions, limit);
-        // The decoded request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy.
+        let split = match (request, S::WIRE) {
+            (Payload::Encoded(bytes), Some(wire)) => {
+                // What the scan allocates is one entry per item: counted first (a walk of the levels above the
+                // items, nothing kept) and paid for before scanning.
+                let items = wire::count_items(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+                if !permit.grow(items.saturating_mul(wire::SCAN_BYTES_PER_ITEM)) {
+                    return Err(ExportError::Throttled { retry_after: self.throttle_retry_after });
+                }
+                let mut scanned = wire.scan(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+                let items = scanned.resources.iter().flat_map(|r| &r.scopes).map(|s| s.items.len()).sum();
+                self.admit(signal, transport, items)?;
+                if !self.resource.is_empty() {
+                    for resource in &mut scanned.resources {
+                        let mut decoded = resource.decode_resource();
+                        self.resource.apply(&mut decoded);
+                        resource.set_resource(decoded.as_ref());
+                    }
+                }
+                wire::split(&scanned, wire, self.partitions, limit)
+            }
+            (Payload::Encoded(bytes), None) => {
+                let request = S::decode(bytes.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?;
+                drop(bytes);
+                self.split_decoded(signal, transport, request, limit)?
+            }
+            (Payload::Decoded(request), _) => self.split_decoded(signal, transport, request, limit)?,
+        };
+        // The request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy.
         let records: usize = split.records.iter().map(|r| r.key.len() + r.value.len()).sum();
         permit.shrink_to(records.saturating_mul(2));
         for (reason, count) in
@@ -156,6 +173,33 @@ impl KafkaSink {
             rejected: split.rejected(),
             error_message: split.error_message::<S>(self.max_message_bytes),
         })
+    }
+
+    /// Counts a request's `items` as received, and refuses them once shutting down.
+    fn admit(&self, signal: &'static str, transport: &'static str, items: usize) -> Result<(), ExportError> {
+        metrics::counter!(m::ITEMS_RECEIVED, "signal" => signal, "transport" => transport).increment(items as u64);
+        if self.shutting_down.load(Ordering::SeqCst) {
+            metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => ExportError::ShuttingDown.reason())
+                .increment(items as u64);
+            return Err(ExportError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    fn split_decoded<S: Signal>(
+        &self,
+        signal: &'static str,
+        transport: &'static str,
+        mut request: S,
+        limit: RecordLimit,
+    ) -> Result<Split, ExportError> {
+        self.admit(signal, transport, count_items(&mut request))?;
+        if !self.resource.is_empty() {
+            for resource in request.resources_mut() {
+                self.resource.apply(S::resource_mut(resource));
+            }
+        }
+        Ok(split(request, self.partitions, limit))
     }
 
     fn fail(&self, signal: &'static str, error: ExportError, split: &Split) -> ExportError {

@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use crate::split::{Rejection, Signal};
+use crate::wire::WireSignal;
 
 /// A trace ID OTLP accepts: 16 bytes, not all zero.
 pub fn is_valid_trace_id(id: &[u8]) -> bool {
@@ -51,6 +52,7 @@ impl Signal for ExportTraceServiceRequest {
     type Item = Span;
     const ITEMS: &'static str = "spans";
     const ROUTES_BY_RESOURCE: bool = false;
+    const WIRE: Option<WireSignal> = Some(WireSignal::Traces);
 
     fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
         &mut self.resource_spans
@@ -82,6 +84,7 @@ impl Signal for ExportLogsServiceRequest {
     type Item = LogRecord;
     const ITEMS: &'static str = "log_records";
     const ROUTES_BY_RESOURCE: bool = true;
+    const WIRE: Option<WireSignal> = Some(WireSignal::Logs);
 
     fn resources_mut(&mut self) -> &mut Vec<ResourceLogs> {
         &mut self.resource_logs
@@ -114,6 +117,7 @@ impl Signal for ExportMetricsServiceRequest {
     type Item = Metric;
     const ITEMS: &'static str = "data_points";
     const ROUTES_BY_RESOURCE: bool = true;
+    const WIRE: Option<WireSignal> = None;
 
     fn resources_mut(&mut self) -> &mut Vec<ResourceMetrics> {
         &mut self.resource_metrics

@@ -41,6 +41,8 @@ pub trait Signal: Message + Default + Sized {
     const ITEMS: &'static str;
     /// Whether [`Signal::route`] reads the resource key; spares computing it for traces.
     const ROUTES_BY_RESOURCE: bool;
+    /// How [`crate::wire`] splits the signal's encoded requests, if it does (traces and logs; metrics are decoded).
+    const WIRE: Option<crate::wire::WireSignal>;
 
     fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
     fn scopes_mut(resource: &mut Self::Resource) -> &mut Vec<Self::Scope>;

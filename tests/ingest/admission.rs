@@ -19,15 +19,15 @@ use crate::harness::otlp::{kv, now_ns, trace_id};
 use crate::harness::{self, free_port, temp_dir, trace_request};
 
 const MIB: u64 = 1024 * 1024;
-/// `ingest.max_request_bytes` (the default) and `max_in_flight_bytes`: room for one request of nearly the limit
-/// (15 MiB of body, about 120 MiB decoded).
+/// `ingest.max_request_bytes` (the default) and `max_in_flight_bytes`: room for about three requests of nearly the
+/// limit (15 MiB of body, about 60 MiB while split on the wire format).
 const MAX_REQUEST_MIB: u64 = 16;
 const IN_FLIGHT_MIB: u64 = 192;
 /// What the process may take beyond its budget: the allocator's slack and fragmentation after hundreds of MiB came
 /// and went, HTTP/2 receive windows of streams not yet read, librdkafka's buffers. Not the requests' own bytes.
 const OVERHEAD_MIB: u64 = 64;
-/// Requests sent at once over each transport.
-const CONCURRENT: usize = 4;
+/// Requests sent at once over each transport: their bodies alone are more than the budget.
+const CONCURRENT: usize = 8;
 
 struct Gateway {
     child: Child,

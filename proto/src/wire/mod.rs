@@ -17,7 +17,7 @@ pub mod schema;
 pub mod split;
 
 pub use reader::WireError;
-pub use scan::{Item, Scanned, ScannedResource, ScannedScope};
+pub use scan::{count_items, Item, Scanned, ScannedResource, ScannedScope, SCAN_BYTES_PER_ITEM};
 pub use split::{split, WireSignal};
 
 #[cfg(test)]

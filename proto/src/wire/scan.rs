@@ -72,6 +72,35 @@ fn expect_message(schema: &Schema, name: &str, field: &Field<'_>) -> Result<(), 
     ))
 }
 
+/// What a scan keeps per item, and a split per item it writes: its [`Item`] and a slice in a record's content.
+/// A gateway pays this per item, counted by [`count_items`], before scanning.
+pub const SCAN_BYTES_PER_ITEM: usize = std::mem::size_of::<Item<'static>>() + std::mem::size_of::<&[u8]>();
+
+/// The items in a trace or logs request, counted from the levels above them (items are not read): for paying a
+/// scan's memory before it runs. Refuses only what prost refuses too; [`scan`] checks the rest.
+pub fn count_items(request: &[u8]) -> Result<usize, WireError> {
+    let mut items = 0usize;
+    let mut top = Fields::new(request);
+    while let Some(field) = top.next() {
+        let field = field?;
+        if field.number != RESOURCES || field.wire_type != WireType::LengthDelimited {
+            continue;
+        }
+        let mut resource = top.nested(&field)?;
+        while let Some(field) = resource.next() {
+            let field = field?;
+            if field.number != CHILDREN || field.wire_type != WireType::LengthDelimited {
+                continue;
+            }
+            for field in resource.nested(&field)? {
+                let field = field?;
+                items = items.saturating_add(usize::from(field.number == CHILDREN));
+            }
+        }
+    }
+    Ok(items)
+}
+
 /// Scans `request`, an `ExportTraceServiceRequest` (with [`super::schema::TRACES`] and [`SPAN_IDS`]) or an
 /// `ExportLogsServiceRequest` (with [`super::schema::LOGS`] and [`LOG_IDS`]); refuses it where prost would.
 pub fn scan<'a>(request: &'a [u8], levels: &Levels, ids: &Ids) -> Result<Scanned<'a>, WireError> {

@@ -263,6 +263,8 @@ fn check_same<S: Signal + PartialEq + Clone>(
 ) {
     let expected = split(request.clone(), partitions, limit);
     let scanned = signal.scan(bytes).expect("prost accepted it");
+    let items: usize = scanned.resources.iter().flat_map(|r| &r.scopes).map(|s| s.items.len()).sum();
+    assert_eq!(super::count_items(bytes), Ok(items), "the count is the scan's");
     let got = wire_split(&scanned, signal, partitions, limit);
     assert_eq!(got.accepted, expected.accepted);
     assert_eq!(got.rejected_invalid_id, expected.rejected_invalid_id);
@@ -330,6 +332,7 @@ proptest! {
                 WireSignal::Traces => {
                     let decoded = ExportTraceServiceRequest::decode(bytes.as_slice());
                     prop_assert_eq!(signal.scan(&bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(&bytes).err());
+                    prop_assert!(decoded.is_err() || super::count_items(&bytes).is_ok(), "the count refuses only what prost refuses");
                     if let Ok(decoded) = decoded {
                         check_same(&decoded, &bytes, signal, 3, 1 << 20);
                     }

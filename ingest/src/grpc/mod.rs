@@ -1,5 +1,6 @@
 //! OTLP/gRPC: the Trace, Metrics and Logs services on one port. A layer in front of tonic ([`Admit`]) admits each
-//! request as its body arrives and inflates, and pays for its decoding, before tonic decodes it.
+//! request as its body arrives and inflates, and pays for its decoding, before tonic frames it; the services
+//! ([`export`]) hand the handler the message's bytes, which the sink splits on their wire format.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -8,19 +9,13 @@ use axum::http::{HeaderMap, HeaderValue, Request as HttpRequest, Response};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Full;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use tailgate_kafka::Topics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Status};
 
 use crate::admission::{Admission, Compression, Format};
@@ -28,7 +23,11 @@ use crate::budget::Permit;
 use crate::error::{ExportError, Kind};
 use crate::metrics as m;
 use crate::otlp::Otlp;
-use crate::sink::KafkaSink;
+use crate::sink::{KafkaSink, Payload};
+
+mod export;
+
+use export::{ExportService, Handler, Method};
 
 const TRANSPORT: &str = "grpc";
 
@@ -38,12 +37,22 @@ struct Receiver {
     topics: Topics,
 }
 
+impl Handler for Receiver {
+    fn export<S: Method>(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> BoxFuture<'static, Result<tonic::Response<S::Response>, Status>> {
+        let receiver = self.clone();
+        Box::pin(async move { receiver.serve::<S>(request).await })
+    }
+}
+
 impl Receiver {
-    async fn export<S: Otlp>(&self, request: Request<S>) -> Result<tonic::Response<S::Response>, Status> {
+    async fn serve<S: Otlp>(&self, request: Request<Vec<u8>>) -> Result<tonic::Response<S::Response>, Status> {
         // [`Admit`] runs in front of every service of this server.
         let permit = request.extensions().get::<Admitted>().and_then(Admitted::take);
         let Some(permit) = permit else { return Err(Status::internal("the request was not admitted")) };
-        let request = request.into_inner();
+        let request = Payload::<S>::Encoded(request.into_inner());
         let outcome = self.sink.export(S::topic(&self.topics), S::SIGNAL, TRANSPORT, request, permit).await;
         let label = match &outcome {
             Ok(accepted) if accepted.rejected > 0 => "partial_success",
@@ -56,36 +65,6 @@ impl Receiver {
             Ok(accepted) => Ok(tonic::Response::new(S::response(&accepted))),
             Err(error) => Err(error.to_grpc()),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-        Receiver::export(self, request).await
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, Status> {
-        Receiver::export(self, request).await
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
-        Receiver::export(self, request).await
     }
 }
 
@@ -227,7 +206,8 @@ async fn admit(
         // Not compressed, or with an encoding tonic refuses by itself (UNIMPLEMENTED, naming what it accepts).
         _ => frame,
     };
-    admission.before_decoding(&mut permit, frame.len() - MESSAGE_PREFIX, Format::Protobuf)?;
+    let format = if matches!(signal, "traces" | "logs") { Format::ProtobufWire } else { Format::Protobuf };
+    admission.before_decoding(&mut permit, frame.len() - MESSAGE_PREFIX, format)?;
     Ok((frame, permit))
 }
 
@@ -245,27 +225,9 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(remap_codec_errors))
         .layer(tower::layer::layer_fn(move |inner| Admit { inner, admission: admission.clone() }))
-        .add_service(
-            TraceServiceServer::new(receiver.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_request_bytes),
-        )
-        .add_service(
-            MetricsServiceServer::new(receiver.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_request_bytes),
-        )
-        .add_service(
-            LogsServiceServer::new(receiver)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(max_request_bytes),
-        )
+        .add_service(ExportService::<ExportTraceServiceRequest, _>::new(receiver.clone(), max_request_bytes))
+        .add_service(ExportService::<ExportMetricsServiceRequest, _>::new(receiver.clone(), max_request_bytes))
+        .add_service(ExportService::<ExportLogsServiceRequest, _>::new(receiver, max_request_bytes))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }
