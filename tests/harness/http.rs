@@ -22,6 +22,17 @@ impl Response {
 }
 
 pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_request(addr, method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"))
+}
+
+/// [`request`], with a connection that fails or is reset (a process starting or going away) as an error.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
@@ -30,7 +41,7 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     head.push_str("\r\n");
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
-    parse(&exchange(addr, &raw).await)
+    Ok(parse(&exchange(addr, &raw).await?))
 }
 
 pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Response {
@@ -38,12 +49,12 @@ pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8])
 }
 
 /// Sends `request` on a new connection and reads the whole response (the request says `Connection: close`).
-async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
+async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request).await?;
     let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.unwrap();
-    out
+    stream.read_to_end(&mut out).await?;
+    Ok(out)
 }
 
 fn parse(raw: &[u8]) -> Response {
