@@ -1,13 +1,20 @@
-//! Gateway throughput benchmark: CPU-seconds per million spans, OTLP/gRPC in → Kafka acknowledged, against the raw
-//! path (decode, compress, produce) on the same bytes, in the same run. Prints figures; asserts nothing.
+//! Gateway throughput benchmark, side by side with a peer: CPU-seconds per million spans, OTLP/gRPC in → Kafka
+//! acknowledged, in the same run against the same broker. Prints figures; asserts nothing.
 //!
-//! `tailgate all-in-one` runs as a child process (gateway plus embedded Tansu); the gateway's CPU is that
-//! process's CPU minus the broker's threads, read from /proc. The load generator runs here and is not counted.
-//! The raw path runs in this process: decode each request (as any receiver must), then produce its bytes as one
-//! record with the same producer settings (lz4, idempotent, acks=all) and wait for the acks.
+//! * **tailgate**: `tailgate ingest` as a child process (12 partitions, every span on its trace's partition);
+//! * **rotel**: Rotel's collector from PyPI (`rotel/rotel-agent`, installed into `target/venv` when missing) with
+//!   its Kafka exporter, `acks=all`, lz4. It does not partition by trace ID (its records are not usable by a tail
+//!   sampler), and it answers clients before Kafka acknowledged, so its CPU is read once it has gone idle, and the
+//!   spans in its topic are counted and printed;
+//! * **raw**: the floor of the same work in this process: check each request on its wire format (as any receiver
+//!   must) and produce its bytes as one record with the same producer settings, waiting for the acks.
 //!
-//! Usage: cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size)
+//! The broker is `tailgate broker` (Tansu), its own process, not counted. Both producers run without idempotence,
+//! as Tailgate does on Tansu (see `kafka.producer.idempotence`). CPU of each process from `/proc`.
+//!
+//! Usage: cargo build --release && cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size)
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,11 +23,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Message as _, TopicPartitionList};
+use tailgate_proto::wire::WireSignal;
 
-const SPANS_PER_REQUEST: usize = 500;
+const SPANS_PER_REQUEST: usize = 600;
 const CONCURRENCY: usize = 8;
+const PARTITIONS: i32 = 12;
+const TAILGATE_TOPIC: &str = "bench_spans";
+const ROTEL_TOPIC: &str = "rotel_spans";
+const RAW_TOPIC: &str = "raw_spans";
 
 mod cpu;
 #[path = "../harness/local.rs"]
@@ -67,51 +81,90 @@ fn requests(total_spans: usize, span_bytes: usize) -> Vec<Vec<u8>> {
     out
 }
 
-struct AllInOne {
-    child: Child,
-    grpc: String,
-    kafka: String,
+/// A child process, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn start_all_in_one(dir: &std::path::Path) -> AllInOne {
-    let (kafka, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
-    let config = dir.join("bench.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 12 }}\n\
-             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let binary = std::env::var("TAILGATE_BIN").unwrap_or_else(|_| {
+fn tailgate_binary() -> String {
+    std::env::var("TAILGATE_BIN").unwrap_or_else(|_| {
         let exe = std::env::current_exe().unwrap();
         exe.parent().unwrap().parent().unwrap().join("tailgate").display().to_string()
-    });
+    })
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_tailgate(dir: &Path, subcommand: &str, config: String, port: u16) -> Process {
+    let path = dir.join(format!("{subcommand}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let binary = tailgate_binary();
     let child = Command::new(&binary)
-        .args(["all-in-one", "--config"])
-        .arg(&config)
+        .args([subcommand, "--config"])
+        .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {binary}: {e}; build it with cargo build --release"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(Instant::now() < deadline, "all-in-one did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    AllInOne { child, grpc: format!("http://127.0.0.1:{grpc}"), kafka: format!("127.0.0.1:{kafka}") }
+    wait_listening(port, subcommand);
+    Process(child)
 }
 
-async fn tailgate_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
+/// Rotel's binary from its PyPI package in `target/venv`, installed there first when missing.
+fn rotel_binary() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv");
+    let python = root.join("bin/python");
+    let find = || {
+        let out = Command::new(&python)
+            .args(["-c", "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))"])
+            .output()
+            .ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    };
+    let path = find().or_else(|| {
+        if !python.exists() {
+            Command::new("python3").arg("-m").arg("venv").arg(&root).status().ok()?;
+        }
+        eprintln!("installing rotel into {}", root.display());
+        Command::new(root.join("bin/pip")).args(["install", "--quiet", "rotel"]).status().ok()?;
+        find()
+    })?;
+    let _ = Command::new("chmod").arg("+x").arg(&path).status();
+    path.exists().then_some(path)
+}
+
+async fn create_topics(brokers: &str) {
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let topics: Vec<NewTopic> = [TAILGATE_TOPIC, ROTEL_TOPIC, RAW_TOPIC]
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
+        if let Err((topic, error)) = result {
+            eprintln!("creating {topic}: {error}");
+        }
+    }
+}
+
+/// Sends every request over `CONCURRENCY` gRPC streams, retrying refusals; the wall time.
+async fn send_all(endpoint: &str, bodies: &[Vec<u8>]) -> f64 {
     let decoded: Vec<ExportTraceServiceRequest> =
         bodies.iter().map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap()).collect();
-    let client = TraceServiceClient::connect(aio.grpc.clone()).await.unwrap();
-    let pid = aio.child.id();
-    let broker = ["tansu-broker", "embedded-broke"];
-    let cpu_before = cpu_seconds(pid, &broker);
+    let client = TraceServiceClient::connect(endpoint.to_owned())
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
     let started = Instant::now();
     let chunks: Vec<Vec<ExportTraceServiceRequest>> =
         decoded.chunks(decoded.len().div_ceil(CONCURRENCY)).map(|c| c.to_vec()).collect();
@@ -121,14 +174,9 @@ async fn tailgate_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
             let mut client = client.clone();
             tokio::spawn(async move {
                 for request in chunk {
-                    loop {
-                        match client.export(request.clone()).await {
-                            Ok(_) => break,
-                            Err(status) => {
-                                eprintln!("retrying after {:?}: {}", status.code(), status.message());
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                            }
-                        }
+                    while let Err(status) = client.export(request.clone()).await {
+                        eprintln!("retrying after {:?}: {}", status.code(), status.message());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             })
@@ -137,13 +185,54 @@ async fn tailgate_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
     for task in tasks {
         task.await.unwrap();
     }
-    (started.elapsed().as_secs_f64(), cpu_seconds(pid, &broker) - cpu_before)
+    started.elapsed().as_secs_f64()
 }
 
-async fn raw_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
+/// The CPU seconds of `pid` once it has used none for half a second: a process that acknowledges before Kafka
+/// did is still producing when the client is done.
+async fn cpu_when_idle(pid: u32) -> f64 {
+    let mut last = cpu_seconds(pid, &[]);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = cpu_seconds(pid, &[]);
+        if now - last < 0.005 {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The spans in `topic`, each record decoded.
+fn spans_in(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-count-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for partition in 0..PARTITIONS {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+        remaining += high - low;
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut spans = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while remaining > 0 && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            remaining -= 1;
+            spans += message.payload().map_or(0, |p| WireSignal::Traces.validate(p).unwrap_or(0));
+        }
+    }
+    spans
+}
+
+async fn raw_path(brokers: &str, bodies: &[Vec<u8>]) -> (f64, f64) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &aio.kafka)
-        .set("enable.idempotence", "true")
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "false")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
@@ -151,17 +240,16 @@ async fn raw_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
         .unwrap();
     // Warm up the connection outside the measurement.
     producer
-        .send(FutureRecord::<(), _>::to("otlp_spans").partition(0).payload(&bodies[0][..10]), Duration::from_secs(5))
+        .send(FutureRecord::<(), _>::to(RAW_TOPIC).partition(0).payload(&bodies[0][..10]), Duration::from_secs(5))
         .await
         .unwrap();
     let cpu_before = cpu::this_process();
     let started = Instant::now();
     let mut deliveries = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
-        // The receiver's unavoidable work: decode to validate.
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        std::hint::black_box(&request);
-        let record = FutureRecord::<(), _>::to("otlp_spans").partition((i % 12) as i32).payload(body.as_slice());
+        // The receiver's unavoidable work: check the request.
+        std::hint::black_box(WireSignal::Traces.validate(body).unwrap());
+        let record = FutureRecord::<(), _>::to(RAW_TOPIC).partition(i as i32 % PARTITIONS).payload(body.as_slice());
         deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
         if deliveries.len() >= 64 {
             for d in deliveries.drain(..) {
@@ -175,41 +263,97 @@ async fn raw_path(aio: &AllInOne, bodies: &[Vec<u8>]) -> (f64, f64) {
     (started.elapsed().as_secs_f64(), cpu::this_process() - cpu_before)
 }
 
+fn row(label: &str, path: &str, spans: f64, wall: f64, cpu: f64, raw_cpu: f64, note: &str) {
+    println!(
+        "{label:<8} {path:>10} {:>14.0} {:>12.2} {:>15.0} {:>8.2}  {note}",
+        spans / wall,
+        cpu / spans * 1e6,
+        spans / cpu,
+        cpu / raw_cpu
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let dir = local::temp_dir("bench");
-    let mut aio = start_all_in_one(&dir);
-    println!("ingest benchmark: {total} spans per size, {SPANS_PER_REQUEST} spans per request, {CONCURRENCY} concurrent gRPC streams");
-    println!(
-        "{:<8} {:>12} {:>14} {:>14} {:>16} {:>8}",
-        "span", "path", "spans/s wall", "CPU-s / 1M", "spans / CPU-s", "ratio"
+    let (kafka, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
+    let brokers = format!("127.0.0.1:{kafka}");
+    let _broker = start_tailgate(
+        &dir,
+        "broker",
+        format!("embedded_broker: {{ listen: '{brokers}', data_dir: '{}' }}\n", dir.join("data").display()),
+        kafka,
     );
-    for span_bytes in [300, 800] {
+    create_topics(&brokers).await;
+    let gateway = start_tailgate(
+        &dir,
+        "ingest",
+        format!(
+            "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {TAILGATE_TOPIC} }}, \
+             producer: {{ idempotence: false }} }}\n\
+             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }}, \
+             max_request_bytes: 64MiB }}\n\
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
+        ),
+        grpc,
+    );
+    let rotel_port = local::free_port();
+    let rotel = rotel_binary().map(|binary| {
+        let child = Command::new(&binary)
+            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{rotel_port}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", local::free_port())])
+            .args(["--exporter", "kafka", "--kafka-exporter-brokers", &brokers])
+            .args(["--kafka-exporter-traces-topic", ROTEL_TOPIC, "--kafka-exporter-compression", "lz4"])
+            .args(["--kafka-exporter-acks", "all", "--otlp-grpc-max-recv-msg-size-mib", "64"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        wait_listening(rotel_port, "rotel");
+        Process(child)
+    });
+    if rotel.is_none() {
+        println!("rotel: not installed and could not be installed (pip install rotel); its rows are left out");
+    }
+
+    println!(
+        "ingest benchmark: {total} spans per size, {SPANS_PER_REQUEST} spans per request, {CONCURRENCY} concurrent \
+         gRPC streams, {PARTITIONS} partitions"
+    );
+    println!(
+        "{:<8} {:>10} {:>14} {:>12} {:>15} {:>8}",
+        "span", "path", "spans/s wall", "CPU-s / 1M", "spans / CPU-s", "vs raw"
+    );
+    let (mut tailgate_sent, mut rotel_sent) = (0usize, 0usize);
+    for span_bytes in [225, 660] {
         let bodies = requests(total, span_bytes);
         let spans = (bodies.len() * SPANS_PER_REQUEST) as f64;
-        let measured = bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans;
-        let (raw_wall, raw_cpu) = raw_path(&aio, &bodies).await;
-        let (tg_wall, tg_cpu) = tailgate_path(&aio, &bodies).await;
-        let label = format!("~{measured:.0} B");
-        println!(
-            "{label:<8} {:>12} {:>14.0} {:>14.2} {:>16.0} {:>8}",
-            "raw",
-            spans / raw_wall,
-            raw_cpu / spans * 1e6,
-            spans / raw_cpu,
-            "1.00"
-        );
-        println!(
-            "{label:<8} {:>12} {:>14.0} {:>14.2} {:>16.0} {:>8.2}",
-            "tailgate",
-            spans / tg_wall,
-            tg_cpu / spans * 1e6,
-            spans / tg_cpu,
-            tg_cpu / raw_cpu
-        );
+        let label = format!("~{:.0} B", bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans);
+        let (raw_wall, raw_cpu) = raw_path(&brokers, &bodies).await;
+        row(&label, "raw", spans, raw_wall, raw_cpu, raw_cpu, "");
+
+        let pid = gateway.0.id();
+        let before = cpu_seconds(pid, &[]);
+        let wall = send_all(&format!("http://127.0.0.1:{grpc}"), &bodies).await;
+        let tailgate_cpu = cpu_seconds(pid, &[]) - before;
+        tailgate_sent += spans as usize;
+        row(&label, "tailgate", spans, wall, tailgate_cpu, raw_cpu, "");
+
+        if let Some(rotel) = &rotel {
+            let pid = rotel.0.id();
+            let before = cpu_seconds(pid, &[]);
+            let wall = send_all(&format!("http://127.0.0.1:{rotel_port}"), &bodies).await;
+            let rotel_cpu = cpu_when_idle(pid).await - before;
+            rotel_sent += spans as usize;
+            let note = format!("tailgate is {:.2}x rotel in spans per CPU-second", rotel_cpu / tailgate_cpu);
+            row(&label, "rotel", spans, wall, rotel_cpu, raw_cpu, &note);
+        }
     }
-    let _ = aio.child.kill();
-    let _ = aio.child.wait();
+    println!("spans in Kafka: tailgate {} of {tailgate_sent} acknowledged", spans_in(&brokers, TAILGATE_TOPIC));
+    if rotel.is_some() {
+        println!("spans in Kafka: rotel {} of {rotel_sent} acknowledged", spans_in(&brokers, ROTEL_TOPIC));
+    }
+    drop((gateway, rotel));
     let _ = std::fs::remove_dir_all(&dir);
 }

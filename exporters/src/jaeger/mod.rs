@@ -1,6 +1,8 @@
 //! Jaeger (or any OTLP receiver) over OTLP/gRPC, from the sampled-spans topic.
 //!
-//! Records already are `ExportTraceServiceRequest`s; a batch merges their resource spans into one request. Status
+//! Records already are `ExportTraceServiceRequest`s, and concatenated encodings of that message are one valid
+//! request of them all (its only field is repeated): a batch is the records' bytes joined, each validated and
+//! counted on its wire format first, none decoded. Status
 //! handling follows the OTLP specification: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, `ABORTED`,
 //! `OUT_OF_RANGE`, `DATA_LOSS`, and `RESOURCE_EXHAUSTED` with `RetryInfo` are retried; anything else is a refusal;
 //! a partial success is recorded, not retried.
@@ -9,8 +11,7 @@ mod config;
 mod transport;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
+use tailgate_proto::wire::WireSignal;
 
 use crate::backend::{Backend, Batch};
 
@@ -23,17 +24,16 @@ pub const NAME: &str = "jaeger";
 pub struct Jaeger;
 
 impl Backend for Jaeger {
-    type Items = ExportTraceServiceRequest;
+    /// Encoded `ExportTraceServiceRequest`s, joined.
+    type Items = Vec<u8>;
 
     fn add(&mut self, items: &mut Self::Items, _partition: i32, payload: &[u8]) -> Result<Batch, String> {
-        let mut request =
-            ExportTraceServiceRequest::decode(payload).map_err(|e| format!("not OTLP trace data: {e}"))?;
-        let spans = tailgate_proto::count_items(&mut request) as u64;
-        items.resource_spans.extend(request.resource_spans);
-        Ok(Batch { items: spans, ..Batch::default() })
+        let spans = WireSignal::Traces.validate(payload).map_err(|e| format!("not OTLP trace data: {e}"))?;
+        items.extend_from_slice(payload);
+        Ok(Batch { items: spans as u64, bytes: payload.len(), ..Batch::default() })
     }
 
     fn encode(&mut self, items: Self::Items) -> Bytes {
-        Bytes::from(items.encode_to_vec())
+        Bytes::from(items)
     }
 }

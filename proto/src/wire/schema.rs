@@ -248,5 +248,11 @@ pub static SCOPE_LOGS: Schema = Schema {
     ],
 };
 
+/// `ExportTraceServiceRequest`, and `ExportLogsServiceRequest`: what a record, or records joined, hold.
+pub static EXPORT_TRACE_SERVICE_REQUEST: Schema =
+    Schema { name: "ExportTraceServiceRequest", fields: &[(1, "resource_spans", Kind::Message(&RESOURCE_SPANS))] };
+pub static EXPORT_LOGS_SERVICE_REQUEST: Schema =
+    Schema { name: "ExportLogsServiceRequest", fields: &[(1, "resource_logs", Kind::Message(&RESOURCE_LOGS))] };
+
 pub static TRACES: Levels = Levels { resource: &RESOURCE_SPANS, scope: &SCOPE_SPANS, item: &SPAN };
 pub static LOGS: Levels = Levels { resource: &RESOURCE_LOGS, scope: &SCOPE_LOGS, item: &LOG_RECORD };

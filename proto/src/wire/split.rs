@@ -8,9 +8,9 @@
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::reader::{len_field_size, put_len_prefix};
-use super::scan::{scan, Ids, Item, Scanned, ScannedResource, LOG_IDS, SPAN_IDS};
-use super::schema::{Levels, LOGS, TRACES};
+use super::reader::{len_field_size, put_len_prefix, Fields};
+use super::scan::{count_items, scan, Ids, Item, Scanned, ScannedResource, LOG_IDS, SPAN_IDS};
+use super::schema::{validate, Levels, EXPORT_LOGS_SERVICE_REQUEST, EXPORT_TRACE_SERVICE_REQUEST, LOGS, TRACES};
 use super::WireError;
 use crate::record_size::RecordLimit;
 use crate::signals::{invalid_log_ids, invalid_span_ids, log_key};
@@ -41,6 +41,16 @@ impl WireSignal {
     /// Scans an encoded `ExportTraceServiceRequest` or `ExportLogsServiceRequest`; refuses it where prost would.
     pub fn scan(self, request: &[u8]) -> Result<Scanned<'_>, WireError> {
         scan(request, self.levels(), self.ids())
+    }
+
+    /// Checks `request` as prost would decode it, keeping nothing, and counts its items.
+    pub fn validate(self, request: &[u8]) -> Result<usize, WireError> {
+        let schema = match self {
+            WireSignal::Traces => &EXPORT_TRACE_SERVICE_REQUEST,
+            WireSignal::Logs => &EXPORT_LOGS_SERVICE_REQUEST,
+        };
+        validate(schema, Fields::new(request))?;
+        count_items(request)
     }
 
     fn invalid(self, item: &Item<'_>) -> Option<Rejection> {

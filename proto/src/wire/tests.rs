@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::reader::{put_len_prefix, put_varint, Fields, WireType};
-use super::schema::{Kind, Schema, RESOURCE_LOGS, RESOURCE_SPANS};
+use super::schema::{
+    Kind, Schema, EXPORT_LOGS_SERVICE_REQUEST as LOGS_REQUEST, EXPORT_TRACE_SERVICE_REQUEST as TRACE_REQUEST,
+};
 use super::{split as wire_split, WireSignal};
 use crate::split::{split, Signal};
 
@@ -170,11 +172,6 @@ fn logs() -> impl Strategy<Value = ExportLogsServiceRequest> {
         .prop_map(|(resource, scope_logs, schema_url)| ResourceLogs { resource, scope_logs, schema_url });
     prop::collection::vec(resource_logs, 0..4).prop_map(|resource_logs| ExportLogsServiceRequest { resource_logs })
 }
-
-static TRACE_REQUEST: Schema =
-    Schema { name: "request", fields: &[(1, "resource_spans", Kind::Message(&RESOURCE_SPANS))] };
-static LOGS_REQUEST: Schema =
-    Schema { name: "request", fields: &[(1, "resource_logs", Kind::Message(&RESOURCE_LOGS))] };
 
 /// Re-encodes a message as another encoder may: fields in descending number order (repeated ones keeping their
 /// order), unknown fields and a group around them, and each singular scalar written twice, the first a decoy that
@@ -333,6 +330,7 @@ proptest! {
                     let decoded = ExportTraceServiceRequest::decode(bytes.as_slice());
                     prop_assert_eq!(signal.scan(&bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(&bytes).err());
                     prop_assert!(decoded.is_err() || super::count_items(&bytes).is_ok(), "the count refuses only what prost refuses");
+                    prop_assert_eq!(signal.validate(&bytes).is_ok(), decoded.is_ok());
                     if let Ok(decoded) = decoded {
                         check_same(&decoded, &bytes, signal, 3, 1 << 20);
                     }
@@ -340,6 +338,7 @@ proptest! {
                 WireSignal::Logs => {
                     let decoded = ExportLogsServiceRequest::decode(bytes.as_slice());
                     prop_assert_eq!(signal.scan(&bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(&bytes).err());
+                    prop_assert_eq!(signal.validate(&bytes).is_ok(), decoded.is_ok());
                     if let Ok(decoded) = decoded {
                         check_same(&decoded, &bytes, signal, 3, 1 << 20);
                     }
