@@ -161,10 +161,7 @@ async fn create_topics(brokers: &str) {
 async fn send_all(endpoint: &str, bodies: &[Vec<u8>]) -> f64 {
     let decoded: Vec<ExportTraceServiceRequest> =
         bodies.iter().map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap()).collect();
-    let client = TraceServiceClient::connect(endpoint.to_owned())
-        .await
-        .unwrap()
-        .max_encoding_message_size(64 << 20);
+    let client = TraceServiceClient::connect(endpoint.to_owned()).await.unwrap().max_encoding_message_size(64 << 20);
     let started = Instant::now();
     let chunks: Vec<Vec<ExportTraceServiceRequest>> =
         decoded.chunks(decoded.len().div_ceil(CONCURRENCY)).map(|c| c.to_vec()).collect();
@@ -292,8 +289,7 @@ async fn main() {
         format!(
             "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {TAILGATE_TOPIC} }}, \
              producer: {{ idempotence: false }} }}\n\
-             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }}, \
-             max_request_bytes: 64MiB }}\n\
+             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
              telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
         ),
         grpc,
@@ -306,8 +302,11 @@ async fn main() {
             .args(["--exporter", "kafka", "--kafka-exporter-brokers", &brokers])
             .args(["--kafka-exporter-traces-topic", ROTEL_TOPIC, "--kafka-exporter-compression", "lz4"])
             .args(["--kafka-exporter-acks", "all", "--otlp-grpc-max-recv-msg-size-mib", "64"])
+            // Its default batch (8192 spans) makes records past the 1 MB `message.max.bytes`, which it drops
+            // after answering success; 1000 spans of ~660 B stay under it, as Tailgate's records do.
+            .args(["--traces-batch-max-size", "1000"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rotel.log")).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         wait_listening(rotel_port, "rotel");
@@ -353,6 +352,10 @@ async fn main() {
     println!("spans in Kafka: tailgate {} of {tailgate_sent} acknowledged", spans_in(&brokers, TAILGATE_TOPIC));
     if rotel.is_some() {
         println!("spans in Kafka: rotel {} of {rotel_sent} acknowledged", spans_in(&brokers, ROTEL_TOPIC));
+        let log = std::fs::read_to_string(dir.join("rotel.log")).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("ERROR")).take(3) {
+            println!("rotel: {line}");
+        }
     }
     drop((gateway, rotel));
     let _ = std::fs::remove_dir_all(&dir);
