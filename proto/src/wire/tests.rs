@@ -272,28 +272,38 @@ fn check_same<S: Signal + PartialEq + Clone>(
     }
 }
 
+/// The wire split of `request` as prost encodes it is the decoded split, record for record.
+fn same_records<S: Signal>(request: S, signal: WireSignal, partitions: u32, limit: usize) {
+    let bytes = request.encode_to_vec();
+    let scanned = signal.scan(&bytes).unwrap();
+    let got = wire_split(&scanned, signal, partitions, limit);
+    let expected = split(request, partitions, limit);
+    assert_eq!(got.records, expected.records);
+    assert_eq!(
+        (got.accepted, got.rejected_invalid_id, got.rejected_too_large),
+        (expected.accepted, expected.rejected_invalid_id, expected.rejected_too_large)
+    );
+}
+
+/// The scanner and prost agree on `bytes`; what both accept splits the same.
+fn agree<S: Signal + PartialEq + Clone>(bytes: &[u8], signal: WireSignal) {
+    let decoded = S::decode(bytes);
+    assert_eq!(signal.scan(bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(bytes).err());
+    assert_eq!(signal.validate(bytes).is_ok(), decoded.is_ok());
+    assert!(decoded.is_err() || super::count_items(bytes).is_ok(), "the count refuses only what prost refuses");
+    if let Ok(decoded) = decoded {
+        check_same(&decoded, bytes, signal, 3, 1 << 20);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// A request as prost encodes it gives the same records, byte for byte, as decoding and splitting it.
     #[test]
-    fn canonical_traces_split_byte_for_byte_as_decoded(request in traces(), partitions in 1..5u32, limit in prop_oneof![200..2_000usize, Just(1 << 20)]) {
-        let bytes = request.encode_to_vec();
-        let scanned = WireSignal::Traces.scan(&bytes).unwrap();
-        let got = wire_split(&scanned, WireSignal::Traces, partitions, limit);
-        let expected = split(request, partitions, limit);
-        prop_assert_eq!(&got.records, &expected.records);
-        prop_assert_eq!((got.accepted, got.rejected_invalid_id, got.rejected_too_large), (expected.accepted, expected.rejected_invalid_id, expected.rejected_too_large));
-    }
-
-    #[test]
-    fn canonical_logs_split_byte_for_byte_as_decoded(request in logs(), partitions in 1..5u32, limit in prop_oneof![200..2_000usize, Just(1 << 20)]) {
-        let bytes = request.encode_to_vec();
-        let scanned = WireSignal::Logs.scan(&bytes).unwrap();
-        let got = wire_split(&scanned, WireSignal::Logs, partitions, limit);
-        let expected = split(request, partitions, limit);
-        prop_assert_eq!(&got.records, &expected.records);
-        prop_assert_eq!((got.accepted, got.rejected_invalid_id, got.rejected_too_large), (expected.accepted, expected.rejected_invalid_id, expected.rejected_too_large));
+    fn canonical_requests_split_byte_for_byte_as_decoded(traces in traces(), logs in logs(), partitions in 1..5u32, limit in prop_oneof![200..2_000usize, Just(1 << 20)]) {
+        same_records(traces, WireSignal::Traces, partitions, limit);
+        same_records(logs, WireSignal::Logs, partitions, limit);
     }
 
     /// Descending field order, unknown fields and groups everywhere, decoy values overridden: prost reads the same
@@ -326,23 +336,8 @@ proptest! {
                 }
             }
             match signal {
-                WireSignal::Traces => {
-                    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice());
-                    prop_assert_eq!(signal.scan(&bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(&bytes).err());
-                    prop_assert!(decoded.is_err() || super::count_items(&bytes).is_ok(), "the count refuses only what prost refuses");
-                    prop_assert_eq!(signal.validate(&bytes).is_ok(), decoded.is_ok());
-                    if let Ok(decoded) = decoded {
-                        check_same(&decoded, &bytes, signal, 3, 1 << 20);
-                    }
-                }
-                WireSignal::Logs => {
-                    let decoded = ExportLogsServiceRequest::decode(bytes.as_slice());
-                    prop_assert_eq!(signal.scan(&bytes).is_ok(), decoded.is_ok(), "{:?}", signal.scan(&bytes).err());
-                    prop_assert_eq!(signal.validate(&bytes).is_ok(), decoded.is_ok());
-                    if let Ok(decoded) = decoded {
-                        check_same(&decoded, &bytes, signal, 3, 1 << 20);
-                    }
-                }
+                WireSignal::Traces => agree::<ExportTraceServiceRequest>(&bytes, signal),
+                WireSignal::Logs => agree::<ExportLogsServiceRequest>(&bytes, signal),
             }
         }
     }
