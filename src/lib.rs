@@ -7,6 +7,7 @@ pub mod config;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
 pub mod loadgen;
+pub mod redact;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -104,11 +104,13 @@ fn main() -> ExitCode {
         }
     };
     if role == tailgate::Role::Validate {
-        match serde_yaml::to_string(&config) {
+        match serde_yaml::to_value(&config).and_then(|value| serde_yaml::to_string(&tailgate::redact::redacted(value)))
+        {
             Ok(yaml) => {
                 println!(
-                    "# {}: valid. Effective configuration:\n{yaml}",
-                    path.map_or("<defaults>".into(), |p| p.display().to_string())
+                    "# {}: valid. Effective configuration (secrets shown as {}):\n{yaml}",
+                    path.map_or("<defaults>".into(), |p| p.display().to_string()),
+                    tailgate::redact::REDACTED
                 );
                 return ExitCode::SUCCESS;
             }

@@ -34,6 +34,26 @@ fn validate_lists_every_problem_with_its_path_and_exits_1() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
 
+/// The effective configuration `validate` prints has no secret in it: Kafka credentials, header values, tenants.
+#[test]
+fn validate_never_prints_a_secret() {
+    let dir = harness::temp_dir("cli");
+    let path = dir.join("secrets.yaml");
+    std::fs::write(
+        &path,
+        "kafka: { client: { sasl.password: hunter2, sasl.username: alice } }\n\
+         exporters: { loki: { endpoint: 'http://loki:3100', tenant_id: shop-a, headers: { Authorization: Bearer s3cr3t } } }\n",
+    )
+    .unwrap();
+    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    for secret in ["hunter2", "shop-a", "s3cr3t"] {
+        assert!(!stdout.contains(secret), "`{secret}` printed:\n{stdout}");
+    }
+    assert!(stdout.contains("alice") && stdout.contains("[REDACTED]"), "{stdout}");
+}
+
 /// Every configuration file the repository ships passes `tailgate validate`.
 #[test]
 fn every_shipped_config_validates() {
