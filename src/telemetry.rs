@@ -23,13 +23,13 @@ pub struct TelemetryConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
-    /// Address of `/metrics`, `/health` and `/ready`.
+    /// Address of `/metrics`, `/health` and `/ready`; loopback by default, like the receivers.
     pub endpoint: String,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { endpoint: "0.0.0.0:8888".to_owned() }
+        MetricsConfig { endpoint: "127.0.0.1:8888".to_owned() }
     }
 }
 

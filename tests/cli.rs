@@ -54,6 +54,22 @@ fn validate_never_prints_a_secret() {
     assert!(stdout.contains("alice") && stdout.contains("[REDACTED]"), "{stdout}");
 }
 
+/// Without a config, every listener is on loopback: exposing telemetry ports to the network is a choice the
+/// config makes (`0.0.0.0:4317`), as with the OpenTelemetry Collector since 2024.
+#[test]
+fn listeners_default_to_loopback() {
+    let dir = harness::temp_dir("cli");
+    let path = dir.join("defaults.yaml");
+    std::fs::write(&path, "kafka: {}\n").unwrap();
+    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    for endpoint in ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:8888"] {
+        assert!(stdout.contains(&format!("endpoint: {endpoint}")), "{endpoint} missing:\n{stdout}");
+    }
+    assert!(!stdout.contains("0.0.0.0"), "{stdout}");
+}
+
 /// Every configuration file the repository ships passes `tailgate validate`.
 #[test]
 fn every_shipped_config_validates() {

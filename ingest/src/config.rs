@@ -47,13 +47,14 @@ impl Default for IngestConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GrpcConfig {
-    /// Address to listen on.
+    /// Address to listen on. Loopback by default, as the OpenTelemetry Collector since its 2024 hardening
+    /// (CVE-2024-36129): listening on every interface (`0.0.0.0:4317`) is a choice the config makes.
     pub endpoint: String,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig { endpoint: "0.0.0.0:4317".to_owned() }
+        GrpcConfig { endpoint: "127.0.0.1:4317".to_owned() }
     }
 }
 
@@ -61,7 +62,7 @@ impl Default for GrpcConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HttpConfig {
-    /// Address to listen on.
+    /// Address to listen on; loopback by default, like `grpc.endpoint`.
     pub endpoint: String,
     /// Browser origins allowed to send telemetry (CORS). Empty: CORS is off. `*` allows any origin.
     pub cors_allowed_origins: Vec<String>,
@@ -69,7 +70,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { endpoint: "0.0.0.0:4318".to_owned(), cors_allowed_origins: Vec::new() }
+        HttpConfig { endpoint: "127.0.0.1:4318".to_owned(), cors_allowed_origins: Vec::new() }
     }
 }
 
