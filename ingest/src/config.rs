@@ -16,15 +16,19 @@ pub struct IngestConfig {
     /// Largest request accepted, measured after decompression. Larger ones get `RESOURCE_EXHAUSTED` / 413.
     pub max_request_bytes: ByteSize,
     /// Memory the gateway's requests may hold at once, from their first byte until Kafka acknowledged them: each
-    /// request pays, before doing the work, for its body as it arrives, for what it inflates to, and for what
-    /// decoding it allocates (10 bytes per protobuf byte, 24 per JSON byte, measured). A request that does not fit is
-    /// turned away at once with a retryable `RESOURCE_EXHAUSTED` / 429 and a retry delay.
+    /// request pays, before doing the work, for its body as it arrives, for what it inflates to, and for what the
+    /// work allocates (traces and logs, split on the wire: 3 bytes per byte and 64 per item; metrics, decoded: 10
+    /// per protobuf byte; JSON: 24 per byte; measured). A request that does not fit is turned away at once with a
+    /// retryable `RESOURCE_EXHAUSTED` / 429 and a retry delay.
     pub max_in_flight_bytes: ByteSize,
     /// How long a request body may take to arrive whole; a slower one is refused (gRPC `DEADLINE_EXCEEDED`,
     /// HTTP 408) and its share of the budget returned.
     pub read_timeout: Duration,
     /// How long a throttled client is asked to wait (`RetryInfo`, `Retry-After`).
     pub throttle_retry_after: Duration,
+    /// Connections each listener holds open at most; more wait to be accepted until one closes. With HTTP/2's
+    /// per-connection flow-control window this also bounds what clients can have sent and not yet been read.
+    pub max_connections: usize,
     /// Changes applied to every resource before it is written to Kafka, in order.
     pub resource: Vec<ResourceAction>,
 }
@@ -38,6 +42,7 @@ impl Default for IngestConfig {
             max_in_flight_bytes: ByteSize::mib(256),
             read_timeout: Duration::from_secs(30),
             throttle_retry_after: Duration::from_secs(1),
+            max_connections: 1024,
             resource: Vec::new(),
         }
     }
@@ -47,6 +52,8 @@ impl Default for IngestConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GrpcConfig {
+    /// HTTP/2 streams (requests) one connection may have open at once; more wait for one to finish.
+    pub max_concurrent_streams: u32,
     /// Address to listen on. Loopback by default, as the OpenTelemetry Collector since its 2024 hardening
     /// (CVE-2024-36129): listening on every interface (`0.0.0.0:4317`) is a choice the config makes.
     pub endpoint: String,
@@ -54,7 +61,7 @@ pub struct GrpcConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig { endpoint: "127.0.0.1:4317".to_owned() }
+        GrpcConfig { endpoint: "127.0.0.1:4317".to_owned(), max_concurrent_streams: 100 }
     }
 }
 
@@ -83,6 +90,12 @@ impl IngestConfig {
         }
         if self.grpc.endpoint == self.http.endpoint {
             problems.push(format!("{path}.http.endpoint"), "must differ from ingest.grpc.endpoint");
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.grpc.max_concurrent_streams == 0 {
+            problems.push(format!("{path}.grpc.max_concurrent_streams"), "must be at least 1");
         }
         let request = self.max_request_bytes.get();
         if request < 1024 {

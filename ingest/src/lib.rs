@@ -17,6 +17,7 @@
 mod admission;
 mod budget;
 mod config;
+mod connections;
 mod error;
 mod grpc;
 mod http;
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 pub use crate::budget::Budget;
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
+use crate::connections::Limited;
 pub use crate::error::ExportError;
 pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
 pub use crate::sink::{Accepted, KafkaSink};
@@ -164,8 +166,11 @@ impl Gateway {
 
         let stop_serving = CancellationToken::new();
         let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
+        let grpc = Limited::new(grpc, config.max_connections, "grpc");
+        let http = Limited::new(http, config.max_connections, "http");
         let mut grpc_server = tokio::spawn(grpc::serve(
             grpc,
+            config.grpc.max_concurrent_streams,
             sink.clone(),
             admission.clone(),
             kafka.topics.clone(),

@@ -16,6 +16,8 @@ pub const REQUEST_BYTES: &str = "tailgate_ingest_request_bytes_total";
 pub const PRODUCE_DURATION: &str = "tailgate_kafka_produce_duration_seconds";
 /// Kafka records acknowledged, by `signal`.
 pub const RECORDS_PRODUCED: &str = "tailgate_kafka_records_produced_total";
+/// Connections open, by `transport`; at most `ingest.max_connections` each.
+pub const CONNECTIONS: &str = "tailgate_ingest_connections";
 /// Whether Kafka answered the last metadata probe (1) or not (0).
 pub const KAFKA_UP: &str = "tailgate_kafka_up";
 pub use crate::budget::IN_FLIGHT_BYTES;
@@ -27,6 +29,7 @@ pub fn describe() {
     describe_counter!(ITEMS_ACCEPTED, "Items written to Kafka and acknowledged.");
     describe_counter!(ITEMS_REJECTED, "Items not written to Kafka, by reason.");
     describe_counter!(REQUESTS, "Export requests answered, by outcome.");
+    describe_gauge!(CONNECTIONS, "Connections open, by transport (at most ingest.max_connections each).");
     describe_counter!(REQUEST_BYTES, Unit::Bytes, "Request body bytes as received.");
     describe_histogram!(
         PRODUCE_DURATION,

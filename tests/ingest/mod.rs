@@ -2,6 +2,7 @@
 
 mod admission;
 mod bounds;
+mod connections;
 mod e2e;
 mod faults;
 mod status;

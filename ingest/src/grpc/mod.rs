@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use crate::connections::Limited;
 use tailgate_kafka::Topics;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status};
 
@@ -213,7 +213,8 @@ async fn admit(
 
 /// Serves OTLP/gRPC on `listener` until `shutdown`, then finishes in-flight requests and returns.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: Limited,
+    max_concurrent_streams: u32,
     sink: KafkaSink,
     admission: Admission,
     topics: Topics,
@@ -221,8 +222,12 @@ pub(crate) async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_request_bytes = admission.max_request_bytes();
     let receiver = Receiver { sink, topics };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = futures::stream::unfold(listener, |mut listener| async move {
+        let (connection, _) = listener.accept().await;
+        Some((Ok::<_, std::io::Error>(connection), listener))
+    });
     tonic::transport::Server::builder()
+        .max_concurrent_streams(max_concurrent_streams)
         .layer(tower::util::MapResponseLayer::new(remap_codec_errors))
         .layer(tower::layer::layer_fn(move |inner| Admit { inner, admission: admission.clone() }))
         .add_service(ExportService::<ExportTraceServiceRequest, _>::new(receiver.clone(), max_request_bytes))
