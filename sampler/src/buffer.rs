@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use tailgate_proto::wire::reader::put_varint;
+use tailgate_proto::wire::{Scanned, SpanFields};
 
 pub type TraceId = [u8; 16];
 
@@ -148,12 +150,13 @@ pub struct Added {
 }
 
 impl PartitionBuffer {
-    /// Adds the spans of one record. `decided` answers for traces already decided (true = kept).
+    /// Adds the spans of one record, scanned on its wire format: each span is buffered as its bytes, never
+    /// decoded. `decided` answers for traces already decided (true = kept).
     pub fn add_record(
         &mut self,
         offset: i64,
         timestamp_ms: i64,
-        request: Vec<ResourceSpans>,
+        request: &Scanned<'_>,
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> Added {
@@ -163,19 +166,24 @@ impl PartitionBuffer {
         let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
         let mut touched: Vec<TraceId> = Vec::new();
-        for mut rs in request {
-            let scopes = std::mem::take(&mut rs.scope_spans);
-            for mut ss in scopes {
-                let spans = std::mem::take(&mut ss.spans);
+        for resource in &request.resources {
+            // Decoded once per resource, only if a span of it is buffered or forwarded.
+            let mut rs: Option<ResourceSpans> = None;
+            for scope in &resource.scopes {
+                let mut ss: Option<ScopeSpans> = None;
                 let mut context: Option<Arc<Context>> = None;
-                for span in spans {
-                    let Ok(trace_id) = TraceId::try_from(span.trace_id.as_slice()) else {
+                for item in &scope.items {
+                    let Ok(trace_id) = TraceId::try_from(item.trace_id) else {
                         invalid_trace_id += 1;
                         continue;
                     };
                     match decided(&trace_id) {
                         Some(true) => {
-                            push_span(&mut late_kept, &rs, &ss, span);
+                            let rs = rs.get_or_insert_with(|| decode_shell(&resource.shell()));
+                            let ss = ss.get_or_insert_with(|| decode_shell(&scope.shell()));
+                            // Validated by the scan.
+                            let span = Span::decode(item.bytes).unwrap_or_default();
+                            push_span(&mut late_kept, rs, ss, span);
                             continue;
                         }
                         Some(false) => {
@@ -184,7 +192,7 @@ impl PartitionBuffer {
                         }
                         None => {}
                     }
-                    let bytes = span.encoded_len();
+                    let bytes = item.bytes.len();
                     let trace = self.traces.entry(trace_id).or_insert_with(|| {
                         self.order.push_back((timestamp_ms, trace_id));
                         PendingTrace { first_seen_ms: timestamp_ms, ..Default::default() }
@@ -194,7 +202,7 @@ impl PartitionBuffer {
                         new_units += 1;
                         touched.push(trace_id);
                     }
-                    if span.parent_span_id.is_empty() && !trace.root_seen {
+                    if !trace.root_seen && SpanFields::read(item.bytes).parent_span_id.is_empty() {
                         trace.root_seen = true;
                         self.roots.push_back((timestamp_ms, trace_id));
                     }
@@ -209,6 +217,8 @@ impl PartitionBuffer {
                         None
                     };
                     let context = context.get_or_insert_with(|| {
+                        let rs = rs.get_or_insert_with(|| decode_shell(&resource.shell()));
+                        let ss = ss.get_or_insert_with(|| decode_shell(&scope.shell()));
                         Arc::new(Context {
                             resource: rs.resource.clone(),
                             resource_schema_url: rs.schema_url.clone(),
@@ -216,16 +226,17 @@ impl PartitionBuffer {
                             scope_schema_url: ss.schema_url.clone(),
                         })
                     });
-                    match trace.groups.last_mut() {
-                        Some(group) if Arc::ptr_eq(&group.context, context) => {
-                            span.encode_length_delimited(&mut group.encoded).expect("a Vec grows as needed");
-                        }
+                    let group = match trace.groups.last_mut() {
+                        Some(group) if Arc::ptr_eq(&group.context, context) => group,
                         _ => {
-                            let mut encoded = Vec::with_capacity(bytes + 3);
-                            span.encode_length_delimited(&mut encoded).expect("a Vec grows as needed");
+                            let encoded = Vec::with_capacity(bytes + 3);
                             trace.groups.push(SpanGroup { context: Arc::clone(context), encoded });
+                            trace.groups.last_mut().expect("pushed above")
                         }
-                    }
+                    };
+                    // Length-delimited, as `PendingTrace::decode` reads it back.
+                    put_varint(&mut group.encoded, bytes as u64);
+                    group.encoded.extend_from_slice(item.bytes);
                     if let Some(reason) = reached {
                         if !self.over_limit.iter().any(|(id, _)| *id == trace_id) {
                             self.over_limit.push((trace_id, reason));
@@ -317,6 +328,12 @@ impl PartitionBuffer {
 }
 
 /// Appends `span` under a copy of its resource and scope, reusing the last ones when they match.
+/// A resource's or scope's message without its children, from its fields as written.
+fn decode_shell<M: Message + Default>(fields: &[u8]) -> M {
+    // Validated by the scan.
+    M::decode(fields).unwrap_or_default()
+}
+
 fn push_span(
     batches: &mut Vec<ResourceSpans>,
     rs: &ResourceSpans,
@@ -347,7 +364,22 @@ fn push_span(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::Span;
+    use tailgate_proto::wire::WireSignal;
+
+    /// Adds `request` as the worker does: encoded as a record and scanned.
+    fn add_record(
+        buffer: &mut PartitionBuffer,
+        offset: i64,
+        time: i64,
+        request: Vec<ResourceSpans>,
+        limits: TraceLimits,
+        decided: impl Fn(&TraceId) -> Option<bool>,
+    ) -> Added {
+        let bytes = ExportTraceServiceRequest { resource_spans: request }.encode_to_vec();
+        buffer.add_record(offset, time, &WireSignal::Traces.scan(&bytes).unwrap(), limits, decided)
+    }
 
     const NO_LIMITS: TraceLimits = TraceLimits { max_spans: usize::MAX, max_bytes: usize::MAX };
 
@@ -372,7 +404,7 @@ mod tests {
         time: i64,
         traces: &[u8],
     ) {
-        let added = buffer.add_record(offset, time, record(traces), NO_LIMITS, |_| None);
+        let added = add_record(buffer, offset, time, record(traces), NO_LIMITS, |_| None);
         tracker.read(offset, added.units);
     }
 
@@ -414,8 +446,8 @@ mod tests {
         first[0].resource = Some(Resource { dropped_attributes_count: 7, ..Default::default() });
         first[0].scope_spans[0].scope = Some(InstrumentationScope { name: "cart".into(), ..Default::default() });
         first[0].scope_spans[0].spans[2].name = "second".into();
-        buffer.add_record(0, 0, first.clone(), NO_LIMITS, |_| None);
-        buffer.add_record(1, 0, record(&[1]), NO_LIMITS, |_| None);
+        add_record(&mut buffer, 0, 0, first.clone(), NO_LIMITS, |_| None);
+        add_record(&mut buffer, 1, 0, record(&[1]), NO_LIMITS, |_| None);
         let trace = &buffer.traces[&[1; 16]];
         let batches = trace.decode();
         assert_eq!(batches.len(), 2, "two resources: the first record's and the second's (empty)");
@@ -435,7 +467,7 @@ mod tests {
         let wall_ms = 50_000;
         let mut buffer = PartitionBuffer::default();
         assert!(!buffer.follow_wall_clock(wall_ms), "before the consumer reports the end: behind");
-        buffer.add_record(0, 1_000, record(&[1]), NO_LIMITS, |_| None);
+        add_record(&mut buffer, 0, 1_000, record(&[1]), NO_LIMITS, |_| None);
         buffer.behind();
         for _ in 0..10 {
             assert!(!buffer.follow_wall_clock(wall_ms));
@@ -456,7 +488,7 @@ mod tests {
     #[test]
     fn late_spans_follow_the_decision() {
         let mut buffer = PartitionBuffer::default();
-        let added = buffer.add_record(5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
+        let added = add_record(&mut buffer, 5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
             1 => Some(true),
             2 => Some(false),
             _ => None,
@@ -472,7 +504,7 @@ mod tests {
         let mut buffer = PartitionBuffer::default();
         let mut request = record(&[1, 2]);
         request[0].scope_spans[0].spans[1].trace_id = vec![2; 8];
-        let added = buffer.add_record(0, 0, request, NO_LIMITS, |_| None);
+        let added = add_record(&mut buffer, 0, 0, request, NO_LIMITS, |_| None);
         assert_eq!((added.invalid_trace_id, added.units, buffer.traces.len()), (1, 1, 1));
         assert_eq!(buffer.traces.len(), 1);
     }
@@ -481,9 +513,9 @@ mod tests {
     fn limits_pick_traces_for_early_decisions() {
         let mut buffer = PartitionBuffer::default();
         let limits = TraceLimits { max_spans: 3, max_bytes: usize::MAX };
-        buffer.add_record(0, 0, record(&[1, 1, 2]), limits, |_| None);
+        add_record(&mut buffer, 0, 0, record(&[1, 1, 2]), limits, |_| None);
         assert!(buffer.take_over_limit().is_empty());
-        buffer.add_record(1, 0, record(&[1, 2]), limits, |_| None);
+        add_record(&mut buffer, 1, 0, record(&[1, 2]), limits, |_| None);
         let early: Vec<(u8, EarlyDecision)> = buffer.take_over_limit().iter().map(|(id, _, r)| (id[0], *r)).collect();
         assert_eq!(early, [(1, EarlyDecision::TraceSpans)], "trace 1 reached 3 spans");
         let (oldest, _) = buffer.take_oldest().unwrap();
@@ -499,8 +531,8 @@ mod tests {
         with_root[0].scope_spans[0].spans[0].parent_span_id.clear();
         let mut child = record(&[2]);
         child[0].scope_spans[0].spans[0].parent_span_id = vec![5; 8];
-        buffer.add_record(0, 1_000, with_root, NO_LIMITS, |_| None);
-        buffer.add_record(1, 1_000, child, NO_LIMITS, |_| None);
+        add_record(&mut buffer, 0, 1_000, with_root, NO_LIMITS, |_| None);
+        add_record(&mut buffer, 1, 1_000, child, NO_LIMITS, |_| None);
         buffer.clock_ms = 3_000;
         let due: Vec<u8> = buffer.due(10_000, Some(2_000)).iter().map(|(id, _)| id[0]).collect();
         assert_eq!(due, [1], "2 s after its root, trace 1 is due; trace 2 has no root and waits the full 10 s");

@@ -22,9 +22,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans};
+use opentelemetry_proto::tonic::trace::v1::{span, status};
 use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
+use tailgate_proto::wire::{Scanned, SpanFields};
 
 pub const CALLS: &str = "traces.span.metrics.calls";
 pub const DURATION: &str = "traces.span.metrics.duration";
@@ -111,11 +112,13 @@ impl RedMetrics {
     }
 
     /// Counts every span of a request as read from the spans topic. Returns how many went to the overflow series.
-    pub fn record(&mut self, request: &[ResourceSpans]) -> u64 {
+    /// Counts every span of a record, scanned on its wire format: the fields RED needs are read from each span's
+    /// bytes, the service name from its resource, decoded once per resource.
+    pub fn record(&mut self, request: &Scanned<'_>) -> u64 {
         let mut overflowed = 0;
-        for rs in request {
-            let service = rs
-                .resource
+        for rs in &request.resources {
+            let resource = rs.decode_resource();
+            let service = resource
                 .as_ref()
                 .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
                 .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
@@ -123,12 +126,13 @@ impl RedMetrics {
                     _ => None,
                 })
                 .unwrap_or("unknown_service");
-            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            for item in rs.scopes.iter().flat_map(|ss| &ss.items) {
+                let span = SpanFields::read(item.bytes);
                 let mut key = Key {
                     service: service.to_owned(),
-                    span: span.name.clone(),
+                    span: span.name.to_owned(),
                     kind: span.kind,
-                    status: span.status.as_ref().map_or(0, |s| s.code),
+                    status: span.status_code,
                     overflow: false,
                 };
                 let known = self.series.contains_key(&key);
@@ -276,7 +280,16 @@ fn status_name(code: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+    use tailgate_proto::wire::WireSignal;
+
+    /// Records `request` as the worker does: encoded as a record and scanned.
+    fn record(red: &mut RedMetrics, request: &[ResourceSpans]) -> u64 {
+        let bytes = ExportTraceServiceRequest { resource_spans: request.to_vec() }.encode_to_vec();
+        red.record(&WireSignal::Traces.scan(&bytes).unwrap())
+    }
 
     #[test]
     fn counts_calls_errors_and_durations_per_series() {
@@ -303,7 +316,7 @@ mod tests {
             ..Default::default()
         }];
         let mut red = RedMetrics::new(&[10.0, 100.0], 1, 1000);
-        assert_eq!(red.record(&request), 0);
+        assert_eq!(record(&mut red, &request), 0);
         let exported = red.export("w1", 3, 2);
         let rm = &exported.resource_metrics[0];
         let attrs: Vec<_> = rm.resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.as_str()).collect();
@@ -337,8 +350,8 @@ mod tests {
         let request =
             vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
         let mut red = RedMetrics::new(&[10.0], 1, 3);
-        assert_eq!(red.record(&request), 7, "7 of 10 names are past the limit");
-        assert_eq!(red.record(&request), 7, "the 3 kept names keep their series; the rest overflow again");
+        assert_eq!(record(&mut red, &request), 7, "7 of 10 names are past the limit");
+        assert_eq!(record(&mut red, &request), 7, "the 3 kept names keep their series; the rest overflow again");
         assert_eq!(red.series.len(), 4, "3 series and the overflow series");
         let exported = red.export("w", 0, 2);
         let points: Vec<(Vec<String>, i64)> = exported

@@ -13,9 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use prost::Message as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
@@ -24,6 +21,7 @@ use tailgate_kafka::{
 };
 use tailgate_proto::decisions::Decision;
 use tailgate_proto::headers;
+use tailgate_proto::wire::{Scanned, WireSignal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -278,12 +276,14 @@ impl Sampler {
         }
         let timestamp = self.event_time(message.timestamp().to_millis());
         let payload = message.payload().unwrap_or_default();
-        let decoded = tailgate_kafka::contract::readable(&message)
+        // Scanned on its wire format, refused where prost would refuse it; its spans are never decoded to be
+        // buffered.
+        let scanned = tailgate_kafka::contract::readable(&message)
             .map_err(|e| ("unknown_contract", e))
-            .and_then(|()| ExportTraceServiceRequest::decode(payload).map_err(|e| ("undecodable", e.to_string())));
-        match decoded {
+            .and_then(|()| WireSignal::Traces.scan(payload).map_err(|e| ("undecodable", e.to_string())));
+        match scanned {
             Ok(request) => {
-                self.on_record(partition, epoch, offset, timestamp, request.resource_spans);
+                self.on_record(partition, epoch, offset, timestamp, &request);
                 self.decide_due(Some(partition));
             }
             Err((reason, error)) => {
@@ -315,7 +315,7 @@ impl Sampler {
         }
     }
 
-    fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: i64, request: Vec<ResourceSpans>) {
+    fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: i64, request: &Scanned<'_>) {
         let limits = TraceLimits {
             max_spans: self.config.max_spans_per_trace,
             max_bytes: self.config.max_trace_bytes.get() as usize,
@@ -326,7 +326,7 @@ impl Sampler {
             let Some(owned) = partitions.get_mut(partition, epoch) else { return };
             owned.state.buffer.behind();
             if self.config.red_metrics.enabled {
-                let overflowed = owned.state.red.record(&request);
+                let overflowed = owned.state.red.record(request);
                 if overflowed > 0 {
                     metrics::counter!(RED_OVERFLOW_SPANS).increment(overflowed);
                 }

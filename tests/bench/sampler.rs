@@ -109,10 +109,9 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
     let baseline = LIVE.load(Ordering::Relaxed);
     let started = cpu::this_process();
     for (i, record) in records.iter().enumerate() {
-        let request = ExportTraceServiceRequest::decode(record.as_slice()).unwrap();
+        let request = tailgate_proto::wire::WireSignal::Traces.scan(record).unwrap();
         spans += SPANS_PER_RECORD;
-        let added =
-            buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, request.resource_spans, limits, |_| None);
+        let added = buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, &request, limits, |_| None);
         tracker.read(i as i64, added.units);
         let buffered: usize = buffer.traces.values().map(|t| t.spans).sum();
         if buffered > peak_spans {

@@ -5,6 +5,7 @@
 //! * [`reader`]: protobuf fields read by prost's rules;
 //! * [`schema`]: the OTLP messages' fields, for validation;
 //! * [`scan`]: a request as slices of its bytes;
+//! * [`span`]: the fields of a span routing and RED metrics read;
 //! * [`split`](mod@split): the records made from those slices.
 //!
 //! The scanner accepts exactly what prost accepts: fields in any order, unknown fields and groups at every level,
@@ -14,10 +15,12 @@
 pub mod reader;
 pub mod scan;
 pub mod schema;
+pub mod span;
 pub mod split;
 
 pub use reader::WireError;
 pub use scan::{count_items, Item, Scanned, ScannedResource, ScannedScope, SCAN_BYTES_PER_ITEM};
+pub use span::SpanFields;
 pub use split::{split, WireSignal};
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use super::reader::{len_field_size, put_len_prefix, Fields};
-use super::scan::{count_items, scan, Ids, Item, Scanned, ScannedResource, LOG_IDS, SPAN_IDS};
+use super::scan::{count_items, scan, Ids, Item, Scanned, ScannedResource, ScannedScope, LOG_IDS, SPAN_IDS};
 use super::schema::{validate, Levels, EXPORT_LOGS_SERVICE_REQUEST, EXPORT_TRACE_SERVICE_REQUEST, LOGS, TRACES};
 use super::WireError;
 use crate::record_size::RecordLimit;
@@ -90,10 +90,31 @@ impl ScannedResource<'_> {
         enriched.into_iter().chain(raw.iter().copied())
     }
 
+    /// Its fields but the scopes, encoded: decoded as a `ResourceSpans` / `ResourceLogs`, its resource and
+    /// `schema_url` without the scopes.
+    pub fn shell(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.shell_len());
+        for payload in self.resource_fields() {
+            put_len_prefix(&mut out, 1, payload.len());
+            out.extend_from_slice(payload);
+        }
+        write_fields(&mut out, &self.rest, |_| true);
+        out
+    }
+
     /// The bytes of its fields but the scopes.
     fn shell_len(&self) -> usize {
         let resource: usize = self.resource_fields().map(|p| len_field_size(1, p.len())).sum();
         resource + self.rest.iter().map(|(_, f)| f.len()).sum::<usize>()
+    }
+}
+
+impl ScannedScope<'_> {
+    /// Its fields but the items, encoded: decoded as a `ScopeSpans` / `ScopeLogs`, its scope and `schema_url`.
+    pub fn shell(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_fields(&mut out, &self.shell, |_| true);
+        out
     }
 }
 
