@@ -43,6 +43,21 @@ struct Context {
     scope_schema_url: String,
 }
 
+/// The messages of a buffer of length-delimited ones, as `add_record` writes them.
+struct LengthDelimited<'a>(&'a [u8]);
+
+impl<'a> Iterator for LengthDelimited<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, prefix) = tailgate_proto::wire::reader::decode_varint(self.0)?;
+        let end = prefix.checked_add(usize::try_from(len).ok()?)?;
+        let message = self.0.get(prefix..end)?;
+        self.0 = &self.0[end..];
+        Some(message)
+    }
+}
+
 /// Spans of one trace that share a context, each length-delimited.
 #[derive(Debug)]
 struct SpanGroup {
@@ -51,6 +66,19 @@ struct SpanGroup {
 }
 
 impl PendingTrace {
+    /// The trace's spans as their bytes, each with its resource.
+    pub fn encoded_spans(&self) -> impl Iterator<Item = (Option<&Resource>, &[u8])> + '_ {
+        self.groups.iter().flat_map(|group| {
+            let resource = group.context.resource.as_ref();
+            LengthDelimited(group.encoded.as_slice()).map(move |span| (resource, span))
+        })
+    }
+
+    /// The resources of the trace's spans, once per group of spans that arrived together.
+    pub fn resources(&self) -> impl Iterator<Item = &Resource> + '_ {
+        self.groups.iter().filter_map(|group| group.context.resource.as_ref())
+    }
+
     /// The trace's spans, decoded and grouped by resource and scope as they arrived.
     pub fn decode(&self) -> Vec<ResourceSpans> {
         let mut batches: Vec<ResourceSpans> = Vec::new();
@@ -328,6 +356,21 @@ impl PartitionBuffer {
 }
 
 /// Appends `span` under a copy of its resource and scope, reusing the last ones when they match.
+/// The one trace of `batches` buffered as the worker buffers it (encoded as a record and scanned): what policy
+/// tests decide on.
+#[cfg(test)]
+pub(crate) fn pending(batches: &[ResourceSpans]) -> PendingTrace {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let bytes = ExportTraceServiceRequest { resource_spans: batches.to_vec() }.encode_to_vec();
+    let scanned = tailgate_proto::wire::WireSignal::Traces.scan(&bytes).expect("a valid request");
+    let mut buffer = PartitionBuffer::default();
+    let limits = TraceLimits { max_spans: usize::MAX, max_bytes: usize::MAX };
+    buffer.add_record(0, 0, &scanned, limits, |_| None);
+    assert_eq!(buffer.traces.len(), 1, "the spans of one trace");
+    let id = *buffer.traces.keys().next().expect("one trace");
+    buffer.traces.remove(&id).expect("one trace")
+}
+
 /// A resource's or scope's message without its children, from its fields as written.
 fn decode_shell<M: Message + Default>(fields: &[u8]) -> M {
     // Validated by the scan.

@@ -400,13 +400,14 @@ impl Sampler {
                 }
                 let clock = owned.state.buffer.clock_ms;
                 metrics::histogram!(DECISION_DELAY).record((clock - trace.first_seen_ms).max(0) as f64 / 1000.0);
-                let mut batches = trace.decode();
-                let verdict = self.policies.decide(&TraceView { trace_id: &trace_id, batches: &batches }, clock);
+                // Decided on the buffered bytes; only a kept trace is decoded, to be written out.
+                let verdict = self.policies.decide(&TraceView::new(&trace_id, &trace), clock);
                 decisions.insert(trace_id, verdict.keep);
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
                 let policy = verdict.policy.clone().unwrap_or_default();
                 metrics::counter!(TRACES, "decision" => outcome, "policy" => policy).increment(1);
                 metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
+                let mut batches = if verdict.keep { trace.decode() } else { Vec::new() };
                 if verdict.keep {
                     if let Some(percentage) = verdict.probabilistic {
                         mark_threshold(&mut batches, percentage);

@@ -121,9 +121,9 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
             peak_heap_per_span = (heap - encoded as f64) / buffered as f64;
         }
         for (trace_id, trace) in buffer.due(decision_wait_ms, None) {
-            let batches = trace.decode();
-            let verdict = policies.decide(&TraceView { trace_id: &trace_id, batches: &batches }, buffer.clock_ms);
+            let verdict = policies.decide(&TraceView::new(&trace_id, &trace), buffer.clock_ms);
             if verdict.keep {
+                let batches = trace.decode();
                 kept_spans += trace.spans;
                 let out = tailgate_proto::split(ExportTraceServiceRequest { resource_spans: batches }, 12, 1_000_000);
                 std::hint::black_box(out);

@@ -10,6 +10,7 @@ pub struct SpanFields<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
     pub parent_span_id: &'a [u8],
+    pub trace_state: &'a str,
     pub name: &'a str,
     pub kind: i32,
     pub start_time_unix_nano: u64,
@@ -34,6 +35,9 @@ impl<'a> SpanFields<'a> {
             match (field.number, field.wire_type) {
                 (1, WireType::LengthDelimited) => out.trace_id = field.value,
                 (2, WireType::LengthDelimited) => out.span_id = field.value,
+                (3, WireType::LengthDelimited) => {
+                    out.trace_state = std::str::from_utf8(field.value).unwrap_or_default()
+                }
                 (4, WireType::LengthDelimited) => out.parent_span_id = field.value,
                 (5, WireType::LengthDelimited) => out.name = std::str::from_utf8(field.value).unwrap_or_default(),
                 (6, WireType::Varint) => out.kind = varint(field.value) as i32,
@@ -67,6 +71,7 @@ mod tests {
             trace_id in prop::collection::vec(any::<u8>(), 0..17),
             parent in prop::collection::vec(any::<u8>(), 0..9),
             name in "[a-zA-Z /\u{e9}]{0,20}",
+            trace_state in "[a-z=,]{0,12}",
             kind in 0..6i32,
             times in any::<(u64, u64)>(),
             status in prop::option::of(0..3i32),
@@ -77,6 +82,7 @@ mod tests {
                 span_id: vec![7; 8],
                 parent_span_id: parent.clone(),
                 name: name.clone(),
+                trace_state: trace_state.clone(),
                 kind,
                 start_time_unix_nano: times.0,
                 end_time_unix_nano: times.1,
@@ -93,6 +99,7 @@ mod tests {
             prop_assert_eq!(read.trace_id, decoded.trace_id.as_slice());
             prop_assert_eq!(read.parent_span_id, decoded.parent_span_id.as_slice());
             prop_assert_eq!(read.name, decoded.name.as_str());
+            prop_assert_eq!(read.trace_state, decoded.trace_state.as_str());
             prop_assert_eq!(read.kind, decoded.kind);
             prop_assert_eq!((read.start_time_unix_nano, read.end_time_unix_nano), (decoded.start_time_unix_nano, decoded.end_time_unix_nano));
             prop_assert_eq!(read.status_code, decoded.status.map_or(0, |s| s.code));

@@ -139,9 +139,7 @@ impl Policy {
                 let duration = trace.duration_ns();
                 sampled(duration >= *lower_ns && upper_ns.is_none_or(|upper| duration <= upper))
             }
-            Policy::StatusCode(codes) => {
-                sampled(trace.spans().any(|(_, s)| codes.contains(&s.status.as_ref().map_or(0, |st| st.code))))
-            }
+            Policy::StatusCode(codes) => sampled(trace.any_span(|span| codes.contains(&span.status_code))),
             Policy::Probabilistic { salt, threshold, .. } => {
                 sampled(probabilistic::hash(salt, trace.trace_id) <= *threshold)
             }
@@ -157,7 +155,7 @@ impl Policy {
                 let count = trace.span_count();
                 sampled(count >= *min && max.is_none_or(|max| count <= max))
             }
-            Policy::TraceState { key, values } => sampled(trace.spans().any(|(_, span)| {
+            Policy::TraceState { key, values } => sampled(trace.any_span(|span| {
                 span.trace_state
                     .split(',')
                     .filter_map(|member| member.trim().split_once('='))

@@ -5,6 +5,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 
 use super::*;
+use crate::buffer::pending;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }) }
@@ -53,7 +54,7 @@ fn policies(yaml: &str) -> Policies {
 }
 
 fn keeps(policies: &mut Policies, batches: &[ResourceSpans]) -> bool {
-    policies.decide(&TraceView { trace_id: &[9; 16], batches }, 0).keep
+    policies.decide(&TraceView::new(&[9; 16], &pending(batches)), 0).keep
 }
 
 /// The seed's configuration: errors always, slow always, 10% of the rest.
@@ -66,13 +67,10 @@ const SEED: &str = "
 #[test]
 fn the_seed_policies_keep_errors_slow_and_a_tenth_of_the_rest() {
     let mut p = policies(SEED);
-    let verdict =
-        p.decide(&TraceView { trace_id: &[9; 16], batches: &trace(Spec { error: true, ..Default::default() }) }, 0);
+    let verdict = p.decide(&TraceView::new(&[9; 16], &pending(&trace(Spec { error: true, ..Default::default() }))), 0);
     assert_eq!((verdict.keep, verdict.policy.as_deref()), (true, Some("errors-always")));
-    let verdict = p.decide(
-        &TraceView { trace_id: &[9; 16], batches: &trace(Spec { duration_ms: 2500, ..Default::default() }) },
-        0,
-    );
+    let verdict =
+        p.decide(&TraceView::new(&[9; 16], &pending(&trace(Spec { duration_ms: 2500, ..Default::default() }))), 0);
     assert_eq!(verdict.policy.as_deref(), Some("slow-requests"));
 
     let batches = trace(Spec::default());
@@ -81,7 +79,7 @@ fn the_seed_policies_keep_errors_slow_and_a_tenth_of_the_rest() {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_be_bytes());
             id[15] = 1;
-            p.decide(&TraceView { trace_id: &id, batches: &batches }, 0).keep
+            p.decide(&TraceView::new(&id, &pending(&batches)), 0).keep
         })
         .count();
     assert!((1_700..2_300).contains(&kept), "kept {kept} of 20000 fast, successful traces");
@@ -97,14 +95,15 @@ fn probabilistic_is_deterministic_and_salted() {
     let mut differ = 0;
     for i in 0..200u8 {
         let id = [i; 16];
-        let view = TraceView { trace_id: &id, batches: &batches };
+        let view_trace = pending(&batches);
+        let view = TraceView::new(&id, &view_trace);
         assert_eq!(a.decide(&view, 0).keep, b.decide(&view, 0).keep);
         differ += usize::from(a.decide(&view, 0).keep != salted.decide(&view, 0).keep);
     }
     assert!(differ > 20, "a different salt picks different traces");
     assert_eq!(
-        a.decide(&TraceView { trace_id: &[3; 16], batches: &batches }, 0).probabilistic,
-        a.decide(&TraceView { trace_id: &[3; 16], batches: &batches }, 0).keep.then_some(50.0)
+        a.decide(&TraceView::new(&[3; 16], &pending(&batches)), 0).probabilistic,
+        a.decide(&TraceView::new(&[3; 16], &pending(&batches)), 0).keep.then_some(50.0)
     );
     assert_eq!(tracestate_threshold(10.0), "e6666666666666");
     assert_eq!(tracestate_threshold(25.0), "c");
@@ -212,7 +211,8 @@ fn and_not_drop() {
 fn rate_limiting_in_event_time_and_split_across_workers() {
     let mut p = policies("[{ name: r, type: rate_limiting, rate_limiting: { spans_per_second: 10 } }]");
     let three = trace(Spec { spans: 3, ..Default::default() });
-    let view = TraceView { trace_id: &[1; 16], batches: &three };
+    let view_trace = pending(&three);
+    let view = TraceView::new(&[1; 16], &view_trace);
     let kept: Vec<bool> = (0..5).map(|_| p.decide(&view, 1_000).keep).collect();
     assert_eq!(kept, [true, true, true, false, false], "10 spans per second: three traces of 3");
     assert!(!p.decide(&view, 1_100).keep, "0.1 s of event time refills 1 span");
@@ -243,8 +243,10 @@ fn composite_allocates_the_budget_in_order() {
     let mut p = policies(yaml);
     let ten_ok = trace(Spec { spans: 10, ..Default::default() });
     let ten_err = trace(Spec { spans: 10, error: true, ..Default::default() });
-    let ok = TraceView { trace_id: &[1; 16], batches: &ten_ok };
-    let err = TraceView { trace_id: &[1; 16], batches: &ten_err };
+    let ok_trace = pending(&ten_ok);
+    let ok = TraceView::new(&[1; 16], &ok_trace);
+    let err_trace = pending(&ten_err);
+    let err = TraceView::new(&[1; 16], &err_trace);
     // Errors: 60 spans from their own allocation, then 30 more from `everything`'s.
     let errors_kept = (0..12).filter(|_| p.decide(&err, 0).keep).count();
     assert_eq!(errors_kept, 9);

@@ -1,30 +1,43 @@
-//! A trace as the policies see it: every span received for one trace ID, with its resource.
+//! A trace as the policies see it: every span received for one trace ID, with its resource — read from the spans'
+//! buffered bytes, never decoded whole. A policy reads only what it needs: times and status from each span's
+//! top-level fields ([`SpanFields`]), an attribute by decoding only the attributes of that key.
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use prost::Message;
+use tailgate_proto::wire::reader::{Fields, WireType};
+use tailgate_proto::wire::SpanFields;
+
+use crate::buffer::PendingTrace;
+
+/// `Span.attributes`, and `KeyValue.key`.
+const ATTRIBUTES: u32 = 9;
+const KEY: u32 = 1;
 
 pub struct TraceView<'a> {
     pub trace_id: &'a [u8],
-    /// The trace's spans, grouped by the resource and scope they arrived with.
-    pub batches: &'a [ResourceSpans],
+    trace: &'a PendingTrace,
 }
 
 impl<'a> TraceView<'a> {
-    pub fn spans(&self) -> impl Iterator<Item = (Option<&'a Resource>, &'a Span)> + 'a {
-        self.batches.iter().flat_map(|rs| {
-            let resource = rs.resource.as_ref();
-            rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| (resource, span))
-        })
+    pub fn new(trace_id: &'a [u8], trace: &'a PendingTrace) -> Self {
+        TraceView { trace_id, trace }
+    }
+
+    /// Whether any span's top-level fields satisfy `f`.
+    pub fn any_span(&self, f: impl Fn(&SpanFields<'_>) -> bool) -> bool {
+        self.trace.encoded_spans().any(|(_, span)| f(&SpanFields::read(span)))
     }
 
     pub fn span_count(&self) -> usize {
-        self.batches.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
+        self.trace.spans
     }
 
     /// From the earliest start to the latest end of any span, as the Collector's latency policy measures it.
     pub fn duration_ns(&self) -> u64 {
-        let (start, end) = self.spans().fold((u64::MAX, 0u64), |(start, end), (_, span)| {
+        let (start, end) = self.trace.encoded_spans().fold((u64::MAX, 0u64), |(start, end), (_, span)| {
+            let span = SpanFields::read(span);
             (start.min(span.start_time_unix_nano), end.max(span.end_time_unix_nano))
         });
         end.saturating_sub(start)
@@ -32,16 +45,26 @@ impl<'a> TraceView<'a> {
 
     /// Whether any span, or the resource of any span, has attribute `key` with a value `matches` accepts.
     pub fn any_attribute(&self, key: &str, matches: impl Fn(&Value) -> bool) -> bool {
-        let resource_match = self.batches.iter().filter_map(|rs| rs.resource.as_ref()).any(|r| {
-            r.attributes
-                .iter()
-                .any(|kv| kv.key == key && kv.value.as_ref().and_then(|v| v.value.as_ref()).is_some_and(&matches))
-        });
-        resource_match
-            || self.spans().any(|(_, span)| {
-                span.attributes
-                    .iter()
-                    .any(|kv| kv.key == key && kv.value.as_ref().and_then(|v| v.value.as_ref()).is_some_and(&matches))
-            })
+        let accepts =
+            |kv: &KeyValue| kv.key == key && kv.value.as_ref().and_then(|v| v.value.as_ref()).is_some_and(&matches);
+        let resource_match = self.trace.resources().any(|r: &Resource| r.attributes.iter().any(accepts));
+        resource_match || self.trace.encoded_spans().any(|(_, span)| span_attributes(span, key).any(|kv| accepts(&kv)))
     }
+}
+
+/// The attributes of `span` whose key is `key`, each decoded; the others are only looked at.
+fn span_attributes<'s>(span: &'s [u8], key: &'s str) -> impl Iterator<Item = KeyValue> + 's {
+    Fields::new(span)
+        .map_while(Result::ok)
+        .filter(|f| f.number == ATTRIBUTES && f.wire_type == WireType::LengthDelimited)
+        .filter(move |attribute| {
+            // The last `key` written wins, as in prost.
+            let written = Fields::new(attribute.value)
+                .map_while(Result::ok)
+                .filter(|f| f.number == KEY && f.wire_type == WireType::LengthDelimited)
+                .last();
+            written.is_some_and(|f| f.value == key.as_bytes())
+        })
+        // Validated when the record was scanned.
+        .filter_map(|attribute| KeyValue::decode(attribute.value).ok())
 }
