@@ -35,8 +35,9 @@ use crate::red::RedMetrics;
 use crate::SamplerConfig;
 
 /// How far ahead of this worker's wall clock a record's timestamp may be (clock differences between hosts). A
-/// timestamp further ahead — another producer's clock, a client-set CreateTime — is taken as now, and counted:
-/// one record must not move a partition's event time, or every trace in it would be due at once.
+/// timestamp further ahead — another producer's clock, a client-set CreateTime — is taken as the partition's event
+/// time as it stands, and counted: one record must not move a partition's event time, or every trace in it would be
+/// due at once.
 const MAX_CLOCK_AHEAD_MS: i64 = 1_000;
 const TICK: Duration = Duration::from_millis(100);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -271,10 +272,11 @@ impl Sampler {
 
     fn on_message(&mut self, epoch: u64, message: OwnedMessage) {
         let (partition, offset) = (message.partition(), message.offset());
-        if self.partitions().get_mut(partition, epoch).is_none() {
-            return;
-        }
-        let timestamp = self.event_time(message.timestamp().to_millis());
+        let clock_ms = match self.partitions().get_mut(partition, epoch) {
+            Some(owned) => owned.state.buffer.clock_ms,
+            None => return,
+        };
+        let timestamp = self.event_time(message.timestamp().to_millis(), clock_ms);
         let payload = message.payload().unwrap_or_default();
         // Scanned on its wire format, refused where prost would refuse it; its spans are never decoded to be
         // buffered.
@@ -301,17 +303,22 @@ impl Sampler {
         }
     }
 
-    /// A record's event time: its timestamp, unless that is missing or implausibly far ahead of the wall clock.
-    fn event_time(&self, timestamp: Option<i64>) -> i64 {
+    /// A record's event time: its timestamp, unless that is missing or implausibly far ahead of the wall clock;
+    /// then the partition's event time as it is (`clock_ms`), so that the record does not move it. Not the wall
+    /// clock: while a backlog is read the partition's event time is behind it, and jumping to it would make every
+    /// trace read so far due at once, before its later spans are read.
+    /// Before the partition's first record its event time is unknown, and the wall clock stands in.
+    fn event_time(&self, timestamp: Option<i64>, clock_ms: i64) -> i64 {
         let now = now_ms();
+        let current = if clock_ms > 0 { clock_ms } else { now };
         match timestamp {
             Some(timestamp) if timestamp > now + MAX_CLOCK_AHEAD_MS => {
                 self.stats.clamped_timestamps.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(CLAMPED_TIMESTAMPS).increment(1);
-                now
+                current
             }
-            Some(timestamp) => timestamp,
-            None => now,
+            Some(timestamp) if timestamp >= 0 => timestamp,
+            _ => current,
         }
     }
 

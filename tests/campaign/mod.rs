@@ -200,7 +200,11 @@ async fn check(pipeline: &Pipeline, sent: &Sent, injected: &faults::Injected) ->
         sent.latency_count_acked, sent.latency_count_sent
     );
     rows.push(metric_row("orders", "kafka metrics", sent.orders_acked, sent.orders_unacked, orders_topic));
-    rows.push(metric_row("orders", "prometheus", sent.orders_acked, sent.orders_unacked, orders_now.unwrap_or(0.0)));
+    // The exporter keeps delta totals in memory: after its restart the counter starts again from the deltas re-read
+    // since the last commit, a reset Prometheus' increase() counts across. So the total is the reset-adjusted sum of
+    // the raw samples, not the value now (which only counts since the last restart).
+    let orders_total = stages::reset_adjusted(&orders_samples);
+    rows.push(metric_row("orders", "prometheus", sent.orders_acked, sent.orders_unacked, orders_total));
     let unacked_count = (sent.latency_count_sent - sent.latency_count_acked) as f64;
     let acked_count = sent.latency_count_acked as f64;
     rows.push(metric_row("latency", "kafka metrics", acked_count, unacked_count, count_topic as f64));

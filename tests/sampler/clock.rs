@@ -100,6 +100,70 @@ async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
     gateway.stop().await;
 }
 
+/// A backlog: roots written two minutes ago, a record from the future, then the error children 1.5 s after their
+/// roots, all read by a sampler started afterwards. Clamping the future record to the wall clock would move the
+/// partition's event time two minutes past the backlog it is reading, so every root would be decided as it is read,
+/// before its error child. A record whose timestamp is implausible must not move the clock at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_future_in_a_backlog_does_not_move_the_clock_past_it() {
+    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let two_minutes_ago = tailgate_kafka::now_ms() - 120_000;
+    let write = |request: ExportTraceServiceRequest, timestamp: i64| {
+        let (producer, topic) = (producer.clone(), kafka.topics.spans.clone());
+        async move {
+            let split = tailgate_proto::split(request, PARTITIONS, 1 << 20);
+            for record in split.records {
+                let headers = tailgate_kafka::contract_headers(tailgate_proto::headers::ENCODING_OTLP_PROTO);
+                let record = FutureRecord::to(&topic)
+                    .partition(record.partition as i32)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(headers)
+                    .timestamp(timestamp);
+                producer.send(record, Duration::from_secs(10)).await.expect("written");
+            }
+        }
+    };
+    write(part(false), two_minutes_ago).await;
+    for partition in 0..PARTITIONS {
+        let foreign = (1000..).map(trace_id).find(|id| partition_for_key(id, PARTITIONS) == partition).unwrap();
+        let request = harness::trace_request(vec![Span { trace_id: foreign, span_id: vec![9; 8], ..Default::default() }]);
+        write(request, tailgate_kafka::now_ms() + 3_600_000).await;
+    }
+    write(part(true), two_minutes_ago + 1_500).await;
+
+    let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";
+    let config = SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(5),
+        policies: tailgate_config::from_yaml(yaml).unwrap(),
+        ..SamplerConfig::default()
+    };
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
+    let records = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(40), |r| {
+                whole(r) == TRACES as usize
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let by_trace = spans_by_trace(&records);
+    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
+    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete: {lost:?}", lost.len());
+    assert_eq!(by_trace.len(), TRACES as usize, "only the error traces are kept");
+    assert_eq!(
+        sampler.stats.clamped_timestamps.load(std::sync::atomic::Ordering::SeqCst),
+        u64::from(PARTITIONS),
+        "the state this test is about was reached: each foreign record's timestamp was found implausible"
+    );
+    sampler.stop().await;
+}
+
 /// Span names seen per trace ID.
 fn spans_by_trace(records: &[harness::Record]) -> HashMap<Vec<u8>, HashSet<String>> {
     let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
