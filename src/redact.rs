@@ -1,14 +1,16 @@
 //! What `tailgate validate` prints: the effective configuration with its secrets replaced by `[REDACTED]`, as the
 //! OpenTelemetry Collector prints its opaque values. A secret is any value of a request header (exporters send
-//! `Authorization`, API keys, tenant IDs there), a tenant ID, and any Kafka client property whose name says it holds
-//! a credential (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, …).
+//! `Authorization`, API keys, tenant IDs there), a tenant ID, any Kafka client property whose name says it holds
+//! a credential (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, `….passphrase`,
+//! `sasl.oauthbearer.config`, …), and the `user:password@` part of any URL.
 
 use serde_yaml::Value;
 
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Parts of a key that mark its value as a credential.
-const SECRET_WORDS: [&str; 5] = ["password", "secret", "token", "credential", "pem"];
+const SECRET_WORDS: [&str; 7] =
+    ["password", "passphrase", "secret", "token", "credential", "pem", "oauthbearer.config"];
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -37,8 +39,21 @@ fn redact(value: &mut Value, all: bool) {
             }
         }
         Value::Sequence(items) => items.iter_mut().for_each(|item| redact(item, all)),
+        Value::String(text) => {
+            if let Some(masked) = mask_userinfo(text) {
+                *text = masked;
+            }
+        }
         _ => {}
     }
+}
+
+/// `scheme://user:password@host…` with the credentials redacted; `None` for anything else.
+fn mask_userinfo(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://{REDACTED}@{}", &rest[at + 1..]))
 }
 
 #[cfg(test)]
@@ -49,16 +64,18 @@ mod tests {
     fn credentials_headers_and_tenants_are_redacted_and_nothing_else() {
         let config: Value = serde_yaml::from_str(
             "kafka: { brokers: 'k:9092', client: { sasl.password: hunter2, ssl.key.password: p, \
-             sasl.username: alice, ssl.key.location: /etc/key.pem } }\n\
+             sasl.username: alice, ssl.key.location: /etc/key.pem, sasl.oauthbearer.assertion.private.key.passphrase: pp1 } }\n\
              exporters: { loki: { endpoint: 'http://loki', tenant_id: shop, headers: { Authorization: Bearer abc } }, \
-             jaeger: { headers: {} } }\n",
+             prometheus: { endpoint: 'https://bob:t0k3n@prom:9090/api/v1/write' }, jaeger: { headers: {} } }\n",
         )
         .unwrap();
         let printed = serde_yaml::to_string(&redacted(config)).unwrap();
-        for secret in ["hunter2", "ssl.key.password: p\n", "shop", "Bearer abc"] {
+        for secret in ["hunter2", "ssl.key.password: p\n", "shop", "Bearer abc", "t0k3n", "bob", "pp1"] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
-        for kept in ["alice", "k:9092", "http://loki", "/etc/key.pem", "Authorization: '[REDACTED]'"] {
+        for kept in
+            ["alice", "k:9092", "http://loki", "/etc/key.pem", "Authorization: '[REDACTED]'", "prom:9090/api/v1/write"]
+        {
             assert!(printed.contains(kept), "{kept} missing:\n{printed}");
         }
     }

@@ -94,10 +94,10 @@ impl KafkaSink {
 
         let split = match (request, S::WIRE) {
             (Payload::Encoded(bytes), Some(wire)) => {
-                // What the scan allocates is one entry per item: counted first (a walk of the levels above the
-                // items, nothing kept) and paid for before scanning.
-                let items = wire::count_items(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
-                if !permit.grow(items.saturating_mul(wire::SCAN_BYTES_PER_ITEM)) {
+                // What the scan allocates, per item, resource, scope and field: counted first (a walk of the levels
+                // above the items, nothing kept) and paid for before scanning.
+                let cost = wire::scan_cost(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+                if !permit.grow(cost.bytes) {
                     return Err(ExportError::Throttled { retry_after: self.throttle_retry_after });
                 }
                 let mut scanned = wire.scan(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
@@ -119,9 +119,15 @@ impl KafkaSink {
             }
             (Payload::Decoded(request), _) => self.split_decoded(signal, transport, request, limit)?,
         };
-        // The request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy.
+        // The request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy. Records
+        // can outweigh their request (each carries a copy of its resource): then the difference is paid before
+        // librdkafka copies them, or the request is throttled.
         let records: usize = split.records.iter().map(|r| r.key.len() + r.value.len()).sum();
-        permit.shrink_to(records.saturating_mul(2));
+        let held = records.saturating_mul(2);
+        if held > permit.bytes() && !permit.grow(held - permit.bytes()) {
+            return Err(self.fail(signal, ExportError::Throttled { retry_after: self.throttle_retry_after }, &split));
+        }
+        permit.shrink_to(held);
         for (reason, count) in
             [(Rejection::InvalidId, split.rejected_invalid_id), (Rejection::TooLarge, split.rejected_too_large)]
         {

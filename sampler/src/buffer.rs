@@ -155,6 +155,22 @@ impl EarlyDecision {
     }
 }
 
+/// When a record's spans arrived, in event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventTime {
+    pub ms: i64,
+    /// False for a record whose own timestamp was implausible: its spans are stamped `ms`, but the partition's
+    /// clock does not move.
+    pub moves_clock: bool,
+}
+
+/// A record's timestamp, which moves the clock.
+impl From<i64> for EventTime {
+    fn from(ms: i64) -> Self {
+        EventTime { ms, moves_clock: true }
+    }
+}
+
 /// Per-trace bounds: a trace that reaches either is decided at once.
 #[derive(Clone, Copy, Debug)]
 pub struct TraceLimits {
@@ -183,12 +199,16 @@ impl PartitionBuffer {
     pub fn add_record(
         &mut self,
         offset: i64,
-        timestamp_ms: i64,
+        time: impl Into<EventTime>,
         request: &Scanned<'_>,
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> Added {
-        self.clock_ms = self.clock_ms.max(timestamp_ms);
+        let time = time.into();
+        let timestamp_ms = time.ms;
+        if time.moves_clock {
+            self.clock_ms = self.clock_ms.max(timestamp_ms);
+        }
         let mut late_kept: Vec<ResourceSpans> = Vec::new();
         let mut late_dropped = 0;
         let mut invalid_trace_id = 0;

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::annotate::{mark_policy, mark_threshold};
-use crate::buffer::{EarlyDecision, PartitionBuffer, PendingTrace, TraceId, TraceLimits};
+use crate::buffer::{EarlyDecision, EventTime, PartitionBuffer, PendingTrace, TraceId, TraceLimits};
 use crate::decisions::{self, Decisions};
 use crate::metrics::*;
 use crate::output::{Output, Settled};
@@ -304,25 +304,26 @@ impl Sampler {
     }
 
     /// A record's event time: its timestamp, unless that is missing or implausibly far ahead of the wall clock;
-    /// then the partition's event time as it is (`clock_ms`), so that the record does not move it. Not the wall
-    /// clock: while a backlog is read the partition's event time is behind it, and jumping to it would make every
-    /// trace read so far due at once, before its later spans are read.
-    /// Before the partition's first record its event time is unknown, and the wall clock stands in.
-    fn event_time(&self, timestamp: Option<i64>, clock_ms: i64) -> i64 {
+    /// then its spans take the partition's event time as it stands (`clock_ms`), and the record does not move the
+    /// clock. Not the wall clock: while a backlog is read the partition's event time is behind it, and jumping to it
+    /// would make every trace read so far due at once, before its later spans are read. Before the partition's first
+    /// record its event time is unknown: the spans take the wall clock (decided late, never early), the clock
+    /// still does not move.
+    fn event_time(&self, timestamp: Option<i64>, clock_ms: i64) -> EventTime {
         let now = now_ms();
         let current = if clock_ms > 0 { clock_ms } else { now };
         match timestamp {
             Some(timestamp) if timestamp > now + MAX_CLOCK_AHEAD_MS => {
                 self.stats.clamped_timestamps.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(CLAMPED_TIMESTAMPS).increment(1);
-                current
+                EventTime { ms: current, moves_clock: false }
             }
-            Some(timestamp) if timestamp >= 0 => timestamp,
-            _ => current,
+            Some(timestamp) if timestamp > 0 => EventTime::from(timestamp),
+            _ => EventTime { ms: current, moves_clock: false },
         }
     }
 
-    fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: i64, request: &Scanned<'_>) {
+    fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: EventTime, request: &Scanned<'_>) {
         let limits = TraceLimits {
             max_spans: self.config.max_spans_per_trace,
             max_bytes: self.config.max_trace_bytes.get() as usize,

@@ -106,6 +106,14 @@ async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
 /// before its error child. A record whose timestamp is implausible must not move the clock at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_from_the_future_in_a_backlog_does_not_move_the_clock_past_it() {
+    backlog_with_a_future_record().await;
+}
+
+// With the future record first on each partition the traces are not lost even when it sets the clock to the wall
+// clock: its trace, stamped now, heads the partition's decision queue and holds the backlog's traces behind it
+// until the backlog is read. So that case has no test that could fail; the clock is left alone there too.
+
+async fn backlog_with_a_future_record() {
     let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
@@ -126,12 +134,15 @@ async fn a_record_from_the_future_in_a_backlog_does_not_move_the_clock_past_it()
             }
         }
     };
+    let future = || async {
+        for partition in 0..PARTITIONS {
+            let foreign = (1000..).map(trace_id).find(|id| partition_for_key(id, PARTITIONS) == partition).unwrap();
+            let span = Span { trace_id: foreign, span_id: vec![9; 8], ..Default::default() };
+            write(harness::trace_request(vec![span]), tailgate_kafka::now_ms() + 3_600_000).await;
+        }
+    };
     write(part(false), two_minutes_ago).await;
-    for partition in 0..PARTITIONS {
-        let foreign = (1000..).map(trace_id).find(|id| partition_for_key(id, PARTITIONS) == partition).unwrap();
-        let request = harness::trace_request(vec![Span { trace_id: foreign, span_id: vec![9; 8], ..Default::default() }]);
-        write(request, tailgate_kafka::now_ms() + 3_600_000).await;
-    }
+    future().await;
     write(part(true), two_minutes_ago + 1_500).await;
 
     let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";

@@ -19,7 +19,7 @@ pub mod span;
 pub mod split;
 
 pub use reader::WireError;
-pub use scan::{count_items, Item, Scanned, ScannedResource, ScannedScope, SCAN_BYTES_PER_ITEM};
+pub use scan::{count_items, scan_cost, Item, ScanCost, Scanned, ScannedResource, ScannedScope, SCAN_BYTES_PER_ITEM};
 pub use span::SpanFields;
 pub use split::{split, WireSignal};
 

@@ -73,32 +73,53 @@ fn expect_message(schema: &Schema, name: &str, field: &Field<'_>) -> Result<(), 
 }
 
 /// What a scan keeps per item, and a split per item it writes: its [`Item`] and a slice in a record's content.
-/// A gateway pays this per item, counted by [`count_items`], before scanning.
 pub const SCAN_BYTES_PER_ITEM: usize = std::mem::size_of::<Item<'static>>() + std::mem::size_of::<&[u8]>();
 
-/// The items in a trace or logs request, counted from the levels above them (items are not read): for paying a
-/// scan's memory before it runs. Refuses only what prost refuses too; [`scan`] checks the rest.
-pub fn count_items(request: &[u8]) -> Result<usize, WireError> {
-    let mut items = 0usize;
+/// What scanning a request will hold, known before it runs: its items, and the bytes of everything the scan keeps
+/// per item, per resource, per scope and per field it copies as written — twice that, as a `Vec` may double.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanCost {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+/// The [`ScanCost`] of a trace or logs request, counted from the levels above the items (items are not read), so
+/// that a gateway pays for a scan's memory before it runs: a request of a million empty resources costs what it
+/// makes, like one of a million spans. Refuses only what prost refuses too; [`scan`] checks the rest.
+pub fn scan_cost(request: &[u8]) -> Result<ScanCost, WireError> {
+    const FIELD: usize = std::mem::size_of::<(u32, &[u8])>();
+    let (mut items, mut bytes) = (0usize, 0usize);
     let mut top = Fields::new(request);
     while let Some(field) = top.next() {
         let field = field?;
         if field.number != RESOURCES || field.wire_type != WireType::LengthDelimited {
             continue;
         }
+        bytes = bytes.saturating_add(std::mem::size_of::<ScannedResource<'static>>());
         let mut resource = top.nested(&field)?;
         while let Some(field) = resource.next() {
             let field = field?;
             if field.number != CHILDREN || field.wire_type != WireType::LengthDelimited {
+                bytes = bytes.saturating_add(FIELD);
                 continue;
             }
+            bytes = bytes.saturating_add(std::mem::size_of::<ScannedScope<'static>>());
             for field in resource.nested(&field)? {
-                let field = field?;
-                items = items.saturating_add(usize::from(field.number == CHILDREN));
+                if field?.number == CHILDREN {
+                    items = items.saturating_add(1);
+                    bytes = bytes.saturating_add(SCAN_BYTES_PER_ITEM);
+                } else {
+                    bytes = bytes.saturating_add(FIELD);
+                }
             }
         }
     }
-    Ok(items)
+    Ok(ScanCost { items, bytes: bytes.saturating_mul(2) })
+}
+
+/// The items in a trace or logs request, counted as [`scan_cost`] counts them.
+pub fn count_items(request: &[u8]) -> Result<usize, WireError> {
+    scan_cost(request).map(|cost| cost.items)
 }
 
 /// Scans `request`, an `ExportTraceServiceRequest` (with [`super::schema::TRACES`] and [`SPAN_IDS`]) or an

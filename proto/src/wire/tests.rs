@@ -374,6 +374,26 @@ fn nesting_is_refused_exactly_where_prost_stops() {
     assert!(outcomes.contains(&true) && outcomes.contains(&false), "the limit was crossed: {outcomes:?}");
 }
 
+/// A request of empty resources or scopes, or of fields copied as written, costs what the scan keeps for them, not
+/// only its items: 16 MiB of `0a 00` would otherwise make 8 million resources for free.
+#[test]
+fn the_scan_cost_counts_what_the_scan_keeps() {
+    let empty_resources = [0x0a, 0x00].repeat(1000);
+    let cost = super::scan_cost(&empty_resources).unwrap();
+    assert_eq!(cost.items, 0);
+    assert!(cost.bytes >= 1000 * std::mem::size_of::<super::ScannedResource<'static>>(), "{cost:?}");
+    let scanned = WireSignal::Traces.scan(&empty_resources).unwrap();
+    assert_eq!(scanned.resources.len(), 1000);
+    // A resource of empty scopes, and scopes of schema_url fields.
+    let mut scopes = vec![0x0a];
+    let body: Vec<u8> = [0x12, 0x04, 0x1a, 0x02, b'a', b'b'].repeat(100);
+    put_varint(&mut scopes, body.len() as u64);
+    scopes.extend_from_slice(&body);
+    let cost = super::scan_cost(&scopes).unwrap();
+    let kept = std::mem::size_of::<super::ScannedScope<'static>>() + std::mem::size_of::<(u32, &[u8])>();
+    assert!(cost.bytes >= 100 * kept, "{cost:?}");
+}
+
 #[test]
 fn refusals_say_what_and_where() {
     // A span name that is not UTF-8.
