@@ -63,39 +63,13 @@ async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
         producer.send(record, Duration::from_secs(10)).await.expect("foreign record written");
     }
 
-    let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";
-    let config = SamplerConfig {
-        decision_wait: tailgate_config::Duration::from_secs(5),
-        policies: tailgate_config::from_yaml(yaml).unwrap(),
-        ..SamplerConfig::default()
-    };
-    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let sampler = harness::start_sampler(&errors_only(), &kafka, "tailgate-sampler").await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     client.export(part(false)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     client.export(part(true)).await.unwrap();
 
-    // Every trace kept, whole: root and error child.
-    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
-    let records = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || {
-            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(40), |r| {
-                whole(r) == TRACES as usize
-            })
-        })
-        .await
-        .unwrap()
-    };
-    let by_trace = spans_by_trace(&records);
-    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
-    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete: {lost:?}", lost.len());
-    assert_eq!(by_trace.len(), TRACES as usize, "only the error traces are kept");
-    assert_eq!(
-        sampler.stats.clamped_timestamps.load(std::sync::atomic::Ordering::SeqCst),
-        u64::from(PARTITIONS),
-        "each foreign record's timestamp was clamped"
-    );
+    assert_every_error_trace_kept_whole(&kafka, &sampler).await;
     sampler.stop().await;
     gateway.stop().await;
 }
@@ -145,13 +119,27 @@ async fn backlog_with_a_future_record() {
     future().await;
     write(part(true), two_minutes_ago + 1_500).await;
 
+    let sampler = harness::start_sampler(&errors_only(), &kafka, "tailgate-sampler").await;
+    assert_every_error_trace_kept_whole(&kafka, &sampler).await;
+    sampler.stop().await;
+}
+
+/// Keeps error traces, decided 5 s after their first span.
+fn errors_only() -> SamplerConfig {
     let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";
-    let config = SamplerConfig {
+    SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(5),
         policies: tailgate_config::from_yaml(yaml).unwrap(),
         ..SamplerConfig::default()
-    };
-    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    }
+}
+
+/// Every trace kept, whole (root and error child), nothing else kept, and each partition's foreign record counted
+/// as clamped: the state the tests are about was reached.
+async fn assert_every_error_trace_kept_whole(
+    kafka: &tailgate_kafka::KafkaConfig,
+    sampler: &harness::roles::RunningSampler,
+) {
     let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
     let records = {
         let kafka = kafka.clone();
@@ -170,9 +158,8 @@ async fn backlog_with_a_future_record() {
     assert_eq!(
         sampler.stats.clamped_timestamps.load(std::sync::atomic::Ordering::SeqCst),
         u64::from(PARTITIONS),
-        "the state this test is about was reached: each foreign record's timestamp was found implausible"
+        "each foreign record's timestamp was found implausible"
     );
-    sampler.stop().await;
 }
 
 /// Span names seen per trace ID.
