@@ -117,10 +117,10 @@ async fn produce_errors_are_never_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_budget_throttles_with_a_retry_delay() {
     let mock = harness::mock_cluster();
-    // A held request of these spans is p ≈ 12 KB. While admitted it pays at most ~12p (its body at up to twice its
-    // capacity, then 10p for what decoding allocates); once split it keeps ~2p, its records, until Kafka answers.
-    // A budget of 20p admits three of them one after the other (2 × 2p + 12p) and then has 14p free: less than the
-    // 33p a request three times as large needs to be admitted.
+    // A held request of these spans is p ≈ 12 KB. While admitted it pays at most ~6p (its body at up to twice its
+    // size, 3p for splitting it on the wire, a little per item); once split it keeps ~2p, its records, until Kafka
+    // answers. A budget of 20p admits three of them one after the other and then has ~14p free: far less than the
+    // ≥ 40p a request ten times as large needs (its body, then 3 bytes per byte).
     let payload = spans(0, 10, 1_200).encoded_len() as u64;
     let budget_bytes = 20 * payload;
     let mut ingest = harness::ingest_config();
@@ -154,12 +154,12 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
         "held {held_bytes} of a {budget_bytes}-byte budget by three requests of {payload} bytes"
     );
 
-    let status = client.export(spans(900, 10, 3_600)).await.unwrap_err();
+    let status = client.export(spans(900, 10, 12_000)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let retry = Status::decode(status.details()).unwrap().retry_delay();
     assert_eq!(retry, Some(Duration::from_secs(1)), "RetryInfo makes RESOURCE_EXHAUSTED retryable");
     let response =
-        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(950, 10, 3_600).encode_to_vec()).await;
+        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(950, 10, 12_000).encode_to_vec()).await;
     assert_eq!(response.status, 429);
     assert_eq!(response.header("retry-after"), Some("1"));
     assert!(held.iter().all(|request| !request.is_finished()), "the held requests were still waiting on Kafka");
