@@ -24,9 +24,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message as _, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tailgate_proto::wire::WireSignal;
 
 const SPANS_PER_REQUEST: usize = 600;
@@ -43,6 +42,10 @@ mod local;
 #[allow(dead_code)]
 #[path = "../harness/otlp.rs"]
 mod otlp;
+// Shared with the integration tests; this bench counts spans only.
+#[allow(dead_code)]
+#[path = "../harness/topic.rs"]
+mod topic;
 
 use cpu::cpu_seconds;
 use otlp::kv;
@@ -199,31 +202,12 @@ async fn cpu_when_idle(pid: u32) -> f64 {
     }
 }
 
-/// The spans in `topic`, each record decoded.
-fn spans_in(brokers: &str, topic: &str) -> usize {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-count-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for partition in 0..PARTITIONS {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
-        remaining += high - low;
-        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut spans = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while remaining > 0 && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
-            remaining -= 1;
-            spans += message.payload().map_or(0, |p| WireSignal::Traces.validate(p).unwrap_or(0));
-        }
-    }
-    spans
+/// The spans in `topic`, read until `expected` are there or a minute passed.
+fn spans_in(brokers: &str, topic: &str, expected: usize) -> usize {
+    let records = topic::read_topic(brokers, topic, PARTITIONS as u32, Duration::from_secs(60), |records| {
+        topic::count_spans(records) >= expected
+    });
+    topic::count_spans(&records)
 }
 
 async fn raw_path(brokers: &str, bodies: &[Vec<u8>]) -> (f64, f64) {
@@ -349,9 +333,12 @@ async fn main() {
             row(&label, "rotel", spans, wall, rotel_cpu, raw_cpu, &note);
         }
     }
-    println!("spans in Kafka: tailgate {} of {tailgate_sent} acknowledged", spans_in(&brokers, TAILGATE_TOPIC));
+    println!(
+        "spans in Kafka: tailgate {} of {tailgate_sent} acknowledged",
+        spans_in(&brokers, TAILGATE_TOPIC, tailgate_sent)
+    );
     if rotel.is_some() {
-        println!("spans in Kafka: rotel {} of {rotel_sent} acknowledged", spans_in(&brokers, ROTEL_TOPIC));
+        println!("spans in Kafka: rotel {} of {rotel_sent} acknowledged", spans_in(&brokers, ROTEL_TOPIC, rotel_sent));
         let log = std::fs::read_to_string(dir.join("rotel.log")).unwrap_or_default();
         for line in log.lines().filter(|l| l.contains("ERROR")).take(3) {
             println!("rotel: {line}");
