@@ -1,32 +1,137 @@
 //! What the sampler writes into the spans of a kept trace: the policy that kept it, and the sampling threshold.
+//!
+//! Written on the span's bytes, without decoding it: a protobuf reader takes the last occurrence of a singular
+//! field, so a new `trace_state` is appended after the span's own, and the policy attribute is one more entry of the
+//! repeated `attributes`, after the span's.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tailgate_proto::wire::reader::put_len_prefix;
+use tailgate_proto::wire::SpanFields;
 
 use crate::policy::tracestate_threshold;
 
 /// The attribute naming the policy that kept a span's trace, as the Collector's `recordpolicy` gate writes it.
 pub const POLICY_ATTRIBUTE: &str = "tailsampling.policy";
 
-/// Adds [`POLICY_ATTRIBUTE`] = `policy` to every span.
-pub fn mark_policy(batches: &mut [ResourceSpans], policy: &str) {
-    for span in batches.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans) {
-        span.attributes.push(KeyValue {
-            key: POLICY_ATTRIBUTE.to_owned(),
-            value: Some(AnyValue { value: Some(any_value::Value::StringValue(policy.to_owned())) }),
+/// Field numbers in `Span`, `KeyValue` and `AnyValue`.
+const SPAN_TRACE_STATE: u32 = 3;
+const SPAN_ATTRIBUTES: u32 = 9;
+const KEY_VALUE_KEY: u32 = 1;
+const KEY_VALUE_VALUE: u32 = 2;
+const ANY_VALUE_STRING: u32 = 1;
+
+/// The marks of one kept trace, worked out once and written into each of its spans.
+#[derive(Debug, Default)]
+pub struct Marks {
+    /// The `attributes` field holding [`POLICY_ATTRIBUTE`], encoded.
+    policy: Option<Vec<u8>>,
+    /// The `ot` entry of a probabilistic keep (`ot=th:…`).
+    threshold: Option<String>,
+}
+
+impl Marks {
+    /// `policy`: the policy to record, if policies are recorded; `percentage`: the sampling percentage of a
+    /// probabilistic keep.
+    pub fn new(policy: Option<&str>, percentage: Option<f64>) -> Self {
+        let policy = policy.map(|policy| {
+            let mut value = Vec::new();
+            put_len_prefix(&mut value, ANY_VALUE_STRING, policy.len());
+            value.extend_from_slice(policy.as_bytes());
+            let mut key_value = Vec::new();
+            put_len_prefix(&mut key_value, KEY_VALUE_KEY, POLICY_ATTRIBUTE.len());
+            key_value.extend_from_slice(POLICY_ATTRIBUTE.as_bytes());
+            put_len_prefix(&mut key_value, KEY_VALUE_VALUE, value.len());
+            key_value.extend_from_slice(&value);
+            let mut field = Vec::new();
+            put_len_prefix(&mut field, SPAN_ATTRIBUTES, key_value.len());
+            field.extend_from_slice(&key_value);
+            field
         });
+        let threshold = percentage.map(|p| format!("ot=th:{}", tracestate_threshold(p)));
+        Marks { policy, threshold }
+    }
+
+    /// Appends `span` (one `Span` message) with the marks to `out`. A span whose `tracestate` already has an `ot`
+    /// entry keeps it; otherwise the threshold goes first, before the other vendors' entries.
+    pub fn write_span(&self, span: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(span);
+        if let Some(entry) = &self.threshold {
+            let current = SpanFields::read(span).trace_state;
+            let trace_state = if current.is_empty() {
+                Some(entry.clone())
+            } else if !current.split(',').any(|member| member.trim().starts_with("ot=")) {
+                Some(format!("{entry},{current}"))
+            } else {
+                None
+            };
+            if let Some(trace_state) = trace_state {
+                put_len_prefix(out, SPAN_TRACE_STATE, trace_state.len());
+                out.extend_from_slice(trace_state.as_bytes());
+            }
+        }
+        if let Some(field) = &self.policy {
+            out.extend_from_slice(field);
+        }
     }
 }
 
-/// Records the threshold of a probabilistic keep in each span's `tracestate` (`ot=th:…`), unless the span already
-/// carries an `ot` entry.
-pub fn mark_threshold(batches: &mut [ResourceSpans], percentage: f64) {
-    let entry = format!("ot=th:{}", tracestate_threshold(percentage));
-    for span in batches.iter_mut().flat_map(|rs| &mut rs.scope_spans).flat_map(|ss| &mut ss.spans) {
-        if span.trace_state.is_empty() {
-            span.trace_state = entry.clone();
-        } else if !span.trace_state.split(',').any(|m| m.trim().starts_with("ot=")) {
-            span.trace_state = format!("{entry},{}", span.trace_state);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    fn string(key: &str, value: &str) -> KeyValue {
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
+    }
+
+    fn marked(marks: &Marks, span: &Span) -> Span {
+        let mut out = Vec::new();
+        marks.write_span(&span.encode_to_vec(), &mut out);
+        Span::decode(out.as_slice()).expect("a valid span")
+    }
+
+    fn span(trace_state: &str) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: trace_state.into(),
+            name: "GET /cart".into(),
+            attributes: vec![string("http.route", "/cart")],
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_policy_is_one_more_attribute_and_nothing_else_changes() {
+        let original = span("vendor=x");
+        let got = marked(&Marks::new(Some("errors"), None), &original);
+        let mut expected = original;
+        expected.attributes.push(string(POLICY_ATTRIBUTE, "errors"));
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn the_threshold_goes_first_unless_an_ot_entry_is_there() {
+        let marks = Marks::new(None, Some(25.0));
+        for (before, after) in [
+            ("", "ot=th:c"),
+            ("vendor=x,other=y", "ot=th:c,vendor=x,other=y"),
+            ("vendor=x, ot=th:8", "vendor=x, ot=th:8"),
+            ("ot=rv:abc", "ot=rv:abc"),
+        ] {
+            let got = marked(&marks, &span(before));
+            let mut expected = span(before);
+            expected.trace_state = after.into();
+            assert_eq!(got, expected, "tracestate {before:?}");
+        }
+    }
+
+    #[test]
+    fn without_marks_the_bytes_are_copied() {
+        let bytes = span("vendor=x").encode_to_vec();
+        let mut out = Vec::new();
+        Marks::default().write_span(&bytes, &mut out);
+        assert_eq!(out, bytes);
     }
 }

@@ -6,17 +6,15 @@
 //!
 //! Spans wait in their encoded form: each trace keeps, per record it appeared in, one buffer of length-delimited
 //! span bytes and a shared pointer to that record's resource and scope. A buffered span costs its encoded size plus a
-//! few bytes; it is decoded again only when its trace is decided.
+//! few bytes; it is never decoded: policies read the fields they need from the bytes, and a kept trace is written
+//! from them ([`PendingTrace::encode`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
-use tailgate_proto::wire::reader::put_varint;
-use tailgate_proto::wire::{Scanned, SpanFields};
+use tailgate_proto::wire::reader::{put_len_prefix, put_varint};
+use tailgate_proto::wire::{Scanned, ScannedResource, ScannedScope, SpanFields};
 
 pub type TraceId = [u8; 16];
 
@@ -37,10 +35,62 @@ pub struct PendingTrace {
 /// The resource and scope a record's spans came with, shared by every trace that has spans from it.
 #[derive(Debug, PartialEq)]
 struct Context {
+    /// Decoded for the policies that read resource attributes.
     resource: Option<Resource>,
-    resource_schema_url: String,
-    scope: Option<InstrumentationScope>,
-    scope_schema_url: String,
+    /// The `ResourceSpans` fields but its scopes, as the record had them.
+    resource_shell: Vec<u8>,
+    /// The `ScopeSpans` fields but its spans.
+    scope_shell: Vec<u8>,
+}
+
+impl Context {
+    fn new(resource: &ScannedResource<'_>, scope: &ScannedScope<'_>) -> Self {
+        Context { resource: resource.decode_resource(), resource_shell: resource.shell(), scope_shell: scope.shell() }
+    }
+}
+
+/// An `ExportTraceServiceRequest` written field by field: resources of scopes of spans, each message
+/// length-delimited into its parent once it is complete.
+#[derive(Default)]
+struct RequestWriter {
+    out: Vec<u8>,
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+}
+
+/// The field number of `resource_spans` in the request, `scope_spans` in a resource and `spans` in a scope.
+const CHILDREN_REQUEST: u32 = 1;
+const CHILDREN: u32 = 2;
+
+impl RequestWriter {
+    fn open_resource(&mut self, shell: &[u8]) {
+        self.resource.clear();
+        self.resource.extend_from_slice(shell);
+    }
+
+    fn open_scope(&mut self, shell: &[u8]) {
+        self.scope.clear();
+        self.scope.extend_from_slice(shell);
+    }
+
+    fn span(&mut self, span: &[u8]) {
+        put_len_prefix(&mut self.scope, CHILDREN, span.len());
+        self.scope.extend_from_slice(span);
+    }
+
+    fn close_scope(&mut self) {
+        put_len_prefix(&mut self.resource, CHILDREN, self.scope.len());
+        self.resource.extend_from_slice(&self.scope);
+    }
+
+    fn close_resource(&mut self) {
+        put_len_prefix(&mut self.out, CHILDREN_REQUEST, self.resource.len());
+        self.out.extend_from_slice(&self.resource);
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.out
+    }
 }
 
 /// The messages of a buffer of length-delimited ones, as `add_record` writes them.
@@ -79,39 +129,45 @@ impl PendingTrace {
         self.groups.iter().filter_map(|group| group.context.resource.as_ref())
     }
 
-    /// The trace's spans, decoded and grouped by resource and scope as they arrived.
-    pub fn decode(&self) -> Vec<ResourceSpans> {
-        let mut batches: Vec<ResourceSpans> = Vec::new();
-        for group in &self.groups {
-            let mut spans = Vec::new();
-            let mut bytes = group.encoded.as_slice();
-            while !bytes.is_empty() {
-                // The buffer holds only what `encode_length_delimited` wrote.
-                match Span::decode_length_delimited(&mut bytes) {
-                    Ok(span) => spans.push(span),
-                    Err(_) => break,
-                }
-            }
-            let context = &group.context;
-            let scope =
-                ScopeSpans { scope: context.scope.clone(), spans, schema_url: context.scope_schema_url.clone() };
-            match batches.last_mut() {
-                Some(last) if last.resource == context.resource && last.schema_url == context.resource_schema_url => {
-                    match last.scope_spans.last_mut() {
-                        Some(ss) if ss.scope == scope.scope && ss.schema_url == scope.schema_url => {
-                            ss.spans.extend(scope.spans)
-                        }
-                        _ => last.scope_spans.push(scope),
+    /// The trace as an encoded `ExportTraceServiceRequest`, written from the buffered bytes without decoding a
+    /// span: its spans grouped by resource and scope as they arrived (consecutive groups with the same resource or
+    /// scope share one message), each span's bytes passed through `write_span`, which appends them to its output,
+    /// changed or not.
+    pub fn encode(&self, mut write_span: impl FnMut(&[u8], &mut Vec<u8>)) -> Vec<u8> {
+        let mut writer = RequestWriter { out: Vec::with_capacity(self.bytes + 64), ..Default::default() };
+        let mut span = Vec::new();
+        let mut i = 0;
+        while i < self.groups.len() {
+            let resource = &self.groups[i].context;
+            writer.open_resource(&resource.resource_shell);
+            while i < self.groups.len() && self.groups[i].context.resource_shell == resource.resource_shell {
+                let scope = &self.groups[i].context;
+                writer.open_scope(&scope.scope_shell);
+                while i < self.groups.len()
+                    && self.groups[i].context.resource_shell == resource.resource_shell
+                    && self.groups[i].context.scope_shell == scope.scope_shell
+                {
+                    for bytes in LengthDelimited(&self.groups[i].encoded) {
+                        span.clear();
+                        write_span(bytes, &mut span);
+                        writer.span(&span);
                     }
+                    i += 1;
                 }
-                _ => batches.push(ResourceSpans {
-                    resource: context.resource.clone(),
-                    scope_spans: vec![scope],
-                    schema_url: context.resource_schema_url.clone(),
-                }),
+                writer.close_scope();
             }
+            writer.close_resource();
         }
-        batches
+        writer.finish()
+    }
+
+    /// The trace's spans, decoded and grouped by resource and scope as they arrived.
+    #[cfg(test)]
+    pub fn decode(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let request = self.encode(|span, out| out.extend_from_slice(span));
+        ExportTraceServiceRequest::decode(request.as_slice()).expect("written from scanned bytes").resource_spans
     }
 }
 
@@ -181,8 +237,9 @@ pub struct TraceLimits {
 /// What adding one record did.
 #[derive(Debug, Default)]
 pub struct Added {
-    /// Late spans of kept traces, grouped as received, to be forwarded at once.
-    pub late_kept: Vec<ResourceSpans>,
+    /// Late spans of kept traces, grouped as received, to be forwarded at once: an encoded
+    /// `ExportTraceServiceRequest`, empty if there are none.
+    pub late_kept: Vec<u8>,
     /// Late spans of dropped traces.
     pub late_dropped: usize,
     /// Units of unfinished work the record now holds: one per trace it added spans to, plus one for the forwarded
@@ -209,16 +266,18 @@ impl PartitionBuffer {
         if time.moves_clock {
             self.clock_ms = self.clock_ms.max(timestamp_ms);
         }
-        let mut late_kept: Vec<ResourceSpans> = Vec::new();
+        // Spans of traces already kept, forwarded as they came: an encoded `ExportTraceServiceRequest`.
+        let mut late_kept: Vec<u8> = Vec::new();
         let mut late_dropped = 0;
         let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
         let mut touched: Vec<TraceId> = Vec::new();
         for resource in &request.resources {
-            // Decoded once per resource, only if a span of it is buffered or forwarded.
-            let mut rs: Option<ResourceSpans> = None;
+            // Forwarded spans of this resource, written to `late_kept` when it is done.
+            let mut late_resource: Option<Vec<u8>> = None;
             for scope in &resource.scopes {
-                let mut ss: Option<ScopeSpans> = None;
+                let mut late_scope: Option<Vec<u8>> = None;
+                // Built once per scope, only if a span of it is buffered.
                 let mut context: Option<Arc<Context>> = None;
                 for item in &scope.items {
                     let Ok(trace_id) = TraceId::try_from(item.trace_id) else {
@@ -227,11 +286,9 @@ impl PartitionBuffer {
                     };
                     match decided(&trace_id) {
                         Some(true) => {
-                            let rs = rs.get_or_insert_with(|| decode_shell(&resource.shell()));
-                            let ss = ss.get_or_insert_with(|| decode_shell(&scope.shell()));
-                            // Validated by the scan.
-                            let span = Span::decode(item.bytes).unwrap_or_default();
-                            push_span(&mut late_kept, rs, ss, span);
+                            let spans = late_scope.get_or_insert_with(|| scope.shell());
+                            put_len_prefix(spans, CHILDREN, item.bytes.len());
+                            spans.extend_from_slice(item.bytes);
                             continue;
                         }
                         Some(false) => {
@@ -264,16 +321,7 @@ impl PartitionBuffer {
                     } else {
                         None
                     };
-                    let context = context.get_or_insert_with(|| {
-                        let rs = rs.get_or_insert_with(|| decode_shell(&resource.shell()));
-                        let ss = ss.get_or_insert_with(|| decode_shell(&scope.shell()));
-                        Arc::new(Context {
-                            resource: rs.resource.clone(),
-                            resource_schema_url: rs.schema_url.clone(),
-                            scope: ss.scope.clone(),
-                            scope_schema_url: ss.schema_url.clone(),
-                        })
-                    });
+                    let context = context.get_or_insert_with(|| Arc::new(Context::new(resource, scope)));
                     let group = match trace.groups.last_mut() {
                         Some(group) if Arc::ptr_eq(&group.context, context) => group,
                         _ => {
@@ -282,7 +330,7 @@ impl PartitionBuffer {
                             trace.groups.last_mut().expect("pushed above")
                         }
                     };
-                    // Length-delimited, as `PendingTrace::decode` reads it back.
+                    // Length-delimited, as `PendingTrace::encode` reads it back.
                     put_varint(&mut group.encoded, bytes as u64);
                     group.encoded.extend_from_slice(item.bytes);
                     if let Some(reason) = reached {
@@ -291,6 +339,15 @@ impl PartitionBuffer {
                         }
                     }
                 }
+                if let Some(spans) = late_scope {
+                    let scopes = late_resource.get_or_insert_with(|| resource.shell());
+                    put_len_prefix(scopes, CHILDREN, spans.len());
+                    scopes.extend_from_slice(&spans);
+                }
+            }
+            if let Some(scopes) = late_resource {
+                put_len_prefix(&mut late_kept, CHILDREN_REQUEST, scopes.len());
+                late_kept.extend_from_slice(&scopes);
             }
         }
         // A trace's spans from this record are all in: give back what growing their buffer over-allocated.
@@ -379,8 +436,9 @@ impl PartitionBuffer {
 /// The one trace of `batches` buffered as the worker buffers it (encoded as a record and scanned): what policy
 /// tests decide on.
 #[cfg(test)]
-pub(crate) fn pending(batches: &[ResourceSpans]) -> PendingTrace {
+pub(crate) fn pending(batches: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) -> PendingTrace {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
     let bytes = ExportTraceServiceRequest { resource_spans: batches.to_vec() }.encode_to_vec();
     let scanned = tailgate_proto::wire::WireSignal::Traces.scan(&bytes).expect("a valid request");
     let mut buffer = PartitionBuffer::default();
@@ -391,44 +449,13 @@ pub(crate) fn pending(batches: &[ResourceSpans]) -> PendingTrace {
     buffer.traces.remove(&id).expect("one trace")
 }
 
-/// A resource's or scope's message without its children, from its fields as written.
-fn decode_shell<M: Message + Default>(fields: &[u8]) -> M {
-    // Validated by the scan.
-    M::decode(fields).unwrap_or_default()
-}
-
-fn push_span(
-    batches: &mut Vec<ResourceSpans>,
-    rs: &ResourceSpans,
-    ss: &ScopeSpans,
-    span: opentelemetry_proto::tonic::trace::v1::Span,
-) {
-    let same_resource =
-        batches.last().is_some_and(|last| last.resource == rs.resource && last.schema_url == rs.schema_url);
-    if !same_resource {
-        batches.push(ResourceSpans {
-            resource: rs.resource.clone(),
-            scope_spans: Vec::new(),
-            schema_url: rs.schema_url.clone(),
-        });
-    }
-    let last = batches.last_mut().expect("pushed above");
-    let same_scope = last.scope_spans.last().is_some_and(|s| s.scope == ss.scope && s.schema_url == ss.schema_url);
-    if !same_scope {
-        last.scope_spans.push(ScopeSpans {
-            scope: ss.scope.clone(),
-            spans: Vec::new(),
-            schema_url: ss.schema_url.clone(),
-        });
-    }
-    last.scope_spans.last_mut().expect("pushed above").spans.push(span);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::Span;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
     use tailgate_proto::wire::WireSignal;
 
     /// Adds `request` as the worker does: encoded as a record and scanned.
@@ -556,7 +583,10 @@ mod tests {
             2 => Some(false),
             _ => None,
         });
-        assert_eq!(added.late_kept[0].scope_spans[0].spans.len(), 1);
+        let late_kept = ExportTraceServiceRequest::decode(added.late_kept.as_slice()).unwrap().resource_spans;
+        assert_eq!(late_kept.len(), 1);
+        assert_eq!(late_kept[0].scope_spans[0].spans.len(), 1);
+        assert_eq!(late_kept[0].scope_spans[0].spans[0].trace_id, [1; 16]);
         assert_eq!(added.late_dropped, 1);
         assert_eq!(added.units, 2, "trace 3 and the forwarded late spans hold the record");
         assert_eq!(added.invalid_trace_id, 0);

@@ -19,7 +19,8 @@ pub mod policy;
 pub mod red;
 mod worker;
 
-pub use annotate::POLICY_ATTRIBUTE;
+pub use annotate::{Marks, POLICY_ATTRIBUTE};
 pub use config::SamplerConfig;
 pub use metrics::{SamplerStats, METRICS};
+pub use output::split_kept;
 pub use worker::{Sampler, SamplerError};

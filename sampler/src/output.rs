@@ -10,17 +10,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{send_all, DeadLetters, KafkaConfig, OutgoingRecord};
 use tailgate_proto::decisions::Decision;
-use tailgate_proto::{headers, partition_for_key, split, Record, RecordLimit};
+use tailgate_proto::wire::WireSignal;
+use tailgate_proto::{headers, partition_for_key, split, wire, Record, RecordLimit, Split};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::TraceId;
 use crate::metrics::{SamplerStats, INVALID_SPANS};
+
+/// Splits kept spans (an encoded `ExportTraceServiceRequest` the sampler wrote from scanned spans) into records of
+/// the sampled topic, on their wire format.
+pub fn split_kept(request: &[u8], partitions: u32, limit: RecordLimit) -> Split {
+    match WireSignal::Traces.scan(request) {
+        Ok(scanned) => wire::split(&scanned, WireSignal::Traces, partitions, limit),
+        Err(error) => {
+            // Written from spans the scan accepted and marks of valid fields: a bug if it happens.
+            tracing::error!(%error, "kept spans the sampler wrote do not scan; not written");
+            debug_assert!(false, "kept spans do not scan: {error}");
+            Split::default()
+        }
+    }
+}
 
 /// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
 const DECISION_ENCODING: &str = "tailgate_decision_v1";
@@ -64,13 +77,12 @@ impl Output {
         }
     }
 
-    /// Writes a trace's kept spans (if any) to the sampled topic and its decision (if any) to the decisions
-    /// topic, then settles `offsets`.
-    pub fn emit(&self, settled: Settled, output: Option<Vec<ResourceSpans>>, decision: Option<(TraceId, Decision)>) {
+    /// Writes a trace's kept spans (if any: an encoded `ExportTraceServiceRequest`) to the sampled topic and its
+    /// decision (if any) to the decisions topic, then settles `offsets`.
+    pub fn emit(&self, settled: Settled, output: Option<Vec<u8>>, decision: Option<(TraceId, Decision)>) {
         let partitions = self.kafka.partitions;
         let sampled = &self.kafka.topics.sampled_spans;
-        let split =
-            output.map(|batches| split(ExportTraceServiceRequest { resource_spans: batches }, partitions, self.limit));
+        let split = output.map(|request| split_kept(&request, partitions, self.limit));
         if let Some(split) = split.as_ref().filter(|s| s.rejected() > 0) {
             // Kept spans another producer wrote with invalid IDs, or that the added attributes pushed over the record
             // limit: counted by reason, never settled as if written.

@@ -25,7 +25,7 @@ use tailgate_proto::wire::{Scanned, WireSignal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::annotate::{mark_policy, mark_threshold};
+use crate::annotate::Marks;
 use crate::buffer::{EarlyDecision, EventTime, PartitionBuffer, PendingTrace, TraceId, TraceLimits};
 use crate::decisions::{self, Decisions};
 use crate::metrics::*;
@@ -408,24 +408,19 @@ impl Sampler {
                 }
                 let clock = owned.state.buffer.clock_ms;
                 metrics::histogram!(DECISION_DELAY).record((clock - trace.first_seen_ms).max(0) as f64 / 1000.0);
-                // Decided on the buffered bytes; only a kept trace is decoded, to be written out.
+                // Decided on the buffered bytes; a kept trace is written from them, marked, never decoded.
                 let verdict = self.policies.decide(&TraceView::new(&trace_id, &trace), clock);
                 decisions.insert(trace_id, verdict.keep);
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
                 let policy = verdict.policy.clone().unwrap_or_default();
                 metrics::counter!(TRACES, "decision" => outcome, "policy" => policy).increment(1);
                 metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
-                let mut batches = if verdict.keep { trace.decode() } else { Vec::new() };
-                if verdict.keep {
-                    if let Some(percentage) = verdict.probabilistic {
-                        mark_threshold(&mut batches, percentage);
-                    }
-                    if self.config.record_policy {
-                        mark_policy(&mut batches, verdict.policy.as_deref().unwrap_or_default());
-                    }
-                }
+                let output = verdict.keep.then(|| {
+                    let policy = verdict.policy.as_deref().unwrap_or_default();
+                    let marks = Marks::new(self.config.record_policy.then_some(policy), verdict.probabilistic);
+                    trace.encode(|span, out| marks.write_span(span, out))
+                });
                 let decision = (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() });
-                let output = verdict.keep.then_some(batches);
                 owned.state.buffer.unsettled_output += 1;
                 let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
                 to_emit.push((settled, output, decision));

@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message;
+use tailgate_proto::RecordLimit;
 use tailgate_sampler::buffer::{PartitionBuffer, TraceLimits};
 use tailgate_sampler::policy::{Policies, TraceView};
-use tailgate_sampler::SamplerConfig;
+use tailgate_sampler::{split_kept, Marks, SamplerConfig};
 
 /// Counts live heap bytes, to measure what buffering costs.
 struct Counting;
@@ -125,10 +126,14 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
         for (trace_id, trace) in buffer.due(decision_wait_ms, None) {
             let verdict = policies.decide(&TraceView::new(&trace_id, &trace), buffer.clock_ms);
             if verdict.keep {
-                let batches = trace.decode();
+                // Written as the worker writes a kept trace: from its bytes, marked, split on the wire format.
+                let marks = Marks::new(
+                    config.record_policy.then_some(verdict.policy.as_deref().unwrap_or_default()),
+                    verdict.probabilistic,
+                );
+                let request = trace.encode(|span, out| marks.write_span(span, out));
                 kept_spans += trace.spans;
-                let out = tailgate_proto::split(ExportTraceServiceRequest { resource_spans: batches }, 12, 1_000_000);
-                std::hint::black_box(out);
+                std::hint::black_box(split_kept(&request, 12, RecordLimit::from(1_000_000)));
             }
             trace.offsets.iter().for_each(|o| tracker.release(*o));
         }
