@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use tailgate_proto::wire::reader::{put_len_prefix, put_varint};
+use tailgate_proto::wire::reader::{put_len_prefix, put_varint, varint_len};
 use tailgate_proto::wire::{Scanned, ScannedResource, ScannedScope, SpanFields};
 
 pub type TraceId = [u8; 16];
@@ -188,6 +188,10 @@ pub struct PartitionBuffer {
     /// Every record up to the partition's high watermark has been read, and none since: the consumer reported
     /// the partition's end after its last record.
     caught_up: bool,
+    /// Per trace, the bytes one scope of the record being added brings it: each trace's new group is allocated
+    /// once at its size, not grown span by span (growing was a third of the sampler's CPU, mostly in faulting in
+    /// the pages of reallocated buffers).
+    scope_bytes: HashMap<TraceId, usize>,
 }
 
 /// Why a trace was decided before its `decision_wait`: the `reason` of `tailgate_sampler_early_decisions_total`.
@@ -271,7 +275,6 @@ impl PartitionBuffer {
         let mut late_dropped = 0;
         let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
-        let mut touched: Vec<TraceId> = Vec::new();
         for resource in &request.resources {
             // Forwarded spans of this resource, written to `late_kept` when it is done.
             let mut late_resource: Option<Vec<u8>> = None;
@@ -279,6 +282,13 @@ impl PartitionBuffer {
                 let mut late_scope: Option<Vec<u8>> = None;
                 // Built once per scope, only if a span of it is buffered.
                 let mut context: Option<Arc<Context>> = None;
+                self.scope_bytes.clear();
+                for item in &scope.items {
+                    if let Ok(trace_id) = TraceId::try_from(item.trace_id) {
+                        let len = item.bytes.len();
+                        *self.scope_bytes.entry(trace_id).or_default() += varint_len(len as u64) + len;
+                    }
+                }
                 for item in &scope.items {
                     let Ok(trace_id) = TraceId::try_from(item.trace_id) else {
                         invalid_trace_id += 1;
@@ -305,7 +315,6 @@ impl PartitionBuffer {
                     if trace.offsets.last() != Some(&offset) {
                         trace.offsets.push(offset);
                         new_units += 1;
-                        touched.push(trace_id);
                     }
                     if !trace.root_seen && SpanFields::read(item.bytes).parent_span_id.is_empty() {
                         trace.root_seen = true;
@@ -325,7 +334,8 @@ impl PartitionBuffer {
                     let group = match trace.groups.last_mut() {
                         Some(group) if Arc::ptr_eq(&group.context, context) => group,
                         _ => {
-                            let encoded = Vec::with_capacity(bytes + 3);
+                            let capacity = self.scope_bytes.get(&trace_id).copied().unwrap_or_default();
+                            let encoded = Vec::with_capacity(capacity);
                             trace.groups.push(SpanGroup { context: Arc::clone(context), encoded });
                             trace.groups.last_mut().expect("pushed above")
                         }
@@ -348,14 +358,6 @@ impl PartitionBuffer {
             if let Some(scopes) = late_resource {
                 put_len_prefix(&mut late_kept, CHILDREN_REQUEST, scopes.len());
                 late_kept.extend_from_slice(&scopes);
-            }
-        }
-        // A trace's spans from this record are all in: give back what growing their buffer over-allocated.
-        for id in touched {
-            if let Some(group) = self.traces.get_mut(&id).and_then(|t| t.groups.last_mut()) {
-                if group.encoded.capacity() > group.encoded.len() + 16 {
-                    group.encoded.shrink_to_fit();
-                }
             }
         }
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
