@@ -114,10 +114,12 @@ impl<'a> Fields<'a> {
         Some(Err(WireError::new(self.base + at, reason)))
     }
 
+    #[inline]
     fn varint(&self, at: usize) -> Result<(u64, usize), WireError> {
         decode_varint(&self.bytes[at..]).ok_or_else(|| WireError::new(self.base + at, "invalid varint"))
     }
 
+    #[inline]
     fn key(&self, at: usize) -> Result<(u32, WireType, usize), WireError> {
         let (key, len) = self.varint(at)?;
         if key > u64::from(u32::MAX) {
@@ -156,6 +158,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value of a non-group field starting at `at`: its bytes' start and end.
+    #[inline]
     fn skip_value(&self, wire_type: WireType, at: usize) -> Result<(usize, usize), WireError> {
         let (start, len) = match wire_type {
             WireType::Varint => (at, self.varint(at)?.1),
@@ -177,6 +180,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<Field<'a>, WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.bytes.len() {
             return None;
@@ -232,7 +236,14 @@ impl Fields<'_> {
 }
 
 /// A varint as prost decodes it: at most ten bytes, the tenth at most 1; its value and length.
+#[inline]
 pub fn decode_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    // Keys, lengths under 128 and small enums: most varints of a request are one byte.
+    if let Some(&byte) = bytes.first() {
+        if byte < 0x80 {
+            return Some((u64::from(byte), 1));
+        }
+    }
     let mut value = 0u64;
     for (i, byte) in bytes.iter().take(10).enumerate() {
         if i == 9 && *byte >= 0x02 {
