@@ -30,6 +30,41 @@ pub struct PendingTrace {
     pub spans: usize,
     pub bytes: usize,
     pub root_seen: bool,
+    /// What the latency and status policies ask of every span, gathered as spans arrive so that deciding does not
+    /// read each span again: the earliest start, the latest end, and the status codes seen.
+    pub summary: SpanSummary,
+}
+
+/// A trace's spans summed up for the policies that look at every span's times or status.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanSummary {
+    pub earliest_start_ns: u64,
+    pub latest_end_ns: u64,
+    /// Bit `c` for status code `c` (0 unset, 1 ok, 2 error); bit 7 for any other value.
+    status_codes: u8,
+}
+
+impl Default for SpanSummary {
+    fn default() -> Self {
+        SpanSummary { earliest_start_ns: u64::MAX, latest_end_ns: 0, status_codes: 0 }
+    }
+}
+
+impl SpanSummary {
+    fn status_bit(code: i32) -> u8 {
+        1 << u32::try_from(code).ok().filter(|c| *c < 7).unwrap_or(7)
+    }
+
+    fn add(&mut self, span: &SpanFields<'_>) {
+        self.earliest_start_ns = self.earliest_start_ns.min(span.start_time_unix_nano);
+        self.latest_end_ns = self.latest_end_ns.max(span.end_time_unix_nano);
+        self.status_codes |= Self::status_bit(span.status_code);
+    }
+
+    /// Whether a span with status code `code` is in the trace.
+    pub fn has_status(&self, code: i32) -> bool {
+        u32::try_from(code).is_ok_and(|c| c < 7) && self.status_codes & Self::status_bit(code) != 0
+    }
 }
 
 /// The resource and scope a record's spans came with, shared by every trace that has spans from it.
@@ -246,6 +281,8 @@ pub struct Added {
     pub late_kept: Vec<u8>,
     /// Late spans of dropped traces.
     pub late_dropped: usize,
+    /// Spans in `late_kept`.
+    pub late_kept_spans: usize,
     /// Units of unfinished work the record now holds: one per trace it added spans to, plus one for the forwarded
     /// late spans (settled once Kafka has them).
     pub units: u32,
@@ -273,6 +310,7 @@ impl PartitionBuffer {
         // Spans of traces already kept, forwarded as they came: an encoded `ExportTraceServiceRequest`.
         let mut late_kept: Vec<u8> = Vec::new();
         let mut late_dropped = 0;
+        let mut late_kept_spans = 0;
         let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
         for resource in &request.resources {
@@ -299,6 +337,7 @@ impl PartitionBuffer {
                             let spans = late_scope.get_or_insert_with(|| scope.shell());
                             put_len_prefix(spans, CHILDREN, item.bytes.len());
                             spans.extend_from_slice(item.bytes);
+                            late_kept_spans += 1;
                             continue;
                         }
                         Some(false) => {
@@ -316,7 +355,9 @@ impl PartitionBuffer {
                         trace.offsets.push(offset);
                         new_units += 1;
                     }
-                    if !trace.root_seen && SpanFields::read(item.bytes).parent_span_id.is_empty() {
+                    let fields = SpanFields::read(item.bytes);
+                    trace.summary.add(&fields);
+                    if !trace.root_seen && fields.parent_span_id.is_empty() {
                         trace.root_seen = true;
                         self.roots.push_back((timestamp_ms, trace_id));
                     }
@@ -362,7 +403,7 @@ impl PartitionBuffer {
         }
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
         let units = new_units + u32::from(!late_kept.is_empty());
-        Added { late_kept, late_dropped, units, invalid_trace_id }
+        Added { late_kept, late_dropped, late_kept_spans, units, invalid_trace_id }
     }
 
     /// The consumer reached the partition's end (its position is the high watermark): nothing older is waiting.
@@ -580,15 +621,16 @@ mod tests {
     #[test]
     fn late_spans_follow_the_decision() {
         let mut buffer = PartitionBuffer::default();
-        let added = add_record(&mut buffer, 5, 0, record(&[1, 2, 3]), NO_LIMITS, |id| match id[0] {
+        let added = add_record(&mut buffer, 5, 0, record(&[1, 2, 1, 3]), NO_LIMITS, |id| match id[0] {
             1 => Some(true),
             2 => Some(false),
             _ => None,
         });
         let late_kept = ExportTraceServiceRequest::decode(added.late_kept.as_slice()).unwrap().resource_spans;
         assert_eq!(late_kept.len(), 1);
-        assert_eq!(late_kept[0].scope_spans[0].spans.len(), 1);
-        assert_eq!(late_kept[0].scope_spans[0].spans[0].trace_id, [1; 16]);
+        assert_eq!(late_kept[0].scope_spans[0].spans.len(), 2);
+        assert!(late_kept[0].scope_spans[0].spans.iter().all(|s| s.trace_id == [1; 16]));
+        assert_eq!(added.late_kept_spans, 2, "counted per span, not per record");
         assert_eq!(added.late_dropped, 1);
         assert_eq!(added.units, 2, "trace 3 and the forwarded late spans hold the record");
         assert_eq!(added.invalid_trace_id, 0);

@@ -358,7 +358,7 @@ impl Sampler {
             if added.late_kept.is_empty() {
                 return;
             }
-            metrics::counter!(LATE_SPANS, "decision" => "kept").increment(1);
+            metrics::counter!(LATE_SPANS, "decision" => "kept").increment(added.late_kept_spans as u64);
             owned.state.buffer.unsettled_output += 1;
             added.late_kept
         };
