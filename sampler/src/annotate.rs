@@ -55,7 +55,7 @@ impl Marks {
     pub fn write_span(&self, span: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(span);
         if let Some(entry) = &self.threshold {
-            let current = SpanFields::read(span).trace_state;
+            let current = SpanFields::read(span).trace_state();
             let trace_state = if current.is_empty() {
                 Some(entry.clone())
             } else if !current.split(',').any(|member| member.trim().starts_with("ot=")) {

@@ -10,8 +10,10 @@ pub struct SpanFields<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
     pub parent_span_id: &'a [u8],
-    pub trace_state: &'a str,
-    pub name: &'a str,
+    /// The bytes of `trace_state` and `name`: checked as UTF-8 only when read as text ([`Self::trace_state`],
+    /// [`Self::name`]), so reading a span's times or status costs no text check.
+    pub trace_state_bytes: &'a [u8],
+    pub name_bytes: &'a [u8],
     pub kind: i32,
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
@@ -28,6 +30,14 @@ fn varint(value: &[u8]) -> u64 {
 }
 
 impl<'a> SpanFields<'a> {
+    pub fn trace_state(&self) -> &'a str {
+        std::str::from_utf8(self.trace_state_bytes).unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &'a str {
+        std::str::from_utf8(self.name_bytes).unwrap_or_default()
+    }
+
     /// Reads `span`, the bytes of one `Span` message.
     pub fn read(span: &'a [u8]) -> Self {
         let mut out = SpanFields::default();
@@ -35,11 +45,9 @@ impl<'a> SpanFields<'a> {
             match (field.number, field.wire_type) {
                 (1, WireType::LengthDelimited) => out.trace_id = field.value,
                 (2, WireType::LengthDelimited) => out.span_id = field.value,
-                (3, WireType::LengthDelimited) => {
-                    out.trace_state = std::str::from_utf8(field.value).unwrap_or_default()
-                }
+                (3, WireType::LengthDelimited) => out.trace_state_bytes = field.value,
                 (4, WireType::LengthDelimited) => out.parent_span_id = field.value,
-                (5, WireType::LengthDelimited) => out.name = std::str::from_utf8(field.value).unwrap_or_default(),
+                (5, WireType::LengthDelimited) => out.name_bytes = field.value,
                 (6, WireType::Varint) => out.kind = varint(field.value) as i32,
                 (7, WireType::SixtyFourBit) => out.start_time_unix_nano = fixed64(field.value),
                 (8, WireType::SixtyFourBit) => out.end_time_unix_nano = fixed64(field.value),
@@ -98,8 +106,8 @@ mod tests {
             let read = SpanFields::read(&bytes);
             prop_assert_eq!(read.trace_id, decoded.trace_id.as_slice());
             prop_assert_eq!(read.parent_span_id, decoded.parent_span_id.as_slice());
-            prop_assert_eq!(read.name, decoded.name.as_str());
-            prop_assert_eq!(read.trace_state, decoded.trace_state.as_str());
+            prop_assert_eq!(read.name(), decoded.name.as_str());
+            prop_assert_eq!(read.trace_state(), decoded.trace_state.as_str());
             prop_assert_eq!(read.kind, decoded.kind);
             prop_assert_eq!((read.start_time_unix_nano, read.end_time_unix_nano), (decoded.start_time_unix_nano, decoded.end_time_unix_nano));
             prop_assert_eq!(read.status_code, decoded.status.map_or(0, |s| s.code));

@@ -139,7 +139,7 @@ impl Policy {
                 let duration = trace.duration_ns();
                 sampled(duration >= *lower_ns && upper_ns.is_none_or(|upper| duration <= upper))
             }
-            Policy::StatusCode(codes) => sampled(trace.any_span(|span| codes.contains(&span.status_code))),
+            Policy::StatusCode(codes) => sampled(codes.iter().any(|code| trace.has_status(*code))),
             Policy::Probabilistic { salt, threshold, .. } => {
                 sampled(probabilistic::hash(salt, trace.trace_id) <= *threshold)
             }
@@ -156,7 +156,7 @@ impl Policy {
                 sampled(count >= *min && max.is_none_or(|max| count <= max))
             }
             Policy::TraceState { key, values } => sampled(trace.any_span(|span| {
-                span.trace_state
+                span.trace_state()
                     .split(',')
                     .filter_map(|member| member.trim().split_once('='))
                     .any(|(k, v)| k == key && values.contains(v))
