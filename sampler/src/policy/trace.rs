@@ -36,11 +36,13 @@ impl<'a> TraceView<'a> {
 
     /// From the earliest start to the latest end of any span, as the Collector's latency policy measures it.
     pub fn duration_ns(&self) -> u64 {
-        let (start, end) = self.trace.encoded_spans().fold((u64::MAX, 0u64), |(start, end), (_, span)| {
-            let span = SpanFields::read(span);
-            (start.min(span.start_time_unix_nano), end.max(span.end_time_unix_nano))
-        });
-        end.saturating_sub(start)
+        let summary = &self.trace.summary;
+        summary.latest_end_ns.saturating_sub(summary.earliest_start_ns)
+    }
+
+    /// Whether any span has status code `code`.
+    pub fn has_status(&self, code: i32) -> bool {
+        self.trace.summary.has_status(code)
     }
 
     /// Whether any span, or the resource of any span, has attribute `key` with a value `matches` accepts.
