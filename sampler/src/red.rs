@@ -93,6 +93,23 @@ struct Series {
     sum_ms: f64,
 }
 
+/// Distinct (name, kind, status) summed locally per resource of a record before reaching the series map.
+const LOCAL_SERIES: usize = 32;
+
+impl Series {
+    /// Empty, for histogram bounds of `buckets` entries (plus the +Inf bucket).
+    fn new(buckets: usize) -> Self {
+        Series { bucket_counts: vec![0; buckets + 1], ..Default::default() }
+    }
+
+    fn observe(&mut self, duration_ms: f64, bounds_ms: &[f64]) {
+        self.calls += 1;
+        self.sum_ms += duration_ms;
+        let bucket = bounds_ms.iter().position(|bound| duration_ms <= *bound).unwrap_or(bounds_ms.len());
+        self.bucket_counts[bucket] += 1;
+    }
+}
+
 /// One partition's cumulative RED series.
 #[derive(Debug)]
 pub struct RedMetrics {
@@ -126,39 +143,54 @@ impl RedMetrics {
                     _ => None,
                 })
                 .unwrap_or("unknown_service");
+            // Summed per (name, kind, status) within the resource first: a record's spans share few names, and
+            // a series key (two strings) is then built once per name, not once per span.
+            let mut local: Vec<(&str, i32, i32, Series)> = Vec::new();
             for item in rs.scopes.iter().flat_map(|ss| &ss.items) {
                 let span = SpanFields::read(item.bytes);
-                let mut key = Key {
-                    service: service.to_owned(),
-                    span: span.name.to_owned(),
-                    kind: span.kind,
-                    status: span.status_code,
-                    overflow: false,
-                };
-                let known = self.series.contains_key(&key);
-                let kept = self.series.len() - usize::from(self.overflowing);
-                if !known && kept >= self.max_series {
-                    self.overflowing = true;
-                    key = Key {
-                        service: OVERFLOW_SERVICE.to_owned(),
-                        span: String::new(),
-                        kind: 0,
-                        status: 0,
-                        overflow: true,
-                    };
-                    overflowed += 1;
-                }
+                let (name, kind, status) = (span.name(), span.kind, span.status_code);
                 let duration_ms = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
-                let buckets = self.buckets_ms.len();
-                let series = self
-                    .series
-                    .entry(key)
-                    .or_insert_with(|| Series { bucket_counts: vec![0; buckets + 1], ..Default::default() });
-                series.calls += 1;
-                series.sum_ms += duration_ms;
-                let bucket = self.buckets_ms.iter().position(|bound| duration_ms <= *bound).unwrap_or(buckets);
-                series.bucket_counts[bucket] += 1;
+                let at = match local.iter().position(|(n, k, s, _)| *n == name && *k == kind && *s == status) {
+                    Some(at) => at,
+                    None if local.len() < LOCAL_SERIES => {
+                        local.push((name, kind, status, Series::new(self.buckets_ms.len())));
+                        local.len() - 1
+                    }
+                    // Many names in one resource: each span straight into its series.
+                    None => {
+                        let mut one = Series::new(self.buckets_ms.len());
+                        one.observe(duration_ms, &self.buckets_ms);
+                        overflowed += self.add(service, name, kind, status, one);
+                        continue;
+                    }
+                };
+                local[at].3.observe(duration_ms, &self.buckets_ms);
             }
+            for (name, kind, status, observed) in local {
+                overflowed += self.add(service, name, kind, status, observed);
+            }
+        }
+        overflowed
+    }
+
+    /// Adds `observed` to its series, or to the overflow series if it is new and the limit is reached. Returns the
+    /// spans that went to the overflow series.
+    fn add(&mut self, service: &str, name: &str, kind: i32, status: i32, observed: Series) -> u64 {
+        let mut key = Key { service: service.to_owned(), span: name.to_owned(), kind, status, overflow: false };
+        let mut overflowed = 0;
+        let known = self.series.contains_key(&key);
+        let kept = self.series.len() - usize::from(self.overflowing);
+        if !known && kept >= self.max_series {
+            self.overflowing = true;
+            key = Key { service: OVERFLOW_SERVICE.to_owned(), span: String::new(), kind: 0, status: 0, overflow: true };
+            overflowed = observed.calls;
+        }
+        let buckets = self.buckets_ms.len();
+        let series = self.series.entry(key).or_insert_with(|| Series::new(buckets));
+        series.calls += observed.calls;
+        series.sum_ms += observed.sum_ms;
+        for (total, n) in series.bucket_counts.iter_mut().zip(&observed.bucket_counts) {
+            *total += n;
         }
         overflowed
     }
@@ -373,5 +405,20 @@ mod tests {
         assert_eq!(overflow.len(), 1);
         assert_eq!(overflow[0].1, 14, "every span past the limit, both times");
         assert_eq!(points.iter().map(|(_, n)| n).sum::<i64>(), 20, "every span counted once");
+    }
+
+    /// More names in one resource than are summed locally: every span still counted once, the limit kept exactly.
+    #[test]
+    fn a_record_of_many_names_counts_each_span_once() {
+        // 100 names, each twice, in one resource; 50 series allowed.
+        let spans = (0..200).map(|i| Span { name: format!("op-{}", i % 100), ..Default::default() }).collect();
+        let request =
+            vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
+        let mut red = RedMetrics::new(&[10.0], 1, 50);
+        assert_eq!(record(&mut red, &request), 100, "the 50 names past the limit, twice each");
+        let kept: Vec<&Series> = red.series.iter().filter(|(k, _)| !k.overflow).map(|(_, s)| s).collect();
+        assert_eq!(kept.len(), 50);
+        assert!(kept.iter().all(|s| s.calls == 2 && s.bucket_counts == [2, 0]), "each kept name's two spans");
+        assert_eq!(red.series.values().map(|s| s.calls).sum::<u64>(), 200);
     }
 }
