@@ -27,9 +27,10 @@ pub struct PendingTrace {
     groups: Vec<SpanGroup>,
     /// Records holding its spans, each once.
     pub offsets: Vec<i64>,
-    pub spans: usize,
-    pub bytes: usize,
-    pub root_seen: bool,
+    /// Spans and their encoded bytes (a trace is decided early at 2 GiB, whatever the configured limit, so the
+    /// byte count never saturates).
+    pub spans: u32,
+    pub bytes: u32,
     /// What the latency and status policies ask of every span, gathered as spans arrive so that deciding does not
     /// read each span again: the earliest start, the latest end, and the status codes seen.
     pub summary: SpanSummary,
@@ -42,11 +43,13 @@ pub struct SpanSummary {
     pub latest_end_ns: u64,
     /// Bit `c` for status code `c` (0 unset, 1 ok, 2 error); bit 7 for any other value.
     status_codes: u8,
+    /// A span without a parent has arrived.
+    pub root_seen: bool,
 }
 
 impl Default for SpanSummary {
     fn default() -> Self {
-        SpanSummary { earliest_start_ns: u64::MAX, latest_end_ns: 0, status_codes: 0 }
+        SpanSummary { earliest_start_ns: u64::MAX, latest_end_ns: 0, status_codes: 0, root_seen: false }
     }
 }
 
@@ -169,7 +172,7 @@ impl PendingTrace {
     /// scope share one message), each span's bytes passed through `write_span`, which appends them to its output,
     /// changed or not.
     pub fn encode(&self, mut write_span: impl FnMut(&[u8], &mut Vec<u8>)) -> Vec<u8> {
-        let mut writer = RequestWriter { out: Vec::with_capacity(self.bytes + 64), ..Default::default() };
+        let mut writer = RequestWriter { out: Vec::with_capacity(self.bytes as usize + 64), ..Default::default() };
         let mut span = Vec::new();
         let mut i = 0;
         while i < self.groups.len() {
@@ -357,16 +360,16 @@ impl PartitionBuffer {
                     }
                     let fields = SpanFields::read(item.bytes);
                     trace.summary.add(&fields);
-                    if !trace.root_seen && fields.parent_span_id.is_empty() {
-                        trace.root_seen = true;
+                    if !trace.summary.root_seen && fields.parent_span_id.is_empty() {
+                        trace.summary.root_seen = true;
                         self.roots.push_back((timestamp_ms, trace_id));
                     }
-                    trace.spans += 1;
-                    trace.bytes += bytes;
+                    trace.spans = trace.spans.saturating_add(1);
+                    trace.bytes = trace.bytes.saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
                     self.buffered_bytes += bytes;
-                    let reached = if trace.spans >= limits.max_spans {
+                    let reached = if trace.spans as usize >= limits.max_spans {
                         Some(EarlyDecision::TraceSpans)
-                    } else if trace.bytes >= limits.max_bytes {
+                    } else if trace.bytes as usize >= limits.max_bytes.min(u32::MAX as usize / 2) {
                         Some(EarlyDecision::TraceBytes)
                     } else {
                         None
@@ -470,7 +473,7 @@ impl PartitionBuffer {
 
     fn remove(&mut self, id: &TraceId) -> Option<PendingTrace> {
         let trace = self.traces.remove(id)?;
-        self.buffered_bytes -= trace.bytes;
+        self.buffered_bytes -= trace.bytes as usize;
         Some(trace)
     }
 }

@@ -393,7 +393,7 @@ impl Sampler {
                     break;
                 };
                 let Some((id, trace)) = owned.state.buffer.take_oldest() else { break };
-                total -= trace.bytes;
+                total -= trace.bytes as usize;
                 ready.push((partition, id, trace, Due::Early(EarlyDecision::Memory)));
             }
             metrics::gauge!(BUFFERED_BYTES).set(total as f64);

@@ -134,10 +134,10 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
                     verdict.probabilistic,
                 );
                 let request = trace.encode(|span, out| marks.write_span(span, out));
-                kept_spans += trace.spans;
+                kept_spans += trace.spans as usize;
                 std::hint::black_box(split_kept(&request, 12, RecordLimit::from(1_000_000)));
             }
-            buffered -= trace.spans;
+            buffered -= trace.spans as usize;
             trace.offsets.iter().for_each(|o| tracker.release(*o));
         }
     }

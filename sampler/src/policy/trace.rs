@@ -31,7 +31,7 @@ impl<'a> TraceView<'a> {
     }
 
     pub fn span_count(&self) -> usize {
-        self.trace.spans
+        self.trace.spans as usize
     }
 
     /// From the earliest start to the latest end of any span, as the Collector's latency policy measures it.
