@@ -6,13 +6,16 @@
 //!   its Kafka exporter, `acks=all`, lz4. It does not partition by trace ID (its records are not usable by a tail
 //!   sampler), and it answers clients before Kafka acknowledged, so its CPU is read once it has gone idle, and the
 //!   spans in its topic are counted and printed;
+//! * **sampler**, afterwards and on librdkafka's MockCluster (see [`sampler_backlog`]): `tailgate sampler` on a
+//!   backlog `tailgate ingest` wrote, its CPU per span from its start until every span is decided;
 //! * **raw**: the floor of the same work in this process: check each request on its wire format (as any receiver
 //!   must) and produce its bytes as one record with the same producer settings, waiting for the acks.
 //!
 //! The broker is `tailgate broker` (Tansu), its own process, not counted. Both producers run without idempotence,
 //! as Tailgate does on Tansu (see `kafka.producer.idempotence`). CPU of each process from `/proc`.
 //!
-//! Usage: cargo build --release && cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size)
+//! Usage: cargo build --release && cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size);
+//! `TAILGATE_BENCH=sampler` runs the sampler's part alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +49,10 @@ mod otlp;
 #[allow(dead_code)]
 #[path = "../harness/topic.rs"]
 mod topic;
+// Shared with the integration tests; this bench scrapes a metrics endpoint.
+#[allow(dead_code)]
+#[path = "../harness/http.rs"]
+mod http;
 
 use cpu::cpu_seconds;
 use otlp::kv;
@@ -202,12 +209,112 @@ async fn cpu_when_idle(pid: u32) -> f64 {
     }
 }
 
-/// The spans in `topic`, read until `expected` are there or a minute passed.
+/// The spans in `topic`, read until `expected` are there or two minutes passed.
 fn spans_in(brokers: &str, topic: &str, expected: usize) -> usize {
-    let records = topic::read_topic(brokers, topic, PARTITIONS as u32, Duration::from_secs(60), |records| {
-        topic::count_spans(records) >= expected
+    // Counted as records arrive: recounting every record read so far on each poll was quadratic, and ran out of
+    // time before the topic was read.
+    let counted = std::cell::Cell::new((0, 0));
+    let records = topic::read_topic(brokers, topic, PARTITIONS as u32, Duration::from_secs(120), |records| {
+        let (read, spans) = counted.get();
+        let spans = spans + topic::count_spans(&records[read..]);
+        counted.set((records.len(), spans));
+        spans >= expected
     });
     topic::count_spans(&records)
+}
+
+/// The sum of every series of counter `name` on a Prometheus endpoint.
+async fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let Ok(response) = http::try_request(addr, "GET", "/metrics", &[], b"").await else { return 0.0 };
+    let body = String::from_utf8_lossy(&response.body);
+    body.lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sampler end to end, Kafka in the loop: `tailgate sampler` with the seed's policies at a 1 s wait reads a
+/// backlog that `tailgate ingest` wrote from `bodies`, and its CPU is counted from its start until it has decided
+/// every span: consume, decide, write decisions and kept spans, commit. The broker is librdkafka's MockCluster in
+/// this process (not counted): Tansu, serving a sampler that reads as fast as it can while it writes a decision per
+/// trace, lets requests time out and stalls, which would measure Tansu. The CPU the sampler uses when idle
+/// (polling, timers) is measured afterwards and shown subtracted as well.
+async fn sampler_backlog(dir: &Path, bodies: &[Vec<u8>]) {
+    const SPANS: &str = "bench_spans";
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster starts");
+    let topics = [SPANS, "bench_sampled", "bench_decisions", "bench_metrics", "bench_logs", "bench_spans.dlq"];
+    for topic in topics {
+        mock.create_topic(topic, PARTITIONS, 1).unwrap();
+    }
+    let kafka = format!(
+        "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {SPANS}, sampled_spans: bench_sampled, \
+         decisions: bench_decisions, metrics: bench_metrics, logs: bench_logs }}, producer: {{ idempotence: false }} }}\n",
+        mock.bootstrap_servers()
+    );
+    let (grpc, http, gateway_metrics, metrics) =
+        (local::free_port(), local::free_port(), local::free_port(), local::free_port());
+    let gateway = start_tailgate(
+        dir,
+        "ingest",
+        format!(
+            "{kafka}ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{gateway_metrics} }}, logs: {{ level: warn }} }}\n"
+        ),
+        grpc,
+    );
+    send_all(&format!("http://127.0.0.1:{grpc}"), bodies).await;
+    drop(gateway);
+    let spans = bodies.len() * SPANS_PER_REQUEST;
+
+    let started = Instant::now();
+    let sampler = start_tailgate(
+        dir,
+        "sampler",
+        format!(
+            "{kafka}sampler: {{ decision_wait: 1s }}\n\
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
+        ),
+        metrics,
+    );
+    let pid = sampler.0.id();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
+    let cpu = sampler_cpu_when_decided(pid, metrics, spans).await;
+    let wall = started.elapsed().as_secs_f64();
+    let idle_from = cpu_seconds(pid, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_per_second = (cpu_seconds(pid, &[]) - idle_from) / 3.0;
+    let busy = cpu - idle_per_second * wall;
+    let label = format!("~{:.0} B", bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans as f64);
+    println!(
+        "sampler end to end (MockCluster), {spans} spans of both sizes ({label} on average), seed policies, 1 s wait"
+    );
+    println!(
+        "  {:.2} CPU-s / 1M, {:.0} spans / CPU-s, {:.0} spans/s over {wall:.1} s; idle use ({idle_per_second:.3} \
+         CPU-s/s) subtracted: {:.2} CPU-s / 1M, {:.0} spans / CPU-s",
+        cpu / spans as f64 * 1e6,
+        spans as f64 / cpu,
+        spans as f64 / wall,
+        busy / spans as f64 * 1e6,
+        spans as f64 / busy,
+    );
+}
+
+/// The sampler's CPU seconds once it has decided `spans` spans in all (or two minutes passed).
+async fn sampler_cpu_when_decided(pid: u32, metrics: std::net::SocketAddr, spans: usize) -> f64 {
+    // A trace whose spans straddle two clients' chunks has its later spans arrive after its decision: late.
+    let decided = || async {
+        counter(metrics, "tailgate_sampler_spans_total").await
+            + counter(metrics, "tailgate_sampler_late_spans_total").await
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (decided().await as usize) < spans {
+        if Instant::now() > deadline {
+            println!("sampler: decided only {} of {spans} spans", decided().await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cpu_seconds(pid, &[])
 }
 
 async fn raw_path(brokers: &str, bodies: &[Vec<u8>]) -> (f64, f64) {
@@ -258,6 +365,12 @@ fn row(label: &str, path: &str, spans: f64, wall: f64, cpu: f64, raw_cpu: f64, n
 async fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let dir = local::temp_dir("bench");
+    if std::env::var("TAILGATE_BENCH").as_deref() == Ok("sampler") {
+        // Only the sampler's part, e.g. to profile it.
+        let bodies: Vec<Vec<u8>> = [225, 660].into_iter().flat_map(|size| requests(total, size)).collect();
+        sampler_backlog(&dir, &bodies).await;
+        return;
+    }
     let (kafka, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
     let brokers = format!("127.0.0.1:{kafka}");
     let _broker = start_tailgate(
@@ -309,6 +422,7 @@ async fn main() {
         "span", "path", "spans/s wall", "CPU-s / 1M", "spans / CPU-s", "vs raw"
     );
     let (mut tailgate_sent, mut rotel_sent) = (0usize, 0usize);
+    let mut all_bodies = Vec::new();
     for span_bytes in [225, 660] {
         let bodies = requests(total, span_bytes);
         let spans = (bodies.len() * SPANS_PER_REQUEST) as f64;
@@ -332,6 +446,7 @@ async fn main() {
             let note = format!("tailgate is {:.2}x rotel in spans per CPU-second", rotel_cpu / tailgate_cpu);
             row(&label, "rotel", spans, wall, rotel_cpu, raw_cpu, &note);
         }
+        all_bodies.extend(bodies);
     }
     println!(
         "spans in Kafka: tailgate {} of {tailgate_sent} acknowledged",
@@ -345,5 +460,6 @@ async fn main() {
         }
     }
     drop((gateway, rotel));
+    sampler_backlog(&dir, &all_bodies).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
