@@ -71,13 +71,17 @@ def rich(n):
     print(request.SerializeToString().hex())
 
 
-def spans():
-    out = []
+def requests():
+    """The requests on stdin, one hex line each."""
     for line in sys.stdin:
         line = line.strip()
-        if not line:
-            continue
-        request = ExportTraceServiceRequest.FromString(bytes.fromhex(line))
+        if line:
+            yield ExportTraceServiceRequest.FromString(bytes.fromhex(line))
+
+
+def spans():
+    out = []
+    for request in requests():
         for rs in request.resource_spans:
             resource = rs.resource.SerializeToString(deterministic=True).hex() + "/" + rs.schema_url
             for ss in rs.scope_spans:
@@ -90,11 +94,7 @@ def spans():
 
 def decode():
     out = []
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        request = ExportTraceServiceRequest.FromString(bytes.fromhex(line))
+    for request in requests():
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
