@@ -311,16 +311,16 @@ impl PartitionBuffer {
             self.clock_ms = self.clock_ms.max(timestamp_ms);
         }
         // Spans of traces already kept, forwarded as they came: an encoded `ExportTraceServiceRequest`.
-        let mut late_kept: Vec<u8> = Vec::new();
+        let mut late_kept = RequestWriter::default();
         let mut late_dropped = 0;
         let mut late_kept_spans = 0;
         let mut invalid_trace_id = 0;
         let mut new_units = 0u32;
         for resource in &request.resources {
-            // Forwarded spans of this resource, written to `late_kept` when it is done.
-            let mut late_resource: Option<Vec<u8>> = None;
+            // Whether `late_kept` has this resource (and below, this scope) open: opened by its first late span.
+            let mut late_resource = false;
             for scope in &resource.scopes {
-                let mut late_scope: Option<Vec<u8>> = None;
+                let mut late_scope = false;
                 // Built once per scope, only if a span of it is buffered.
                 let mut context: Option<Arc<Context>> = None;
                 self.scope_bytes.clear();
@@ -337,9 +337,15 @@ impl PartitionBuffer {
                     };
                     match decided(&trace_id) {
                         Some(true) => {
-                            let spans = late_scope.get_or_insert_with(|| scope.shell());
-                            put_len_prefix(spans, CHILDREN, item.bytes.len());
-                            spans.extend_from_slice(item.bytes);
+                            if !late_resource {
+                                late_kept.open_resource(&resource.shell());
+                                late_resource = true;
+                            }
+                            if !late_scope {
+                                late_kept.open_scope(&scope.shell());
+                                late_scope = true;
+                            }
+                            late_kept.span(item.bytes);
                             late_kept_spans += 1;
                             continue;
                         }
@@ -393,18 +399,16 @@ impl PartitionBuffer {
                         }
                     }
                 }
-                if let Some(spans) = late_scope {
-                    let scopes = late_resource.get_or_insert_with(|| resource.shell());
-                    put_len_prefix(scopes, CHILDREN, spans.len());
-                    scopes.extend_from_slice(&spans);
+                if late_scope {
+                    late_kept.close_scope();
                 }
             }
-            if let Some(scopes) = late_resource {
-                put_len_prefix(&mut late_kept, CHILDREN_REQUEST, scopes.len());
-                late_kept.extend_from_slice(&scopes);
+            if late_resource {
+                late_kept.close_resource();
             }
         }
         // Late spans of kept traces hold their record too, until the caller's forwarded copy is acknowledged.
+        let late_kept = late_kept.finish();
         let units = new_units + u32::from(!late_kept.is_empty());
         Added { late_kept, late_dropped, late_kept_spans, units, invalid_trace_id }
     }
