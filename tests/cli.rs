@@ -5,24 +5,27 @@ use std::time::{Duration, Instant};
 use crate::harness::binary::{self, tailgate};
 use crate::harness::{self, http};
 
+/// `tailgate validate` on `config`, written to a file of `dir`.
+fn validate(dir: &std::path::Path, config: &str) -> std::process::Output {
+    let path = dir.join("tailgate.yaml");
+    std::fs::write(&path, config).unwrap();
+    tailgate().args(["validate", "--config"]).arg(&path).output().unwrap()
+}
+
 #[test]
 fn validate_lists_every_problem_with_its_path_and_exits_1() {
     let dir = harness::temp_dir("cli");
-    let path = dir.join("bad.yaml");
-    std::fs::write(
-        &path,
+    let output = validate(
+        &dir,
         "kafka: { partitions: 0, brokres: x }\ningest: { max_request_bytes: 1GiB, grpc: { endpoint: here } }\n",
-    )
-    .unwrap();
-    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    );
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("kafka.brokres: unknown key"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    std::fs::write(&path, "kafka: { partitions: 0 }\ningest: { max_request_bytes: 1GiB, grpc: { endpoint: here } }\n")
-        .unwrap();
-    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    let output =
+        validate(&dir, "kafka: { partitions: 0 }\ningest: { max_request_bytes: 1GiB, grpc: { endpoint: here } }\n");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for path in ["kafka.partitions", "ingest.grpc.endpoint", "ingest.max_in_flight_bytes", "ingest.max_request_bytes"] {
@@ -37,15 +40,11 @@ fn validate_lists_every_problem_with_its_path_and_exits_1() {
 /// The effective configuration `validate` prints has no secret in it: Kafka credentials, header values, tenants.
 #[test]
 fn validate_never_prints_a_secret() {
-    let dir = harness::temp_dir("cli");
-    let path = dir.join("secrets.yaml");
-    std::fs::write(
-        &path,
+    let output = validate(
+        &harness::temp_dir("cli"),
         "kafka: { client: { sasl.password: hunter2, sasl.username: alice } }\n\
          exporters: { loki: { endpoint: 'http://loki:3100', tenant_id: shop-a, headers: { Authorization: Bearer s3cr3t } } }\n",
-    )
-    .unwrap();
-    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     for secret in ["hunter2", "shop-a", "s3cr3t"] {
@@ -58,10 +57,7 @@ fn validate_never_prints_a_secret() {
 /// config makes (`0.0.0.0:4317`), as with the OpenTelemetry Collector since 2024.
 #[test]
 fn listeners_default_to_loopback() {
-    let dir = harness::temp_dir("cli");
-    let path = dir.join("defaults.yaml");
-    std::fs::write(&path, "kafka: {}\n").unwrap();
-    let output = tailgate().args(["validate", "--config"]).arg(&path).output().unwrap();
+    let output = validate(&harness::temp_dir("cli"), "kafka: {}\n");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     for endpoint in ["127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:8888"] {
