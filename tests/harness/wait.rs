@@ -21,7 +21,10 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
 /// Waits until `GET path` on `addr` answers 200; panics if `child` exits first or `timeout` passes.
 pub async fn until_serving(addr: SocketAddr, path: &str, child: &mut Child, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while !http::try_request(addr, "GET", path, &[], b"").await.is_ok_and(|r| r.status == 200) {
+    // Each attempt bounded: a port that something else holds (a Kafka broker reading "GET " as a 1 GB frame
+    // length) may never answer, and the deadline and the child's exit must still be checked.
+    let attempt = || tokio::time::timeout(Duration::from_secs(2), http::try_request(addr, "GET", path, &[], b""));
+    while !attempt().await.is_ok_and(|r| r.is_ok_and(|r| r.status == 200)) {
         assert!(Instant::now() < deadline, "{addr}{path} never answered 200");
         assert!(child.try_wait().unwrap().is_none(), "the process exited before {addr}{path} answered 200");
         tokio::time::sleep(Duration::from_millis(100)).await;
