@@ -59,10 +59,7 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
     }
 
     let handle = telemetry::install_recorder();
-    let telemetry_listener =
-        tokio::net::TcpListener::bind(&config.telemetry.metrics.endpoint).await.with_context(|| {
-            format!("cannot listen on telemetry.metrics.endpoint {}", config.telemetry.metrics.endpoint)
-        })?;
+    let telemetry_listener = telemetry::Listener::bind(&config.telemetry.metrics).await?;
 
     let runs_ingest = matches!(role, Role::Ingest | Role::AllInOne);
     let runs_sampler = matches!(role, Role::Sampler | Role::AllInOne);
@@ -98,9 +95,13 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
     let telemetry_server = tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
 
     if let (Role::AllInOne, Some(gateway)) = (role, &gateway) {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let loopback = gateway.grpc_addr().ip().is_loopback() && gateway.http_addr().ip().is_loopback();
         println!(
-            "Tailgate is running.\n  send OTLP/gRPC to  http://localhost:{}\n  send OTLP/HTTP to  http://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  exporters          {}\n  metrics & health   http://localhost:{}/metrics  /health  /ready\nPress Ctrl-C to stop.",
+            "Tailgate is running.\n  send OTLP/gRPC to  {}://localhost:{}\n  send OTLP/HTTP to  {}://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  exporters          {}\n  metrics & health   {}://localhost:{}/metrics  /health  /ready",
+            scheme(config.ingest.grpc.tls.is_some()),
             gateway.grpc_addr().port(),
+            scheme(config.ingest.http.tls.is_some()),
             gateway.http_addr().port(),
             config.kafka.brokers,
             config.kafka.topics.sampled_spans,
@@ -108,8 +109,16 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
                 names if names.is_empty() => "none configured (add exporters: to a config file)".to_owned(),
                 names => names.join(", "),
             },
+            scheme(config.telemetry.metrics.tls.is_some()),
             telemetry_addr.port(),
         );
+        if loopback {
+            println!(
+                "The receivers listen on this host only. To accept other hosts, set ingest.grpc.endpoint: 0.0.0.0:4317 and\n\
+                 ingest.http.endpoint: 0.0.0.0:4318, with tls: and auth: on each (see SECURITY.md)."
+            );
+        }
+        println!("Press Ctrl-C to stop.");
     }
 
     // Every role runs as its own task with the same token and grace. A role that ends — it failed, or the

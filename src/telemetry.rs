@@ -8,6 +8,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tailgate_config::Problems;
+use tailgate_tls::{Handshakes, ServerTls, ServerTlsConfig, Stream};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +26,13 @@ pub struct TelemetryConfig {
 pub struct MetricsConfig {
     /// Address of `/metrics`, `/health` and `/ready`; loopback by default, like the receivers.
     pub endpoint: String,
+    /// TLS (and with `client_ca_file`, mutual TLS: Prometheus scrapes with `tls_config.cert_file`) on this port.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { endpoint: "127.0.0.1:8888".to_owned() }
+        MetricsConfig { endpoint: "127.0.0.1:8888".to_owned(), tls: None }
     }
 }
 
@@ -62,6 +65,9 @@ impl TelemetryConfig {
                 format!("{path}.metrics.endpoint"),
                 format!("`{}` is not an address like 0.0.0.0:8888", self.metrics.endpoint),
             );
+        }
+        if let Some(tls) = &self.metrics.tls {
+            tls.validate(&format!("{path}.metrics.tls"), problems);
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.logs.level.as_str()) {
             problems.push(
@@ -110,9 +116,74 @@ pub fn install_recorder() -> PrometheusHandle {
 /// Something that can say whether this process should receive traffic.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// The telemetry port's listener: TCP, or TLS with handshakes off the accept loop.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Handshakes<()>>,
+}
+
+impl Listener {
+    /// Binds `config.endpoint`, loading its TLS files (and watching them) when it has some.
+    pub async fn bind(config: &MetricsConfig) -> anyhow::Result<Listener> {
+        use anyhow::Context as _;
+        let tcp = TcpListener::bind(&config.endpoint)
+            .await
+            .with_context(|| format!("cannot listen on telemetry.metrics.endpoint {}", config.endpoint))?;
+        let tls = match &config.tls {
+            Some(tls) => Some(Handshakes::new(
+                ServerTls::new(tls, &[b"http/1.1"], "telemetry")
+                    .map_err(|error| anyhow::anyhow!("telemetry.metrics.tls.{}: {error}", error.key))?,
+                "telemetry",
+            )),
+            None => None,
+        };
+        Ok(Listener { tcp, tls })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn accept_tcp(tcp: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match tcp.accept().await {
+            Ok(accepted) => return accepted,
+            // Out of file descriptors and the like: wait a little rather than spin.
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept a telemetry connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Stream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Stream, std::net::SocketAddr) {
+        let Some(handshakes) = &mut self.tls else {
+            let (tcp, peer) = accept_tcp(&self.tcp).await;
+            return (Stream::Plain(tcp), peer);
+        };
+        loop {
+            tokio::select! {
+                biased;
+                (stream, peer, ()) = handshakes.next() => return (stream, peer),
+                (tcp, peer) = accept_tcp(&self.tcp) => handshakes.start(tcp, peer, ()),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
 /// Serves `/metrics`, `/health` (alive) and `/ready` until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     handle: PrometheusHandle,
     ready: Readiness,
     shutdown: CancellationToken,

@@ -9,10 +9,12 @@
 mod bytes;
 mod duration;
 mod problems;
+mod secret;
 
 pub use bytes::ByteSize;
 pub use duration::Duration;
 pub use problems::{Problem, Problems};
+pub use secret::{Secret, SecretSource};
 
 use serde::de::DeserializeOwned;
 

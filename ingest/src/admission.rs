@@ -6,6 +6,7 @@
 //! handler, OTLP/gRPC in a layer in front of tonic (`grpc/mod.rs`).
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -14,6 +15,8 @@ use http_body_util::BodyExt;
 
 use crate::budget::{Budget, Permit};
 use crate::error::ExportError;
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
+use crate::tenant::Tenant;
 
 /// What decoding allocates per byte of OTLP protobuf: prost's owned messages (a `Vec` or `String` per ID, name and
 /// attribute, each with its 24-byte header, and the fixed-size structs around them — a `Span` is ~300 bytes).
@@ -74,6 +77,8 @@ pub(crate) struct Admission {
     /// How long a body may take to arrive whole.
     read_timeout: Duration,
     throttle_retry_after: Duration,
+    /// Per-tenant rate limits, when configured.
+    rate_limit: Option<Arc<RateLimiter>>,
 }
 
 impl Admission {
@@ -82,8 +87,18 @@ impl Admission {
         max_request_bytes: usize,
         read_timeout: Duration,
         throttle_retry_after: Duration,
+        rate_limit: Option<RateLimitConfig>,
     ) -> Self {
-        Admission { budget, max_request_bytes, read_timeout, throttle_retry_after }
+        let rate_limit = rate_limit.map(|config| Arc::new(RateLimiter::new(config)));
+        Admission { budget, max_request_bytes, read_timeout, throttle_retry_after, rate_limit }
+    }
+
+    /// Charges `tenant`'s rate limit for a payload of `bytes` (decompressed), before it is decoded.
+    pub(crate) fn rate_limit(&self, tenant: &Tenant, bytes: usize) -> Result<(), ExportError> {
+        match &self.rate_limit {
+            Some(limiter) => limiter.take(tenant, bytes),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn budget(&self) -> &Budget {
@@ -217,7 +232,7 @@ mod tests {
     use super::*;
 
     fn admission(budget: &Budget, limit: usize) -> Admission {
-        Admission::new(budget.clone(), limit, Duration::from_secs(5), Duration::from_secs(1))
+        Admission::new(budget.clone(), limit, Duration::from_secs(5), Duration::from_secs(1), None)
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {

@@ -3,6 +3,10 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
+use tailgate_tls::ServerTlsConfig;
+
+use crate::auth::AuthConfig;
+use crate::rate_limit::RateLimitConfig;
 use crate::resource::ResourceAction;
 
 /// The `ingest:` section.
@@ -31,6 +35,8 @@ pub struct IngestConfig {
     pub max_connections: usize,
     /// Changes applied to every resource before it is written to Kafka, in order.
     pub resource: Vec<ResourceAction>,
+    /// Per-tenant limits on what the gateway accepts; none by default.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 impl Default for IngestConfig {
@@ -44,6 +50,7 @@ impl Default for IngestConfig {
             throttle_retry_after: Duration::from_secs(1),
             max_connections: 1024,
             resource: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -57,11 +64,23 @@ pub struct GrpcConfig {
     /// Address to listen on. Loopback by default, as the OpenTelemetry Collector since its 2024 hardening
     /// (CVE-2024-36129): listening on every interface (`0.0.0.0:4317`) is a choice the config makes.
     pub endpoint: String,
+    /// TLS (and with `client_ca_file`, mutual TLS) on this listener; plaintext without it.
+    pub tls: Option<ServerTlsConfig>,
+    /// Who may write, and as which tenant; anyone who can connect, as the default tenant, without it.
+    pub auth: Option<AuthConfig>,
+    /// A header naming the tenant (`X-Scope-OrgID`), trusted as set by a proxy in front: only without `auth`.
+    pub tenant_header: Option<String>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig { endpoint: "127.0.0.1:4317".to_owned(), max_concurrent_streams: 100 }
+        GrpcConfig {
+            endpoint: "127.0.0.1:4317".to_owned(),
+            max_concurrent_streams: 100,
+            tls: None,
+            auth: None,
+            tenant_header: None,
+        }
     }
 }
 
@@ -73,11 +92,49 @@ pub struct HttpConfig {
     pub endpoint: String,
     /// Browser origins allowed to send telemetry (CORS). Empty: CORS is off. `*` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// As `grpc.tls`.
+    pub tls: Option<ServerTlsConfig>,
+    /// As `grpc.auth`.
+    pub auth: Option<AuthConfig>,
+    /// As `grpc.tenant_header`.
+    pub tenant_header: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { endpoint: "127.0.0.1:4318".to_owned(), cors_allowed_origins: Vec::new() }
+        HttpConfig {
+            endpoint: "127.0.0.1:4318".to_owned(),
+            cors_allowed_origins: Vec::new(),
+            tls: None,
+            auth: None,
+            tenant_header: None,
+        }
+    }
+}
+
+/// What the two listeners share: TLS, auth and the tenant header, validated alike.
+fn validate_listener(
+    path: &str,
+    tls: Option<&ServerTlsConfig>,
+    auth: Option<&AuthConfig>,
+    tenant_header: Option<&str>,
+    problems: &mut Problems,
+) {
+    if let Some(tls) = tls {
+        tls.validate(&format!("{path}.tls"), problems);
+    }
+    if let Some(auth) = auth {
+        auth.validate(&format!("{path}.auth"), problems);
+    }
+    if let Some(name) = tenant_header {
+        if axum::http::HeaderName::try_from(name).is_err() {
+            problems.push(format!("{path}.tenant_header"), format!("`{name}` is not an HTTP header name"));
+        } else if auth.is_some() {
+            problems.push(
+                format!("{path}.tenant_header"),
+                "is only read without auth: an authenticated client writes as the tenant of its credentials",
+            );
+        }
     }
 }
 
@@ -124,6 +181,23 @@ impl IngestConfig {
                     format!("`{origin}` is not an origin like https://shop.example.com or *"),
                 );
             }
+        }
+        validate_listener(
+            &format!("{path}.grpc"),
+            self.grpc.tls.as_ref(),
+            self.grpc.auth.as_ref(),
+            self.grpc.tenant_header.as_deref(),
+            problems,
+        );
+        validate_listener(
+            &format!("{path}.http"),
+            self.http.tls.as_ref(),
+            self.http.auth.as_ref(),
+            self.http.tenant_header.as_deref(),
+            problems,
+        );
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&format!("{path}.rate_limit"), self.max_request_bytes, problems);
         }
         for (i, action) in self.resource.iter().enumerate() {
             action.validate(&format!("{path}.resource[{i}]"), problems);

@@ -1,7 +1,8 @@
 //! A bound on open connections per listener: a connection is accepted only while fewer than the limit are open,
 //! so a client (or a load balancer) that opens connections without end cannot make the gateway hold a socket, an
 //! HTTP/2 state and receive windows for each. Past the limit, new connections wait in the kernel's accept queue
-//! until one closes. Each open connection is counted in `tailgate_ingest_connections`.
+//! until one closes. Each open connection is counted in `tailgate_ingest_connections`. With TLS, a connection
+//! takes its slot when accepted and is handed to the server once its handshake is done.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tailgate_tls::{Handshakes, ServerTls, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,11 +23,12 @@ pub(crate) struct Limited {
     listener: TcpListener,
     permits: Arc<Semaphore>,
     transport: &'static str,
+    tls: Option<Handshakes<Slot>>,
 }
 
 /// An accepted connection; its slot is given back when it is dropped.
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     _slot: Slot,
 }
 
@@ -41,25 +44,26 @@ impl Drop for Slot {
 }
 
 impl Limited {
-    pub(crate) fn new(listener: TcpListener, max: usize, transport: &'static str) -> Self {
+    /// With `tls`, every connection is TLS.
+    pub(crate) fn new(listener: TcpListener, max: usize, transport: &'static str, tls: Option<ServerTls>) -> Self {
         metrics::gauge!(m::CONNECTIONS, "transport" => transport).set(0.0);
-        Limited { listener, permits: Arc::new(Semaphore::new(max.max(1))), transport }
+        let tls = tls.map(|tls| Handshakes::new(tls, transport));
+        Limited { listener, permits: Arc::new(Semaphore::new(max.max(1))), transport, tls }
     }
 
-    /// The next connection, once there is room for it.
+    /// The next connection, once there is room for it (and, with TLS, once its handshake is done).
     pub(crate) async fn accept(&mut self) -> (Connection, SocketAddr) {
-        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
+        let Some(handshakes) = &mut self.tls else {
+            let (tcp, peer, slot) = accept_tcp(&self.listener, &self.permits, self.transport).await;
+            return (Connection { stream: Stream::Plain(tcp), _slot: slot }, peer);
+        };
         loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    metrics::gauge!(m::CONNECTIONS, "transport" => self.transport).increment(1.0);
-                    return (Connection { stream, _slot: Slot { _permit: permit, transport: self.transport } }, addr);
-                }
-                // Out of file descriptors and the like: wait a little rather than spin.
-                Err(error) => {
-                    tracing::warn!(%error, transport = self.transport, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            // Both are cancel-safe: a connection accepted is handed to a handshake before the next await.
+            tokio::select! {
+                biased;
+                (stream, peer, slot) = handshakes.next() => return (Connection { stream, _slot: slot }, peer),
+                (tcp, peer, slot) = accept_tcp(&self.listener, &self.permits, self.transport) => {
+                    handshakes.start(tcp, peer, slot);
                 }
             }
         }
@@ -67,6 +71,29 @@ impl Limited {
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+/// The next TCP connection, once there is room for it, with its slot.
+async fn accept_tcp(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    transport: &'static str,
+) -> (TcpStream, SocketAddr, Slot) {
+    let permit = Arc::clone(permits).acquire_owned().await.expect("the semaphore is never closed");
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                metrics::gauge!(m::CONNECTIONS, "transport" => transport).increment(1.0);
+                return (stream, addr, Slot { _permit: permit, transport });
+            }
+            // Out of file descriptors and the like: wait a little rather than spin.
+            Err(error) => {
+                tracing::warn!(%error, transport, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -87,7 +114,7 @@ impl tonic::transport::server::Connected for Connection {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }
 

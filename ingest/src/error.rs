@@ -35,6 +35,15 @@ pub enum ExportError {
     /// The gateway is shutting down. Retryable, on another gateway.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// No credentials, or credentials the receiver's `auth` refuses. Not retryable; nothing was read.
+    #[error("{}", .0.message())]
+    Unauthenticated(crate::auth::Failure),
+    /// The trusted tenant header names no valid tenant. Not retryable.
+    #[error("invalid tenant: {0}")]
+    InvalidTenant(String),
+    /// The tenant is past its `ingest.rate_limit`. Retryable after `retry_after`, as Tempo's distributor answers.
+    #[error("tenant {tenant} is over its ingest rate limit; retry later")]
+    RateLimited { tenant: String, retry_after: Duration },
 }
 
 /// An [`ExportError`] without its details: the key of the status table. The codec rewrite in `grpc.rs` has no
@@ -49,6 +58,9 @@ pub(crate) enum Kind {
     KafkaBusy,
     KafkaUnavailable,
     ShuttingDown,
+    Unauthenticated,
+    InvalidTenant,
+    RateLimited,
 }
 
 /// What a client is told about one kind of failure.
@@ -79,6 +91,10 @@ impl Kind {
             Kind::KafkaBusy => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "kafka_busy"),
             Kind::KafkaUnavailable => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "kafka_unavailable"),
             Kind::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, "shutting_down"),
+            Kind::Unauthenticated => (StatusCode::UNAUTHORIZED, Code::Unauthenticated, "unauthenticated"),
+            Kind::InvalidTenant => (StatusCode::BAD_REQUEST, Code::InvalidArgument, "invalid_tenant"),
+            // RESOURCE_EXHAUSTED with RetryInfo, 429 with Retry-After: retryable.
+            Kind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted, "rate_limited"),
         };
         Answer { http, grpc, reason }
     }
@@ -95,6 +111,9 @@ impl ExportError {
             ExportError::KafkaBusy { .. } => Kind::KafkaBusy,
             ExportError::KafkaUnavailable(_) => Kind::KafkaUnavailable,
             ExportError::ShuttingDown => Kind::ShuttingDown,
+            ExportError::Unauthenticated(_) => Kind::Unauthenticated,
+            ExportError::InvalidTenant(_) => Kind::InvalidTenant,
+            ExportError::RateLimited { .. } => Kind::RateLimited,
         }
     }
 
@@ -116,7 +135,9 @@ impl ExportError {
     /// How long the client should wait, when the server is throttling.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ExportError::Throttled { retry_after } | ExportError::KafkaBusy { retry_after } => Some(*retry_after),
+            ExportError::Throttled { retry_after }
+            | ExportError::KafkaBusy { retry_after }
+            | ExportError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -153,6 +174,9 @@ mod tests {
             ExportError::KafkaBusy { retry_after },
             ExportError::KafkaUnavailable("x".into()),
             ExportError::ShuttingDown,
+            ExportError::Unauthenticated(crate::auth::Failure::Expired),
+            ExportError::InvalidTenant("x".into()),
+            ExportError::RateLimited { tenant: "a".into(), retry_after },
         ]
     }
 
@@ -161,7 +185,14 @@ mod tests {
     #[test]
     fn both_transports_agree_with_the_client_side_retry_table() {
         for error in every_error() {
-            let retryable = !matches!(error.kind(), Kind::Decode | Kind::TooLarge | Kind::UnsupportedMediaType);
+            let retryable = !matches!(
+                error.kind(),
+                Kind::Decode
+                    | Kind::TooLarge
+                    | Kind::UnsupportedMediaType
+                    | Kind::Unauthenticated
+                    | Kind::InvalidTenant
+            );
             let status = error.rpc_status();
             let grpc = grpc_is_retryable(status.code, status.retry_delay().is_some());
             let http = http_is_retryable(error.http_status().as_u16());

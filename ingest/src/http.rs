@@ -15,6 +15,7 @@ use tailgate_kafka::Topics;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admission::{Admission, Compression, Format};
+use crate::auth::{Failure, Identify};
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::otlp::{response_json, Otlp};
@@ -29,6 +30,7 @@ struct Receiver {
     sink: KafkaSink,
     admission: Admission,
     topics: Topics,
+    identify: Identify,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,8 +49,14 @@ impl Encoding {
 }
 
 /// The OTLP/HTTP router. `cors_allowed_origins` empty turns CORS off.
-pub(crate) fn router(sink: KafkaSink, admission: Admission, topics: Topics, cors_allowed_origins: &[String]) -> Router {
-    let receiver = Receiver { sink, admission, topics };
+pub(crate) fn router(
+    sink: KafkaSink,
+    admission: Admission,
+    topics: Topics,
+    identify: Identify,
+    cors_allowed_origins: &[String],
+) -> Router {
+    let receiver = Receiver { sink, admission, topics, identify };
     let router = Router::new()
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
@@ -63,12 +71,11 @@ pub(crate) fn router(sink: KafkaSink, admission: Admission, topics: Topics, cors
     } else {
         AllowOrigin::list(cors_allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    router.layer(
-        CorsLayer::new()
-            .allow_origin(origins)
-            .allow_methods([axum::http::Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::CONTENT_ENCODING]),
-    )
+    router.layer(CorsLayer::new().allow_origin(origins).allow_methods([axum::http::Method::POST]).allow_headers([
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::AUTHORIZATION,
+    ]))
 }
 
 async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
@@ -76,6 +83,8 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
     let mut encoding = Encoding::Protobuf;
     let outcome = async {
         encoding = content_type(&headers)?;
+        // Who is writing, before a byte of the body is read.
+        let tenant = receiver.identify.tenant(&headers)?;
         let compression = content_encoding(&headers)?;
         let admission = &receiver.admission;
         let mut permit = admission.permit();
@@ -97,6 +106,7 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
             Encoding::Protobuf => Format::Protobuf,
             Encoding::Json => Format::Json,
         };
+        admission.rate_limit(&tenant, payload.len())?;
         admission.before_decoding(&mut permit, payload.len(), format)?;
         let request = match encoding {
             Encoding::Protobuf => Payload::Encoded(payload),
@@ -106,7 +116,7 @@ async fn export<S: Otlp>(State(receiver): State<Receiver>, headers: HeaderMap, b
                 Payload::Decoded(request)
             }
         };
-        receiver.sink.export(S::topic(&receiver.topics), S::SIGNAL, TRANSPORT, request, permit).await
+        receiver.sink.export(S::topic(&receiver.topics), S::SIGNAL, TRANSPORT, &tenant, request, permit).await
     }
     .await;
 
@@ -143,7 +153,22 @@ fn error_response(error: &ExportError, encoding: Encoding) -> Response {
         let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
+    if let ExportError::Unauthenticated(failure) = error {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, www_authenticate(*failure));
+    }
     response
+}
+
+/// The challenge of RFC 6750: which scheme to use, and for a token that was presented, that it was not good.
+fn www_authenticate(failure: Failure) -> HeaderValue {
+    let challenge = match failure {
+        Failure::Missing => "Bearer realm=\"tailgate\"".to_owned(),
+        Failure::Malformed => "Bearer realm=\"tailgate\", error=\"invalid_request\"".to_owned(),
+        failure => {
+            format!("Bearer realm=\"tailgate\", error=\"invalid_token\", error_description=\"{}\"", failure.message())
+        }
+    };
+    HeaderValue::from_str(&challenge).expect("the messages are ASCII without quotes")
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Encoding, ExportError> {

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod auth;
 mod budget;
 mod config;
 mod connections;
@@ -24,8 +25,10 @@ mod http;
 mod json;
 pub mod metrics;
 mod otlp;
+mod rate_limit;
 mod resource;
 mod sink;
+mod tenant;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -38,13 +41,19 @@ use tailgate_kafka::{create_producer, ensure_topics, KafkaConfig, ProducerSettin
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use tailgate_tls::ServerTls;
+
 use crate::admission::Admission;
+use crate::auth::Identify;
+pub use crate::auth::{AuthConfig, BearerToken, Failure as AuthFailure, JwtConfig};
 pub use crate::budget::Budget;
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
 use crate::connections::Limited;
 pub use crate::error::ExportError;
+pub use crate::rate_limit::{RateLimitConfig, TenantLimit};
 pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
 pub use crate::sink::{Accepted, KafkaSink};
+pub use crate::tenant::Tenant;
 
 /// How often the gateway checks that Kafka answers, for `/ready`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -62,6 +71,10 @@ pub enum IngestError {
     Grpc(#[from] tonic::transport::Error),
     #[error("OTLP/HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("ingest.{listener}.tls.{}: {error}", error.key)]
+    Tls { listener: &'static str, error: tailgate_tls::TlsError },
+    #[error("ingest.{listener}: {message}")]
+    Auth { listener: &'static str, message: String },
 }
 
 /// Whether the gateway should receive traffic: Kafka answers and it is not shutting down.
@@ -81,6 +94,10 @@ impl Health {
 pub struct Gateway {
     grpc: TcpListener,
     http: TcpListener,
+    grpc_tls: Option<ServerTls>,
+    http_tls: Option<ServerTls>,
+    grpc_identify: Identify,
+    http_identify: Identify,
     sink: KafkaSink,
     admission: Admission,
     kafka: KafkaConfig,
@@ -123,7 +140,23 @@ impl Gateway {
             config.max_request_bytes.get() as usize,
             config.read_timeout.get(),
             config.throttle_retry_after.get(),
+            config.rate_limit.clone(),
         );
+        // gRPC speaks HTTP/2 only; OTLP/HTTP either.
+        let tls = |listener: &'static str, tls: &Option<tailgate_tls::ServerTlsConfig>, alpn| {
+            tls.as_ref()
+                .map(|tls| ServerTls::new(tls, alpn, listener))
+                .transpose()
+                .map_err(|error| IngestError::Tls { listener, error })
+        };
+        let grpc_tls = tls("grpc", &config.grpc.tls, &[b"h2"])?;
+        let http_tls = tls("http", &config.http.tls, &[b"h2", b"http/1.1"])?;
+        let identify = |listener: &'static str, auth: &Option<AuthConfig>, header: &Option<String>| {
+            Identify::new(auth.as_ref(), header.as_deref(), listener)
+                .map_err(|message| IngestError::Auth { listener, message })
+        };
+        let grpc_identify = identify("grpc", &config.grpc.auth, &config.grpc.tenant_header)?;
+        let http_identify = identify("http", &config.http.auth, &config.http.tenant_header)?;
         let bind = |addr: String| async move {
             TcpListener::bind(&addr).await.map_err(|source| IngestError::Bind { addr, source })
         };
@@ -133,6 +166,10 @@ impl Gateway {
         Ok(Gateway {
             grpc,
             http,
+            grpc_tls,
+            http_tls,
+            grpc_identify,
+            http_identify,
             sink,
             admission,
             kafka: kafka.clone(),
@@ -161,22 +198,41 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled, then: reports not ready, stops accepting, finishes in-flight requests
     /// and flushes the producer, all within `grace`.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) -> Result<(), IngestError> {
-        let Gateway { grpc, http, sink, admission, kafka, config, health } = self;
+        let Gateway {
+            grpc,
+            http,
+            grpc_tls,
+            http_tls,
+            grpc_identify,
+            http_identify,
+            sink,
+            admission,
+            kafka,
+            config,
+            health,
+        } = self;
         tracing::info!(grpc = %grpc.local_addr().map_err(IngestError::Http)?, http = %http.local_addr().map_err(IngestError::Http)?, "ingest gateway receiving OTLP");
 
         let stop_serving = CancellationToken::new();
         let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
-        let grpc = Limited::new(grpc, config.max_connections, "grpc");
-        let http = Limited::new(http, config.max_connections, "http");
+        let grpc = Limited::new(grpc, config.max_connections, "grpc", grpc_tls);
+        let http = Limited::new(http, config.max_connections, "http", http_tls);
         let mut grpc_server = tokio::spawn(grpc::serve(
             grpc,
             config.grpc.max_concurrent_streams,
             sink.clone(),
             admission.clone(),
+            grpc_identify,
             kafka.topics.clone(),
             stop_serving.clone(),
         ));
-        let router = http::router(sink.clone(), admission, kafka.topics.clone(), &config.http.cors_allowed_origins);
+        let router = http::router(
+            sink.clone(),
+            admission,
+            kafka.topics.clone(),
+            http_identify,
+            &config.http.cors_allowed_origins,
+        );
         let mut http_server = tokio::spawn(
             axum::serve(http, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned()).into_future(),
         );

@@ -20,6 +20,13 @@ pub const RECORDS_PRODUCED: &str = "tailgate_kafka_records_produced_total";
 pub const CONNECTIONS: &str = "tailgate_ingest_connections";
 /// Whether Kafka answered the last metadata probe (1) or not (0).
 pub const KAFKA_UP: &str = "tailgate_kafka_up";
+/// Requests refused for their credentials, by `transport` and `reason` (`missing`, `unknown_token`, `expired`,
+/// `wrong_audience`, …).
+pub const AUTH_FAILURES: &str = "tailgate_ingest_auth_failures_total";
+/// Requests refused because their tenant was over its rate limit, by `tenant`.
+pub const RATE_LIMITED_REQUESTS: &str = "tailgate_ingest_rate_limited_requests_total";
+/// Bytes (after decompression) of those requests, by `tenant`.
+pub const RATE_LIMITED_BYTES: &str = "tailgate_ingest_rate_limited_bytes_total";
 pub use crate::budget::IN_FLIGHT_BYTES;
 
 /// Registers descriptions, so `/metrics` explains every series.
@@ -39,6 +46,10 @@ pub fn describe() {
     describe_counter!(RECORDS_PRODUCED, "Kafka records acknowledged.");
     describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Request bytes held until Kafka acknowledges them.");
     describe_gauge!(KAFKA_UP, "1 when Kafka answered the last metadata probe.");
+    describe_counter!(AUTH_FAILURES, "Requests refused for their credentials, by reason.");
+    describe_counter!(RATE_LIMITED_REQUESTS, "Requests refused because their tenant was over its rate limit.");
+    describe_counter!(RATE_LIMITED_BYTES, Unit::Bytes, "Bytes of requests refused for their tenant's rate limit.");
+    tailgate_tls::describe_metrics();
 }
 
 /// Every metric name the gateway registers, for checks that dashboards only query real series.
@@ -52,4 +63,7 @@ pub const ALL: &[&str] = &[
     RECORDS_PRODUCED,
     IN_FLIGHT_BYTES,
     KAFKA_UP,
+    AUTH_FAILURES,
+    RATE_LIMITED_REQUESTS,
+    RATE_LIMITED_BYTES,
 ];

@@ -14,6 +14,7 @@ use crate::budget::Permit;
 use crate::error::ExportError;
 use crate::metrics as m;
 use crate::resource::ResourceProcessor;
+use crate::tenant::Tenant;
 
 /// What happened to the items of an accepted request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,15 +79,20 @@ impl KafkaSink {
         topic: &str,
         signal: &'static str,
         transport: &'static str,
+        tenant: &Tenant,
         request: Payload<S>,
         mut permit: Permit,
     ) -> Result<Accepted, ExportError> {
-        // The headers first: every record carries them, so they count against its size.
+        // The headers first: every record carries them, so they count against its size. A request is one tenant's,
+        // so each of its records is too.
         let received_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let timestamp_ms = i64::try_from(received_at.as_millis()).unwrap_or(i64::MAX);
         let received_at = received_at.as_nanos().to_string();
-        let record_headers = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO)
+        let mut record_headers = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO)
             .insert(Header { key: headers::RECEIVED_AT, value: Some(received_at.as_str()) });
+        if let Some(id) = tenant.id() {
+            record_headers = record_headers.insert(Header { key: headers::TENANT, value: Some(id) });
+        }
         let limit = RecordLimit::new(
             self.max_message_bytes,
             record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),

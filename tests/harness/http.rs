@@ -44,6 +44,36 @@ pub async fn try_request(
     Ok(parse(&exchange(addr, &raw).await?))
 }
 
+/// [`try_request`] over TLS with `tls` (for `localhost`). A handshake the server refuses is an error, and so is a
+/// connection it closes without answering (TLS 1.3 reports a refused client certificate only after the client's
+/// side of the handshake is done).
+pub async fn tls_request(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    stream.write_all(&raw).await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    if out.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed without an answer"));
+    }
+    Ok(parse(&out))
+}
+
 pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Response {
     request(addr, "POST", path, &[("Content-Type", content_type)], body).await
 }

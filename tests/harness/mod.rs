@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod binary;
+pub mod certs;
 pub mod http;
 pub mod kafka;
 pub mod local;

@@ -5,4 +5,5 @@ mod bounds;
 mod connections;
 mod e2e;
 mod faults;
+mod security;
 mod status;

@@ -1,6 +1,9 @@
 """Sends traces, metrics and logs to a Tailgate gateway with the real OpenTelemetry Python SDK.
 
 Usage: send_otlp.py grpc|http ENDPOINT TRACES SPANS_PER_TRACE
+An https:// ENDPOINT is TLS; the SDK's own environment variables (OTEL_EXPORTER_OTLP_CERTIFICATE,
+OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_KEY, OTEL_EXPORTER_OTLP_HEADERS) set the CA, the
+client certificate and the headers, as a user would set them.
 Prints one JSON object: the hex trace and span IDs of every span the SDK exported, and the number of log records
 and metric data points it sent. Exits non-zero if the SDK reports any export failure.
 """
@@ -26,10 +29,11 @@ def exporters(protocol, endpoint):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        insecure = endpoint.startswith("http://")
         return (
-            OTLPSpanExporter(endpoint=endpoint, insecure=True),
-            OTLPMetricExporter(endpoint=endpoint, insecure=True),
-            OTLPLogExporter(endpoint=endpoint, insecure=True),
+            OTLPSpanExporter(endpoint=endpoint, insecure=insecure),
+            OTLPMetricExporter(endpoint=endpoint, insecure=insecure),
+            OTLPLogExporter(endpoint=endpoint, insecure=insecure),
         )
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status};
 
 use crate::admission::{Admission, Compression, Format};
+use crate::auth::Identify;
 use crate::budget::Permit;
 use crate::error::{ExportError, Kind};
 use crate::metrics as m;
 use crate::otlp::Otlp;
 use crate::sink::{KafkaSink, Payload};
+use crate::tenant::Tenant;
 
 mod export;
 
@@ -52,8 +54,9 @@ impl Receiver {
         // [`Admit`] runs in front of every service of this server.
         let permit = request.extensions().get::<Admitted>().and_then(Admitted::take);
         let Some(permit) = permit else { return Err(Status::internal("the request was not admitted")) };
+        let tenant = request.extensions().get::<Tenant>().cloned().unwrap_or_default();
         let request = Payload::<S>::Encoded(request.into_inner());
-        let outcome = self.sink.export(S::topic(&self.topics), S::SIGNAL, TRANSPORT, request, permit).await;
+        let outcome = self.sink.export(S::topic(&self.topics), S::SIGNAL, TRANSPORT, &tenant, request, permit).await;
         let label = match &outcome {
             Ok(accepted) if accepted.rejected > 0 => "partial_success",
             Ok(_) => "success",
@@ -121,6 +124,7 @@ const MESSAGE_PREFIX: usize = 5;
 struct Admit<S> {
     inner: S,
     admission: Admission,
+    identify: Identify,
 }
 
 impl<S> tower::Service<HttpRequest<tonic::body::Body>> for Admit<S>
@@ -141,11 +145,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let admission = self.admission.clone();
+        let identify = self.identify.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let signal = signal_of(parts.uri.path());
-            match admit(&admission, &mut parts.headers, body, signal).await {
-                Ok((message, permit)) => {
+            // Who is writing, before a byte of the body is read.
+            let admitted = match identify.tenant(&parts.headers) {
+                Ok(tenant) => admit(&admission, &mut parts.headers, body, signal, &tenant).await.map(|a| (a, tenant)),
+                Err(error) => Err(error),
+            };
+            match admitted {
+                Ok(((message, permit), tenant)) => {
+                    parts.extensions.insert(tenant);
                     parts.extensions.insert(Admitted(Arc::new(Mutex::new(Some(permit)))));
                     let body = tonic::body::Body::new(Full::new(Bytes::from(message)));
                     inner.call(HttpRequest::from_parts(parts, body)).await
@@ -179,6 +190,7 @@ async fn admit(
     headers: &mut HeaderMap,
     body: tonic::body::Body,
     signal: &'static str,
+    tenant: &Tenant,
 ) -> Result<(Vec<u8>, Permit), ExportError> {
     let mut permit = admission.permit();
     let limit = admission.max_request_bytes().saturating_add(MESSAGE_PREFIX);
@@ -206,6 +218,7 @@ async fn admit(
         // Not compressed, or with an encoding tonic refuses by itself (UNIMPLEMENTED, naming what it accepts).
         _ => frame,
     };
+    admission.rate_limit(tenant, frame.len() - MESSAGE_PREFIX)?;
     let format = if matches!(signal, "traces" | "logs") { Format::ProtobufWire } else { Format::Protobuf };
     admission.before_decoding(&mut permit, frame.len() - MESSAGE_PREFIX, format)?;
     Ok((frame, permit))
@@ -217,6 +230,7 @@ pub(crate) async fn serve(
     max_concurrent_streams: u32,
     sink: KafkaSink,
     admission: Admission,
+    identify: Identify,
     topics: Topics,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -229,7 +243,11 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .max_concurrent_streams(max_concurrent_streams)
         .layer(tower::util::MapResponseLayer::new(remap_codec_errors))
-        .layer(tower::layer::layer_fn(move |inner| Admit { inner, admission: admission.clone() }))
+        .layer(tower::layer::layer_fn(move |inner| Admit {
+            inner,
+            admission: admission.clone(),
+            identify: identify.clone(),
+        }))
         .add_service(ExportService::<ExportTraceServiceRequest, _>::new(receiver.clone(), max_request_bytes))
         .add_service(ExportService::<ExportMetricsServiceRequest, _>::new(receiver.clone(), max_request_bytes))
         .add_service(ExportService::<ExportLogsServiceRequest, _>::new(receiver, max_request_bytes))

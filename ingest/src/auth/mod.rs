@@ -1,0 +1,211 @@
+//! Who is writing: each receiver's `auth` checks the request's bearer token before its body is read, and names
+//! the tenant the request writes as. Without `auth`, a receiver may be told to trust a tenant header (set by a
+//! proxy that authenticated the client); with it, the header is never read, so a client of tenant A that sends
+//! `X-Scope-OrgID: B` still writes as A.
+
+mod config;
+mod jwt;
+
+use std::sync::{Arc, RwLock};
+
+use axum::http::{header, HeaderMap, HeaderName};
+use subtle::ConstantTimeEq;
+
+pub use self::config::{AuthConfig, BearerToken, JwtConfig};
+use crate::error::ExportError;
+use crate::tenant::Tenant;
+
+/// Why a request's credentials were refused: the `reason` of `tailgate_ingest_auth_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No `Authorization` header.
+    Missing,
+    /// Not `Bearer <token>`, or a token that does not parse.
+    Malformed,
+    /// A static token that is not one of ours.
+    UnknownToken,
+    /// A JWT whose key is not in the JWKS.
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    /// A genuine JWT without a (valid) tenant claim.
+    NoTenant,
+}
+
+impl Failure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Malformed => "malformed",
+            Failure::UnknownToken => "unknown_token",
+            Failure::UnknownKey => "unknown_key",
+            Failure::BadSignature => "bad_signature",
+            Failure::Expired => "expired",
+            Failure::NotYetValid => "not_yet_valid",
+            Failure::WrongIssuer => "wrong_issuer",
+            Failure::WrongAudience => "wrong_audience",
+            Failure::MissingClaim => "missing_claim",
+            Failure::NoTenant => "no_tenant",
+        }
+    }
+
+    /// What the client is told (never the token).
+    pub fn message(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing credentials: send Authorization: Bearer <token>",
+            Failure::Malformed => "the Authorization header is not a bearer token this gateway can read",
+            Failure::UnknownToken | Failure::UnknownKey | Failure::BadSignature => "the bearer token is not valid",
+            Failure::Expired => "the bearer token has expired",
+            Failure::NotYetValid => "the bearer token is not valid yet",
+            Failure::WrongIssuer => "the bearer token is from another issuer",
+            Failure::WrongAudience => "the bearer token is meant for another audience",
+            Failure::MissingClaim => "the bearer token lacks exp, iss or aud",
+            Failure::NoTenant => "the bearer token names no valid tenant",
+        }
+    }
+}
+
+/// The credentials in use, read from their files.
+struct Credentials {
+    /// SHA-256 of each static token, and its tenant: compared in constant time, and of equal length whatever the
+    /// token's.
+    tokens: Vec<([u8; 32], Tenant)>,
+    jwks: Option<jwt::Keys>,
+}
+
+impl Credentials {
+    fn read(config: &AuthConfig) -> Result<Credentials, String> {
+        let mut tokens = Vec::with_capacity(config.bearer_tokens.len());
+        for entry in &config.bearer_tokens {
+            let secret = entry.token.read()?;
+            tokens.push((digest(secret.expose()), Tenant::new(&entry.tenant)?));
+        }
+        let jwks = config.jwt.as_ref().map(|jwt| jwt::Keys::read(&jwt.jwks_file)).transpose()?;
+        Ok(Credentials { tokens, jwks })
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// One receiver's authentication, and the tenant it assigns.
+#[derive(Clone)]
+pub(crate) struct Identify {
+    auth: Option<Arc<Authenticator>>,
+    tenant_header: Option<HeaderName>,
+    transport: &'static str,
+}
+
+struct Authenticator {
+    config: AuthConfig,
+    credentials: RwLock<Arc<Credentials>>,
+}
+
+impl Identify {
+    /// Reads the credentials and, with a `reload_interval`, re-reads them for as long as the receiver lives.
+    pub(crate) fn new(
+        auth: Option<&AuthConfig>,
+        tenant_header: Option<&str>,
+        transport: &'static str,
+    ) -> Result<Identify, String> {
+        let auth = match auth {
+            Some(config) => {
+                let credentials = RwLock::new(Arc::new(Credentials::read(config)?));
+                let authenticator = Arc::new(Authenticator { config: config.clone(), credentials });
+                let interval = config.reload_interval.get();
+                if !interval.is_zero() {
+                    tokio::spawn(reload(Arc::downgrade(&authenticator), interval, transport));
+                }
+                Some(authenticator)
+            }
+            None => None,
+        };
+        let tenant_header = tenant_header
+            .map(|name| HeaderName::try_from(name).map_err(|_| format!("`{name}` is not an HTTP header name")))
+            .transpose()?;
+        Ok(Identify { auth, tenant_header, transport })
+    }
+
+    /// The tenant of a request with these headers, or why it is refused. Counts refusals by reason.
+    pub(crate) fn tenant(&self, headers: &HeaderMap) -> Result<Tenant, ExportError> {
+        let result = match (&self.auth, &self.tenant_header) {
+            (Some(auth), _) => auth.authenticate(headers).map_err(|failure| {
+                metrics::counter!(crate::metrics::AUTH_FAILURES, "transport" => self.transport, "reason" => failure.reason())
+                    .increment(1);
+                ExportError::Unauthenticated(failure)
+            }),
+            (None, Some(name)) => match headers.get(name) {
+                None => Ok(Tenant::DEFAULT),
+                Some(value) => value
+                    .to_str()
+                    .map_err(|_| "not ASCII".to_owned())
+                    .and_then(Tenant::new)
+                    .map_err(|message| ExportError::InvalidTenant(format!("{name}: {message}"))),
+            },
+            (None, None) => Ok(Tenant::DEFAULT),
+        };
+        result
+    }
+}
+
+impl Authenticator {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, Failure> {
+        let value = headers.get(header::AUTHORIZATION).ok_or(Failure::Missing)?;
+        let value = value.to_str().map_err(|_| Failure::Malformed)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(Failure::Malformed)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(Failure::Malformed);
+        }
+        let credentials = Arc::clone(&self.credentials.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let digest = digest(token);
+        // Every token is compared, so the time taken says nothing about which one (nearly) matched.
+        let mut matched = None;
+        for (candidate, tenant) in &credentials.tokens {
+            if bool::from(candidate.ct_eq(&digest)) {
+                matched = Some(tenant.clone());
+            }
+        }
+        if let Some(tenant) = matched {
+            return Ok(tenant);
+        }
+        match (&self.config.jwt, &credentials.jwks) {
+            (Some(config), Some(keys)) if token.split('.').count() == 3 => {
+                let tenant = jwt::verify(token, keys, config)?;
+                Tenant::new(&tenant).map_err(|_| Failure::NoTenant)
+            }
+            _ => Err(Failure::UnknownToken),
+        }
+    }
+}
+
+/// Re-reads token files and the JWKS every `interval`; what does not read keeps the credentials loaded before.
+async fn reload(authenticator: std::sync::Weak<Authenticator>, interval: std::time::Duration, transport: &'static str) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(authenticator) = authenticator.upgrade() else { return };
+        match Credentials::read(&authenticator.config) {
+            Ok(credentials) => {
+                if failing {
+                    tracing::info!(transport, "receiver credentials read again");
+                }
+                failing = false;
+                *authenticator.credentials.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Arc::new(credentials);
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(transport, %error, "cannot read the receiver's credentials; keeping the ones read before");
+                }
+                failing = true;
+            }
+        }
+    }
+}

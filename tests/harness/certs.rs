@@ -1,0 +1,77 @@
+//! Certificates made by `openssl` at test time: CAs, and server and client certificates they sign.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A directory of PEM files.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+/// A certificate and its key.
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+impl Pki {
+    pub fn new(what: &str) -> Pki {
+        Pki { dir: super::temp_dir(what) }
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let status = Command::new("openssl").current_dir(&self.dir).args(args).stderr(Stdio::null()).status().unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    }
+
+    /// A self-signed CA: `<name>.pem`, `<name>.key`.
+    pub fn ca(&self, name: &str) -> Issued {
+        let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
+        self.openssl(
+            &[
+                &["req", "-x509"],
+                &EC[..],
+                &["-keyout", &key, "-out", &cert, "-subj", &format!("/CN={name}"), "-days", "1"],
+            ]
+            .concat(),
+        );
+        Issued { cert: self.dir.join(cert), key: self.dir.join(key) }
+    }
+
+    /// A certificate for `localhost` and 127.0.0.1 signed by `ca`, usable by a server and a client.
+    pub fn leaf(&self, ca: &Issued, name: &str) -> Issued {
+        let (cert, key, csr, ext) =
+            (format!("{name}.pem"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"));
+        self.openssl(&[&["req"], &EC[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        std::fs::write(
+            self.dir.join(&ext),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .unwrap();
+        let (ca_cert, ca_key) = (path(&ca.cert), path(&ca.key));
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+        ]);
+        Issued { cert: self.dir.join(cert), key: self.dir.join(key) }
+    }
+}
+
+fn path(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
