@@ -29,7 +29,17 @@ fn redact(value: &mut Value, all: bool) {
         Value::Mapping(mapping) => {
             for (key, value) in mapping.iter_mut() {
                 let key = key.as_str().unwrap_or_default();
-                if all || (is_secret_key(key) && !value.is_null() && !value.is_mapping()) {
+                if let (false, true, Value::Sequence(items)) = (all, is_secret_key(key), &mut *value) {
+                    // A list under a secret's name (`bearer_tokens`): its values are secrets, its entries' fields
+                    // (a token's `file`) are judged by their own names.
+                    for item in items {
+                        if item.is_mapping() {
+                            redact(item, false);
+                        } else if !item.is_null() {
+                            *item = Value::String(REDACTED.to_owned());
+                        }
+                    }
+                } else if all || (is_secret_key(key) && !value.is_null() && !value.is_mapping()) {
                     if !value.is_null() {
                         *value = Value::String(REDACTED.to_owned());
                     }
@@ -66,16 +76,23 @@ mod tests {
             "kafka: { brokers: 'k:9092', client: { sasl.password: hunter2, ssl.key.password: p, \
              sasl.username: alice, ssl.key.location: /etc/key.pem, sasl.oauthbearer.assertion.private.key.passphrase: pp1 } }\n\
              exporters: { loki: { endpoint: 'http://loki', tenant_id: shop, headers: { Authorization: Bearer abc } }, \
-             prometheus: { endpoint: 'https://bob:t0k3n@prom:9090/api/v1/write' }, jaeger: { headers: {} } }\n",
+             prometheus: { endpoint: 'https://bob:t0k3n@prom:9090/api/v1/write' }, jaeger: { headers: {} } }\n\
+             ingest: { grpc: { auth: { bearer_tokens: [ { tenant: team-x, token: { file: /run/t } } ] } } }\n",
         )
         .unwrap();
         let printed = serde_yaml::to_string(&redacted(config)).unwrap();
-        for secret in ["hunter2", "ssl.key.password: p\n", "shop", "Bearer abc", "t0k3n", "bob", "pp1"] {
+        for secret in ["hunter2", "ssl.key.password: p\n", "shop", "Bearer abc", "t0k3n", "bob", "pp1", "team-x"] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
-        for kept in
-            ["alice", "k:9092", "http://loki", "/etc/key.pem", "Authorization: '[REDACTED]'", "prom:9090/api/v1/write"]
-        {
+        for kept in [
+            "alice",
+            "k:9092",
+            "http://loki",
+            "/etc/key.pem",
+            "Authorization: '[REDACTED]'",
+            "prom:9090/api/v1/write",
+            "/run/t",
+        ] {
             assert!(printed.contains(kept), "{kept} missing:\n{printed}");
         }
     }

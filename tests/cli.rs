@@ -137,3 +137,92 @@ fn exporter_without_any_configured_backend_says_so_and_replay_rejects_bad_times(
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("relative like -2h"));
 }
+
+/// A run that uses every secret field never shows one: not in its logs (at debug level, with failed logins and
+/// a backend that refuses connections), not on `/metrics`, not in `validate`. The secrets: bearer tokens from a
+/// file and from the environment, a wrong token a client sent, a TLS private key, a Kafka SASL password, a
+/// backend's auth header and a tenant ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_using_every_secret_never_shows_one() {
+    let pki = harness::certs::Pki::new("secrets");
+    let server = pki.leaf(&pki.ca("ca"), "server");
+    let dir = pki.dir.clone();
+    std::fs::write(dir.join("grpc.token"), "tok-GRPC-2b1f\n").unwrap();
+    let (kafka, grpc, http, metrics, loki) =
+        (harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port());
+    let config = format!(
+        "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {data} }}\n\
+         kafka: {{ partitions: 1, client: {{ sasl.password: kafka-PW-77 }} }}\n\
+         ingest:\n\
+         \x20 grpc: {{ endpoint: 127.0.0.1:{grpc}, tls: {{ cert_file: {cert}, key_file: {key} }},\n\
+         \x20         auth: {{ bearer_tokens: [ {{ tenant: payments, token: {{ file: {token} }} }} ] }} }}\n\
+         \x20 http: {{ endpoint: 127.0.0.1:{http}, auth: {{ bearer_tokens: [ {{ tenant: cart, token: {{ env: TAILGATE_TEST_TOKEN }} }} ] }} }}\n\
+         telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: debug }} }}\n\
+         exporters: {{ loki: {{ endpoint: 'http://127.0.0.1:{loki}', tenant_id: tenant-ID-31,\n\
+         \x20 headers: {{ Authorization: Bearer loki-HDR-55 }}, retry_on_failure: {{ initial_interval: 50ms }} }} }}\n",
+        data = dir.join("data").display(),
+        cert = server.cert.display(),
+        key = server.key.display(),
+        token = dir.join("grpc.token").display(),
+    );
+    let path = dir.join("tailgate.yaml");
+    std::fs::write(&path, &config).unwrap();
+    let key_pem = std::fs::read_to_string(&server.key).unwrap();
+    let key_line = key_pem.lines().nth(1).unwrap().to_owned();
+    let secrets =
+        ["tok-GRPC-2b1f", "tok-HTTP-9c3e", "WRONG-tok-41", "kafka-PW-77", "loki-HDR-55", "tenant-ID-31", &key_line];
+
+    let validated = tailgate()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("TAILGATE_TEST_TOKEN", "tok-HTTP-9c3e")
+        .output()
+        .unwrap();
+    let printed =
+        format!("{}{}", String::from_utf8_lossy(&validated.stdout), String::from_utf8_lossy(&validated.stderr));
+    assert!(validated.status.success(), "{printed}");
+
+    let mut child = tailgate()
+        .args(["all-in-one", "--config"])
+        .arg(&path)
+        .env("TAILGATE_TEST_TOKEN", "tok-HTTP-9c3e")
+        .env_remove("TAILGATE_KAFKA_BROKERS")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let telemetry: std::net::SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+    harness::wait::until_serving(telemetry, "/ready", &mut child, Duration::from_secs(60)).await;
+    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let logs = prost::Message::encode_to_vec(&harness::otlp::logs_request("cart", vec![Default::default()]));
+    let send = |token: &'static str| {
+        let logs = logs.clone();
+        async move {
+            let authorization = format!("Bearer {token}");
+            let headers = [("Content-Type", "application/x-protobuf"), ("Authorization", authorization.as_str())];
+            http::request(http_addr, "POST", "/v1/logs", &headers, &logs).await.status
+        }
+    };
+    assert_eq!(send("WRONG-tok-41").await, 401);
+    assert_eq!(send("tok-HTTP-9c3e").await, 200);
+    // The Loki exporter has the record, and its backend refuses connections: it retries, logging why.
+    let retried = harness::eventually(Duration::from_secs(30), || {
+        let page = futures::executor::block_on(http::try_request(telemetry, "GET", "/metrics", &[], b""));
+        page.is_ok_and(|page| String::from_utf8_lossy(&page.body).contains("tailgate_exporter_retries_total"))
+    })
+    .await;
+    assert!(retried, "the Loki exporter never retried");
+    let page = http::request(telemetry, "GET", "/metrics", &[], b"").await;
+    binary::signal(&child, "-TERM");
+    let output = child.wait_with_output().unwrap();
+    let logged = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(logged.contains("DEBUG"), "the run logged at debug level:\n{logged}");
+    for (what, text) in
+        [("validate", printed), ("the logs", logged), ("/metrics", String::from_utf8_lossy(&page.body).into_owned())]
+    {
+        for secret in &secrets {
+            assert!(!text.contains(secret), "`{secret}` is in {what}:\n{text}");
+        }
+    }
+}
