@@ -4,13 +4,21 @@ use bytes::Bytes;
 
 /// Turns Kafka records into backend requests. Runs on the worker's task; translation state (running totals of
 /// delta sums) lives here.
+use crate::delivery::Tenant;
+
 pub trait Backend: Send + 'static {
     /// What one request accumulates.
     type Items: Default + Send + 'static;
 
-    /// Decodes a record of `partition` and adds its items. `Err` is a record that can't be decoded: it goes to the
-    /// dead-letter topic with that reason.
-    fn add(&mut self, items: &mut Self::Items, partition: i32, payload: &[u8]) -> Result<Batch, String>;
+    /// Decodes a record of `partition` and `tenant` and adds its items; a batch holds one tenant's records only.
+    /// `Err` is a record that can't be decoded: it goes to the dead-letter topic with that reason.
+    fn add(
+        &mut self,
+        items: &mut Self::Items,
+        partition: i32,
+        tenant: &Tenant,
+        payload: &[u8],
+    ) -> Result<Batch, String>;
 
     /// The request body of a batch.
     fn encode(&mut self, items: Self::Items) -> Bytes;

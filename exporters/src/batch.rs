@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Tenant};
 
 /// A record waiting on its batch: the unit of work it holds, under its partition's ownership epoch.
 #[derive(Debug)]
@@ -22,10 +22,13 @@ pub(crate) struct Raw {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// Its `tailgate.tenant`.
+    pub tenant: Tenant,
 }
 
-/// A batch records are being added to.
+/// A batch records are being added to: of one tenant, as every request to a backend is.
 pub(crate) struct Open<I> {
+    pub tenant: Tenant,
     pub items: I,
     /// Items the backend will get.
     pub count: u64,
@@ -39,8 +42,9 @@ pub(crate) struct Open<I> {
 }
 
 impl<I: Default> Open<I> {
-    pub fn new() -> Self {
+    pub fn new(tenant: Tenant) -> Self {
         Open {
+            tenant,
             items: I::default(),
             count: 0,
             bytes: 0,
@@ -72,6 +76,7 @@ impl<I> Open<I> {
 
 /// A batch encoded into its request body, waiting to be sent.
 pub(crate) struct Sealed {
+    pub tenant: Tenant,
     pub body: Bytes,
     pub count: u64,
     pub held: Vec<Held>,

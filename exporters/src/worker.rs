@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
@@ -33,6 +34,8 @@ use crate::source::Source;
 
 const TICK: Duration = Duration::from_millis(50);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Tenants with a batch open at once; a record of one more seals the oldest batch.
+const MAX_OPEN_BATCHES: usize = 64;
 /// Sealed batches waiting behind the one in flight before fetching pauses.
 const MAX_SEALED: usize = 2;
 /// What librdkafka may prefetch per partition while fetching is paused or slow.
@@ -128,7 +131,8 @@ pub(crate) async fn build<B: Backend>(
 
 impl<B: Backend> Worker<B> {
     async fn run(mut self, shutdown: CancellationToken, grace: Duration) -> Result<(), ExporterError> {
-        let mut open: Option<Open<B::Items>> = None;
+        // One open batch per tenant of the records read, oldest first.
+        let mut opens: Vec<Open<B::Items>> = Vec::new();
         let mut sealed: VecDeque<Sealed> = VecDeque::new();
         let mut in_flight: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
         let mut requests_in_flight = 0usize;
@@ -150,8 +154,19 @@ impl<B: Backend> Worker<B> {
                     Some(Event::Record { epoch, message }) => {
                         let readable = tailgate_kafka::contract::readable(&message);
                         if let Some(raw) = self.accept(epoch, message) {
-                            let batch = open.get_or_insert_with(Open::new);
-                            self.add(batch, epoch, raw, readable, &mut in_flight);
+                            let index = match opens.iter().position(|open| open.tenant == raw.tenant) {
+                                Some(index) => index,
+                                None => {
+                                    // Past the bound, the oldest open batch is sealed to make room.
+                                    if opens.len() >= MAX_OPEN_BATCHES {
+                                        let oldest = opens.remove(0);
+                                        sealed.push_back(self.seal(oldest));
+                                    }
+                                    opens.push(Open::new(raw.tenant.clone()));
+                                    opens.len() - 1
+                                }
+                            };
+                            self.add(&mut opens[index], epoch, raw, readable, &mut in_flight);
                         }
                     }
                     Some(Event::End { partition, .. }) => {
@@ -167,17 +182,21 @@ impl<B: Backend> Worker<B> {
                 },
                 _ = tick.tick() => {}
             }
-            // Seal an open batch that is full, waited long enough, or holds the last records of a replay.
-            let seal = open.as_ref().is_some_and(|batch| {
-                !batch.is_empty()
-                    && (batch.is_full(&self.delivery)
-                        || batch.is_old(&self.delivery)
-                        || (range && self.reading.is_empty()))
-            });
-            if seal {
-                if let Some(batch) = open.take() {
-                    let body = self.backend.encode(batch.items);
-                    sealed.push_back(Sealed { body, count: batch.count, held: batch.held, raw: batch.raw });
+            // Seal each open batch that is full, waited long enough, or holds the last records of a replay.
+            let mut index = 0;
+            while index < opens.len() {
+                let batch = &opens[index];
+                let seal = batch.is_empty()
+                    || batch.is_full(&self.delivery)
+                    || batch.is_old(&self.delivery)
+                    || (range && self.reading.is_empty());
+                if seal {
+                    let batch = opens.remove(index);
+                    if !batch.is_empty() {
+                        sealed.push_back(self.seal(batch));
+                    }
+                } else {
+                    index += 1;
                 }
             }
             while requests_in_flight == 0 {
@@ -191,7 +210,7 @@ impl<B: Backend> Worker<B> {
                 self.report_lag();
                 last_commit = Instant::now();
             }
-            let nothing_open = open.as_ref().is_none_or(Open::is_empty);
+            let nothing_open = opens.iter().all(Open::is_empty);
             if range && self.reading.is_empty() && nothing_open && sealed.is_empty() && in_flight.is_empty() {
                 break;
             }
@@ -226,9 +245,18 @@ impl<B: Backend> Worker<B> {
         let offset = message.offset();
         let key = message.key().map(<[u8]>::to_vec);
         let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
+        let tenant = message.headers().and_then(|headers| {
+            let header = headers.iter().find(|header| header.key == headers::TENANT)?;
+            std::str::from_utf8(header.value?).ok().map(std::sync::Arc::from)
+        });
         self.stats.records_read.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_read.fetch_add(payload.len() as u64, Ordering::Relaxed);
-        Some(Raw { partition, offset, key, payload })
+        Some(Raw { partition, offset, key, payload, tenant })
+    }
+
+    fn seal(&mut self, batch: Open<B::Items>) -> Sealed {
+        let body = self.backend.encode(batch.items);
+        Sealed { tenant: batch.tenant, body, count: batch.count, held: batch.held, raw: batch.raw }
     }
 
     /// Adds a record to the open batch, or sends it straight to the dead-letter topic if it can't be decoded.
@@ -242,7 +270,7 @@ impl<B: Backend> Worker<B> {
     ) {
         let Some(held) = self.hold(raw.partition, epoch, raw.offset) else { return };
         let added = readable.map_err(|error| ("unknown_contract", error)).and_then(|()| {
-            self.backend.add(&mut open.items, raw.partition, &raw.payload).map_err(|e| ("undecodable", e))
+            self.backend.add(&mut open.items, raw.partition, &raw.tenant, &raw.payload).map_err(|e| ("undecodable", e))
         });
         match added {
             Ok(batch) => {
@@ -289,7 +317,7 @@ impl<B: Backend> Worker<B> {
         let retry = self.delivery.retry_on_failure.clone();
         let health = Arc::clone(&self.health);
         let shutdown = shutdown.clone();
-        let Sealed { body, count, held, raw } = batch;
+        let Sealed { tenant, body, count, held, raw } = batch;
         let exporter = self.name;
         let dead_letter = self.dead_letters.clone();
         let producer = self.producer.clone();
@@ -299,7 +327,7 @@ impl<B: Backend> Worker<B> {
                 // Nothing the backend can take (every item was dropped in translation): settled as is.
                 return done;
             }
-            match deliver(transport.as_ref(), body, count, &retry, &health, &shutdown).await {
+            match deliver(transport.as_ref(), tenant, body, count, &retry, &health, &shutdown).await {
                 Delivered::Accepted { rejected } => {
                     done.items = count.saturating_sub(rejected.iter().map(|(_, n)| n).sum());
                     done.rejected = rejected;

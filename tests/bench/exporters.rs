@@ -166,7 +166,7 @@ fn tailgate<B: Backend>(mut backend: B, records: &[Vec<u8>]) -> (f64, f64, usize
     let mut items = B::Items::default();
     let (mut count, mut bytes) = (0u64, 0usize);
     for record in records {
-        count += backend.add(&mut items, 0, record).expect("valid record").items;
+        count += backend.add(&mut items, 0, &None, record).expect("valid record").items;
         if count >= 8192 {
             bytes += backend.encode(std::mem::take(&mut items)).len();
             count = 0;

@@ -259,6 +259,49 @@ fn log(trace: u8, body: any_value::Value, severity: i32) -> LogRecord {
     }
 }
 
+/// Two tenants' logs, and the default tenant's, read from the same partitions: each push to Loki holds one
+/// tenant's lines and carries that tenant as `X-Scope-OrgID`; the default tenant's go as the configured
+/// `tenant_id`. Exactly each line, once, under its own tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenants_logs_reach_loki_as_that_tenant() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let mut ingest = harness::ingest_config();
+    ingest.http.tenant_header = Some("X-Scope-OrgID".into());
+    let gateway = harness::start_gateway(ingest, kafka.clone()).await;
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig {
+        loki: Some(LokiConfig { endpoint: loki.endpoint(), tenant_id: Some("shop".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let sends = [(Some("cart"), 3), (Some("payments"), 2), (None, 1), (Some("cart"), 1)];
+    let mut expected: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, (tenant, lines)) in sends.into_iter().enumerate() {
+        let records: Vec<LogRecord> =
+            (0..lines).map(|j| log(1, any_value::Value::StringValue(format!("line {i}.{j}")), 9)).collect();
+        for j in 0..lines {
+            *expected.entry((tenant.unwrap_or("shop").to_owned(), format!("line {i}.{j}"))).or_default() += 1;
+        }
+        let body = prost::Message::encode_to_vec(&logs_request("checkout", records));
+        let mut headers = vec![("Content-Type", "application/x-protobuf")];
+        headers.extend(tenant.map(|t| ("X-Scope-OrgID", t)));
+        assert_eq!(harness::http::request(gateway.http, "POST", "/v1/logs", &headers, &body).await.status, 200);
+    }
+    assert!(eventually(Duration::from_secs(30), || loki.entries().len() >= 7).await, "all lines arrive");
+    let mut found: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for push in loki.state.lock().unwrap().pushes.iter() {
+        let tenant = push.tenant.clone().expect("every push names its tenant");
+        for stream in &push.request.streams {
+            for entry in &stream.entries {
+                *found.entry((tenant.clone(), entry.line.clone())).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(found, expected);
+    exporter.stop().await;
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata() {
     let kafka = harness::kafka_config(&harness::tansu(), 2);

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::transport::{Attempt, Transport};
+use super::transport::{Attempt, Tenant, Transport};
 
 /// What a 4xx (other than 429) meant.
 pub enum Refusal {
@@ -38,6 +38,8 @@ pub struct HttpTransport {
     timeout: Duration,
     classify: Classify,
     split: Option<Split>,
+    /// Where each batch's tenant goes.
+    tenant_header: Option<HeaderName>,
 }
 
 impl HttpTransport {
@@ -60,7 +62,13 @@ impl HttpTransport {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(HttpTransport { client, uri, headers, timeout, classify, split: None })
+        Ok(HttpTransport { client, uri, headers, timeout, classify, split: None, tenant_header: None })
+    }
+
+    /// Sends each batch's tenant in `name` (`X-Scope-OrgID`), in place of a configured header of that name.
+    pub fn with_tenant_header(self, name: &str) -> Result<HttpTransport, String> {
+        let name = HeaderName::try_from(name).map_err(|_| format!("`{name}` is not an HTTP header name"))?;
+        Ok(HttpTransport { tenant_header: Some(name), ..self })
     }
 
     /// How to cut a body the backend refused as a whole for some of its items.
@@ -68,13 +76,25 @@ impl HttpTransport {
         HttpTransport { split: Some(split), ..self }
     }
 
-    async fn post(&self, body: Bytes) -> Attempt {
+    async fn post(&self, body: Bytes, tenant: Tenant) -> Attempt {
         let mut request = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header(CONTENT_ENCODING, "snappy")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
             .header(hyper::header::USER_AGENT, concat!("tailgate/", env!("CARGO_PKG_VERSION")));
+        let tenant = match (&self.tenant_header, tenant.as_deref()) {
+            (Some(name), Some(tenant)) => match HeaderValue::from_str(tenant) {
+                Ok(value) => Some((name, value)),
+                Err(_) => return Attempt::Rejected { reason: "invalid_tenant", message: "not a header value".into() },
+            },
+            _ => None,
+        };
         for (name, value) in &self.headers {
+            if tenant.as_ref().is_none_or(|(tenant_header, _)| *tenant_header != name) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some((name, value)) = tenant {
             request = request.header(name, value);
         }
         let request = match request.body(Full::new(body)) {
@@ -88,10 +108,11 @@ impl HttpTransport {
         };
         let status = response.status();
         let after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        // The body is read to reuse the connection and to explain refusals; bounded, as backends' errors are short.
-        let body = match tokio::time::timeout(self.timeout, response.into_body().collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            _ => Bytes::new(),
+        // The body is read to explain refusals, and at most MAX_RESPONSE_BYTES of it: a backend (or whatever answers
+        // in its place) cannot make the exporter hold more. A longer one costs the connection, not memory.
+        let body = match tokio::time::timeout(self.timeout, read_capped(response.into_body())).await {
+            Ok(body) => body,
+            Err(_) => Bytes::new(),
         };
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
         if status.is_success() {
@@ -111,9 +132,27 @@ impl HttpTransport {
     }
 }
 
+/// What is read of a response body at most.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The first [`MAX_RESPONSE_BYTES`] of `body`; the rest is not read.
+async fn read_capped(mut body: hyper::body::Incoming) -> Bytes {
+    let mut out = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_RESPONSE_BYTES - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+            if out.len() == MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
 impl Transport for HttpTransport {
-    fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
-        Box::pin(self.post(body))
+    fn send(&self, body: Bytes, tenant: Tenant) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.post(body, tenant))
     }
 
     fn split(&self, body: &Bytes) -> Option<[(Bytes, u64); 2]> {

@@ -13,4 +13,4 @@ mod transport;
 pub use health::Health;
 pub use retry::{deliver, Delivered, Retry};
 pub use settings::{Batching, Delivery};
-pub use transport::{Attempt, Transport};
+pub use transport::{Attempt, Tenant, Transport};

@@ -9,7 +9,7 @@ use tailgate_config::Problems;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
-use super::transport::{Attempt, Transport};
+use super::transport::{Attempt, Tenant, Transport};
 use crate::metrics as m;
 
 /// Exponential back-off with jitter, as the Collector's `retry_on_failure` — except that there is no
@@ -78,6 +78,7 @@ pub enum Delivered {
 /// records go to the dead-letter topic, so the stored parts are there as duplicates, never lost).
 pub async fn deliver(
     transport: &dyn Transport,
+    tenant: Tenant,
     body: Bytes,
     count: u64,
     retry: &Retry,
@@ -89,7 +90,7 @@ pub async fn deliver(
     let mut rejected: Vec<(&'static str, u64)> = Vec::new();
     let mut refusal = None;
     while let Some((body, count)) = parts.pop() {
-        match until_answered(transport, body.clone(), retry, health, shutdown).await {
+        match until_answered(transport, &tenant, body.clone(), retry, health, shutdown).await {
             Answer::Done(Delivered::Accepted { rejected: refused }) => {
                 refused.into_iter().for_each(|(reason, n)| add(&mut rejected, reason, n));
             }
@@ -134,6 +135,7 @@ fn add(rejected: &mut Vec<(&'static str, u64)>, reason: &'static str, count: u64
 /// Sends one body until the backend answers something other than "try again later".
 async fn until_answered(
     transport: &dyn Transport,
+    tenant: &Tenant,
     body: Bytes,
     retry: &Retry,
     health: &Health,
@@ -146,7 +148,7 @@ async fn until_answered(
         health.attempts.fetch_add(1, Ordering::SeqCst);
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return Answer::Done(Delivered::Cancelled),
-            attempt = transport.send(body.clone()) => attempt,
+            attempt = transport.send(body.clone(), tenant.clone()) => attempt,
         };
         let seconds = started.elapsed().as_secs_f64();
         let wait = match attempt {
@@ -232,7 +234,7 @@ mod tests {
     struct Script(Mutex<Vec<Attempt>>, Mutex<Vec<tokio::time::Instant>>);
 
     impl Transport for Script {
-        fn send(&self, _: Bytes) -> BoxFuture<'_, Attempt> {
+        fn send(&self, _: Bytes, _: Tenant) -> BoxFuture<'_, Attempt> {
             self.1.lock().unwrap().push(tokio::time::Instant::now());
             let next = self.0.lock().unwrap().remove(0);
             Box::pin(async move { next })
@@ -258,7 +260,7 @@ mod tests {
             (0..6).map(|_| again(None)).chain([Attempt::Accepted { rejected: 0, reason: "", message: None }]);
         let script = Script(Mutex::new(attempts.collect()), Mutex::default());
         let health = Health::new("test");
-        let done = deliver(&script, Bytes::new(), 1, &retry(), &health, &CancellationToken::new()).await;
+        let done = deliver(&script, None, Bytes::new(), 1, &retry(), &health, &CancellationToken::new()).await;
         assert!(matches!(done, Delivered::Accepted { ref rejected } if rejected.is_empty()));
         let times = script.1.lock().unwrap().clone();
         let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
@@ -274,13 +276,14 @@ mod tests {
     async fn the_backend_hint_is_a_floor_up_to_max_interval() {
         let accepted = || Attempt::Accepted { rejected: 0, reason: "", message: None };
         let script = Script(Mutex::new(vec![again(Some(5)), accepted()]), Mutex::default());
-        deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        deliver(&script, None, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         let times = script.1.lock().unwrap().clone();
         assert!(times[1] - times[0] >= Duration::from_secs(5), "a hint above the back-off is honoured");
 
         // `Retry-After: 99999999` (or a gRPC RetryInfo as long) waits max_interval (8 s), not three years.
         let script = Script(Mutex::new(vec![again(Some(99_999_999)), accepted()]), Mutex::default());
-        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        let done =
+            deliver(&script, None, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         assert!(matches!(done, Delivered::Accepted { .. }));
         let times = script.1.lock().unwrap().clone();
         assert_eq!(times.len(), 2, "the second attempt came");
@@ -293,7 +296,8 @@ mod tests {
             Mutex::new(vec![Attempt::Rejected { reason: "bad_request", message: "no".into() }]),
             Mutex::default(),
         );
-        let done = deliver(&script, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
+        let done =
+            deliver(&script, None, Bytes::new(), 1, &retry(), &Health::new("test"), &CancellationToken::new()).await;
         assert!(matches!(done, Delivered::Rejected { reason: "bad_request", .. }));
 
         let forever = Script(Mutex::new((0..1000).map(|_| again(None)).collect()), Mutex::default());
@@ -304,7 +308,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             stop.cancel();
         });
-        let done = deliver(&forever, Bytes::new(), 1, &retry(), &health, &shutdown).await;
+        let done = deliver(&forever, None, Bytes::new(), 1, &retry(), &health, &shutdown).await;
         assert!(matches!(done, Delivered::Cancelled));
         assert!(health.down_since().is_some());
         // An hour at ≤ 12 s per retry: it never gave up.

@@ -1,5 +1,6 @@
 //! The one thing a backend's transport does: send an encoded request and say what the backend answered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,9 +28,13 @@ pub enum Attempt {
     Split { reason: &'static str, message: String },
 }
 
-/// Sends an encoded request body to a backend. Implementations keep no state between calls.
+/// The tenant a batch belongs to (its records' `tailgate.tenant`); `None` is the default tenant, sent with the
+/// exporter's configured identity only.
+pub type Tenant = Option<Arc<str>>;
+
+/// Sends an encoded request body to a backend, as `tenant`. Implementations keep no state between calls.
 pub trait Transport: Send + Sync + 'static {
-    fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt>;
+    fn send(&self, body: Bytes, tenant: Tenant) -> BoxFuture<'_, Attempt>;
 
     /// A request body cut in two, in order, each part with its item count, for a backend that answers
     /// [`Attempt::Split`]; `None` when the body holds one item (or this transport can't cut its bodies), which

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tailgate_proto::wire::WireSignal;
 
 use crate::backend::{Backend, Batch};
+use crate::delivery::Tenant;
 
 pub use config::{Compression, JaegerConfig, TlsConfig};
 pub use transport::{install_tls_provider, GrpcTransport};
@@ -27,7 +28,7 @@ impl Backend for Jaeger {
     /// Encoded `ExportTraceServiceRequest`s, joined.
     type Items = Vec<u8>;
 
-    fn add(&mut self, items: &mut Self::Items, _partition: i32, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, items: &mut Self::Items, _partition: i32, _: &Tenant, payload: &[u8]) -> Result<Batch, String> {
         let spans = WireSignal::Traces.validate(payload).map_err(|e| format!("not OTLP trace data: {e}"))?;
         items.extend_from_slice(payload);
         Ok(Batch { items: spans as u64, bytes: payload.len(), ..Batch::default() })

@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 use super::config::{Compression, JaegerConfig};
-use crate::delivery::{Attempt, Transport};
+use crate::delivery::{Attempt, Tenant, Transport};
 
 pub struct GrpcTransport {
     client: tonic::client::Grpc<Channel>,
@@ -59,11 +59,20 @@ impl GrpcTransport {
         Ok(GrpcTransport { client, metadata, timeout })
     }
 
-    async fn export(&self, body: Bytes) -> Attempt {
+    async fn export(&self, body: Bytes, tenant: Tenant) -> Attempt {
         let mut request = tonic::Request::new(body);
         request.set_timeout(self.timeout);
         for (key, value) in &self.metadata {
             request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        // Tempo's (and a multi-tenant Jaeger collector's) tenant, in place of a configured one.
+        if let Some(tenant) = tenant {
+            match tenant.parse() {
+                Ok(value) => {
+                    request.metadata_mut().insert("x-scope-orgid", value);
+                }
+                Err(_) => return Attempt::Rejected { reason: "invalid_tenant", message: "not gRPC metadata".into() },
+            }
         }
         let mut client = self.client.clone();
         let call = async {
@@ -86,8 +95,8 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, body: Bytes) -> BoxFuture<'_, Attempt> {
-        Box::pin(self.export(body))
+    fn send(&self, body: Bytes, tenant: Tenant) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.export(body, tenant))
     }
 }
 

@@ -26,6 +26,7 @@ use tailgate_proto::loki::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAd
 use crate::attributes::{any_json, sanitize_label, value_string};
 use crate::backend::{Backend, Batch};
 use crate::delivery::http::snappy;
+use crate::delivery::Tenant;
 
 pub use config::{LineTooLong, LokiConfig};
 pub use transport::transport;
@@ -49,7 +50,7 @@ impl Loki {
 impl Backend for Loki {
     type Items = Streams;
 
-    fn add(&mut self, streams: &mut Streams, _partition: i32, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, streams: &mut Streams, _partition: i32, _: &Tenant, payload: &[u8]) -> Result<Batch, String> {
         let request = ExportLogsServiceRequest::decode(payload).map_err(|e| format!("not OTLP log data: {e}"))?;
         let mut batch = Batch::default();
         let max_line = self.config.max_line_bytes.get() as usize;
@@ -272,7 +273,7 @@ mod tests {
         .encode_to_vec();
         let mut loki = Loki::new(LokiConfig::default());
         let mut streams = Streams::new();
-        let batch = loki.add(&mut streams, 0, &record).unwrap();
+        let batch = loki.add(&mut streams, 0, &None, &record).unwrap();
         assert_eq!(batch.items, 500);
         let body = loki.encode(streams);
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();

@@ -4,13 +4,14 @@ use crate::delivery::http::{HttpTransport, Refusal};
 
 use super::config::LokiConfig;
 
-/// The HTTP transport to `config.endpoint`, with `X-Scope-OrgID` for a multi-tenant Loki.
+/// The HTTP transport to `config.endpoint`, with `X-Scope-OrgID` for a multi-tenant Loki: each batch's tenant, or
+/// for the default tenant's records, `tenant_id`.
 pub fn transport(config: &LokiConfig) -> Result<HttpTransport, String> {
     let mut headers = config.headers.clone();
     if let Some(tenant) = &config.tenant_id {
         headers.insert("X-Scope-OrgID".into(), tenant.clone());
     }
-    HttpTransport::new(&config.endpoint, headers, config.timeout.get(), classify)
+    HttpTransport::new(&config.endpoint, headers, config.timeout.get(), classify)?.with_tenant_header("X-Scope-OrgID")
 }
 
 /// Loki, like Prometheus, stores the valid entries of a push and answers 400 for the rest: entries too old

@@ -27,6 +27,9 @@ pub struct PrometheusConfig {
     pub retry_on_failure: Retry,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// The header each batch's tenant is sent in (Mimir's and Cortex's `X-Scope-OrgID`); the default tenant's
+    /// batches carry only `headers`.
+    pub tenant_header: String,
 }
 
 impl Default for PrometheusConfig {
@@ -40,6 +43,7 @@ impl Default for PrometheusConfig {
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),
             headers: BTreeMap::new(),
+            tenant_header: "X-Scope-OrgID".to_owned(),
         }
     }
 }
@@ -61,6 +65,10 @@ impl PrometheusConfig {
                     "is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)",
                 );
             }
+        }
+        if hyper::header::HeaderName::try_from(self.tenant_header.as_str()).is_err() {
+            problems
+                .push(format!("{path}.tenant_header"), format!("`{}` is not an HTTP header name", self.tenant_header));
         }
         self.delivery().validate(path, problems);
     }

@@ -33,6 +33,7 @@ use tailgate_proto::prometheus::{Sample, TimeSeries, WriteRequest};
 
 use crate::backend::{Backend, Batch};
 use crate::delivery::http::snappy;
+use crate::delivery::Tenant;
 use labels::{insert, label_vec, ResourceLabels};
 use points::{ms, Out};
 use state::{DeltaTotals, TargetInfo};
@@ -61,10 +62,10 @@ impl Prometheus {
 impl Backend for Prometheus {
     type Items = Series;
 
-    fn add(&mut self, items: &mut Series, partition: i32, payload: &[u8]) -> Result<Batch, String> {
+    fn add(&mut self, items: &mut Series, partition: i32, tenant: &Tenant, payload: &[u8]) -> Result<Batch, String> {
         let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
         let limit = (self.config.batch.max_bytes.get() as usize).saturating_mul(crate::backend::MAX_RECORD_EXPANSION);
-        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition, limit };
+        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition, tenant, limit };
         for resource_metrics in &request.resource_metrics {
             let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
             let resource = ResourceLabels::new(attributes, &self.config);
@@ -83,7 +84,7 @@ impl Backend for Prometheus {
                 info.insert("__name__".into(), "target_info".into());
                 let labels = label_vec(info);
                 let time = ms(latest);
-                if latest > 0 && self.target_info.advance(&labels, time) {
+                if latest > 0 && self.target_info.advance(tenant, &labels, time) {
                     out.batch.bytes += points::series_bytes(&labels) + 20;
                     out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
                     out.batch.items += 1;
@@ -151,7 +152,7 @@ mod tests {
     fn cumulative(backend: &mut Prometheus, partition: i32, records: &[Vec<u8>]) -> Vec<f64> {
         let mut items = Series::new();
         for record in records {
-            backend.add(&mut items, partition, record).unwrap();
+            backend.add(&mut items, partition, &None, record).unwrap();
         }
         items.into_values().flatten().map(|s| s.value).collect()
     }
@@ -221,7 +222,7 @@ mod tests {
     /// The request body a batch becomes, uncompressed, and its series.
     fn translated(backend: &mut Prometheus, record: &[u8]) -> (Batch, usize, WriteRequest) {
         let mut items = Series::new();
-        let batch = backend.add(&mut items, 0, record).unwrap();
+        let batch = backend.add(&mut items, 0, &None, record).unwrap();
         let body = backend.encode(items);
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let request = WriteRequest::decode(raw.as_slice()).unwrap();

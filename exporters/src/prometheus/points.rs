@@ -15,6 +15,7 @@ use super::naming::{metric_name, Kind};
 use super::state::DeltaTotals;
 use crate::attributes::format_float;
 use crate::backend::Batch;
+use crate::delivery::Tenant;
 
 /// Series → samples, labels sorted by name (`__name__` among them).
 pub type Series = BTreeMap<Vec<Label>, Vec<Sample>>;
@@ -24,8 +25,9 @@ pub struct Out<'a> {
     pub items: &'a mut Series,
     pub batch: Batch,
     pub totals: &'a mut DeltaTotals,
-    /// The record's partition, which its delta totals belong to.
+    /// The record's partition and tenant, which its delta totals belong to.
     pub partition: i32,
+    pub tenant: &'a Tenant,
     /// Request bytes one record may become; the points past it are dropped (`translation_limit`).
     pub limit: usize,
 }
@@ -71,7 +73,7 @@ impl Out<'_> {
                         continue;
                     }
                     if delta && !is_stale(value) {
-                        match self.totals.add(self.partition, &labels, value) {
+                        match self.totals.add(self.partition, self.tenant, &labels, value) {
                             Some(total) => value = total,
                             None => {
                                 self.drop("delta_series_limit", 1);

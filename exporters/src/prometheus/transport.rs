@@ -10,7 +10,9 @@ use super::config::PrometheusConfig;
 
 /// The HTTP transport to `config.endpoint`.
 pub fn transport(config: &PrometheusConfig) -> Result<HttpTransport, String> {
-    Ok(HttpTransport::new(&config.endpoint, config.headers.clone(), config.timeout.get(), classify)?.with_split(split))
+    HttpTransport::new(&config.endpoint, config.headers.clone(), config.timeout.get(), classify)?
+        .with_split(split)
+        .with_tenant_header(&config.tenant_header)
 }
 
 /// Prometheus answers 400 to a sample it will never take — out of order, out of bounds (older than the head
