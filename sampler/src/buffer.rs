@@ -16,7 +16,35 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tailgate_proto::wire::reader::{put_len_prefix, put_varint, varint_len};
 use tailgate_proto::wire::{Scanned, ScannedResource, ScannedScope, SpanFields};
 
-pub type TraceId = [u8; 16];
+use crate::tenant::Tenant;
+
+/// A trace: its tenant and its trace ID. It reads as the trace ID's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId {
+    pub tenant: Tenant,
+    pub id: [u8; 16],
+}
+
+impl TraceId {
+    /// `None` for an ID that is not 16 bytes.
+    pub fn new(tenant: Tenant, id: &[u8]) -> Option<TraceId> {
+        Some(TraceId { tenant, id: id.try_into().ok()? })
+    }
+}
+
+/// A trace of the default tenant.
+impl From<[u8; 16]> for TraceId {
+    fn from(id: [u8; 16]) -> TraceId {
+        TraceId { tenant: crate::tenant::DEFAULT, id }
+    }
+}
+
+impl std::ops::Deref for TraceId {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.id
+    }
+}
 
 /// Spans of one trace awaiting its decision.
 #[derive(Debug, Default)]
@@ -295,12 +323,14 @@ pub struct Added {
 }
 
 impl PartitionBuffer {
-    /// Adds the spans of one record, scanned on its wire format: each span is buffered as its bytes, never
-    /// decoded. `decided` answers for traces already decided (true = kept).
+    /// Adds the spans of one record of `tenant`, scanned on its wire format: each span is buffered as its bytes,
+    /// never decoded. `decided` answers for traces already decided (true = kept).
+    #[allow(clippy::too_many_arguments)]
     pub fn add_record(
         &mut self,
         offset: i64,
         time: impl Into<EventTime>,
+        tenant: Tenant,
         request: &Scanned<'_>,
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
@@ -325,13 +355,13 @@ impl PartitionBuffer {
                 let mut context: Option<Arc<Context>> = None;
                 self.scope_bytes.clear();
                 for item in &scope.items {
-                    if let Ok(trace_id) = TraceId::try_from(item.trace_id) {
+                    if let Some(trace_id) = TraceId::new(tenant, item.trace_id) {
                         let len = item.bytes.len();
                         *self.scope_bytes.entry(trace_id).or_default() += varint_len(len as u64) + len;
                     }
                 }
                 for item in &scope.items {
-                    let Ok(trace_id) = TraceId::try_from(item.trace_id) else {
+                    let Some(trace_id) = TraceId::new(tenant, item.trace_id) else {
                         invalid_trace_id += 1;
                         continue;
                     };
@@ -493,7 +523,7 @@ pub(crate) fn pending(batches: &[opentelemetry_proto::tonic::trace::v1::Resource
     let scanned = tailgate_proto::wire::WireSignal::Traces.scan(&bytes).expect("a valid request");
     let mut buffer = PartitionBuffer::default();
     let limits = TraceLimits { max_spans: usize::MAX, max_bytes: usize::MAX };
-    buffer.add_record(0, 0, &scanned, limits, |_| None);
+    buffer.add_record(0, 0, crate::tenant::DEFAULT, &scanned, limits, |_| None);
     assert_eq!(buffer.traces.len(), 1, "the spans of one trace");
     let id = *buffer.traces.keys().next().expect("one trace");
     buffer.traces.remove(&id).expect("one trace")
@@ -518,7 +548,14 @@ mod tests {
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> Added {
         let bytes = ExportTraceServiceRequest { resource_spans: request }.encode_to_vec();
-        buffer.add_record(offset, time, &WireSignal::Traces.scan(&bytes).unwrap(), limits, decided)
+        buffer.add_record(
+            offset,
+            time,
+            crate::tenant::DEFAULT,
+            &WireSignal::Traces.scan(&bytes).unwrap(),
+            limits,
+            decided,
+        )
     }
 
     const NO_LIMITS: TraceLimits = TraceLimits { max_spans: usize::MAX, max_bytes: usize::MAX };
@@ -588,7 +625,7 @@ mod tests {
         first[0].scope_spans[0].spans[2].name = "second".into();
         add_record(&mut buffer, 0, 0, first.clone(), NO_LIMITS, |_| None);
         add_record(&mut buffer, 1, 0, record(&[1]), NO_LIMITS, |_| None);
-        let trace = &buffer.traces[&[1; 16]];
+        let trace = &buffer.traces[&TraceId::from([1; 16])];
         let batches = trace.decode();
         assert_eq!(batches.len(), 2, "two resources: the first record's and the second's (empty)");
         assert_eq!(batches[0].resource, first[0].resource);

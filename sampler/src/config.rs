@@ -1,5 +1,7 @@
 //! The `sampler:` section.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
@@ -16,8 +18,10 @@ pub struct SamplerConfig {
     pub decision_wait_after_root: Option<Duration>,
     /// Add `tailsampling.policy` (the name of the policy that kept the trace) to every kept span.
     pub record_policy: bool,
-    /// Policies, in the OpenTelemetry Collector's `tail_sampling` schema.
+    /// Policies, in the OpenTelemetry Collector's `tail_sampling` schema: for every tenant without its own.
     pub policies: Vec<PolicyConfig>,
+    /// Policies of their own for some tenants, by tenant ID: `{ payments: { policies: [...] } }`.
+    pub tenants: BTreeMap<String, TenantPolicies>,
     /// Encoded span bytes a worker buffers across its partitions. At the bound, the oldest traces are decided
     /// early (counted with reason `memory`).
     pub max_buffered_bytes: ByteSize,
@@ -45,6 +49,7 @@ impl Default for SamplerConfig {
             decision_wait_after_root: None,
             record_policy: false,
             policies: default_policies(),
+            tenants: BTreeMap::new(),
             max_buffered_bytes: ByteSize::mib(512),
             max_spans_per_trace: 10_000,
             max_trace_bytes: ByteSize::mib(16),
@@ -93,5 +98,19 @@ impl SamplerConfig {
             problems.push(format!("{path}.policies"), "must list at least one policy (leave it out for the defaults)");
         }
         crate::policy::validate_all(&self.policies, &format!("{path}.policies"), problems);
+        for (tenant, own) in &self.tenants {
+            let at = format!("{path}.tenants.{tenant}.policies");
+            if own.policies.is_empty() {
+                problems.push(&at, "must list at least one policy (leave the tenant out for the default ones)");
+            }
+            crate::policy::validate_all(&own.policies, &at, problems);
+        }
     }
+}
+
+/// One tenant's own policies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicies {
+    pub policies: Vec<PolicyConfig>,
 }

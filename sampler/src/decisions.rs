@@ -114,7 +114,7 @@ fn try_load(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let decision = message.payload().and_then(Decision::decode);
-                let trace_id = message.key().and_then(|k| TraceId::try_from(k).ok());
+                let trace_id = message.key().and_then(|k| TraceId::new(crate::tenant::of(&message), k));
                 if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
                     loaded.push((trace_id, decision.keep));
                 }
@@ -140,16 +140,23 @@ mod tests {
     fn the_byte_bound_forgets_the_oldest_first_and_counts_it() {
         let mut decisions = Decisions::new(3 * BYTES_PER_DECISION);
         for i in 0..5u8 {
-            decisions.insert([i; 16], i % 2 == 0);
+            decisions.insert(TraceId::from([i; 16]), i % 2 == 0);
         }
         assert_eq!(decisions.evicted, 2);
-        assert_eq!(decisions.get(&[0; 16]), None, "the oldest are forgotten");
-        assert_eq!(decisions.get(&[1; 16]), None);
+        assert_eq!(decisions.get(&TraceId::from([0; 16])), None, "the oldest are forgotten");
+        assert_eq!(decisions.get(&TraceId::from([1; 16])), None);
         assert_eq!(
-            (decisions.get(&[2; 16]), decisions.get(&[3; 16]), decisions.get(&[4; 16])),
+            (
+                decisions.get(&TraceId::from([2; 16])),
+                decisions.get(&TraceId::from([3; 16])),
+                decisions.get(&TraceId::from([4; 16]))
+            ),
             (Some(true), Some(false), Some(true))
         );
-        decisions.insert([4; 16], true);
+        decisions.insert(TraceId::from([4; 16]), true);
         assert_eq!(decisions.evicted, 2, "a decision known already takes no more room");
+        // Another tenant's trace of the same ID is another trace.
+        let other = TraceId { tenant: crate::tenant::intern(Some("decisions-test")), id: [4; 16] };
+        assert_eq!(decisions.get(&other), None);
     }
 }

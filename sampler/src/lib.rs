@@ -17,6 +17,7 @@ pub mod metrics;
 mod output;
 pub mod policy;
 pub mod red;
+pub mod tenant;
 mod worker;
 
 pub use annotate::{Marks, POLICY_ATTRIBUTE};

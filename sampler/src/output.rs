@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::TraceId;
 use crate::metrics::{SamplerStats, INVALID_SPANS};
+use crate::tenant::Tenant;
 
 /// Splits kept spans (an encoded `ExportTraceServiceRequest` the sampler wrote from scanned spans) into records of
 /// the sampled topic, on their wire format.
@@ -79,7 +80,14 @@ impl Output {
 
     /// Writes a trace's kept spans (if any: an encoded `ExportTraceServiceRequest`) to the sampled topic and its
     /// decision (if any) to the decisions topic, then settles `offsets`.
-    pub fn emit(&self, settled: Settled, output: Option<Vec<u8>>, decision: Option<(TraceId, Decision)>) {
+    pub fn emit(
+        &self,
+        settled: Settled,
+        tenant: Tenant,
+        output: Option<Vec<u8>>,
+        decision: Option<(TraceId, Decision)>,
+    ) {
+        let tenant = crate::tenant::name(tenant);
         let partitions = self.kafka.partitions;
         let sampled = &self.kafka.topics.sampled_spans;
         let split = output.map(|request| split_kept(&request, partitions, self.limit));
@@ -104,7 +112,7 @@ impl Output {
             .map(|split| split.records)
             .unwrap_or_default()
             .into_iter()
-            .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO))
+            .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO, tenant.as_deref()))
             .collect();
         if let Some((trace_id, decision)) = decision {
             let record = Record {
@@ -113,7 +121,7 @@ impl Output {
                 value: decision.encode(),
                 items: 1,
             };
-            records.push(contract_record(&self.kafka.topics.decisions, record, DECISION_ENCODING));
+            records.push(contract_record(&self.kafka.topics.decisions, record, DECISION_ENCODING, tenant.as_deref()));
         }
         self.send_then_settle(records, settled, "sampler output");
     }
@@ -142,10 +150,13 @@ impl Output {
     }
 
     /// Writes RED series, best effort.
-    pub fn red_metrics(&self, requests: Vec<ExportMetricsServiceRequest>) {
-        for request in requests {
+    /// Writes each tenant's RED series as that tenant's records.
+    pub fn red_metrics(&self, requests: Vec<(Tenant, ExportMetricsServiceRequest)>) {
+        for (tenant, request) in requests {
+            let tenant = crate::tenant::name(tenant);
             for record in split(request, self.kafka.partitions, self.limit).records {
-                let record = contract_record(&self.kafka.topics.metrics, record, headers::ENCODING_OTLP_PROTO);
+                let topic = &self.kafka.topics.metrics;
+                let record = contract_record(topic, record, headers::ENCODING_OTLP_PROTO, tenant.as_deref());
                 let producer = self.producer.clone();
                 tokio::spawn(async move {
                     if let Err((error, _)) = producer.send(record.as_future_record(), Duration::from_secs(5)).await {
@@ -162,22 +173,29 @@ impl Output {
     }
 }
 
-/// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`.
+/// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`, with room for
+/// the longest tenant header.
 fn record_limit(max_message_bytes: usize, encoding: &str) -> RecordLimit {
+    const LONGEST_TENANT: [u8; 150] = [b'x'; 150];
     let headers = [
         (headers::ENCODING, encoding.as_bytes()),
         (headers::CONTRACT_VERSION, headers::CONTRACT_VERSION_CURRENT.as_bytes()),
+        (headers::TENANT, &LONGEST_TENANT[..]),
     ];
     RecordLimit::new(max_message_bytes, headers)
 }
 
-/// A record of the Kafka contract in `encoding`, with the contract's headers.
-fn contract_record(topic: &str, record: Record, encoding: &str) -> OutgoingRecord {
+/// A record of `topic` with the contract's headers and, for a named tenant, `tailgate.tenant`.
+fn contract_record(topic: &str, record: Record, encoding: &str, tenant: Option<&str>) -> OutgoingRecord {
+    let mut headers = tailgate_kafka::contract_headers(encoding);
+    if let Some(tenant) = tenant {
+        headers = headers.insert(rdkafka::message::Header { key: headers::TENANT, value: Some(tenant) });
+    }
     OutgoingRecord {
         topic: topic.to_owned(),
         partition: record.partition as i32,
         key: Some(record.key),
         value: record.value,
-        headers: tailgate_kafka::contract_headers(encoding),
+        headers,
     }
 }

@@ -9,6 +9,7 @@
 //! dropped, its undecided traces re-read by the next owner. Acknowledgements that arrive for a partition's earlier
 //! ownership are ignored (each ownership has its own epoch).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use crate::metrics::*;
 use crate::output::{Output, Settled};
 use crate::policy::{Policies, TraceView};
 use crate::red::RedMetrics;
+use crate::tenant::Tenant;
 use crate::SamplerConfig;
 
 /// How far ahead of this worker's wall clock a record's timestamp may be (clock differences between hosts). A
@@ -56,7 +58,10 @@ pub enum SamplerError {
 
 /// What a worker keeps per owned partition.
 pub(crate) struct PartitionState {
-    red: RedMetrics,
+    /// Each tenant's RED series: written as that tenant's records.
+    red: HashMap<Tenant, RedMetrics>,
+    /// When this ownership began: the start of its cumulative RED series.
+    red_start_ns: u64,
     buffer: PartitionBuffer,
 }
 
@@ -65,8 +70,6 @@ pub(crate) struct PartitionState {
 struct Assigner {
     kafka: KafkaConfig,
     lookback: Duration,
-    buckets_ms: Vec<f64>,
-    max_red_series: usize,
     decisions: Arc<Mutex<Decisions>>,
     stats: Arc<SamplerStats>,
 }
@@ -89,10 +92,7 @@ impl Partitions for Assigner {
         let start_ns = now_ms() as u64 * 1_000_000;
         partitions
             .iter()
-            .map(|_| PartitionState {
-                red: RedMetrics::new(&self.buckets_ms, start_ns, self.max_red_series),
-                buffer: PartitionBuffer::default(),
-            })
+            .map(|_| PartitionState { red: HashMap::new(), buffer: PartitionBuffer::default(), red_start_ns: start_ns })
             .collect()
     }
 
@@ -121,6 +121,8 @@ pub struct Sampler {
     settled_rx: mpsc::UnboundedReceiver<Settled>,
     decisions: Arc<Mutex<Decisions>>,
     policies: Policies,
+    /// Tenants with policies of their own.
+    tenant_policies: HashMap<Tenant, Policies>,
     config: SamplerConfig,
     kafka: KafkaConfig,
     stats: Arc<SamplerStats>,
@@ -131,6 +133,11 @@ pub struct Sampler {
 impl Sampler {
     pub async fn build(config: &SamplerConfig, kafka: &KafkaConfig, group_id: &str) -> Result<Sampler, SamplerError> {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
+        let mut tenant_policies = HashMap::new();
+        for (tenant, own) in &config.tenants {
+            let built = Policies::build(&own.policies).map_err(SamplerError::Policies)?;
+            tenant_policies.insert(crate::tenant::intern(Some(tenant)), built);
+        }
         describe();
         let none: &[(&str, &str)] = &[];
         let dlq = headers::dead_letter_topic(&kafka.topics.spans);
@@ -170,14 +177,8 @@ impl Sampler {
         }
         let stats = Arc::new(SamplerStats::default());
         let decisions = Arc::new(Mutex::new(Decisions::new(config.decision_cache_bytes.get())));
-        let assigner = Assigner {
-            kafka: kafka.clone(),
-            lookback,
-            buckets_ms: config.red_metrics.histogram_buckets_ms.clone(),
-            max_red_series: config.red_metrics.max_series_per_partition,
-            decisions: Arc::clone(&decisions),
-            stats: Arc::clone(&stats),
-        };
+        let assigner =
+            Assigner { kafka: kafka.clone(), lookback, decisions: Arc::clone(&decisions), stats: Arc::clone(&stats) };
         let settings = ConsumerSettings {
             group_id: group_id.to_owned(),
             client_id: "tailgate-sampler".to_owned(),
@@ -200,6 +201,7 @@ impl Sampler {
             settled_rx,
             decisions,
             policies,
+            tenant_policies,
             config: config.clone(),
             kafka: kafka.clone(),
             stats,
@@ -285,7 +287,7 @@ impl Sampler {
             .and_then(|()| WireSignal::Traces.scan(payload).map_err(|e| ("undecodable", e.to_string())));
         match scanned {
             Ok(request) => {
-                self.on_record(partition, epoch, offset, timestamp, &request);
+                self.on_record(partition, epoch, offset, timestamp, crate::tenant::of(&message), &request);
                 self.decide_due(Some(partition));
             }
             Err((reason, error)) => {
@@ -323,7 +325,15 @@ impl Sampler {
         }
     }
 
-    fn on_record(&mut self, partition: i32, epoch: u64, offset: i64, timestamp: EventTime, request: &Scanned<'_>) {
+    fn on_record(
+        &mut self,
+        partition: i32,
+        epoch: u64,
+        offset: i64,
+        timestamp: EventTime,
+        tenant: Tenant,
+        request: &Scanned<'_>,
+    ) {
         let limits = TraceLimits {
             max_spans: self.config.max_spans_per_trace,
             max_bytes: self.config.max_trace_bytes.get() as usize,
@@ -334,12 +344,18 @@ impl Sampler {
             let Some(owned) = partitions.get_mut(partition, epoch) else { return };
             owned.state.buffer.behind();
             if self.config.red_metrics.enabled {
-                let overflowed = owned.state.red.record(request);
+                let red_config = &self.config.red_metrics;
+                let start_ns = owned.state.red_start_ns;
+                let red = owned.state.red.entry(tenant).or_insert_with(|| {
+                    RedMetrics::new(&red_config.histogram_buckets_ms, start_ns, red_config.max_series_per_partition)
+                });
+                let overflowed = red.record(request);
                 if overflowed > 0 {
                     metrics::counter!(RED_OVERFLOW_SPANS).increment(overflowed);
                 }
             }
-            let added = owned.state.buffer.add_record(offset, timestamp, request, limits, |id| decisions.get(id));
+            let added =
+                owned.state.buffer.add_record(offset, timestamp, tenant, request, limits, |id| decisions.get(id));
             owned.tracker.read(offset, added.units);
             if added.invalid_trace_id > 0 {
                 tracing::warn!(
@@ -362,7 +378,7 @@ impl Sampler {
             owned.state.buffer.unsettled_output += 1;
             added.late_kept
         };
-        self.output.emit(Settled { partition, epoch, offsets: vec![offset] }, Some(late_kept), None);
+        self.output.emit(Settled { partition, epoch, offsets: vec![offset] }, tenant, Some(late_kept), None);
     }
 
     /// Decides the traces that are due (`decision_wait` passed in event time, for `only` or every partition), that
@@ -409,7 +425,11 @@ impl Sampler {
                 let clock = owned.state.buffer.clock_ms;
                 metrics::histogram!(DECISION_DELAY).record((clock - trace.first_seen_ms).max(0) as f64 / 1000.0);
                 // Decided on the buffered bytes; a kept trace is written from them, marked, never decoded.
-                let verdict = self.policies.decide(&TraceView::new(&trace_id, &trace), clock);
+                let policies = match self.tenant_policies.get_mut(&trace_id.tenant) {
+                    Some(own) => own,
+                    None => &mut self.policies,
+                };
+                let verdict = policies.decide(&TraceView::new(&trace_id, &trace), clock);
                 decisions.insert(trace_id, verdict.keep);
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
                 let policy = verdict.policy.clone().unwrap_or_default();
@@ -427,7 +447,7 @@ impl Sampler {
             }
         }
         for (settled, output, decision) in to_emit {
-            self.output.emit(settled, output, Some(decision));
+            self.output.emit(settled, decision.0.tenant, output, Some(decision));
         }
     }
 
@@ -462,8 +482,14 @@ impl Sampler {
         let requests = self
             .partitions()
             .iter()
-            .filter(|(_, owned)| !owned.state.red.is_empty())
-            .map(|(partition, owned)| owned.state.red.export(&self.instance, partition, now_ns))
+            .flat_map(|(partition, owned)| {
+                owned
+                    .state
+                    .red
+                    .iter()
+                    .filter(|(_, red)| !red.is_empty())
+                    .map(move |(tenant, red)| (*tenant, red.export(&self.instance, partition, now_ns)))
+            })
             .collect();
         self.output.red_metrics(requests);
     }
@@ -493,5 +519,8 @@ impl Sampler {
         };
         let share = owned_count as f64 / f64::from(self.kafka.partitions.max(1));
         self.policies.set_rate_share(share.clamp(0.0, 1.0));
+        for policies in self.tenant_policies.values_mut() {
+            policies.set_rate_share(share.clamp(0.0, 1.0));
+        }
     }
 }

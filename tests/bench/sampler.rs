@@ -115,7 +115,14 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
     for (i, record) in records.iter().enumerate() {
         let request = tailgate_proto::wire::WireSignal::Traces.scan(record).unwrap();
         spans += SPANS_PER_RECORD;
-        let added = buffer.add_record(i as i64, i as i64 * RECORD_INTERVAL_MS, &request, limits, |_| None);
+        let added = buffer.add_record(
+            i as i64,
+            i as i64 * RECORD_INTERVAL_MS,
+            tailgate_sampler::tenant::DEFAULT,
+            &request,
+            limits,
+            |_| None,
+        );
         tracker.read(i as i64, added.units);
         // Counted as they come and go: summing over the buffered traces per record would cost more than buffering.
         buffered += SPANS_PER_RECORD - added.invalid_trace_id;

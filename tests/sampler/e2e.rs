@@ -287,3 +287,66 @@ async fn decisions_outlive_the_worker() {
     sampler.stop().await;
     gateway.stop().await;
 }
+
+/// Two tenants send a trace with the same trace ID (the same span IDs, the same names): the sampler keeps them
+/// apart. `payments` has a policy of its own (keep everything); every other tenant has the default (errors only).
+/// Exactly payments' spans are kept, written as payments; each tenant's RED series are its own records.
+/// Before tenants were kept apart, the four spans were one trace, decided by the default policy: dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_traces_of_one_trace_id_are_decided_and_written_apart() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let mut ingest = harness::ingest_config();
+    ingest.http.tenant_header = Some("X-Scope-OrgID".into());
+    let gateway = harness::start_gateway(ingest, kafka.clone()).await;
+    let yaml = "policies: [ { name: errors, type: status_code, status_code: { status_codes: [ERROR] } } ]\n\
+                tenants: { payments: { policies: [ { name: everything, type: always_sample } ] } }\n\
+                decision_wait: 1s\nred_metrics: { interval: 1s }\n";
+    let config: SamplerConfig = tailgate_config::from_yaml(yaml).unwrap();
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let span = |s: u64| Span {
+        trace_id: trace_id(7),
+        span_id: s.to_be_bytes().to_vec(),
+        name: format!("s{s}"),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_001_000_000,
+        ..Default::default()
+    };
+    for tenant in ["cart", "payments"] {
+        let body = harness::trace_request(vec![span(1), span(2)]).encode_to_vec();
+        let headers = [("Content-Type", "application/x-protobuf"), ("X-Scope-OrgID", tenant)];
+        assert_eq!(harness::http::request(gateway.http, "POST", "/v1/traces", &headers, &body).await.status, 200);
+    }
+    let decisions =
+        harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| r.len() >= 2);
+    let mut decided: Vec<(Option<String>, bool)> = decisions
+        .iter()
+        .map(|r| {
+            (
+                r.header(tailgate_proto::headers::TENANT),
+                tailgate_proto::decisions::Decision::decode(&r.value).unwrap().keep,
+            )
+        })
+        .collect();
+    decided.sort();
+    assert_eq!(decided, [(Some("cart".into()), false), (Some("payments".into()), true)], "one decision per tenant");
+    let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(10), |r| {
+        topic::spans(r).len() >= 2
+    });
+    assert_eq!(topic::spans(&sampled).len(), 2, "payments' two spans, and not cart's");
+    assert!(sampled.iter().all(|r| r.header(tailgate_proto::headers::TENANT).as_deref() == Some("payments")));
+    let red = harness::read_topic(&kafka.brokers, &kafka.topics.metrics, 2, Duration::from_secs(30), |r| {
+        let tenants: BTreeSet<_> = r.iter().filter_map(|r| r.header(tailgate_proto::headers::TENANT)).collect();
+        tenants.len() == 2
+    });
+    for tenant in ["cart", "payments"] {
+        let own: Vec<_> = red
+            .iter()
+            .filter(|r| r.header(tailgate_proto::headers::TENANT).as_deref() == Some(tenant))
+            .cloned()
+            .collect();
+        assert_eq!(red_calls(&own), (2, 0), "{tenant}'s RED series count its own two spans");
+    }
+    assert!(red.iter().all(|r| r.header(tailgate_proto::headers::TENANT).is_some()), "no RED record without a tenant");
+    sampler.stop().await;
+    gateway.stop().await;
+}
