@@ -182,7 +182,7 @@ telemetry: { logs: { level: chatty } }
         let yaml = "
 exporters:
   jaeger: { endpoint: 'jaeger:4317', compresion: gzip, retry_on_failure: { multiplier: 0.5 } }
-  loki: { endpoint: 'https://loki:3100/loki/api/v1/push', labels: [service.name] }
+  loki: { endpoint: 'http://loki:3100/loki/api/v1/push', tls: { server_name_override: loki.internal }, labels: [service.name] }
 ";
         let problems = Config::parse(yaml).unwrap_err();
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();

@@ -8,7 +8,7 @@ use crate::{jaeger, loki, prometheus};
 // The section's types, where readers of `exporters:` look for them; each is defined with its backend (or, for the
 // keys every exporter shares, with delivery).
 pub use crate::delivery::{Batching, Delivery, Retry};
-pub use crate::jaeger::{Compression, JaegerConfig, TlsConfig};
+pub use crate::jaeger::{Compression, JaegerConfig};
 pub use crate::loki::{LineTooLong, LokiConfig};
 pub use crate::prometheus::PrometheusConfig;
 
@@ -86,6 +86,34 @@ jaeger:
                 "exporters.prometheus_remote_write.headers.Bad Name: is not a valid header name",
                 "exporters.loki.tenant_id: not a valid HTTP header value (X-Scope-OrgID)",
                 "exporters.loki.headers.Authorization: not a valid HTTP header value",
+            ]
+            .join("\n")
+        );
+    }
+
+    /// TLS settings on an `http://` endpoint would be unused, and credentials would travel in plaintext: a
+    /// mistake, reported with its path; so are `auth` sections that name no credentials or two, and an
+    /// unreadable token file (named, never shown).
+    #[test]
+    fn tls_and_auth_mistakes_are_reported_with_their_paths() {
+        let yaml = r#"
+loki:
+  endpoint: http://loki:3100/loki/api/v1/push
+  tls: { server_name_override: loki.internal }
+prometheus_remote_write:
+  endpoint: https://mimir:9009/api/v1/push
+  auth: { bearer_token: { file: /nonexistent/token } }
+jaeger:
+  endpoint: https://jaeger:4317
+  auth: {}
+"#;
+        assert_eq!(
+            problems(yaml),
+            [
+                "exporters.jaeger.auth: give bearer_token or basic (or remove auth)",
+                "exporters.prometheus_remote_write.auth.bearer_token: cannot read `/nonexistent/token`: No such \
+                 file or directory (os error 2)",
+                "exporters.loki.endpoint: is http:// but `tls` is set; use https:// to connect with TLS",
             ]
             .join("\n")
         );

@@ -259,6 +259,70 @@ fn log(trace: u8, body: any_value::Value, severity: i32) -> LogRecord {
     }
 }
 
+/// Loki over HTTPS with a private CA and a client certificate (the receiver refuses clients without one),
+/// authenticated with a bearer token from a file: every push carries the token the file held when it was sent, so
+/// a rotated token is used from the next push on, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_over_mtls_with_a_private_ca_and_a_rotated_bearer_token() {
+    let pki = harness::certs::Pki::new("loki-tls");
+    let ca = pki.ca("ca");
+    let server = pki.leaf(&ca, "loki");
+    let client = pki.leaf(&ca, "tailgate");
+    let loki = LokiReceiver::start_with(Some(harness::certs::server_config(&server, Some(&ca)))).await;
+    let token = pki.dir.join("loki.token");
+    std::fs::write(&token, "loki-token-1\n").unwrap();
+    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let exporters = ExportersConfig {
+        loki: Some(LokiConfig {
+            endpoint: format!("https://localhost:{}/loki/api/v1/push", loki.addr.port()),
+            tls: tailgate_tls::ClientTlsConfig {
+                ca_file: Some(ca.cert.clone()),
+                cert_file: Some(client.cert.clone()),
+                key_file: Some(client.key.clone()),
+                ..Default::default()
+            },
+            auth: Some(tailgate_exporters::delivery::credentials::BackendAuth {
+                bearer_token: Some(tailgate_config::SecretSource { file: Some(token.clone()), env: None }),
+                basic: None,
+            }),
+            retry_on_failure: harness::fast_retry(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    client
+        .export(logs_request("payments", vec![log(1, any_value::Value::StringValue("one".into()), 9)]))
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || loki.entries().len() == 1).await, "delivered over TLS");
+    std::fs::write(&token, "loki-token-2\n").unwrap();
+    client
+        .export(logs_request("payments", vec![log(2, any_value::Value::StringValue("two".into()), 9)]))
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(30), || loki.entries().len() == 2).await, "delivered after rotation");
+    let pushes: Vec<(String, Option<String>)> = loki
+        .state
+        .lock()
+        .unwrap()
+        .pushes
+        .iter()
+        .map(|p| (p.request.streams[0].entries[0].line.clone(), p.authorization.clone()))
+        .collect();
+    assert_eq!(
+        pushes,
+        [
+            ("one".to_owned(), Some("Bearer loki-token-1".to_owned())),
+            ("two".to_owned(), Some("Bearer loki-token-2".to_owned()))
+        ]
+    );
+    exporter.stop().await;
+    gateway.stop().await;
+}
+
 /// Two tenants' logs, and the default tenant's, read from the same partitions: each push to Loki holds one
 /// tenant's lines and carries that tenant as `X-Scope-OrgID`; the default tenant's go as the configured
 /// `tenant_id`. Exactly each line, once, under its own tenant.

@@ -17,7 +17,7 @@ use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::ExportersConfig;
 use tailgate_proto::headers;
 
-use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver};
+use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver, TraceRequest};
 use crate::harness::otlp::{self, logs_request};
 use crate::harness::{self, binary, eventually};
 
@@ -240,45 +240,16 @@ async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
     gateway.stop().await;
 }
 
+/// Jaeger (OTLP/gRPC) over TLS with a private CA and a client certificate the receiver requires, authenticated
+/// with a bearer token from a file sent as `authorization` metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jaeger_over_tls_with_a_private_ca() {
-    // A private CA and a certificate for localhost it signed, made by openssl; the CA is trusted via tls.ca_file.
-    let dir = harness::temp_dir("tls");
-    let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .current_dir(&dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "openssl {args:?}");
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[&["req", "-x509"], &ec[..], &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "1"]]
-            .concat(),
-    );
-    openssl(&[&["req"], &ec[..], &["-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    let (cert, key, ca) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
-    let jaeger = TraceReceiver::start_with(Some((std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()))).await;
+async fn jaeger_over_mtls_with_a_private_ca_and_a_bearer_token() {
+    let pki = harness::certs::Pki::new("jaeger-tls");
+    let ca = pki.ca("ca");
+    let (server, client_cert) = (pki.leaf(&ca, "jaeger"), pki.leaf(&ca, "tailgate"));
+    let jaeger = TraceReceiver::start_with(Some((&server, Some(&ca)))).await;
+    let token = pki.dir.join("jaeger.token");
+    std::fs::write(&token, "jaeger-token\n").unwrap();
 
     let mut kafka = harness::kafka_config(&harness::tansu(), 1);
     kafka.topics.sampled_spans = kafka.topics.spans.clone();
@@ -286,7 +257,16 @@ async fn jaeger_over_tls_with_a_private_ca() {
     let exporters = ExportersConfig {
         jaeger: Some(JaegerConfig {
             endpoint: format!("https://localhost:{}", jaeger.addr.port()),
-            tls: tailgate_exporters::jaeger::TlsConfig { ca_file: Some(ca), server_name_override: None },
+            tls: tailgate_tls::ClientTlsConfig {
+                ca_file: Some(ca.cert.clone()),
+                cert_file: Some(client_cert.cert.clone()),
+                key_file: Some(client_cert.key.clone()),
+                ..Default::default()
+            },
+            auth: Some(tailgate_exporters::delivery::credentials::BackendAuth {
+                bearer_token: Some(tailgate_config::SecretSource { file: Some(token), env: None }),
+                basic: None,
+            }),
             retry_on_failure: harness::fast_retry(),
             ..Default::default()
         }),
@@ -298,6 +278,11 @@ async fn jaeger_over_tls_with_a_private_ca() {
     client.export(harness::trace_request(vec![span])).await.unwrap();
     let delivered = eventually(Duration::from_secs(20), || jaeger.span_count() == 1).await;
     assert!(delivered, "not delivered over TLS: {:?}", exporter.health.last_failure());
+    let requests = jaeger.traces.lock().unwrap().requests.clone();
+    assert_eq!(
+        requests,
+        [TraceRequest { tenant: None, authorization: Some("Bearer jaeger-token".to_owned()), spans: 1 }]
+    );
     exporter.stop().await;
     gateway.stop().await;
 }

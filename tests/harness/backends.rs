@@ -33,6 +33,16 @@ pub enum Answer {
 pub struct Traces {
     /// Every (trace ID, span ID) accepted, duplicates included.
     pub spans: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every request accepted, in order.
+    pub requests: Vec<TraceRequest>,
+}
+
+/// An accepted request's identity: its `x-scope-orgid` and `authorization` metadata, and its span count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRequest {
+    pub tenant: Option<String>,
+    pub authorization: Option<String>,
+    pub spans: usize,
 }
 
 #[derive(Clone)]
@@ -58,6 +68,9 @@ impl TraceService for TraceHandler {
         match answer {
             Answer::Unavailable => Err(tonic::Status::unavailable("jaeger is restarting")),
             Answer::Accept => {
+                let text = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let (tenant, authorization) = (text("x-scope-orgid"), text("authorization"));
+                let before = traces.spans.len();
                 for resource in request.into_inner().resource_spans {
                     for scope in resource.scope_spans {
                         for span in scope.spans {
@@ -65,6 +78,8 @@ impl TraceService for TraceHandler {
                         }
                     }
                 }
+                let spans = traces.spans.len() - before;
+                traces.requests.push(TraceRequest { tenant, authorization, spans });
                 Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
             }
         }
@@ -76,8 +91,9 @@ impl TraceReceiver {
         TraceReceiver::start_with(None).await
     }
 
-    /// With `tls = Some((certificate PEM, key PEM))`, serves OTLP/gRPC over TLS.
-    pub async fn start_with(tls: Option<(Vec<u8>, Vec<u8>)>) -> TraceReceiver {
+    /// With `tls = Some((server certificate, client CA))`, serves OTLP/gRPC over TLS; with a client CA, refuses
+    /// clients without a certificate it signed.
+    pub async fn start_with(tls: Option<(&super::certs::Issued, Option<&super::certs::Issued>)>) -> TraceReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let traces = Arc::new(Mutex::new(Traces::default()));
@@ -85,10 +101,15 @@ impl TraceReceiver {
         let handler = TraceHandler { traces: Arc::clone(&traces), answer: Arc::clone(&answer) };
         let service = TraceServiceServer::new(handler).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let mut server = tonic::transport::Server::builder();
-        if let Some((cert, key)) = tls {
+        if let Some((issued, client_ca)) = tls {
             tailgate_exporters::jaeger::install_tls_provider();
-            let identity = tonic::transport::Identity::from_pem(cert, key);
-            server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+            let read = |path: &std::path::Path| std::fs::read(path).unwrap();
+            let identity = tonic::transport::Identity::from_pem(read(&issued.cert), read(&issued.key));
+            let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+            if let Some(ca) = client_ca {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(&ca.cert)));
+            }
+            server = server.tls_config(config).unwrap();
         }
         tokio::spawn(server.add_service(service).serve_with_incoming(tokio_stream_listener(listener)));
         TraceReceiver { addr, traces, answer }
@@ -124,6 +145,7 @@ pub type Entry = (String, String, Vec<(String, String)>);
 pub struct Push {
     pub request: PushRequest,
     pub tenant: Option<String>,
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -143,6 +165,11 @@ pub struct LokiReceiver {
 
 impl LokiReceiver {
     pub async fn start() -> LokiReceiver {
+        LokiReceiver::start_with(None).await
+    }
+
+    /// With `tls = Some(rustls server config)`, serves HTTPS (handshakes inline: one client at a time is enough).
+    pub async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> LokiReceiver {
         let state = Arc::new(Mutex::new(LokiState::default()));
         let shared = Arc::clone(&state);
         let app = axum::Router::new().route(
@@ -154,7 +181,13 @@ impl LokiReceiver {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        match tls {
+            Some(tls) => {
+                let listener = TlsListener { tcp: listener, acceptor: tokio_rustls::TlsAcceptor::from(tls) };
+                tokio::spawn(async move { axum::serve(listener, app).await })
+            }
+            None => tokio::spawn(async move { axum::serve(listener, app).await }),
+        };
         LokiReceiver { addr, state }
     }
 
@@ -185,6 +218,30 @@ impl LokiReceiver {
     }
 }
 
+/// TLS in front of a test backend.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
 fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (StatusCode, HeaderMap, String) {
     let mut state = state.lock().unwrap();
     state.attempts.push(Instant::now());
@@ -207,7 +264,8 @@ fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (Statu
         Err(error) => return (StatusCode::BAD_REQUEST, HeaderMap::new(), format!("protobuf: {error}")),
     };
     let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(String::from);
-    state.pushes.push(Push { request, tenant });
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+    state.pushes.push(Push { request, tenant, authorization });
     (StatusCode::NO_CONTENT, HeaderMap::new(), String::new())
 }
 

@@ -1,5 +1,7 @@
-//! POSTing snappy-compressed protobuf over HTTP/1.1: the transport of Prometheus remote-write and Loki push.
+//! POSTing snappy-compressed protobuf over HTTP/1.1, or HTTPS: the transport of Prometheus remote-write and Loki
+//! push.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +13,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use hyper_rustls::HttpsConnector;
+
+use super::credentials::BackendAuth;
 use super::transport::{Attempt, Tenant, Transport};
+use super::Delivery;
 
 /// What a 4xx (other than 429) meant.
 pub enum Refusal {
@@ -32,7 +38,9 @@ pub type Classify = fn(StatusCode, &str) -> Refusal;
 pub type Split = fn(&Bytes) -> Option<[(Bytes, u64); 2]>;
 
 pub struct HttpTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Read for every request, so a rotated secret is used from the next one on.
+    auth: Option<BackendAuth>,
     uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
@@ -44,12 +52,9 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// `headers` were validated with the config; an invalid one is an error here too, never skipped.
-    pub fn new(
-        endpoint: &str,
-        headers: impl IntoIterator<Item = (String, String)>,
-        timeout: Duration,
-        classify: Classify,
-    ) -> Result<HttpTransport, String> {
+    pub fn new(delivery: &Delivery, endpoint: &str, classify: Classify) -> Result<HttpTransport, String> {
+        let timeout = delivery.timeout.get();
+        let headers = delivery.headers.clone();
         let uri: Uri = endpoint.parse().map_err(|e| format!("`{endpoint}`: {e}"))?;
         let headers = headers
             .into_iter()
@@ -61,8 +66,30 @@ impl HttpTransport {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
+        connector.enforce_http(false);
+        // https:// endpoints speak TLS with `tls`: its CA (or the system's), client certificate and server name.
+        let tls = delivery.tls.load(&[]).map_err(|error| format!("tls.{}: {error}", error.key))?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(Arc::unwrap_or_clone(tls.config));
+        let builder = match &tls.server_name_override {
+            Some(name) => {
+                let name = rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| format!("tls.server_name_override: `{name}` is not a DNS name or IP"))?;
+                builder.https_or_http().with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder.https_or_http(),
+        };
+        let connector = builder.enable_http1().wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(HttpTransport { client, uri, headers, timeout, classify, split: None, tenant_header: None })
+        Ok(HttpTransport {
+            client,
+            auth: delivery.auth.clone(),
+            uri,
+            headers,
+            timeout,
+            classify,
+            split: None,
+            tenant_header: None,
+        })
     }
 
     /// Sends each batch's tenant in `name` (`X-Scope-OrgID`), in place of a configured header of that name.
@@ -96,6 +123,15 @@ impl HttpTransport {
         }
         if let Some((name, value)) = tenant {
             request = request.header(name, value);
+        }
+        if let Some(auth) = &self.auth {
+            match auth.authorization() {
+                Ok(value) => request = request.header(hyper::header::AUTHORIZATION, value),
+                // The file is being replaced, or gone: an outage of our own making, retried, never sent without.
+                Err(message) => {
+                    return Attempt::Retry { reason: format!("cannot read the credentials: {message}"), after: None }
+                }
+            }
         }
         let request = match request.body(Full::new(body)) {
             Ok(request) => request,

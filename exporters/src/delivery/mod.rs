@@ -4,6 +4,7 @@
 //! Delivery knows nothing of the backends: each backend module brings a [`Transport`] (or builds an
 //! `http::HttpTransport` with its own refusal classifier) and declares the shared keys of `settings`.
 
+pub mod credentials;
 mod health;
 pub(crate) mod http;
 mod retry;

@@ -37,6 +37,10 @@ pub struct Delivery {
     pub retry_on_failure: Retry,
     /// Extra request headers (gRPC metadata for Jaeger).
     pub headers: BTreeMap<String, String>,
+    /// TLS to an `https://` endpoint (HTTP backends).
+    pub tls: tailgate_tls::ClientTlsConfig,
+    /// Credentials (HTTP backends).
+    pub auth: Option<super::credentials::BackendAuth>,
 }
 
 impl Delivery {
@@ -52,6 +56,10 @@ impl Delivery {
             problems.push(format!("{path}.timeout"), "must be above 0");
         }
         self.retry_on_failure.validate(path, problems);
+        self.tls.validate(&format!("{path}.tls"), problems);
+        if let Some(auth) = &self.auth {
+            auth.validate(&format!("{path}.auth"), problems);
+        }
         // A header the client can't send would be dropped when it is built, and a mistyped `Authorization` would
         // become a stream of 401s; the value itself may be a secret and is never repeated.
         for (name, value) in &self.headers {
@@ -70,15 +78,23 @@ pub fn is_header_value(value: &str) -> bool {
     value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
-/// Checks a backend's `endpoint`: required, a URL, and `https://` only where the transport speaks TLS.
-pub fn check_endpoint(endpoint: &str, path: &str, example: &str, tls: bool, problems: &mut Problems) {
+/// Checks a backend's `endpoint`: required, an `http://` or `https://` URL, and `https://` where `tls` says how to
+/// connect (TLS settings on a plaintext endpoint would be silently unused).
+pub fn check_endpoint(
+    endpoint: &str,
+    tls: &tailgate_tls::ClientTlsConfig,
+    path: &str,
+    example: &str,
+    problems: &mut Problems,
+) {
+    let tls_set = tls.ca_file.is_some()
+        || tls.cert_file.is_some()
+        || tls.key_file.is_some()
+        || tls.server_name_override.is_some();
     if endpoint.is_empty() {
         problems.push(path, format!("is required, e.g. {example}"));
-    } else if endpoint.starts_with("https://") && !tls {
-        problems.push(
-            path,
-            "TLS to this backend is not supported yet; use http:// (through a TLS-terminating sidecar if needed)",
-        );
+    } else if tls_set && endpoint.starts_with("http://") {
+        problems.push(path, "is http:// but `tls` is set; use https:// to connect with TLS");
     } else if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         || endpoint.parse::<hyper::Uri>().is_err()
     {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
 
+use crate::delivery::credentials::BackendAuth;
 use crate::delivery::settings::{check_endpoint, DEFAULT_TIMEOUT};
 use crate::delivery::{Batching, Delivery, Retry};
 
@@ -15,8 +16,10 @@ pub struct JaegerConfig {
     /// `http://` for plaintext, `https://` for TLS.
     pub endpoint: String,
     pub compression: Compression,
-    /// With an `https://` endpoint: trust this CA (PEM) besides the system's roots, and check this server name.
-    pub tls: TlsConfig,
+    /// With an `https://` endpoint: the CA to trust (else the system's), a client certificate, the server name.
+    pub tls: tailgate_tls::ClientTlsConfig,
+    /// A bearer token or basic auth, from files, sent as `authorization` metadata.
+    pub auth: Option<BackendAuth>,
     pub batch: Batching,
     /// Time allowed for one request.
     pub timeout: Duration,
@@ -30,7 +33,8 @@ impl Default for JaegerConfig {
         JaegerConfig {
             endpoint: String::new(),
             compression: Compression::Gzip,
-            tls: TlsConfig::default(),
+            tls: Default::default(),
+            auth: None,
             batch: Batching::default(),
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),
@@ -47,26 +51,16 @@ pub enum Compression {
     Gzip,
 }
 
-/// TLS settings for an `https://` endpoint, named as in the Collector's `configtls`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default)]
-pub struct TlsConfig {
-    /// A PEM file of CA certificates to trust besides the system's.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// The name the server's certificate must carry, when it differs from the endpoint's host.
-    pub server_name_override: Option<String>,
-}
-
 impl JaegerConfig {
     /// `path` is this section's (`exporters.jaeger`).
     pub fn validate(&self, path: &str, problems: &mut Problems) {
-        check_endpoint(&self.endpoint, &format!("{path}.endpoint"), "http://jaeger:4317", true, problems);
-        if let Some(ca) = &self.tls.ca_file {
-            if !self.endpoint.starts_with("https://") {
-                problems.push(format!("{path}.tls.ca_file"), "is set but the endpoint is not https://");
-            } else if let Err(error) = std::fs::metadata(ca) {
-                problems.push(format!("{path}.tls.ca_file"), format!("cannot read {}: {error}", ca.display()));
-            }
+        check_endpoint(&self.endpoint, &self.tls, &format!("{path}.endpoint"), "http://jaeger:4317", problems);
+        if self.tls.min_version != tailgate_tls::TlsVersion::default() {
+            // tonic's TLS connector offers no way to narrow the versions; refuse rather than ignore it.
+            problems.push(
+                format!("{path}.tls.min_version"),
+                "is not supported for the gRPC exporter (1.2 and 1.3 are offered)",
+            );
         }
         for name in self.headers.keys().filter(|name| name.to_ascii_lowercase().ends_with("-bin")) {
             problems.push(
@@ -84,6 +78,8 @@ impl JaegerConfig {
             timeout: self.timeout,
             retry_on_failure: self.retry_on_failure.clone(),
             headers: self.headers.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
         }
     }
 }

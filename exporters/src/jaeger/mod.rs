@@ -16,7 +16,7 @@ use tailgate_proto::wire::WireSignal;
 use crate::backend::{Backend, Batch};
 use crate::delivery::Tenant;
 
-pub use config::{Compression, JaegerConfig, TlsConfig};
+pub use config::{Compression, JaegerConfig};
 pub use transport::{install_tls_provider, GrpcTransport};
 
 /// The exporter's name, in config and on its metrics.

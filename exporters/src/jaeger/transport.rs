@@ -13,15 +13,17 @@ use prost::Message as _;
 use tonic::codec::CompressionEncoding;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
 use super::config::{Compression, JaegerConfig};
+use crate::delivery::credentials::BackendAuth;
 use crate::delivery::{Attempt, Tenant, Transport};
 
 pub struct GrpcTransport {
     client: tonic::client::Grpc<Channel>,
     metadata: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    auth: Option<BackendAuth>,
     timeout: Duration,
 }
 
@@ -34,10 +36,16 @@ impl GrpcTransport {
             .tcp_nodelay(true);
         if config.endpoint.starts_with("https://") {
             install_tls_provider();
-            let mut tls = ClientTlsConfig::new().with_native_roots();
-            if let Some(path) = &config.tls.ca_file {
-                let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            // The files were checked by `ClientTlsConfig::validate`; tonic builds its own rustls config from them.
+            let read = |key: &str, path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| format!("tls.{key} {}: {e}", path.display()))
+            };
+            let mut tls = match &config.tls.ca_file {
+                Some(path) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("ca_file", path)?)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+                tls = tls.identity(Identity::from_pem(read("cert_file", cert)?, read("key_file", key)?));
             }
             if let Some(name) = &config.tls.server_name_override {
                 tls = tls.domain_name(name.clone());
@@ -56,7 +64,7 @@ impl GrpcTransport {
                 _ => Err(format!("header `{k}`: not valid gRPC metadata")),
             })
             .collect::<Result<_, _>>()?;
-        Ok(GrpcTransport { client, metadata, timeout })
+        Ok(GrpcTransport { client, metadata, auth: config.auth.clone(), timeout })
     }
 
     async fn export(&self, body: Bytes, tenant: Tenant) -> Attempt {
@@ -64,6 +72,21 @@ impl GrpcTransport {
         request.set_timeout(self.timeout);
         for (key, value) in &self.metadata {
             request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        // Read for each request, so that a rotated credentials file is used from the next one on.
+        if let Some(auth) = &self.auth {
+            match auth.authorization().map(|value| MetadataValue::try_from(value.as_bytes())) {
+                Ok(Ok(mut value)) => {
+                    value.set_sensitive(true);
+                    request.metadata_mut().insert("authorization", value);
+                }
+                Ok(Err(_)) => {
+                    return Attempt::Retry { reason: "credentials are not gRPC metadata".into(), after: None }
+                }
+                Err(message) => {
+                    return Attempt::Retry { reason: format!("cannot read the credentials: {message}"), after: None }
+                }
+            }
         }
         // Tempo's (and a multi-tenant Jaeger collector's) tenant, in place of a configured one.
         if let Some(tenant) = tenant {

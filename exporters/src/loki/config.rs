@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
+use crate::delivery::credentials::BackendAuth;
 use crate::delivery::settings::{check_endpoint, is_header_value, DEFAULT_TIMEOUT};
 use crate::delivery::{Batching, Delivery, Retry};
 
@@ -28,6 +29,10 @@ pub struct LokiConfig {
     pub retry_on_failure: Retry,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// TLS to an `https://` endpoint: CA, client certificate, server name.
+    pub tls: tailgate_tls::ClientTlsConfig,
+    /// A bearer token or basic auth, from files.
+    pub auth: Option<BackendAuth>,
 }
 
 impl Default for LokiConfig {
@@ -42,6 +47,8 @@ impl Default for LokiConfig {
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),
             headers: BTreeMap::new(),
+            tls: Default::default(),
+            auth: None,
         }
     }
 }
@@ -59,9 +66,9 @@ impl LokiConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         check_endpoint(
             &self.endpoint,
+            &self.tls,
             &format!("{path}.endpoint"),
             "http://loki:3100/loki/api/v1/push",
-            false,
             problems,
         );
         if self.labels.len() > 15 {
@@ -86,6 +93,8 @@ impl LokiConfig {
             timeout: self.timeout,
             retry_on_failure: self.retry_on_failure.clone(),
             headers: self.headers.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Loki's push endpoint over HTTP: the tenant header, and what a refusal means.
 
 use crate::delivery::http::{HttpTransport, Refusal};
+use crate::delivery::Delivery;
 
 use super::config::LokiConfig;
 
@@ -11,7 +12,8 @@ pub fn transport(config: &LokiConfig) -> Result<HttpTransport, String> {
     if let Some(tenant) = &config.tenant_id {
         headers.insert("X-Scope-OrgID".into(), tenant.clone());
     }
-    HttpTransport::new(&config.endpoint, headers, config.timeout.get(), classify)?.with_tenant_header("X-Scope-OrgID")
+    HttpTransport::new(&Delivery { headers, ..config.delivery() }, &config.endpoint, classify)?
+        .with_tenant_header("X-Scope-OrgID")
 }
 
 /// Loki, like Prometheus, stores the valid entries of a push and answers 400 for the rest: entries too old

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
 
 use crate::attributes::sanitize_label;
+use crate::delivery::credentials::BackendAuth;
 use crate::delivery::settings::{check_endpoint, DEFAULT_TIMEOUT};
 use crate::delivery::{Batching, Delivery, Retry};
 
@@ -27,6 +28,10 @@ pub struct PrometheusConfig {
     pub retry_on_failure: Retry,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
+    /// TLS to an `https://` endpoint: CA, client certificate, server name.
+    pub tls: tailgate_tls::ClientTlsConfig,
+    /// A bearer token or basic auth, from files.
+    pub auth: Option<BackendAuth>,
     /// The header each batch's tenant is sent in (Mimir's and Cortex's `X-Scope-OrgID`); the default tenant's
     /// batches carry only `headers`.
     pub tenant_header: String,
@@ -43,6 +48,8 @@ impl Default for PrometheusConfig {
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),
             headers: BTreeMap::new(),
+            tls: Default::default(),
+            auth: None,
             tenant_header: "X-Scope-OrgID".to_owned(),
         }
     }
@@ -53,9 +60,9 @@ impl PrometheusConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         check_endpoint(
             &self.endpoint,
+            &self.tls,
             &format!("{path}.endpoint"),
             "http://prometheus:9090/api/v1/write",
-            false,
             problems,
         );
         for name in self.external_labels.keys() {
@@ -80,6 +87,8 @@ impl PrometheusConfig {
             timeout: self.timeout,
             retry_on_failure: self.retry_on_failure.clone(),
             headers: self.headers.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
         }
     }
 }

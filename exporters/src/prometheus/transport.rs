@@ -10,7 +10,7 @@ use super::config::PrometheusConfig;
 
 /// The HTTP transport to `config.endpoint`.
 pub fn transport(config: &PrometheusConfig) -> Result<HttpTransport, String> {
-    HttpTransport::new(&config.endpoint, config.headers.clone(), config.timeout.get(), classify)?
+    HttpTransport::new(&config.delivery(), &config.endpoint, classify)?
         .with_split(split)
         .with_tenant_header(&config.tenant_header)
 }
