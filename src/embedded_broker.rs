@@ -48,6 +48,16 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a broker on `listen` and waits until it accepts connections.
     pub fn start(listen: SocketAddr, storage: Storage<'_>) -> Result<EmbeddedBroker, BrokerError> {
+        EmbeddedBroker::start_advertising(listen, &listen.to_string(), storage)
+    }
+
+    /// Starts a broker on `listen` that tells clients to connect to `advertised` (`host:port`) — a proxy in front
+    /// of it, such as a TLS terminator (Tansu 0.6 accepts a TLS config but serves plaintext only).
+    pub fn start_advertising(
+        listen: SocketAddr,
+        advertised: &str,
+        storage: Storage<'_>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
         let storage_url = match storage {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Dir(dir) => {
@@ -62,6 +72,7 @@ impl EmbeddedBroker {
         };
         let parse = |text: &str| url::Url::parse(text).map_err(|e| BrokerError::Url(format!("{text}: {e}")));
         let listener = parse(&format!("tcp://{listen}"))?;
+        let advertised = parse(&format!("tcp://{advertised}"))?;
         let storage = parse(&storage_url)?;
 
         let (failed_tx, failed_rx) = std::sync::mpsc::channel::<String>();
@@ -85,7 +96,7 @@ impl EmbeddedBroker {
                         .node_id(111)
                         .cluster_id("tailgate")
                         .incarnation_id(uuid::Uuid::new_v4())
-                        .advertised_listener(listener.clone())
+                        .advertised_listener(advertised)
                         .storage(storage)
                         .listener(listener)
                         .silent(true)

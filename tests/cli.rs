@@ -42,7 +42,7 @@ fn validate_lists_every_problem_with_its_path_and_exits_1() {
 fn validate_never_prints_a_secret() {
     let output = validate(
         &harness::temp_dir("cli"),
-        "kafka: { client: { sasl.password: hunter2, sasl.username: alice } }\n\
+        "kafka: { client: { sasl.oauthbearer.config: 'principal=alice secret=hunter2', client.id: alice } }\n\
          exporters: { loki: { endpoint: 'http://loki:3100', tenant_id: shop-a, headers: { Authorization: Bearer s3cr3t } } }\n",
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -152,7 +152,7 @@ async fn a_run_using_every_secret_never_shows_one() {
         (harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port());
     let config = format!(
         "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {data} }}\n\
-         kafka: {{ partitions: 1, client: {{ sasl.password: kafka-PW-77 }} }}\n\
+         kafka: {{ partitions: 1, client: {{ sasl.oauthbearer.config: 'principal=kafka-PW-77' }} }}\n\
          ingest:\n\
          \x20 grpc: {{ endpoint: 127.0.0.1:{grpc}, tls: {{ cert_file: {cert}, key_file: {key} }},\n\
          \x20         auth: {{ bearer_tokens: [ {{ tenant: payments, token: {{ file: {token} }} }} ] }} }}\n\

@@ -13,4 +13,5 @@ mod sampler;
 
 mod cli;
 mod deploy;
+mod kafka_tls;
 mod loadgen;

@@ -26,7 +26,7 @@ pub(crate) async fn range_start(
     topic: &str,
     from_ms: i64,
 ) -> Result<(TopicPartitionList, u64), ExporterError> {
-    let config = client_config(kafka);
+    let config = client_config(kafka)?;
     let topic = topic.to_owned();
     let lookup = tokio::task::spawn_blocking(move || -> Result<(TopicPartitionList, u64), KafkaError> {
         let consumer: BaseConsumer<ReaderContext> =

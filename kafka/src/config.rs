@@ -3,6 +3,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tailgate_config::{ByteSize, Duration, Problems};
 
+use crate::security::{self, SecurityConfig};
+
 /// The `kafka:` section.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -21,7 +23,10 @@ pub struct KafkaConfig {
     pub producer: ProducerConfig,
     /// Consumer-group settings of the sampler and exporter workers.
     pub consumer: ConsumerConfig,
-    /// Extra librdkafka properties for every client, e.g. `security.protocol`, `sasl.*`, `ssl.*`.
+    /// TLS and SASL to the brokers, for every client of every role.
+    pub security: SecurityConfig,
+    /// Extra librdkafka properties for every client, for the rare one Tailgate has no key for (e.g.
+    /// `socket.keepalive.enable`). Security properties belong in `security`.
     pub client: BTreeMap<String, String>,
 }
 
@@ -35,6 +40,7 @@ impl Default for KafkaConfig {
             create_topics: true,
             producer: ProducerConfig::default(),
             consumer: ConsumerConfig::default(),
+            security: SecurityConfig::default(),
             client: BTreeMap::new(),
         }
     }
@@ -205,14 +211,35 @@ impl KafkaConfig {
                 problems.push(format!("{path}.consumer.group_instance_id"), "must be 1-249 characters");
             }
         }
+        self.security.validate(&format!("{path}.security"), problems);
         for key in self.client.keys() {
-            if MANAGED.contains(&key.as_str()) {
+            if security::OWNED.contains(&key.as_str()) {
+                problems.push(
+                    format!("{path}.client.{key}"),
+                    "is a security property: set it with kafka.security (protocol, sasl, tls), where it is checked",
+                );
+            } else if MANAGED.contains(&key.as_str()) {
                 problems.push(
                     format!("{path}.client.{key}"),
                     "is set by Tailgate to keep its delivery guarantee; use the matching kafka.* option if there is one",
                 );
+            } else if let Err(message) = check_property(key, &self.client[key]) {
+                problems.push(format!("{path}.client.{key}"), message);
             }
         }
+    }
+}
+
+/// Asks librdkafka whether it takes `key: value`, now rather than when the first client starts. Its answer names
+/// the property and may quote the value, which may be a secret: the value is kept out of the message, here and so
+/// in every log line that would have carried librdkafka's error.
+fn check_property(key: &str, value: &str) -> Result<(), String> {
+    match rdkafka::ClientConfig::new().set(key, value).create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _)) => {
+            Err(if value.is_empty() { description } else { description.replace(value, "[REDACTED]") })
+        }
+        Err(error) => Err(error.to_string().replace(value, "[REDACTED]")),
     }
 }
 
@@ -232,3 +259,38 @@ const MANAGED: &[&str] = &[
     "group.instance.id",
     "session.timeout.ms",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let config: KafkaConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut problems = Problems::default();
+        config.validate("kafka", &mut problems);
+        problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect()
+    }
+
+    /// rust-rdkafka's error for a property librdkafka refuses carries the value, and a run logged it when the
+    /// first client started: a secret in `kafka.client` (a passphrase, an OAUTHBEARER config) reached the logs. Now the
+    /// property is checked at validation, with its path, and the value never appears.
+    #[test]
+    fn extra_properties_are_checked_by_librdkafka_without_showing_their_values() {
+        let found = problems(
+            "client: { socket.timeout.ms: 'SECRET-7f3', no.such.property: 'SECRET-8a1', socket.keepalive.enable: 'true' }",
+        );
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("kafka.client.no.such.property: "), "{found:?}");
+        assert!(found[1].starts_with("kafka.client.socket.timeout.ms: Invalid value"), "{found:?}");
+        assert!(!found.iter().any(|p| p.contains("SECRET")), "{found:?}");
+    }
+
+    #[test]
+    fn security_properties_belong_in_kafka_security() {
+        assert_eq!(
+            problems("client: { sasl.password: hunter2 }"),
+            ["kafka.client.sasl.password: is a security property: set it with kafka.security (protocol, sasl, tls), \
+              where it is checked"]
+        );
+    }
+}

@@ -362,7 +362,7 @@ fn create<P: Partitions>(
         lag_metric: settings.lag_metric,
         lag_labels: settings.lag_labels.clone(),
     };
-    let mut config = client_config(kafka);
+    let mut config = client_config(kafka)?;
     config
         .set("group.id", &settings.group_id)
         .set("client.id", &settings.client_id)

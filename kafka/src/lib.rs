@@ -19,6 +19,7 @@ mod offsets;
 pub mod ownership;
 mod producer;
 pub mod record;
+mod security;
 mod topics;
 
 pub use config::{Compression, ConsumerConfig, KafkaConfig, ProducerConfig, Topics};
@@ -28,21 +29,28 @@ pub use offsets::OffsetTracker;
 pub use ownership::Ownership;
 pub use producer::{create_producer, ProducerSettings};
 pub use record::{send_all, OutgoingRecord};
+pub use security::{KafkaTls, Mechanism, Protocol, Sasl, SecurityConfig};
 pub use topics::{config_drift, ensure_topics, Drift, TopicError};
 
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::types::RDKafkaConfRes;
 use rdkafka::ClientConfig;
 use tailgate_proto::headers;
 
-/// The settings every client (producer, consumer, admin) starts from: brokers plus the user's `kafka.client`
-/// properties (security, SASL, TLS).
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+/// The settings every client (producer, consumer, admin) starts from: brokers, `kafka.security` and the user's
+/// extra `kafka.client` properties. Fails only when the SASL password cannot be read now (it was readable when
+/// the config was validated).
+pub fn client_config(config: &KafkaConfig) -> KafkaResult<ClientConfig> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
+    config.security.apply(&mut client).map_err(|message| {
+        KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_INVALID, message, "sasl.password".into(), String::new())
+    })?;
     for (key, value) in &config.client {
         client.set(key, value);
     }
-    client
+    Ok(client)
 }
 
 /// The headers every record of the Kafka contract carries: its encoding and the contract version. Add

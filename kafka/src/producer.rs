@@ -18,7 +18,7 @@ pub struct ProducerSettings {
 /// `delivery_timeout`, without reordering, and without duplicates when idempotent.
 pub fn create_producer(config: &KafkaConfig, settings: &ProducerSettings) -> KafkaResult<FutureProducer> {
     let producer = &config.producer;
-    let mut client = client_config(config);
+    let mut client = client_config(config)?;
     client
         .set("client.id", &settings.client_id)
         .set("acks", "all")

@@ -33,7 +33,7 @@ pub async fn ensure_topics(
 ) -> Result<(), TopicError> {
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
         client_config(config)
-            .create()
+            .and_then(|client| client.create())
             .map_err(|source| TopicError::Unreachable { brokers: config.brokers.clone(), source })?,
     );
 
@@ -134,7 +134,7 @@ pub async fn config_drift(
     expected: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Vec<Drift>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config)?.create()?;
     let results = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new().request_timeout(Some(timeout)))
         .await?;

@@ -86,7 +86,7 @@ fn try_load(
     patience: Duration,
 ) -> Result<Vec<(TraceId, bool)>, KafkaError> {
     let topic = &kafka.topics.decisions;
-    let consumer: BaseConsumer<ReaderContext> = client_config(kafka)
+    let consumer: BaseConsumer<ReaderContext> = client_config(kafka)?
         .set("group.id", "tailgate-sampler-decision-loader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

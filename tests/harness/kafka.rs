@@ -73,3 +73,33 @@ pub fn kafka_yaml(kafka: &KafkaConfig) -> String {
         kafka.brokers, kafka.partitions, t.spans, t.metrics, t.logs, t.sampled_spans, t.decisions
     )
 }
+
+/// A fresh Tansu broker behind a TLS terminator (rustls, with `tls`'s certificate and client verification), the
+/// broker advertising the terminator's address as `localhost:<port>`, so every connection a client makes, to
+/// bootstrap and to the partition leader, is TLS. Returns the bootstrap address. Tansu 0.6 accepts a TLS config
+/// but serves plaintext only, so the TLS end is this proxy's; the Kafka protocol behind it is Tansu's.
+pub fn tansu_behind_tls(tls: std::sync::Arc<rustls::ServerConfig>) -> String {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let advertised = format!("localhost:{}", proxy.local_addr().unwrap().port());
+    let broker: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    EmbeddedBroker::start_advertising(broker, &advertised, Storage::Memory).expect("Tansu starts");
+    proxy.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let proxy = tokio::net::TcpListener::from_std(proxy).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            loop {
+                let Ok((tcp, _)) = proxy.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A refused handshake (no or a foreign client certificate) just closes the connection.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(broker).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    advertised
+}
