@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::message::Headers as _;
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
@@ -152,7 +151,13 @@ impl<B: Backend> Worker<B> {
                 }
                 event = self.consumer.recv() => match event {
                     Some(Event::Record { epoch, message }) => {
-                        let readable = tailgate_kafka::contract::readable(&message);
+                        let readable = tailgate_kafka::contract::readable(&message)
+                            .map_err(|error| ("unknown_contract", error))
+                            .and_then(|()| {
+                                tailgate_kafka::contract::tenant(&message)
+                                    .map(drop)
+                                    .map_err(|error| ("invalid_tenant", error))
+                            });
                         if let Some(raw) = self.accept(epoch, message) {
                             let index = match opens.iter().position(|open| open.tenant == raw.tenant) {
                                 Some(index) => index,
@@ -245,10 +250,8 @@ impl<B: Backend> Worker<B> {
         let offset = message.offset();
         let key = message.key().map(<[u8]>::to_vec);
         let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
-        let tenant = message.headers().and_then(|headers| {
-            let header = headers.iter().find(|header| header.key == headers::TENANT)?;
-            std::str::from_utf8(header.value?).ok().map(std::sync::Arc::from)
-        });
+        // A record whose tenant header is no tenant ID is dead-lettered (`readable`), never sent as the default.
+        let tenant = tailgate_kafka::contract::tenant(&message).ok().flatten().map(std::sync::Arc::from);
         self.stats.records_read.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_read.fetch_add(payload.len() as u64, Ordering::Relaxed);
         Some(Raw { partition, offset, key, payload, tenant })
@@ -265,11 +268,11 @@ impl<B: Backend> Worker<B> {
         open: &mut Open<B::Items>,
         epoch: u64,
         raw: Raw,
-        readable: Result<(), String>,
+        readable: Result<(), (&'static str, String)>,
         in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
     ) {
         let Some(held) = self.hold(raw.partition, epoch, raw.offset) else { return };
-        let added = readable.map_err(|error| ("unknown_contract", error)).and_then(|()| {
+        let added = readable.and_then(|()| {
             self.backend.add(&mut open.items, raw.partition, &raw.tenant, &raw.payload).map_err(|e| ("undecodable", e))
         });
         match added {

@@ -8,9 +8,6 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tenant(Option<Arc<str>>);
 
-/// The longest tenant ID (Cortex, Loki and Mimir's limit).
-const MAX_LENGTH: usize = 150;
-
 impl Tenant {
     /// The default tenant.
     pub const DEFAULT: Tenant = Tenant(None);
@@ -31,15 +28,10 @@ impl Tenant {
     }
 }
 
-/// The characters Loki, Mimir and Tempo allow in a tenant ID, at most [`MAX_LENGTH`] of them, and not `.` or `..`.
+/// The characters Loki, Mimir and Tempo allow in a tenant ID: the Kafka contract's rule, which every reader of the
+/// records checks again.
 pub fn validate(id: &str) -> Result<(), String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
-    if id.is_empty() || id.len() > MAX_LENGTH || id == "." || id == ".." || !id.chars().all(allowed) {
-        return Err(format!(
-            "a tenant ID is 1 to {MAX_LENGTH} of the characters a-z A-Z 0-9 ! - _ . * ' ( ), and not . or .."
-        ));
-    }
-    Ok(())
+    tailgate_proto::headers::check_tenant(id)
 }
 
 #[cfg(test)]

@@ -19,8 +19,24 @@ pub const CONTRACT_VERSION_CURRENT: &str = "1";
 /// The record's Kafka timestamp holds the same instant in milliseconds.
 pub const RECEIVED_AT: &str = "tailgate.received_at_unix_nano";
 
-/// The tenant the data belongs to, once authentication assigns one. Absent means the default tenant.
+/// The tenant the data belongs to, once authentication assigns one. Absent means the default tenant. Its value
+/// is a tenant ID that [`check_tenant`] accepts; a record with any other value is refused by every reader.
 pub const TENANT: &str = "tailgate.tenant";
+
+/// The longest tenant ID (Cortex's, Loki's and Mimir's limit).
+pub const MAX_TENANT_LENGTH: usize = 150;
+
+/// A tenant ID is what Loki, Mimir and Tempo accept as `X-Scope-OrgID`, so that it can be passed to each of them
+/// unchanged: 1 to [`MAX_TENANT_LENGTH`] of `a-z A-Z 0-9 ! - _ . * ' ( )`, and not `.` or `..`.
+pub fn check_tenant(id: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+    if id.is_empty() || id.len() > MAX_TENANT_LENGTH || id == "." || id == ".." || !id.chars().all(allowed) {
+        return Err(format!(
+            "a tenant ID is 1 to {MAX_TENANT_LENGTH} of the characters a-z A-Z 0-9 ! - _ . * ' ( ), and not . or .."
+        ));
+    }
+    Ok(())
+}
 
 /// The dead-letter topic of `topic`: where records a consumer cannot process go, with the reason in headers.
 pub fn dead_letter_topic(topic: &str) -> String {

@@ -114,7 +114,8 @@ fn try_load(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let decision = message.payload().and_then(Decision::decode);
-                let trace_id = message.key().and_then(|k| TraceId::new(crate::tenant::of(&message), k));
+                let trace_id =
+                    crate::tenant::of(&message).ok().zip(message.key()).and_then(|(t, k)| TraceId::new(t, k));
                 if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
                     loaded.push((trace_id, decision.keep));
                 }
@@ -156,7 +157,7 @@ mod tests {
         decisions.insert(TraceId::from([4; 16]), true);
         assert_eq!(decisions.evicted, 2, "a decision known already takes no more room");
         // Another tenant's trace of the same ID is another trace.
-        let other = TraceId { tenant: crate::tenant::intern(Some("decisions-test")), id: [4; 16] };
+        let other = TraceId { tenant: crate::tenant::intern(Some("decisions-test")).unwrap(), id: [4; 16] };
         assert_eq!(decisions.get(&other), None);
     }
 }

@@ -176,7 +176,7 @@ impl Output {
 /// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`, with room for
 /// the longest tenant header.
 fn record_limit(max_message_bytes: usize, encoding: &str) -> RecordLimit {
-    const LONGEST_TENANT: [u8; 150] = [b'x'; 150];
+    const LONGEST_TENANT: [u8; headers::MAX_TENANT_LENGTH] = [b'x'; headers::MAX_TENANT_LENGTH];
     let headers = [
         (headers::ENCODING, encoding.as_bytes()),
         (headers::CONTRACT_VERSION, headers::CONTRACT_VERSION_CURRENT.as_bytes()),

@@ -136,7 +136,12 @@ impl Sampler {
         let mut tenant_policies = HashMap::new();
         for (tenant, own) in &config.tenants {
             let built = Policies::build(&own.policies).map_err(SamplerError::Policies)?;
-            tenant_policies.insert(crate::tenant::intern(Some(tenant)), built);
+            let tenant = crate::tenant::intern(Some(tenant)).map_err(|message| {
+                let mut problems = tailgate_config::Problems::default();
+                problems.push(format!("sampler.tenants.{tenant}"), message);
+                SamplerError::Policies(problems)
+            })?;
+            tenant_policies.insert(tenant, built);
         }
         describe();
         let none: &[(&str, &str)] = &[];
@@ -284,10 +289,14 @@ impl Sampler {
         // buffered.
         let scanned = tailgate_kafka::contract::readable(&message)
             .map_err(|e| ("unknown_contract", e))
-            .and_then(|()| WireSignal::Traces.scan(payload).map_err(|e| ("undecodable", e.to_string())));
+            .and_then(|()| crate::tenant::of(&message).map_err(|e| ("invalid_tenant", e)))
+            .and_then(|tenant| {
+                let request = WireSignal::Traces.scan(payload).map_err(|e| ("undecodable", e.to_string()))?;
+                Ok((tenant, request))
+            });
         match scanned {
-            Ok(request) => {
-                self.on_record(partition, epoch, offset, timestamp, crate::tenant::of(&message), &request);
+            Ok((tenant, request)) => {
+                self.on_record(partition, epoch, offset, timestamp, tenant, &request);
                 self.decide_due(Some(partition));
             }
             Err((reason, error)) => {

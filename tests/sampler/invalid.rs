@@ -69,11 +69,9 @@ async fn spans_with_invalid_ids_are_counted_by_reason() {
     sampler.stop().await;
 }
 
-/// A record of a contract major version this build does not know may mean anything: it is dead-lettered with the
-/// reason, not read as OTLP — even when it decodes as OTLP.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_of_an_unknown_contract_version_is_dead_lettered_not_read() {
-    use rdkafka::message::{Header, OwnedHeaders};
+/// An error trace's record with `headers`, as another producer could write it, read by a sampler: what the
+/// dead-letter topic holds (its `tailgate.error` header) and how many records reached the sampled topic.
+async fn error_trace_with_headers(headers: rdkafka::message::OwnedHeaders) -> (Vec<String>, usize) {
     let kafka = harness::kafka_config(&harness::tansu(), 1);
     let failed = Some(Status { code: status::StatusCode::Error as i32, message: String::new() });
     let trace = vec![5u8; 16];
@@ -87,7 +85,6 @@ async fn a_record_of_an_unknown_contract_version_is_dead_lettered_not_read() {
     let config = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
     let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
-    let headers = OwnedHeaders::new().insert(Header { key: "tailgate.contract", value: Some("2") });
     let record =
         FutureRecord::to(&kafka.topics.spans).partition(0).key(&trace[..]).payload(&value[..]).headers(headers);
     producer.send(record, Duration::from_secs(10)).await.expect("written");
@@ -99,14 +96,34 @@ async fn a_record_of_an_unknown_contract_version_is_dead_lettered_not_read() {
     })
     .await
     .unwrap();
-    assert_eq!(dead.len(), 1, "the record is dead-lettered");
-    let error = dead[0].headers.iter().find(|(k, _)| k == "tailgate.error").map(|(_, v)| String::from_utf8_lossy(v));
-    assert!(
-        error.as_deref().is_some_and(|e| e.starts_with("unknown_contract: ") && e.contains("version 2")),
-        "{error:?}"
-    );
+    let errors = dead.iter().map(|r| r.header("tailgate.error").unwrap_or_default()).collect();
     let sampled =
         harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 1, Duration::from_secs(3), |_| false);
-    assert!(sampled.is_empty(), "not read as OTLP: {} records in the sampled topic", sampled.len());
     sampler.stop().await;
+    (errors, sampled.len())
+}
+
+/// A record of a contract major version this build does not know may mean anything: it is dead-lettered with the
+/// reason, not read as OTLP — even when it decodes as OTLP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_an_unknown_contract_version_is_dead_lettered_not_read() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let headers = OwnedHeaders::new().insert(Header { key: "tailgate.contract", value: Some("2") });
+    let (errors, sampled) = error_trace_with_headers(headers).await;
+    assert_eq!(errors.len(), 1, "the record is dead-lettered");
+    assert!(errors[0].starts_with("unknown_contract: ") && errors[0].contains("version 2"), "{errors:?}");
+    assert_eq!(sampled, 0, "not read as OTLP");
+}
+
+/// A tenant header that is no tenant ID was not written by a gateway. Before, the sampler took any value as a
+/// tenant, held its name for the life of the process and wrote it back to the sampled topic, from where the
+/// exporters sent it to the backends as `X-Scope-OrgID`; now the record is dead-lettered with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_tenant_is_no_tenant_id_is_dead_lettered() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let headers = OwnedHeaders::new().insert(Header { key: "tailgate.tenant", value: Some("../other tenant") });
+    let (errors, sampled) = error_trace_with_headers(headers).await;
+    assert_eq!(errors.len(), 1, "the record is dead-lettered");
+    assert!(errors[0].starts_with("invalid_tenant: the tailgate.tenant header: a tenant ID is"), "{errors:?}");
+    assert_eq!(sampled, 0, "not read as that tenant's");
 }
