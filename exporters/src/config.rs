@@ -118,4 +118,19 @@ jaeger:
             .join("\n")
         );
     }
+
+    /// Each Loki protocol has its own path; the other one's is a mistake that would answer 404 on every push.
+    #[test]
+    fn a_loki_endpoint_of_the_other_protocol_is_reported() {
+        assert_eq!(
+            problems("loki: { protocol: otlp, endpoint: 'http://loki:3100/loki/api/v1/push' }"),
+            "exporters.loki.endpoint: is Loki's push endpoint; set `protocol: push`, or use http://loki:3100/otlp/v1/logs"
+        );
+        assert_eq!(
+            problems("loki: { endpoint: 'http://loki:3100/otlp/v1/logs' }"),
+            "exporters.loki.endpoint: is Loki's otlp endpoint; set `protocol: otlp`, or use \
+             http://loki:3100/loki/api/v1/push"
+        );
+        assert_eq!(problems("loki: { protocol: otlp, endpoint: 'http://loki:3100/otlp/v1/logs' }"), "");
+    }
 }

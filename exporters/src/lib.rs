@@ -18,6 +18,7 @@ pub mod config;
 pub mod delivery;
 mod exporter;
 pub mod jaeger;
+mod joined;
 pub mod loki;
 pub mod metrics;
 mod outcome;
@@ -34,6 +35,7 @@ pub use backend::{Backend, Batch};
 pub use config::ExportersConfig;
 pub use delivery::Health;
 pub use exporter::{group_id, Exporter, ExporterError};
+pub use joined::Joined;
 pub use outcome::ExporterStats;
 pub use source::Source;
 
@@ -55,7 +57,8 @@ pub async fn build(
             let jaeger = config.jaeger.as_ref().ok_or_else(not_configured)?;
             let transport = jaeger::GrpcTransport::new(jaeger).map_err(|e| ExporterError::Setup(JAEGER, e))?;
             let topic = kafka.topics.sampled_spans.clone();
-            worker::build(JAEGER, jaeger::Jaeger, Arc::new(transport), &jaeger.delivery(), kafka, topic, source).await
+            worker::build(JAEGER, jaeger::backend(), Arc::new(transport), &jaeger.delivery(), kafka, topic, source)
+                .await
         }
         PROMETHEUS => {
             let prometheus = config.prometheus_remote_write.as_ref().ok_or_else(not_configured)?;
@@ -67,17 +70,16 @@ pub async fn build(
         LOKI => {
             let loki = config.loki.as_ref().ok_or_else(not_configured)?;
             let transport = loki::transport(loki).map_err(|e| ExporterError::Setup(LOKI, e))?;
-            let topic = kafka.topics.logs.clone();
-            worker::build(
-                LOKI,
-                loki::Loki::new(loki.clone()),
-                Arc::new(transport),
-                &loki.delivery(),
-                kafka,
-                topic,
-                source,
-            )
-            .await
+            let (topic, transport, delivery) = (kafka.topics.logs.clone(), Arc::new(transport), loki.delivery());
+            match loki.protocol {
+                loki::Protocol::Push => {
+                    let backend = loki::Loki::new(loki.clone());
+                    worker::build(LOKI, backend, transport, &delivery, kafka, topic, source).await
+                }
+                loki::Protocol::Otlp => {
+                    worker::build(LOKI, loki::otlp_backend(), transport, &delivery, kafka, topic, source).await
+                }
+            }
         }
         _ => Err(not_configured()),
     }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::prometheus::PrometheusConfig;
-use tailgate_exporters::{jaeger::Jaeger, loki::Loki, prometheus::Prometheus, Backend};
+use tailgate_exporters::{jaeger, loki::Loki, prometheus::Prometheus, Backend};
 
 mod cpu;
 // Shared with the integration tests; this bench builds only some of its requests.
@@ -208,7 +208,7 @@ fn main() {
 
     let (records, n) = span_records(items);
     let floor = raw::<ExportTraceServiceRequest>(&records, false);
-    report("jaeger (OTLP/gRPC)", "spans", n, floor, tailgate(Jaeger, &records));
+    report("jaeger (OTLP/gRPC)", "spans", n, floor, tailgate(jaeger::backend(), &records));
 
     let (records, n) = metric_records(items);
     let floor = raw::<ExportMetricsServiceRequest>(&records, true);

@@ -366,6 +366,71 @@ async fn each_tenants_logs_reach_loki_as_that_tenant() {
     gateway.stop().await;
 }
 
+/// Loki 3's OTLP endpoint (`protocol: otlp`): the records go as they are, joined and gzipped, to `/otlp/v1/logs`,
+/// each request one tenant's with that tenant as `X-Scope-OrgID` (the default tenant's as `tenant_id`), and
+/// nothing to the push API. Every log record arrives exactly once, unchanged, under its resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_otlp_mode_sends_each_tenants_records_unchanged() {
+    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let mut ingest = harness::ingest_config();
+    ingest.http.tenant_header = Some("X-Scope-OrgID".into());
+    let gateway = harness::start_gateway(ingest, kafka.clone()).await;
+    let loki = LokiReceiver::start().await;
+    let config = LokiConfig {
+        protocol: tailgate_exporters::loki::Protocol::Otlp,
+        endpoint: loki.otlp_endpoint(),
+        tenant_id: Some("shop".into()),
+        ..Default::default()
+    };
+    let exporters = ExportersConfig { loki: Some(config), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let sends = [(Some("cart"), 3), (Some("payments"), 2), (None, 1), (Some("cart"), 1)];
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, (tenant, lines)) in sends.into_iter().enumerate() {
+        let records: Vec<LogRecord> =
+            (0..lines).map(|j| log(j as u8 + 1, any_value::Value::StringValue(format!("line {i}.{j}")), 9)).collect();
+        for record in &records {
+            expected.push((tenant.unwrap_or("shop").to_owned(), prost::Message::encode_to_vec(record)));
+        }
+        let body = prost::Message::encode_to_vec(&logs_request("checkout", records));
+        let mut headers = vec![("Content-Type", "application/x-protobuf")];
+        headers.extend(tenant.map(|t| ("X-Scope-OrgID", t)));
+        assert_eq!(harness::http::request(gateway.http, "POST", "/v1/logs", &headers, &body).await.status, 200);
+    }
+    let received = || {
+        let state = loki.state.lock().unwrap();
+        state
+            .otlp
+            .iter()
+            .flat_map(|p| &p.request.resource_logs)
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum::<usize>()
+    };
+    assert!(eventually(Duration::from_secs(30), || received() >= 7).await, "{} of 7 records arrived", received());
+    let (pushed, mut found) = {
+        let state = loki.state.lock().unwrap();
+        let mut found = Vec::new();
+        for push in &state.otlp {
+            assert_eq!(push.content_encoding.as_deref(), Some("gzip"));
+            let tenant = push.tenant.clone().expect("every request names its tenant");
+            for resource_logs in &push.request.resource_logs {
+                assert_eq!(resource_logs.resource, service_resource("checkout"));
+                for record in resource_logs.scope_logs.iter().flat_map(|s| &s.log_records) {
+                    found.push((tenant.clone(), prost::Message::encode_to_vec(record)));
+                }
+            }
+        }
+        (state.pushes.len(), found)
+    };
+    assert_eq!(pushed, 0, "nothing to the push API");
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected);
+    exporter.stop().await;
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata() {
     let kafka = harness::kafka_config(&harness::tansu(), 2);

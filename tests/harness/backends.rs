@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message as _;
@@ -148,9 +149,18 @@ pub struct Push {
     pub authorization: Option<String>,
 }
 
+/// One request to Loki's OTLP endpoint (`/otlp/v1/logs`), as it arrived: gzip undone, protobuf decoded.
+#[derive(Clone, Debug)]
+pub struct OtlpPush {
+    pub request: ExportLogsServiceRequest,
+    pub tenant: Option<String>,
+    pub content_encoding: Option<String>,
+}
+
 #[derive(Default)]
 pub struct LokiState {
     pub pushes: Vec<Push>,
+    pub otlp: Vec<OtlpPush>,
     /// Statuses to answer before accepting, with an optional `Retry-After` in seconds.
     pub script: VecDeque<(u16, Option<u64>, String)>,
     /// When every attempt (accepted or not) arrived.
@@ -172,13 +182,22 @@ impl LokiReceiver {
     pub async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> LokiReceiver {
         let state = Arc::new(Mutex::new(LokiState::default()));
         let shared = Arc::clone(&state);
-        let app = axum::Router::new().route(
-            "/loki/api/v1/push",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let state = Arc::clone(&shared);
-                async move { push(state, headers, body) }
-            }),
-        );
+        let otlp_state = Arc::clone(&state);
+        let app = axum::Router::new()
+            .route(
+                "/loki/api/v1/push",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let state = Arc::clone(&shared);
+                    async move { push(state, headers, body) }
+                }),
+            )
+            .route(
+                "/otlp/v1/logs",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let state = Arc::clone(&otlp_state);
+                    async move { otlp_push(state, headers, body) }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         match tls {
@@ -193,6 +212,11 @@ impl LokiReceiver {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}/loki/api/v1/push", self.addr)
+    }
+
+    /// Loki 3's native OTLP endpoint.
+    pub fn otlp_endpoint(&self) -> String {
+        format!("http://{}/otlp/v1/logs", self.addr)
     }
 
     /// Answer `status` (with `Retry-After: retry_after`) to the next attempts, in order, before accepting again.
@@ -267,6 +291,33 @@ fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (Statu
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
     state.pushes.push(Push { request, tenant, authorization });
     (StatusCode::NO_CONTENT, HeaderMap::new(), String::new())
+}
+
+/// Loki's OTLP endpoint as OTLP/HTTP specifies it: protobuf, gzip or not; the tenant in `X-Scope-OrgID`.
+fn otlp_push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    if text("content-type").as_deref() != Some("application/x-protobuf") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "protobuf only".into());
+    }
+    let content_encoding = text("content-encoding");
+    let raw = match content_encoding.as_deref() {
+        Some("gzip") => {
+            let mut raw = Vec::new();
+            if let Err(error) = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw) {
+                return (StatusCode::BAD_REQUEST, format!("gzip: {error}"));
+            }
+            raw
+        }
+        None => body.to_vec(),
+        Some(other) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content-encoding {other}")),
+    };
+    let request = match ExportLogsServiceRequest::decode(raw.as_slice()) {
+        Ok(request) => request,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("protobuf: {error}")),
+    };
+    let tenant = text("x-scope-orgid");
+    state.lock().unwrap().otlp.push(OtlpPush { request, tenant, content_encoding });
+    (StatusCode::OK, String::new())
 }
 
 /// A real Prometheus with the remote-write receiver on, in a temporary directory; killed on drop.

@@ -1,5 +1,5 @@
-//! POSTing snappy-compressed protobuf over HTTP/1.1, or HTTPS: the transport of Prometheus remote-write and Loki
-//! push.
+//! POSTing compressed protobuf over HTTP/1.1, or HTTPS: the transport of Prometheus remote-write, Loki push and
+//! OTLP/HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -37,8 +37,19 @@ pub type Classify = fn(StatusCode, &str) -> Refusal;
 /// Cuts a request body in two for [`Refusal::Split`] (see [`Transport::split`]).
 pub type Split = fn(&Bytes) -> Option<[(Bytes, u64); 2]>;
 
+/// What a body is, in the headers that say so.
+pub type BodyHeaders = &'static [(&'static str, &'static str)];
+
+/// Prometheus remote-write 1.0: snappy-compressed protobuf.
+pub const REMOTE_WRITE: BodyHeaders = &[("content-encoding", "snappy"), ("x-prometheus-remote-write-version", "0.1.0")];
+/// Loki's push API: snappy-compressed protobuf.
+pub const SNAPPY: BodyHeaders = &[("content-encoding", "snappy")];
+/// OTLP/HTTP: gzip-compressed protobuf.
+pub const GZIP: BodyHeaders = &[("content-encoding", "gzip")];
+
 pub struct HttpTransport {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    body: BodyHeaders,
     /// Read for every request, so a rotated secret is used from the next one on.
     auth: Option<BackendAuth>,
     uri: Uri,
@@ -52,7 +63,12 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// `headers` were validated with the config; an invalid one is an error here too, never skipped.
-    pub fn new(delivery: &Delivery, endpoint: &str, classify: Classify) -> Result<HttpTransport, String> {
+    pub fn new(
+        delivery: &Delivery,
+        endpoint: &str,
+        body: BodyHeaders,
+        classify: Classify,
+    ) -> Result<HttpTransport, String> {
         let timeout = delivery.timeout.get();
         let headers = delivery.headers.clone();
         let uri: Uri = endpoint.parse().map_err(|e| format!("`{endpoint}`: {e}"))?;
@@ -82,6 +98,7 @@ impl HttpTransport {
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(HttpTransport {
             client,
+            body,
             auth: delivery.auth.clone(),
             uri,
             headers,
@@ -106,9 +123,10 @@ impl HttpTransport {
     async fn post(&self, body: Bytes, tenant: Tenant) -> Attempt {
         let mut request = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/x-protobuf")
-            .header(CONTENT_ENCODING, "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
             .header(hyper::header::USER_AGENT, concat!("tailgate/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in self.body {
+            request = request.header(*name, *value);
+        }
         let tenant = match (&self.tenant_header, tenant.as_deref()) {
             (Some(name), Some(tenant)) => match HeaderValue::from_str(tenant) {
                 Ok(value) => Some((name, value)),
@@ -199,6 +217,15 @@ impl Transport for HttpTransport {
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and read as absent).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// `raw` gzip-compressed, as OTLP/HTTP receivers take it.
+pub fn gzip(raw: Vec<u8>) -> Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(&raw);
+    Bytes::from(encoder.finish().unwrap_or_default())
 }
 
 /// Snappy block format, as remote-write and Loki expect (not the framed stream format).

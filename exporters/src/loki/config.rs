@@ -13,6 +13,10 @@ use crate::delivery::{Batching, Delivery, Retry};
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LokiConfig {
+    /// `push`: `…/loki/api/v1/push`, streams labelled by Tailgate (`labels`). `otlp`: Loki 3's native OTLP endpoint,
+    /// `…/otlp/v1/logs`, where Loki chooses the labels (its `otlp_config`) and `labels`, `max_line_bytes` and
+    /// `line_too_long` do not apply.
+    pub protocol: Protocol,
     pub endpoint: String,
     /// Resource attributes that become stream labels (dots become underscores). Keep this short: every distinct
     /// combination is a Loki stream. `level` is always added from the severity.
@@ -38,6 +42,7 @@ pub struct LokiConfig {
 impl Default for LokiConfig {
     fn default() -> Self {
         LokiConfig {
+            protocol: Protocol::Push,
             endpoint: String::new(),
             labels: vec!["service.name".into(), "service.namespace".into(), "deployment.environment".into()],
             tenant_id: None,
@@ -53,6 +58,17 @@ impl Default for LokiConfig {
     }
 }
 
+/// How logs are sent to Loki.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The push API, protobuf with snappy.
+    #[default]
+    Push,
+    /// OTLP/HTTP to `/otlp/v1/logs`, protobuf with gzip: the records as they are, joined.
+    Otlp,
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LineTooLong {
@@ -64,13 +80,17 @@ pub enum LineTooLong {
 impl LokiConfig {
     /// `path` is this section's (`exporters.loki`).
     pub fn validate(&self, path: &str, problems: &mut Problems) {
-        check_endpoint(
-            &self.endpoint,
-            &self.tls,
-            &format!("{path}.endpoint"),
-            "http://loki:3100/loki/api/v1/push",
-            problems,
-        );
+        let (example, other, other_protocol) = match self.protocol {
+            Protocol::Push => ("http://loki:3100/loki/api/v1/push", "/otlp/v1/logs", "otlp"),
+            Protocol::Otlp => ("http://loki:3100/otlp/v1/logs", "/loki/api/v1/push", "push"),
+        };
+        check_endpoint(&self.endpoint, &self.tls, &format!("{path}.endpoint"), example, problems);
+        if self.endpoint.trim_end_matches('/').ends_with(other) {
+            problems.push(
+                format!("{path}.endpoint"),
+                format!("is Loki's {other_protocol} endpoint; set `protocol: {other_protocol}`, or use {example}"),
+            );
+        }
         if self.labels.len() > 15 {
             problems.push(
                 format!("{path}.labels"),

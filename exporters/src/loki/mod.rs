@@ -1,4 +1,5 @@
-//! Loki's push API (protobuf + snappy), from the logs topic.
+//! Loki's push API (protobuf + snappy), from the logs topic; or, with `protocol: otlp`, Loki 3's OTLP endpoint,
+//! where the records go as they are ([`otlp_backend`]) and Loki picks the labels. What follows is the push API's.
 //!
 //! * Stream labels: the configured resource attributes (dots become `_`), plus `level` from the severity. Keep the
 //!   list short: each distinct combination is a stream, and Loki's index is its streams.
@@ -28,8 +29,13 @@ use crate::backend::{Backend, Batch};
 use crate::delivery::http::snappy;
 use crate::delivery::Tenant;
 
-pub use config::{LineTooLong, LokiConfig};
+pub use config::{LineTooLong, LokiConfig, Protocol};
 pub use transport::transport;
+
+/// With `protocol: otlp`: the records, already OTLP log requests, joined and gzipped for Loki's `/otlp/v1/logs`.
+pub fn otlp_backend() -> crate::Joined {
+    crate::Joined::new(tailgate_proto::wire::WireSignal::Logs, crate::delivery::http::gzip)
+}
 
 /// The exporter's name, in config and on its metrics.
 pub const NAME: &str = "loki";

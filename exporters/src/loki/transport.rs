@@ -1,9 +1,9 @@
-//! Loki's push endpoint over HTTP: the tenant header, and what a refusal means.
+//! Loki over HTTP, its push API or its OTLP endpoint: the tenant header, and what a refusal means.
 
-use crate::delivery::http::{HttpTransport, Refusal};
+use crate::delivery::http::{HttpTransport, Refusal, GZIP, SNAPPY};
 use crate::delivery::Delivery;
 
-use super::config::LokiConfig;
+use super::config::{LokiConfig, Protocol};
 
 /// The HTTP transport to `config.endpoint`, with `X-Scope-OrgID` for a multi-tenant Loki: each batch's tenant, or
 /// for the default tenant's records, `tenant_id`.
@@ -12,11 +12,15 @@ pub fn transport(config: &LokiConfig) -> Result<HttpTransport, String> {
     if let Some(tenant) = &config.tenant_id {
         headers.insert("X-Scope-OrgID".into(), tenant.clone());
     }
-    HttpTransport::new(&Delivery { headers, ..config.delivery() }, &config.endpoint, classify)?
+    let body = match config.protocol {
+        Protocol::Push => SNAPPY,
+        Protocol::Otlp => GZIP,
+    };
+    HttpTransport::new(&Delivery { headers, ..config.delivery() }, &config.endpoint, body, classify)?
         .with_tenant_header("X-Scope-OrgID")
 }
 
-/// Loki, like Prometheus, stores the valid entries of a push and answers 400 for the rest: entries too old
+/// Loki, like Prometheus, stores the valid entries of a push (or of an OTLP request) and answers 400 for the rest: entries too old
 /// (`reject_old_samples`), too far behind their stream, or over `max_line_size`. Those are counted refusals of a
 /// request that was otherwise stored. Any other 4xx (unparsable labels, say) refuses the whole request.
 fn classify(_: hyper::StatusCode, body: &str) -> Refusal {

@@ -4,13 +4,13 @@ use bytes::Bytes;
 use prost::Message as _;
 use tailgate_proto::prometheus::{TimeSeries, WriteRequest};
 
-use crate::delivery::http::{snappy, HttpTransport, Refusal};
+use crate::delivery::http::{snappy, HttpTransport, Refusal, REMOTE_WRITE};
 
 use super::config::PrometheusConfig;
 
 /// The HTTP transport to `config.endpoint`.
 pub fn transport(config: &PrometheusConfig) -> Result<HttpTransport, String> {
-    HttpTransport::new(&config.delivery(), &config.endpoint, classify)?
+    HttpTransport::new(&config.delivery(), &config.endpoint, REMOTE_WRITE, classify)?
         .with_split(split)
         .with_tenant_header(&config.tenant_header)
 }

@@ -24,6 +24,14 @@ pub enum WireSignal {
 }
 
 impl WireSignal {
+    /// What its items are, in messages: `trace`, `log`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WireSignal::Traces => "trace",
+            WireSignal::Logs => "log",
+        }
+    }
+
     fn levels(self) -> &'static Levels {
         match self {
             WireSignal::Traces => &TRACES,
