@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (the OpenTelemetry Python SDK into
-# target/venv, Debian's prometheus), then runs every Rust test. Brokers are started by the tests themselves (Tansu in-process,
+# target/venv, Debian's prometheus, cargo-fuzz), runs every fuzz target briefly, then every Rust test. Brokers are started by the tests themselves (Tansu in-process,
 # librdkafka's MockCluster), on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,12 @@ if ! command -v prometheus >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get install -y --no-install-recommends prometheus >/dev/null \
     || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
+
+# Every cargo-fuzz target, briefly and seeded (longer runs: tests/fuzz/run.sh, see the README's "Fuzzing"). Skipped
+# when the suite is narrowed with arguments.
+if [ $# -eq 0 ]; then
+  TAILGATE_FUZZ_SECONDS=${TAILGATE_FUZZ_SECONDS:-15} TAILGATE_FUZZ_SEED=${TAILGATE_FUZZ_SEED:-1} tests/fuzz/run.sh
 fi
 
 cargo test --workspace "$@"

@@ -50,7 +50,7 @@ pub(crate) enum Format {
 
 /// A body's compression, from `Content-Encoding` or `grpc-encoding`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Compression {
+pub enum Compression {
     Identity,
     Gzip,
     Zstd,
@@ -58,7 +58,7 @@ pub(crate) enum Compression {
 
 impl Compression {
     /// `None` for an encoding the gateway does not speak.
-    pub(crate) fn parse(name: &str) -> Option<Compression> {
+    pub fn parse(name: &str) -> Option<Compression> {
         match name.trim().to_ascii_lowercase().as_str() {
             "" | "identity" => Some(Compression::Identity),
             "gzip" => Some(Compression::Gzip),
@@ -70,7 +70,7 @@ impl Compression {
 
 /// The gateway's admission: the budget and the limits every request is held to.
 #[derive(Clone, Debug)]
-pub(crate) struct Admission {
+pub struct Admission {
     budget: Budget,
     /// The largest payload, after decompression.
     max_request_bytes: usize,
@@ -82,7 +82,7 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(
+    pub fn new(
         budget: Budget,
         max_request_bytes: usize,
         read_timeout: Duration,
@@ -156,7 +156,7 @@ impl Admission {
     /// Undoes `compression`, appending to `out` at most [`Admission::max_request_bytes`] bytes and paying for each
     /// step of output before producing it: a small body that inflates to gigabytes is refused after the limit, and
     /// costs its share of the budget on the way.
-    pub(crate) fn inflate(
+    pub fn inflate(
         &self,
         compression: Compression,
         data: &[u8],

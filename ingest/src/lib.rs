@@ -43,16 +43,17 @@ use tokio_util::sync::CancellationToken;
 
 use tailgate_tls::ServerTls;
 
-use crate::admission::Admission;
+pub use crate::admission::{Admission, Compression};
 use crate::auth::Identify;
 pub use crate::auth::{AuthConfig, BearerToken, Failure as AuthFailure, JwtConfig};
-pub use crate::budget::Budget;
+pub use crate::budget::{Budget, Permit};
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
 use crate::connections::Limited;
 pub use crate::error::ExportError;
+pub use crate::json::decode as decode_json;
 pub use crate::rate_limit::{RateLimitConfig, TenantLimit};
 pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
-pub use crate::sink::{Accepted, KafkaSink};
+pub use crate::sink::{records, Accepted, KafkaSink, Payload};
 pub use crate::tenant::Tenant;
 
 /// How often the gateway checks that Kafka answers, for `/ready`.

@@ -98,33 +98,21 @@ impl KafkaSink {
             record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),
         );
 
-        let split = match (request, S::WIRE) {
-            (Payload::Encoded(bytes), Some(wire)) => {
-                // What the scan allocates, per item, resource, scope and field: counted first (a walk of the levels
-                // above the items, nothing kept) and paid for before scanning.
-                let cost = wire::scan_cost(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
-                if !permit.grow(cost.bytes) {
-                    return Err(ExportError::Throttled { retry_after: self.throttle_retry_after });
+        let resource = &self.resource;
+        let split = records(
+            request,
+            self.partitions,
+            resource,
+            limit,
+            |cost| {
+                if permit.grow(cost) {
+                    Ok(())
+                } else {
+                    Err(ExportError::Throttled { retry_after: self.throttle_retry_after })
                 }
-                let mut scanned = wire.scan(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
-                let items = scanned.resources.iter().flat_map(|r| &r.scopes).map(|s| s.items.len()).sum();
-                self.admit(signal, transport, items)?;
-                if !self.resource.is_empty() {
-                    for resource in &mut scanned.resources {
-                        let mut decoded = resource.decode_resource();
-                        self.resource.apply(&mut decoded);
-                        resource.set_resource(decoded.as_ref());
-                    }
-                }
-                wire::split(&scanned, wire, self.partitions, limit)
-            }
-            (Payload::Encoded(bytes), None) => {
-                let request = S::decode(bytes.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?;
-                drop(bytes);
-                self.split_decoded(signal, transport, request, limit)?
-            }
-            (Payload::Decoded(request), _) => self.split_decoded(signal, transport, request, limit)?,
-        };
+            },
+            |items| self.admit(signal, transport, items),
+        )?;
         // The request is gone; until Kafka acknowledged, what is held is the records and librdkafka's copy. Records
         // can outweigh their request (each carries a copy of its resource): then the difference is paid before
         // librdkafka copies them, or the request is throttled.
@@ -198,22 +186,6 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn split_decoded<S: Signal>(
-        &self,
-        signal: &'static str,
-        transport: &'static str,
-        mut request: S,
-        limit: RecordLimit,
-    ) -> Result<Split, ExportError> {
-        self.admit(signal, transport, count_items(&mut request))?;
-        if !self.resource.is_empty() {
-            for resource in request.resources_mut() {
-                self.resource.apply(S::resource_mut(resource));
-            }
-        }
-        Ok(split(request, self.partitions, limit))
-    }
-
     fn fail(&self, signal: &'static str, error: ExportError, split: &Split) -> ExportError {
         metrics::counter!(m::ITEMS_REJECTED, "signal" => signal, "reason" => error.reason())
             .increment(split.accepted as u64);
@@ -226,4 +198,48 @@ impl KafkaSink {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(timeout)).await.unwrap_or(Err(KafkaError::Canceled))
     }
+}
+
+/// The records a request becomes, the part of [`KafkaSink::export`] that reads a client's bytes (and so what
+/// `tests/fuzz` runs): traces and logs scanned on their wire format, after `pay` accepted what the scan allocates;
+/// metrics (and JSON requests) decoded; `admit` told the item count once it is known; the resource actions applied;
+/// split by trace or resource into records of at most `limit`.
+pub fn records<S: Signal>(
+    request: Payload<S>,
+    partitions: u32,
+    resource: &ResourceProcessor,
+    limit: RecordLimit,
+    pay: impl FnOnce(usize) -> Result<(), ExportError>,
+    admit: impl FnOnce(usize) -> Result<(), ExportError>,
+) -> Result<Split, ExportError> {
+    let decoded = match (request, S::WIRE) {
+        (Payload::Encoded(bytes), Some(wire)) => {
+            // What the scan allocates, per item, resource, scope and field: counted first (a walk of the levels above
+            // the items, nothing kept) and paid for before scanning.
+            let cost = wire::scan_cost(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+            pay(cost.bytes)?;
+            let mut scanned = wire.scan(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+            admit(scanned.resources.iter().flat_map(|r| &r.scopes).map(|s| s.items.len()).sum())?;
+            if !resource.is_empty() {
+                for scanned in &mut scanned.resources {
+                    let mut decoded = scanned.decode_resource();
+                    resource.apply(&mut decoded);
+                    scanned.set_resource(decoded.as_ref());
+                }
+            }
+            return Ok(wire::split(&scanned, wire, partitions, limit));
+        }
+        (Payload::Encoded(bytes), None) => {
+            S::decode(bytes.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?
+        }
+        (Payload::Decoded(request), _) => request,
+    };
+    let mut request = decoded;
+    admit(count_items(&mut request))?;
+    if !resource.is_empty() {
+        for each in request.resources_mut() {
+            resource.apply(S::resource_mut(each));
+        }
+    }
+    Ok(split(request, partitions, limit))
 }
