@@ -79,6 +79,9 @@ pub struct Admission {
     throttle_retry_after: Duration,
     /// Per-tenant rate limits, when configured.
     rate_limit: Option<Arc<RateLimiter>>,
+    /// Every request is decoded (redaction changes spans and log records), so none pays the wire split's lower
+    /// cost.
+    decodes_everything: bool,
 }
 
 impl Admission {
@@ -90,7 +93,19 @@ impl Admission {
         rate_limit: Option<RateLimitConfig>,
     ) -> Self {
         let rate_limit = rate_limit.map(|config| Arc::new(RateLimiter::new(config)));
-        Admission { budget, max_request_bytes, read_timeout, throttle_retry_after, rate_limit }
+        Admission {
+            budget,
+            max_request_bytes,
+            read_timeout,
+            throttle_retry_after,
+            rate_limit,
+            decodes_everything: false,
+        }
+    }
+
+    /// Charges every protobuf request what decoding it costs: with redaction, traces and logs are decoded too.
+    pub(crate) fn decoding_everything(self) -> Self {
+        Admission { decodes_everything: true, ..self }
     }
 
     /// Charges `tenant`'s rate limit for a payload of `bytes` (decompressed), before it is decoded.
@@ -215,6 +230,7 @@ impl Admission {
     /// Pays for decoding a payload of `len` bytes in `format`, before decoding it.
     pub(crate) fn before_decoding(&self, permit: &mut Permit, len: usize, format: Format) -> Result<(), ExportError> {
         let cost = match format {
+            Format::ProtobufWire if self.decodes_everything => PROTOBUF_DECODE_COST,
             Format::Protobuf => PROTOBUF_DECODE_COST,
             Format::ProtobufWire => PROTOBUF_SPLIT_COST,
             Format::Json => JSON_DECODE_COST,

@@ -7,6 +7,7 @@ use tailgate_tls::ServerTlsConfig;
 
 use crate::auth::AuthConfig;
 use crate::rate_limit::RateLimitConfig;
+use crate::redaction::RedactionConfig;
 use crate::resource::ResourceAction;
 
 /// The `ingest:` section.
@@ -37,6 +38,9 @@ pub struct IngestConfig {
     pub resource: Vec<ResourceAction>,
     /// Per-tenant limits on what the gateway accepts; none by default.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Attributes removed or masked before anything reaches Kafka (the Collector's `redaction` processor); none
+    /// by default.
+    pub redaction: Option<RedactionConfig>,
 }
 
 impl Default for IngestConfig {
@@ -51,6 +55,7 @@ impl Default for IngestConfig {
             max_connections: 1024,
             resource: Vec::new(),
             rate_limit: None,
+            redaction: None,
         }
     }
 }
@@ -201,6 +206,9 @@ impl IngestConfig {
         }
         for (i, action) in self.resource.iter().enumerate() {
             action.validate(&format!("{path}.resource[{i}]"), problems);
+        }
+        if let Some(redaction) = &self.redaction {
+            redaction.validate(&format!("{path}.redaction"), problems);
         }
     }
 }

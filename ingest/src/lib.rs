@@ -26,6 +26,7 @@ mod json;
 pub mod metrics;
 mod otlp;
 mod rate_limit;
+mod redaction;
 mod resource;
 mod sink;
 mod tenant;
@@ -52,8 +53,9 @@ use crate::connections::Limited;
 pub use crate::error::ExportError;
 pub use crate::json::decode as decode_json;
 pub use crate::rate_limit::{RateLimitConfig, TenantLimit};
+pub use crate::redaction::{DbSanitizer, RedactionConfig, Redactor, SqlSanitizer, Summary};
 pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
-pub use crate::sink::{records, Accepted, KafkaSink, Payload};
+pub use crate::sink::{records, Accepted, Changes, KafkaSink, Payload};
 pub use crate::tenant::Tenant;
 
 /// How often the gateway checks that Kafka answers, for `/ready`.
@@ -76,6 +78,8 @@ pub enum IngestError {
     Tls { listener: &'static str, error: tailgate_tls::TlsError },
     #[error("ingest.{listener}: {message}")]
     Auth { listener: &'static str, message: String },
+    #[error("ingest.redaction: {0}")]
+    Redaction(String),
 }
 
 /// Whether the gateway should receive traffic: Kafka answers and it is not shutting down.
@@ -129,11 +133,12 @@ impl Gateway {
             },
         )
         .map_err(IngestError::Producer)?;
+        let redaction = config.redaction.as_ref().map(Redactor::new).transpose().map_err(IngestError::Redaction)?;
         let sink = KafkaSink::new(
             producer,
             kafka.partitions,
             kafka.producer.max_message_bytes.get() as usize,
-            ResourceProcessor::new(&config.resource),
+            Changes { resource: ResourceProcessor::new(&config.resource), redaction },
             config.throttle_retry_after.get(),
         );
         let admission = Admission::new(
@@ -143,6 +148,7 @@ impl Gateway {
             config.throttle_retry_after.get(),
             config.rate_limit.clone(),
         );
+        let admission = if config.redaction.is_some() { admission.decoding_everything() } else { admission };
         // gRPC speaks HTTP/2 only; OTLP/HTTP either.
         let tls = |listener: &'static str, tls: &Option<tailgate_tls::ServerTlsConfig>, alpn| {
             tls.as_ref()

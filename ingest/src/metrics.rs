@@ -27,6 +27,8 @@ pub const AUTH_FAILURES: &str = "tailgate_ingest_auth_failures_total";
 pub const RATE_LIMITED_REQUESTS: &str = "tailgate_ingest_rate_limited_requests_total";
 /// Bytes (after decompression) of those requests, by `tenant`.
 pub const RATE_LIMITED_BYTES: &str = "tailgate_ingest_rate_limited_bytes_total";
+/// Attributes removed or values masked by `ingest.redaction`, by signal and rule (its config path).
+pub const REDACTIONS: &str = "tailgate_ingest_redactions_total";
 pub use crate::budget::IN_FLIGHT_BYTES;
 
 /// Registers descriptions, so `/metrics` explains every series.
@@ -35,6 +37,7 @@ pub fn describe() {
     describe_counter!(ITEMS_RECEIVED, "Items (spans, log records, data points) in decoded export requests.");
     describe_counter!(ITEMS_ACCEPTED, "Items written to Kafka and acknowledged.");
     describe_counter!(ITEMS_REJECTED, "Items not written to Kafka, by reason.");
+    describe_counter!(REDACTIONS, "Attributes removed or values masked before Kafka, by signal and rule.");
     describe_counter!(REQUESTS, "Export requests answered, by outcome.");
     describe_gauge!(CONNECTIONS, "Connections open, by transport (at most ingest.max_connections each).");
     describe_counter!(REQUEST_BYTES, Unit::Bytes, "Request body bytes as received.");

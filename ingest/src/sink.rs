@@ -1,10 +1,13 @@
 //! Writing export requests to Kafka, and answering only once Kafka has them.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -13,6 +16,7 @@ use tailgate_proto::{count_items, headers, split, wire, RecordLimit, Rejection, 
 use crate::budget::Permit;
 use crate::error::ExportError;
 use crate::metrics as m;
+use crate::redaction::Redactor;
 use crate::resource::ResourceProcessor;
 use crate::tenant::Tenant;
 
@@ -39,7 +43,7 @@ pub struct KafkaSink {
     partitions: u32,
     /// The producer's `message.max.bytes`: what every record must fit as a whole (see [`RecordLimit`]).
     max_message_bytes: usize,
-    resource: Arc<ResourceProcessor>,
+    changes: Arc<Changes>,
     throttle_retry_after: Duration,
     shutting_down: Arc<AtomicBool>,
 }
@@ -49,14 +53,14 @@ impl KafkaSink {
         producer: FutureProducer,
         partitions: u32,
         max_message_bytes: usize,
-        resource: ResourceProcessor,
+        changes: Changes,
         throttle_retry_after: Duration,
     ) -> Self {
         KafkaSink {
             producer,
             partitions,
             max_message_bytes,
-            resource: Arc::new(resource),
+            changes: Arc::new(changes),
             throttle_retry_after,
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
@@ -74,7 +78,7 @@ impl KafkaSink {
     /// Writes `request` to `topic` and returns once Kafka acknowledged every record made from it. Items rejected
     /// for invalid IDs or size are counted, not written. `permit`, the request's share of the in-flight budget
     /// taken at admission, is held until then.
-    pub async fn export<S: Signal>(
+    pub async fn export<S: Signal + 'static>(
         &self,
         topic: &str,
         signal: &'static str,
@@ -98,11 +102,10 @@ impl KafkaSink {
             record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),
         );
 
-        let resource = &self.resource;
         let split = records(
             request,
             self.partitions,
-            resource,
+            &self.changes,
             limit,
             |cost| {
                 if permit.grow(cost) {
@@ -200,19 +203,30 @@ impl KafkaSink {
     }
 }
 
+/// What the gateway changes in a request before it is written: the resource actions, and redaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub resource: ResourceProcessor,
+    pub redaction: Option<Redactor>,
+}
+
 /// The records a request becomes, the part of [`KafkaSink::export`] that reads a client's bytes (and so what
 /// `tests/fuzz` runs): traces and logs scanned on their wire format, after `pay` accepted what the scan allocates;
-/// metrics (and JSON requests) decoded; `admit` told the item count once it is known; the resource actions applied;
-/// split by trace or resource into records of at most `limit`.
-pub fn records<S: Signal>(
+/// metrics, JSON requests and, when redaction is configured, every request decoded; `admit` told the item count
+/// once it is known; redaction and the resource actions applied; split by trace or resource into records of at
+/// most `limit`.
+pub fn records<S: Signal + 'static>(
     request: Payload<S>,
     partitions: u32,
-    resource: &ResourceProcessor,
+    changes: &Changes,
     limit: RecordLimit,
     pay: impl FnOnce(usize) -> Result<(), ExportError>,
     admit: impl FnOnce(usize) -> Result<(), ExportError>,
 ) -> Result<Split, ExportError> {
-    let decoded = match (request, S::WIRE) {
+    let resource = &changes.resource;
+    // Redaction changes spans and log records, which the wire path copies as bytes: it needs them decoded.
+    let wire = S::WIRE.filter(|_| changes.redaction.is_none());
+    let decoded = match (request, wire) {
         (Payload::Encoded(bytes), Some(wire)) => {
             // What the scan allocates, per item, resource, scope and field: counted first (a walk of the levels above
             // the items, nothing kept) and paid for before scanning.
@@ -236,6 +250,14 @@ pub fn records<S: Signal>(
     };
     let mut request = decoded;
     admit(count_items(&mut request))?;
+    if let Some(redactor) = &changes.redaction {
+        let request: &mut dyn Any = &mut request;
+        if let Some(traces) = request.downcast_mut::<ExportTraceServiceRequest>() {
+            redactor.traces(traces);
+        } else if let Some(logs) = request.downcast_mut::<ExportLogsServiceRequest>() {
+            redactor.logs(logs);
+        }
+    }
     if !resource.is_empty() {
         for each in request.resources_mut() {
             resource.apply(S::resource_mut(each));

@@ -5,5 +5,6 @@ mod bounds;
 mod connections;
 mod e2e;
 mod faults;
+mod redaction;
 mod security;
 mod status;

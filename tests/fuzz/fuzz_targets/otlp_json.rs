@@ -8,16 +8,15 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tailgate_ingest::{Payload, ResourceProcessor};
+use tailgate_ingest::{Changes, Payload};
 use tailgate_proto::{RecordLimit, Signal};
 
-fn check<S: Signal + serde::de::DeserializeOwned>(data: &[u8]) {
+fn check<S: Signal + serde::de::DeserializeOwned + 'static>(data: &[u8]) {
     let Ok(request) = tailgate_ingest::decode_json::<S>(data) else { return };
-    let resource = ResourceProcessor::new(&[]);
     let records = tailgate_ingest::records(
         Payload::Decoded(request),
         4,
-        &resource,
+        &Changes::default(),
         RecordLimit::from(64 * 1024),
         |_| Ok(()),
         |_| Ok(()),

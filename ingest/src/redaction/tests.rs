@@ -1,0 +1,140 @@
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::trace::v1::span::Event;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::*;
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    string(key, value.to_owned())
+}
+
+fn redactor(yaml: &str) -> Redactor {
+    let config: RedactionConfig = serde_yaml::from_str(yaml).unwrap();
+    let mut problems = tailgate_config::Problems::default();
+    config.validate("ingest.redaction", &mut problems);
+    assert!(problems.is_empty(), "{problems}");
+    Redactor::new(&config).unwrap()
+}
+
+fn span(attributes: Vec<KeyValue>, event: Vec<KeyValue>) -> ExportTraceServiceRequest {
+    let span =
+        Span { attributes, events: vec![Event { attributes: event, ..Default::default() }], ..Default::default() };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn attributes(request: &ExportTraceServiceRequest) -> (&[KeyValue], &[KeyValue]) {
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    (&span.attributes, &span.events[0].attributes)
+}
+
+#[test]
+fn keys_not_allowed_are_removed_and_ignored_ones_pass_untouched() {
+    let redactor = redactor(
+        "{ allowed_keys: [http.route, note], ignored_keys: [safe], blocked_values: ['4[0-9]{15}'], summary: debug }",
+    );
+    let mut request = span(
+        vec![
+            kv("http.route", "/cart"),
+            kv("customer.email", "a@b.c"),
+            kv("safe", "4111111111111111"),
+            kv("note", "card 4111111111111111 ok"),
+        ],
+        vec![kv("secret", "x")],
+    );
+    redactor.traces(&mut request);
+    let (span, event) = attributes(&request);
+    assert_eq!(
+        span,
+        [
+            kv("http.route", "/cart"),
+            kv("safe", "4111111111111111"),
+            kv("note", "card **** ok"),
+            kv("redaction.redacted.keys", "customer.email"),
+            int("redaction.redacted.count", 1),
+            kv("redaction.masked.keys", "note"),
+            int("redaction.masked.count", 1),
+            int("redaction.ignored.count", 1),
+        ]
+    );
+    assert_eq!(event, [kv("redaction.redacted.keys", "secret"), int("redaction.redacted.count", 1)]);
+}
+
+#[test]
+fn blocked_keys_blocked_values_allowed_values_and_sql() {
+    let redactor = redactor(
+        r#"{ allow_all_keys: true, blocked_key_patterns: [".*token.*"],
+             blocked_values: ['[\w.]+@[\w.]+', 'Bearer \S+'], allowed_values: ['@shop\.example$'],
+             summary: info, db_sanitizer: { sql: { enabled: true } } }"#,
+    );
+    let mut request = span(
+        vec![
+            kv("auth.token", "abc"),
+            kv("customer", "ann@mail.example"),
+            kv("support", "help@shop.example"),
+            kv("header", "Bearer eyJhbGci"),
+            kv("db.statement", "SELECT * FROM users WHERE email = 'ann@mail.example' AND id = 42"),
+            KeyValue { key: "count".into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(7)) }) },
+        ],
+        vec![kv("exception.message", "no user ann@mail.example")],
+    );
+    redactor.traces(&mut request);
+    let (span, event) = attributes(&request);
+    assert_eq!(
+        span,
+        [
+            kv("auth.token", MASK),
+            kv("customer", MASK),
+            kv("support", "help@shop.example"),
+            kv("header", MASK),
+            kv("db.statement", "SELECT * FROM users WHERE email = ? AND id = ?"),
+            KeyValue { key: "count".into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(7)) }) },
+            int("redaction.masked.count", 4),
+        ]
+    );
+    assert_eq!(event, [kv("exception.message", "no user ****"), int("redaction.masked.count", 1)]);
+}
+
+#[test]
+fn log_bodies_and_attributes_are_masked() {
+    let redactor = redactor(r#"{ allow_all_keys: true, blocked_values: ['4[0-9]{15}'], summary: debug }"#);
+    let record = LogRecord {
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue("paid with 4111111111111111".into())) }),
+        attributes: vec![kv("card", "4111111111111111"), kv("order", "o-1")],
+        ..Default::default()
+    };
+    let mut request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    redactor.logs(&mut request);
+    let record = &request.resource_logs[0].scope_logs[0].log_records[0];
+    assert_eq!(record.body, Some(AnyValue { value: Some(any_value::Value::StringValue("paid with ****".into())) }));
+    assert_eq!(
+        record.attributes,
+        [
+            kv("card", MASK),
+            kv("order", "o-1"),
+            kv("redaction.masked.keys", "body,card"),
+            int("redaction.masked.count", 2)
+        ]
+    );
+}
+
+#[test]
+fn mistakes_are_reported_with_their_paths() {
+    let config: RedactionConfig = serde_yaml::from_str("{ blocked_values: ['(unclosed'] }").unwrap();
+    let mut problems = tailgate_config::Problems::default();
+    config.validate("ingest.redaction", &mut problems);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["ingest.redaction.blocked_values[0]", "ingest.redaction.allowed_keys"]);
+}
