@@ -99,7 +99,7 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        tailgate_config::from_yaml(text)
+        tailgate_config::from_yaml(text).map_err(|problems| crate::collector_keys::explain(problems, text))
     }
 
     /// Every problem, with its path.

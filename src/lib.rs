@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod collector_keys;
 pub mod config;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
