@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -203,6 +205,16 @@ impl KafkaSink {
     }
 }
 
+/// What a decoded span or log record holds before its fields, twice (a `Vec` may double).
+const DECODED_ITEM_BYTES: usize = 2 * {
+    let (span, log) = (std::mem::size_of::<Span>(), std::mem::size_of::<LogRecord>());
+    if span > log {
+        span
+    } else {
+        log
+    }
+};
+
 /// What the gateway changes in a request before it is written: the resource actions, and redaction.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -244,6 +256,12 @@ pub fn records<S: Signal + 'static>(
             return Ok(wire::split(&scanned, wire, partitions, limit));
         }
         (Payload::Encoded(bytes), None) => {
+            if changes.redaction.is_some() && S::WIRE.is_some() {
+                // Decoded for redaction: a nearly empty span or log record decodes to its whole struct, more than
+                // the per-byte cost admission charged, so each item pays for its struct first.
+                let cost = wire::scan_cost(&bytes).map_err(|e| ExportError::Decode(e.to_string()))?;
+                pay(cost.items.saturating_mul(DECODED_ITEM_BYTES))?;
+            }
             S::decode(bytes.as_slice()).map_err(|e| ExportError::Decode(e.to_string()))?
         }
         (Payload::Decoded(request), _) => request,

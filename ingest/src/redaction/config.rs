@@ -67,8 +67,16 @@ impl RedactionConfig {
             ("allowed_values", &self.allowed_values),
         ] {
             for (i, pattern) in patterns.iter().enumerate() {
-                if let Err(error) = regex::Regex::new(pattern) {
-                    problems.push(format!("{path}.{key}[{i}]"), format!("not a regular expression: {error}"));
+                match regex::Regex::new(pattern) {
+                    Err(error) => {
+                        problems.push(format!("{path}.{key}[{i}]"), format!("not a regular expression: {error}"))
+                    }
+                    // `\d*` would put a mask between every two characters of every value.
+                    Ok(regex) if key == "blocked_values" && regex.is_match("") => problems.push(
+                        format!("{path}.{key}[{i}]"),
+                        "matches the empty string, so it would mask between every two characters; use + for *",
+                    ),
+                    Ok(_) => {}
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Redaction at the gateway, before anything reaches Kafka: attributes removed or masked as the OpenTelemetry
-//! Collector's `redaction` processor does, in span attributes, span event attributes, log record attributes and
-//! string log bodies, and SQL literals masked in `db.statement` / `db.query.text`. Counted per rule
-//! (`tailgate_ingest_redactions_total{signal, rule}`, the rule named by its config path).
+//! Collector's `redaction` processor does, in resource, span, span event, span link and log record attributes and
+//! string log bodies, and SQL literals masked in `db.statement` / `db.query.text`. Metrics are not redacted.
+//! Counted per rule (`tailgate_ingest_redactions_total{signal, rule}`, the rule named by its config path).
 //!
 //! A request to redact is decoded (the wire-format fast path copies spans as bytes and cannot change them), so
 //! redaction costs what decoding costs; without `ingest.redaction` nothing is decoded for it.
@@ -69,18 +69,31 @@ impl Redactor {
         })
     }
 
-    /// Redacts every span and span event of `request`.
+    /// Redacts the resources, spans, span events and span links of `request`.
     pub fn traces(&self, request: &mut ExportTraceServiceRequest) {
+        for resource_spans in &mut request.resource_spans {
+            if let Some(resource) = &mut resource_spans.resource {
+                self.attributes("traces", &mut resource.attributes);
+            }
+        }
         for span in request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
             self.attributes("traces", &mut span.attributes);
             for event in &mut span.events {
                 self.attributes("traces", &mut event.attributes);
             }
+            for link in &mut span.links {
+                self.attributes("traces", &mut link.attributes);
+            }
         }
     }
 
-    /// Redacts every log record of `request`: its attributes and a string body.
+    /// Redacts the resources and log records of `request`: attributes, and a string body.
     pub fn logs(&self, request: &mut ExportLogsServiceRequest) {
+        for resource_logs in &mut request.resource_logs {
+            if let Some(resource) = &mut resource_logs.resource {
+                self.attributes("logs", &mut resource.attributes);
+            }
+        }
         for record in request.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records)
         {
             let body_masked = match &mut record.body {
@@ -112,6 +125,13 @@ impl Redactor {
                 outcome.redacted.push(attribute.key.clone());
                 return false;
             }
+            // A blocked key's value is masked whatever its type, as the Collector does.
+            if let Some(i) = self.blocked_keys.matches(&attribute.key).iter().next() {
+                count_rule(signal, "blocked_key_patterns", i);
+                attribute.value = Some(AnyValue { value: Some(any_value::Value::StringValue(MASK.to_owned())) });
+                outcome.masked.push(attribute.key.clone());
+                return true;
+            }
             let Some(any_value::Value::StringValue(value)) = attribute.value.as_mut().and_then(|v| v.value.as_mut())
             else {
                 return true;
@@ -125,11 +145,7 @@ impl Redactor {
                     masked = true;
                 }
             }
-            if let Some(i) = self.blocked_keys.matches(&attribute.key).iter().next() {
-                count_rule(signal, "blocked_key_patterns", i);
-                *value = MASK.to_owned();
-                masked = true;
-            } else if self.mask_values(signal, value) {
+            if self.mask_values(signal, value) {
                 masked = true;
             }
             if masked {
@@ -156,7 +172,8 @@ impl Redactor {
         changed
     }
 
-    /// The Collector's diagnostic attributes, for what was redacted (keys sorted, joined by `,`).
+    /// The Collector's diagnostic attributes, for what was redacted (keys sorted, joined by `,`). Added to what an
+    /// earlier redaction (an upstream Collector's) left, never beside it.
     fn summarize(&self, attributes: &mut Vec<KeyValue>, mut outcome: Outcome) {
         if self.summary == Summary::Silent {
             return;
@@ -171,12 +188,30 @@ impl Redactor {
             }
             keys.sort();
             if debug {
-                attributes.push(string(names.0, keys.join(",")));
+                merge(attributes, names.0, any_value::Value::StringValue(keys.join(",")));
             }
-            attributes.push(int(names.1, keys.len() as i64));
+            merge(attributes, names.1, any_value::Value::IntValue(keys.len() as i64));
         }
         if outcome.ignored > 0 {
-            attributes.push(int("redaction.ignored.count", outcome.ignored as i64));
+            merge(attributes, "redaction.ignored.count", any_value::Value::IntValue(outcome.ignored as i64));
+        }
+    }
+}
+
+/// Sets `key` to `value`, or adds it to the value already there: counts are summed, key lists joined.
+fn merge(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
+    let existing = attributes.iter_mut().find(|a| a.key == key).and_then(|a| a.value.as_mut()?.value.as_mut());
+    match (existing, value) {
+        (Some(any_value::Value::IntValue(total)), any_value::Value::IntValue(more)) => {
+            *total = total.saturating_add(more);
+        }
+        (Some(any_value::Value::StringValue(keys)), any_value::Value::StringValue(more)) => {
+            keys.push(',');
+            keys.push_str(&more);
+        }
+        (_, value) => {
+            attributes.retain(|a| a.key != key);
+            attributes.push(KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }) });
         }
     }
 }
@@ -189,10 +224,12 @@ fn count_rule(signal: &'static str, list: &'static str, index: usize) {
     metrics::counter!(REDACTIONS, "signal" => signal, "rule" => format!("{list}[{index}]")).increment(1);
 }
 
+#[cfg(test)]
 fn string(key: &str, value: String) -> KeyValue {
     KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }) }
 }
 
+#[cfg(test)]
 fn int(key: &str, value: i64) -> KeyValue {
     KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }) }
 }

@@ -138,3 +138,37 @@ fn mistakes_are_reported_with_their_paths() {
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["ingest.redaction.blocked_values[0]", "ingest.redaction.allowed_keys"]);
 }
+
+/// A blocked key's value is masked whatever its type; resources and links are redacted like spans; a summary adds
+/// to the one an upstream Collector left.
+#[test]
+fn every_type_every_place_and_summaries_that_add_up() {
+    let redactor = redactor(r#"{ allow_all_keys: true, blocked_key_patterns: [".*password.*"], summary: info }"#);
+    let mut request = span(vec![int("db.password", 1234), int("redaction.masked.count", 2)], vec![]);
+    request.resource_spans[0].resource = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+        attributes: vec![kv("service.name", "cart"), kv("host.password", "p")],
+        ..Default::default()
+    });
+    request.resource_spans[0].scope_spans[0].spans[0].links = vec![opentelemetry_proto::tonic::trace::v1::span::Link {
+        attributes: vec![kv("password", "p")],
+        ..Default::default()
+    }];
+    redactor.traces(&mut request);
+    let resource = request.resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(
+        resource.attributes,
+        [kv("service.name", "cart"), kv("host.password", MASK), int("redaction.masked.count", 1)]
+    );
+    let span = &request.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.attributes, [kv("db.password", MASK), int("redaction.masked.count", 3)]);
+    assert_eq!(span.links[0].attributes, [kv("password", MASK), int("redaction.masked.count", 1)]);
+}
+
+#[test]
+fn a_value_pattern_matching_nothing_at_all_is_refused() {
+    let config: RedactionConfig = serde_yaml::from_str(r"{ allow_all_keys: true, blocked_values: ['\d*'] }").unwrap();
+    let mut problems = tailgate_config::Problems::default();
+    config.validate("ingest.redaction", &mut problems);
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["ingest.redaction.blocked_values[0]"]);
+}
