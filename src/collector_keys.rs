@@ -11,7 +11,7 @@ pub fn explain(problems: Problems, text: &str) -> Problems {
     for problem in problems.iter() {
         if problem.message != "unknown key" {
             explained.push(problem.path.clone(), problem.message.clone());
-        } else if problem.path == "processors" {
+        } else if problem.path == "processors" && !processors(text).is_empty() {
             for name in processors(text) {
                 explained.push(format!("processors.{name}"), processor(&name));
             }
@@ -29,11 +29,8 @@ fn processors(text: &str) -> Vec<String> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
     match value.get("processors") {
         Some(serde_yaml::Value::Mapping(map)) => map.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect(),
-        _ => vec![String::new()],
+        _ => Vec::new(),
     }
-    .into_iter()
-    .map(|name| if name.is_empty() { "*".to_owned() } else { name })
-    .collect()
 }
 
 fn processor(name: &str) -> String {
@@ -129,5 +126,12 @@ service: { pipelines: { traces: { receivers: [otlp] } } }
                 ("service", "Tailgate's pipelines are fixed"),
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_processors_section_is_still_reported() {
+        let problems = Config::parse("processors: {}\n").unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["processors"]);
     }
 }

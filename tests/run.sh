@@ -25,7 +25,7 @@ fi
 # Every cargo-fuzz target, briefly and seeded (longer runs: tests/fuzz/run.sh, see the README's "Fuzzing"). Skipped
 # when the suite is narrowed with arguments.
 if [ $# -eq 0 ]; then
-  TAILGATE_FUZZ_SECONDS=${TAILGATE_FUZZ_SECONDS:-15} TAILGATE_FUZZ_SEED=${TAILGATE_FUZZ_SEED:-1} tests/fuzz/run.sh
+  TAILGATE_FUZZ_SECONDS=${TAILGATE_FUZZ_SECONDS:-10} TAILGATE_FUZZ_SEED=${TAILGATE_FUZZ_SEED:-1} tests/fuzz/run.sh
 fi
 
 cargo test --workspace "$@"

@@ -133,4 +133,33 @@ jaeger:
         );
         assert_eq!(problems("loki: { protocol: otlp, endpoint: 'http://loki:3100/otlp/v1/logs' }"), "");
     }
+
+    /// `resource_to_telemetry_conversion` takes the Collector's form too, so the seed's config carries over.
+    #[test]
+    fn resource_to_telemetry_conversion_takes_the_collectors_form() {
+        for (yaml, on) in [("true", true), ("{ enabled: true }", true), ("{ enabled: false }", false)] {
+            let config: ExportersConfig = tailgate_config::from_yaml(&format!(
+                "prometheus_remote_write: {{ endpoint: 'http://p:9090/api/v1/write', \
+                 resource_to_telemetry_conversion: {yaml} }}"
+            ))
+            .unwrap();
+            assert_eq!(config.prometheus_remote_write.unwrap().resource_to_telemetry_conversion, on, "{yaml}");
+        }
+        let refused = tailgate_config::from_yaml::<ExportersConfig>(
+            "prometheus_remote_write: { resource_to_telemetry_conversion: { enable: true } }",
+        );
+        assert!(refused.is_err());
+    }
+
+    /// Both would be sent and a backend reads the first, the static header, so a rotated token file went unused.
+    #[test]
+    fn an_authorization_header_beside_auth_is_reported() {
+        assert_eq!(
+            problems(
+                "loki: { endpoint: 'https://loki:3100/loki/api/v1/push', auth: { bearer_token: { env: PATH } }, \
+                 headers: { Authorization: Bearer static } }"
+            ),
+            "exporters.loki.headers.Authorization: is set together with auth; give one of them"
+        );
+    }
 }

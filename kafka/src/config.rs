@@ -236,11 +236,23 @@ impl KafkaConfig {
 fn check_property(key: &str, value: &str) -> Result<(), String> {
     match rdkafka::ClientConfig::new().set(key, value).create_native_config() {
         Ok(_) => Ok(()),
-        Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _)) => {
-            Err(if value.is_empty() { description } else { description.replace(value, "[REDACTED]") })
-        }
-        Err(error) => Err(error.to_string().replace(value, "[REDACTED]")),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _)) => Err(unquoted(&description, key)),
+        Err(_) => Err("refused by librdkafka".to_owned()),
     }
+}
+
+/// `message` with every quoted part but the property's name replaced: librdkafka quotes values, and may cut them
+/// short, so replacing the value itself could leave part of it.
+fn unquoted(message: &str, key: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    out.push_str(parts.next().unwrap_or_default());
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        // The first part after a quote is inside quotes, the next outside, and so on.
+        out.push_str(if i % 2 == 1 || part == key { part } else { "[REDACTED]" });
+    }
+    out
 }
 
 /// librdkafka properties Tailgate owns, because the delivery guarantee depends on them.
@@ -291,6 +303,17 @@ mod tests {
             problems("client: { sasl.password: hunter2 }"),
             ["kafka.client.sasl.password: is a security property: set it with kafka.security (protocol, sasl, tls), \
               where it is checked"]
+        );
+    }
+
+    #[test]
+    fn quoted_parts_of_librdkafkas_messages_are_hidden_but_the_property() {
+        assert_eq!(
+            unquoted(
+                r#"Invalid value "hunter2-cut-sh" for configuration property "sasl.kerberos.kinit.cmd""#,
+                "sasl.kerberos.kinit.cmd"
+            ),
+            r#"Invalid value "[REDACTED]" for configuration property "sasl.kerberos.kinit.cmd""#
         );
     }
 }

@@ -123,6 +123,9 @@ pub(crate) const OWNED: &[&str] = &[
     "ssl.key.location",
     "ssl.key.pem",
     "ssl.key.password",
+    // Either would quietly turn off the check of the brokers' certificates that `kafka.security` promises.
+    "ssl.endpoint.identification.algorithm",
+    "enable.ssl.certificate.verification",
 ];
 
 impl SecurityConfig {

@@ -59,6 +59,10 @@ impl Delivery {
         self.tls.validate(&format!("{path}.tls"), problems);
         if let Some(auth) = &self.auth {
             auth.validate(&format!("{path}.auth"), problems);
+            // Both would be sent, and a backend reads the first: the static one, not the rotated file.
+            if let Some(name) = self.headers.keys().find(|name| name.eq_ignore_ascii_case("authorization")) {
+                problems.push(format!("{path}.headers.{name}"), "is set together with auth; give one of them");
+            }
         }
         // A header the client can't send would be dropped when it is built, and a mistyped `Authorization` would
         // become a stream of 401s; the value itself may be a secret and is never repeated.

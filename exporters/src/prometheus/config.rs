@@ -15,7 +15,9 @@ use crate::delivery::{Batching, Delivery, Retry};
 #[serde(default)]
 pub struct PrometheusConfig {
     pub endpoint: String,
-    /// Copy every resource attribute onto every series as a label (besides `target_info`).
+    /// Copy every resource attribute onto every series as a label (besides `target_info`). Written `true`, or as
+    /// the Collector writes it, `{ enabled: true }`.
+    #[serde(deserialize_with = "enabled")]
     pub resource_to_telemetry_conversion: bool,
     /// Labels added to every series.
     pub external_labels: BTreeMap<String, String>,
@@ -53,6 +55,25 @@ impl Default for PrometheusConfig {
             tenant_header: "X-Scope-OrgID".to_owned(),
         }
     }
+}
+
+/// A switch written as a boolean, or as the Collector's `{ enabled: <bool> }`.
+fn enabled<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Enabled {
+        enabled: bool,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "true, false or { enabled: <bool> }")]
+    enum Switch {
+        Bool(bool),
+        Collector(Enabled),
+    }
+    Ok(match Switch::deserialize(deserializer)? {
+        Switch::Bool(on) => on,
+        Switch::Collector(Enabled { enabled }) => enabled,
+    })
 }
 
 impl PrometheusConfig {
