@@ -71,10 +71,6 @@ fn key(path: &str) -> Option<String> {
         }
         "connectors" => "spanmetrics is the sampler's RED metrics (sampler.red_metrics)",
         "exporters.prometheusremotewrite" => "is exporters.prometheus_remote_write here",
-        "exporters.prometheus" => {
-            "a Prometheus scrape endpoint is not built yet; use exporters.prometheus_remote_write \
-                                   with Prometheus's remote-write receiver (--web.enable-remote-write-receiver)"
-        }
         _ => {
             let exporter = path.strip_prefix("exporters.")?;
             let kind = exporter.split('/').next().unwrap_or(exporter);
@@ -116,13 +112,15 @@ service: { pipelines: { traces: { receivers: [otlp] } } }
         assert_eq!(
             found,
             [
-                ("receivers", "Tailgate's receiver is OTLP, configured as ingest.grpc and ingest.http (endpoint, tls, auth)"),
+                (
+                    "receivers",
+                    "Tailgate's receiver is OTLP, configured as ingest.grpc and ingest.http (endpoint, tls, auth)"
+                ),
                 ("processors.batch", "is not needed"),
                 ("processors.memory_limiter", "is not needed"),
                 ("processors.resource", "is ingest.resource here, a list of the same actions"),
                 ("processors.tail_sampling", "is the sampler section here"),
                 ("exporters.otlp/jaeger", "is exporters.jaeger here"),
-                ("exporters.prometheus", "a Prometheus scrape endpoint is not built yet; use exporters.prometheus_remote_write with Prometheus's remote-write receiver (--web.enable-remote-write-receiver)"),
                 ("service", "Tailgate's pipelines are fixed"),
             ]
         );

@@ -85,7 +85,8 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
     };
     if role == Role::Exporter && exporters.is_empty() {
         anyhow::bail!(
-            "no exporter is configured: add exporters.jaeger, exporters.prometheus_remote_write or exporters.loki"
+            "no exporter is configured: add exporters.jaeger, exporters.prometheus_remote_write, exporters.prometheus \
+             or exporters.loki"
         );
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tailgate_config::Problems;
 
-use crate::{jaeger, loki, prometheus};
+use crate::{jaeger, loki, prometheus, scrape};
 
 // The section's types, where readers of `exporters:` look for them; each is defined with its backend (or, for the
 // keys every exporter shares, with delivery).
@@ -11,6 +11,7 @@ pub use crate::delivery::{Batching, Delivery, Retry};
 pub use crate::jaeger::{Compression, JaegerConfig};
 pub use crate::loki::{LineTooLong, LokiConfig};
 pub use crate::prometheus::PrometheusConfig;
+pub use crate::scrape::ScrapeConfig;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -18,6 +19,8 @@ pub struct ExportersConfig {
     pub jaeger: Option<JaegerConfig>,
     pub prometheus_remote_write: Option<PrometheusConfig>,
     pub loki: Option<LokiConfig>,
+    /// A Prometheus scrape endpoint (the Collector's `prometheus` exporter).
+    pub prometheus: Option<ScrapeConfig>,
 }
 
 impl ExportersConfig {
@@ -33,6 +36,9 @@ impl ExportersConfig {
         if self.loki.is_some() {
             names.push(loki::NAME);
         }
+        if self.prometheus.is_some() {
+            names.push(scrape::NAME);
+        }
         names
     }
 
@@ -46,6 +52,9 @@ impl ExportersConfig {
         }
         if let Some(config) = &self.loki {
             config.validate(&format!("{path}.loki"), problems);
+        }
+        if let Some(config) = &self.prometheus {
+            config.validate(&format!("{path}.prometheus"), problems);
         }
     }
 }

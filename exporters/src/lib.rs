@@ -8,6 +8,7 @@
 //! | `jaeger`                  | sampled spans   | OTLP/gRPC ([`jaeger`])                     |
 //! | `prometheus_remote_write` | metrics         | remote-write 1.0 ([`prometheus`])          |
 //! | `loki`                    | logs            | push API, protobuf + snappy ([`loki`])     |
+//! | `prometheus`              | metrics         | a scrape endpoint ([`scrape`]): a state store, no delivery |
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod metrics;
 mod outcome;
 pub mod prometheus;
 pub mod replay;
+pub mod scrape;
 mod source;
 mod worker;
 
@@ -42,6 +44,7 @@ pub use source::Source;
 pub const JAEGER: &str = jaeger::NAME;
 pub const PROMETHEUS: &str = prometheus::NAME;
 pub const LOKI: &str = loki::NAME;
+pub const PROMETHEUS_SCRAPE: &str = scrape::NAME;
 
 /// Builds exporter `name` from the configuration, reading from `source`.
 pub async fn build(
@@ -81,6 +84,18 @@ pub async fn build(
                 }
             }
         }
+        PROMETHEUS_SCRAPE => {
+            let scrape = config.prometheus.as_ref().ok_or_else(not_configured)?;
+            match source {
+                Source::Group => scrape::build(scrape, kafka).await,
+                Source::Range { .. } => Err(ExporterError::Setup(
+                    PROMETHEUS_SCRAPE,
+                    "a scrape endpoint serves current values and has nothing to re-deliver; replay to \
+                     prometheus_remote_write instead"
+                        .to_owned(),
+                )),
+            }
+        }
         _ => Err(not_configured()),
     }
 }
@@ -88,7 +103,7 @@ pub async fn build(
 /// Builds every configured exporter in group mode. Logs which ones are not configured.
 pub async fn build_all(config: &ExportersConfig, kafka: &KafkaConfig) -> Result<Vec<Exporter>, ExporterError> {
     let configured = config.configured();
-    for name in [JAEGER, PROMETHEUS, LOKI] {
+    for name in [JAEGER, PROMETHEUS, LOKI, PROMETHEUS_SCRAPE] {
         if !configured.contains(&name) {
             tracing::info!(exporter = name, "not configured; not running");
         }

@@ -1,5 +1,5 @@
 //! Metric names of the exporter workers. Every series has an `exporter` label: the exporter's name (`jaeger`,
-//! `prometheus_remote_write`, `loki`).
+//! `prometheus_remote_write`, `loki`, `prometheus` for the scrape endpoint).
 
 pub const RECORDS: &str = "tailgate_exporter_records_total";
 pub const ITEMS: &str = "tailgate_exporter_sent_items_total";
@@ -13,6 +13,8 @@ pub const BACKEND_DOWN_SINCE: &str = "tailgate_exporter_backend_down_since_secon
 pub const LAG_RECORDS: &str = "tailgate_exporter_consumer_lag_records";
 pub const LAG_SECONDS: &str = "tailgate_exporter_lag_seconds";
 pub const PAUSES: &str = "tailgate_exporter_fetch_pauses_total";
+pub const SCRAPE_SERIES: &str = "tailgate_exporter_scrape_series";
+pub const SCRAPE_EXPIRED: &str = "tailgate_exporter_scrape_expired_series_total";
 
 /// Every name above, for checks that dashboards and alerts query real series.
 pub const ALL: &[&str] = &[
@@ -28,6 +30,8 @@ pub const ALL: &[&str] = &[
     LAG_RECORDS,
     LAG_SECONDS,
     PAUSES,
+    SCRAPE_SERIES,
+    SCRAPE_EXPIRED,
 ];
 
 pub fn describe() {
@@ -52,4 +56,6 @@ pub fn describe() {
     describe_gauge!(LAG_RECORDS, "Records behind the end of each partition, by partition.");
     describe_gauge!(LAG_SECONDS, "Age of the oldest record not yet delivered, by partition (0 when none waits).");
     describe_counter!(PAUSES, "Times fetching paused because requests were not being accepted.");
+    describe_gauge!(SCRAPE_SERIES, "Series the scrape endpoint serves (those of the partitions this worker owns).");
+    describe_counter!(SCRAPE_EXPIRED, "Series no longer served because they were not updated for metric_expiration.");
 }

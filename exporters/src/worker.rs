@@ -94,6 +94,7 @@ pub(crate) async fn build<B: Backend>(
         prefetch_kbytes: Some(PREFETCH_KBYTES),
         lag_metric: m::LAG_RECORDS,
         lag_labels: vec![("exporter", name.to_owned())],
+        start: tailgate_kafka::Start::Committed,
     };
     let stats = Arc::new(ExporterStats::default());
     let mut reading = HashSet::new();

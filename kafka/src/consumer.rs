@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message as _, OwnedMessage};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::ownership::Ownership;
@@ -28,6 +28,8 @@ use crate::{client_config, KafkaConfig};
 /// holds in memory.
 const CHANNEL_RECORDS: usize = 256;
 const POLL: Duration = Duration::from_millis(100);
+/// Patience for the offset lookup and seek of [`Start::LookBack`], on the consumer's thread during a rebalance.
+const POSITION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a role sets on its consumer; everything else (no auto-commit, no auto offset store, start from the earliest
 /// record) is the same for every role, because the delivery guarantee depends on it.
@@ -44,6 +46,19 @@ pub struct ConsumerSettings {
     /// `lag_labels` besides `partition`.
     pub lag_metric: &'static str,
     pub lag_labels: Vec<(&'static str, String)>,
+    /// Where reading a newly assigned partition starts.
+    pub start: Start,
+}
+
+/// Where a consumer starts reading a partition it was just assigned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// At the group's committed offset (the earliest record if none): every role that delivers.
+    #[default]
+    Committed,
+    /// At the first record written within this look-back of now, whatever the group committed: a role that keeps
+    /// state rebuilt from recent records rather than deliveries to resume (the Prometheus scrape endpoint).
+    LookBack(Duration),
 }
 
 /// A role's per-partition state, made when partitions are assigned and dropped when they are revoked.
@@ -79,6 +94,7 @@ pub struct ShellContext<P: Partitions> {
     events: mpsc::Sender<Event>,
     lag_metric: &'static str,
     lag_labels: Vec<(&'static str, String)>,
+    start: Start,
 }
 
 impl<P: Partitions> ShellContext<P> {
@@ -86,14 +102,14 @@ impl<P: Partitions> ShellContext<P> {
         self.ownership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes ownership of the partitions of `assigned` not owned yet, once their state is ready.
-    fn open(&self, assigned: &TopicPartitionList) {
+    /// Takes ownership of the partitions of `assigned` not owned yet, once their state is ready; returns them.
+    fn open(&self, assigned: &TopicPartitionList) -> Vec<i32> {
         let new: Vec<i32> = {
             let ownership = self.ownership();
             assigned.elements().iter().map(|e| e.partition()).filter(|p| !ownership.owns(*p)).collect()
         };
         if new.is_empty() {
-            return;
+            return new;
         }
         let states = self.partitions.open(&new);
         let mut ownership = self.ownership();
@@ -101,6 +117,61 @@ impl<P: Partitions> ShellContext<P> {
             ownership.assign(*partition, state);
         }
         tracing::info!(topic = ownership.topic(), partitions = ?new, "partitions assigned");
+        drop(ownership);
+        new
+    }
+
+    /// Moves the newly assigned partitions `new` of `assigned` to the first record within `look_back` of now (or
+    /// their end, if none is). librdkafka takes a new assignment's start offsets from `assign`, so under the eager
+    /// protocol the whole assignment is given again with them; under the cooperative one the new partitions are
+    /// sought. If the broker cannot say, reading starts where the group would: a warning, not a stop.
+    fn position(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList, new: &[i32], look_back: Duration) {
+        let topic = self.ownership().topic().to_owned();
+        let since = crate::now_ms() - look_back.as_millis() as i64;
+        let mut query = TopicPartitionList::new();
+        for partition in new {
+            let _ = query.add_partition_offset(&topic, *partition, Offset::Offset(since));
+        }
+        let found = match consumer.offsets_for_times(query, POSITION_TIMEOUT) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, topic, partitions = ?new,
+                    "cannot look up the look-back start; reading from the group's position instead");
+                return;
+            }
+        };
+        let start_of = |partition: i32| match found.find_partition(&topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(offset)) => Offset::Offset(offset),
+            _ => Offset::End,
+        };
+        let positioned = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => {
+                let mut seek = TopicPartitionList::new();
+                for partition in new {
+                    let _ = seek.add_partition_offset(&topic, *partition, start_of(*partition));
+                }
+                consumer.seek_partitions(seek, POSITION_TIMEOUT).map(drop)
+            }
+            _ => {
+                let mut assignment = TopicPartitionList::new();
+                for element in assigned.elements() {
+                    let offset = if new.contains(&element.partition()) {
+                        start_of(element.partition())
+                    } else {
+                        element.offset()
+                    };
+                    let _ = assignment.add_partition_offset(&topic, element.partition(), offset);
+                }
+                consumer.assign(&assignment)
+            }
+        };
+        match positioned {
+            Ok(()) => {
+                tracing::info!(topic, partitions = ?new, look_back = ?look_back, "reading from the look-back start")
+            }
+            Err(error) => tracing::warn!(%error, topic, partitions = ?new,
+                "cannot move to the look-back start; reading from the group's position instead"),
+        }
     }
 }
 
@@ -165,10 +236,13 @@ impl<P: Partitions> ConsumerContext for ShellContext<P> {
         let _ = self.events.blocking_send(Event::Revoked { partitions });
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
             // Incremental under cooperative rebalancing, the whole assignment under eager: either way an addition.
-            self.open(assigned);
+            let new = self.open(assigned);
+            if let (Start::LookBack(look_back), false) = (self.start, new.is_empty()) {
+                self.position(consumer, assigned, &new, look_back);
+            }
         }
     }
 
@@ -361,6 +435,7 @@ fn create<P: Partitions>(
         events,
         lag_metric: settings.lag_metric,
         lag_labels: settings.lag_labels.clone(),
+        start: settings.start,
     };
     let mut config = client_config(kafka)?;
     config

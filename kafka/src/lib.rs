@@ -23,7 +23,7 @@ mod security;
 mod topics;
 
 pub use config::{Compression, ConsumerConfig, KafkaConfig, ProducerConfig, Topics};
-pub use consumer::{Consumer, ConsumerSettings, Event, Partitions, ReaderContext};
+pub use consumer::{Consumer, ConsumerSettings, Event, Partitions, ReaderContext, Start};
 pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
 pub use ownership::Ownership;

@@ -191,6 +191,7 @@ impl Sampler {
             prefetch_kbytes: None,
             lag_metric: CONSUMER_LAG,
             lag_labels: Vec::new(),
+            start: tailgate_kafka::Start::Committed,
         };
         let consumer = Consumer::subscribe(kafka, &settings, &kafka.topics.spans, assigner)?;
         let producer: FutureProducer = create_producer(

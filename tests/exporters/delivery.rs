@@ -98,7 +98,7 @@ fn int_point(value: i64, time: u64, attributes: Vec<KeyValue>) -> NumberDataPoin
 }
 
 /// One of each kind of OTLP metric, from the checkout service, at `time`.
-fn checkout_metrics(time: u64, delta: i64) -> ExportMetricsServiceRequest {
+pub(super) fn checkout_metrics(time: u64, delta: i64) -> ExportMetricsServiceRequest {
     let cumulative = AggregationTemporality::Cumulative as i32;
     let metrics = vec![
         metric_of(

@@ -330,10 +330,26 @@ pub struct Prometheus {
 impl Prometheus {
     /// `None` when no `prometheus` binary is installed (`tests/run.sh` installs Debian's).
     pub async fn start() -> Prometheus {
+        Self::start_with_config("global:\n  scrape_interval: 1h\n").await
+    }
+
+    /// One that scrapes `targets` (`host:port`) every second, in the shape of the seed's `prometheus.yml`: one job
+    /// named `otel-collector`, no `honor_labels`.
+    pub async fn start_scraping(targets: &[String]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        Self::start_with_config(&format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: \"otel-collector\"\n    static_configs:\n      \
+             - targets: [{}]\n",
+            targets.join(", ")
+        ))
+        .await
+    }
+
+    async fn start_with_config(config: &str) -> Prometheus {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("tailgate-prometheus-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("prometheus.yml"), "global:\n  scrape_interval: 1h\n").unwrap();
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut prometheus = Prometheus { addr, child: Self::spawn(addr, &dir), dir };
         prometheus.until_ready().await;

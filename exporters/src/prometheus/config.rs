@@ -58,7 +58,7 @@ impl Default for PrometheusConfig {
 }
 
 /// A switch written as a boolean, or as the Collector's `{ enabled: <bool> }`.
-fn enabled<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+pub(crate) fn enabled<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Enabled {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use tailgate_proto::prometheus::Label;
 
-use super::config::PrometheusConfig;
+use super::translate::Translation;
 use crate::attributes::{sanitize_label, value_string};
 
 /// What a resource contributes to its series.
@@ -19,7 +19,7 @@ pub struct ResourceLabels {
 }
 
 impl ResourceLabels {
-    pub fn new(attributes: &[KeyValue], config: &PrometheusConfig) -> ResourceLabels {
+    pub fn new(attributes: &[KeyValue], config: &Translation) -> ResourceLabels {
         let get = |key: &str| attributes.iter().find(|kv| kv.key == key).map(|kv| value_string(kv.value.as_ref()));
         let name = get("service.name").unwrap_or_default();
         let job = match get("service.namespace") {
@@ -30,11 +30,12 @@ impl ResourceLabels {
         let identity = ["service.name", "service.namespace", "service.instance.id"];
         let mut base = BTreeMap::new();
         if config.resource_to_telemetry_conversion {
-            add_attributes(&mut base, attributes.iter().filter(|kv| !identity.contains(&kv.key.as_str())));
+            // Every attribute, `service.name` too (as `service_name`), as the Collector's conversion does.
+            add_attributes(&mut base, attributes.iter());
         }
         insert_over(&mut base, "job", &job);
         insert_over(&mut base, "instance", &instance);
-        for (name, value) in &config.external_labels {
+        for (name, value) in &config.labels {
             base.entry(name.clone()).or_insert_with(|| value.clone());
         }
         let others: Vec<&KeyValue> = attributes.iter().filter(|kv| !identity.contains(&kv.key.as_str())).collect();

@@ -19,43 +19,47 @@
 //!   with `;`, empty values dropped, labels sorted; samples of a series in timestamp order;
 //! * a point flagged `NO_RECORDED_VALUE` becomes a staleness marker.
 
-mod config;
+pub(crate) mod config;
 mod labels;
 mod naming;
 mod points;
 mod state;
+mod translate;
 mod transport;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message as _;
-use tailgate_proto::prometheus::{Sample, TimeSeries, WriteRequest};
+use tailgate_proto::prometheus::{TimeSeries, WriteRequest};
 
 use crate::backend::{Backend, Batch};
 use crate::delivery::http::snappy;
 use crate::delivery::Tenant;
-use labels::{insert, label_vec, ResourceLabels};
-use points::{ms, Out};
-use state::{DeltaTotals, TargetInfo};
 
 pub use config::PrometheusConfig;
 pub use naming::{metric_name, Kind};
-pub use points::Series;
+pub use points::{Families, Family, Series};
+pub use translate::{Translation, Translator};
 pub use transport::transport;
 
 /// The exporter's name, in config and on its metrics.
 pub const NAME: &str = "prometheus_remote_write";
 
+/// The remote-write backend: records translated into one write request per batch.
 pub struct Prometheus {
-    config: PrometheusConfig,
-    totals: DeltaTotals,
-    target_info: TargetInfo,
+    translator: Translator,
 }
 
 impl Prometheus {
     pub fn new(config: PrometheusConfig) -> Prometheus {
-        let limit = config.max_delta_series;
-        Prometheus { config, totals: DeltaTotals::new(limit), target_info: TargetInfo::new(limit) }
+        Prometheus {
+            translator: Translator::new(Translation {
+                resource_to_telemetry_conversion: config.resource_to_telemetry_conversion,
+                labels: config.external_labels,
+                max_series: config.max_delta_series,
+                max_record_bytes: (config.batch.max_bytes.get() as usize)
+                    .saturating_mul(crate::backend::MAX_RECORD_EXPANSION),
+            }),
+        }
     }
 }
 
@@ -63,35 +67,7 @@ impl Backend for Prometheus {
     type Items = Series;
 
     fn add(&mut self, items: &mut Series, partition: i32, tenant: &Tenant, payload: &[u8]) -> Result<Batch, String> {
-        let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
-        let limit = (self.config.batch.max_bytes.get() as usize).saturating_mul(crate::backend::MAX_RECORD_EXPANSION);
-        let mut out = Out { items, batch: Batch::default(), totals: &mut self.totals, partition, tenant, limit };
-        for resource_metrics in &request.resource_metrics {
-            let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
-            let resource = ResourceLabels::new(attributes, &self.config);
-            let mut latest = 0u64;
-            for scope_metrics in &resource_metrics.scope_metrics {
-                let mut base = resource.base.clone();
-                if let Some(scope) = &scope_metrics.scope {
-                    insert(&mut base, "otel_scope_name", &scope.name);
-                    insert(&mut base, "otel_scope_version", &scope.version);
-                }
-                for metric in &scope_metrics.metrics {
-                    latest = latest.max(out.metric(metric, &base));
-                }
-            }
-            if let Some(mut info) = resource.target_info {
-                info.insert("__name__".into(), "target_info".into());
-                let labels = label_vec(info);
-                let time = ms(latest);
-                if latest > 0 && self.target_info.advance(tenant, &labels, time) {
-                    out.batch.bytes += points::series_bytes(&labels) + 20;
-                    out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
-                    out.batch.items += 1;
-                }
-            }
-        }
-        Ok(out.batch)
+        self.translator.add(items, None, partition, tenant, payload)
     }
 
     fn encode(&mut self, items: Series) -> Bytes {
@@ -115,13 +91,14 @@ impl Backend for Prometheus {
 
     /// Delta totals go with their partition: its next owner starts them again from the last commit.
     fn revoked(&mut self, partitions: &[i32]) {
-        self.totals.revoke(partitions);
+        self.translator.revoked(partitions);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
     use opentelemetry_proto::tonic::metrics::v1::{
         metric, number_data_point, AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,

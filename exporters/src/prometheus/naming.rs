@@ -2,7 +2,7 @@
 //! says: words joined by `_`, the unit appended in words (`s` → `seconds`, `By/s` → `bytes_per_second`), `_ratio`
 //! for gauges of unit `1`, `_total` for counters.
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,

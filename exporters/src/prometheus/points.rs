@@ -30,7 +30,20 @@ pub struct Out<'a> {
     pub tenant: &'a Tenant,
     /// Request bytes one record may become; the points past it are dropped (`translation_limit`).
     pub limit: usize,
+    /// Where each metric family's kind and description are noted, for an exposition that types its series (the
+    /// scrape endpoint); remote-write 1.0 sends none.
+    pub families: Option<&'a mut Families>,
 }
+
+/// A metric family as the text exposition declares it: its `# TYPE` and `# HELP`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    pub kind: Kind,
+    pub help: String,
+}
+
+/// Families by their Prometheus name (without `_total`, `_bucket`, `_sum`, `_count`).
+pub type Families = std::collections::HashMap<String, Family>;
 
 /// Buckets an exponential histogram point may become: OpenTelemetry SDKs' default `max_size`, and Prometheus's
 /// native-histogram bucket limit. A point with more is downscaled (adjacent buckets merged) until it fits, so one
@@ -188,8 +201,15 @@ impl Out<'_> {
 
     fn name(&mut self, metric: &Metric, kind: Kind, points: usize) -> Option<String> {
         let name = metric_name(&metric.name, &metric.unit, kind);
-        if name.is_none() {
-            self.drop("invalid_name", points as u64);
+        match (&name, self.families.as_deref_mut()) {
+            (None, _) => self.drop("invalid_name", points as u64),
+            (Some(name), Some(families)) => {
+                let family = Family { kind, help: metric.description.clone() };
+                if families.get(name) != Some(&family) {
+                    families.insert(name.clone(), family);
+                }
+            }
+            (Some(_), None) => {}
         }
         name
     }

@@ -1,0 +1,89 @@
+//! The one translation of OTLP metric records into Prometheus series, shared by remote-write
+//! ([`super::Prometheus`]) and the scrape endpoint ([`crate::scrape`]): names, labels, points, delta sums accumulated
+//! per partition, `target_info` per resource.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
+use tailgate_proto::prometheus::Sample;
+
+use super::labels::{insert, label_vec, ResourceLabels};
+use super::points::{self, ms, Families, Out, Series};
+use super::state::{DeltaTotals, TargetInfo};
+use crate::backend::Batch;
+use crate::delivery::Tenant;
+
+/// What the translation takes from an exporter's section.
+#[derive(Clone, Debug)]
+pub struct Translation {
+    /// Every resource attribute as a label on every series (besides `target_info`).
+    pub resource_to_telemetry_conversion: bool,
+    /// Labels on every series: remote-write's `external_labels`, the scrape endpoint's `const_labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Series of delta sums remembered (and as many resources' `target_info`).
+    pub max_series: usize,
+    /// Bytes of series one record may become; past it the record's points are dropped (`translation_limit`).
+    pub max_record_bytes: usize,
+}
+
+/// Translates records, remembering what the next records of the same partitions need.
+pub struct Translator {
+    translation: Translation,
+    totals: DeltaTotals,
+    target_info: TargetInfo,
+}
+
+impl Translator {
+    pub fn new(translation: Translation) -> Translator {
+        let limit = translation.max_series;
+        Translator { translation, totals: DeltaTotals::new(limit), target_info: TargetInfo::new(limit) }
+    }
+
+    /// Adds the series of one record of `partition` and `tenant` to `items`, and notes its metric families in
+    /// `families` if given. `Err` is a record that is not OTLP metric data.
+    pub fn add(
+        &mut self,
+        items: &mut Series,
+        families: Option<&mut Families>,
+        partition: i32,
+        tenant: &Tenant,
+        payload: &[u8],
+    ) -> Result<Batch, String> {
+        let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
+        let limit = self.translation.max_record_bytes;
+        let mut out =
+            Out { items, batch: Batch::default(), totals: &mut self.totals, partition, tenant, limit, families };
+        for resource_metrics in &request.resource_metrics {
+            let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+            let resource = ResourceLabels::new(attributes, &self.translation);
+            let mut latest = 0u64;
+            for scope_metrics in &resource_metrics.scope_metrics {
+                let mut base = resource.base.clone();
+                if let Some(scope) = &scope_metrics.scope {
+                    insert(&mut base, "otel_scope_name", &scope.name);
+                    insert(&mut base, "otel_scope_version", &scope.version);
+                }
+                for metric in &scope_metrics.metrics {
+                    latest = latest.max(out.metric(metric, &base));
+                }
+            }
+            if let Some(mut info) = resource.target_info {
+                info.insert("__name__".into(), "target_info".into());
+                let labels = label_vec(info);
+                let time = ms(latest);
+                if latest > 0 && self.target_info.advance(tenant, &labels, time) {
+                    out.batch.bytes += points::series_bytes(&labels) + 20;
+                    out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
+                    out.batch.items += 1;
+                }
+            }
+        }
+        Ok(out.batch)
+    }
+
+    /// Forgets what was learnt from `partitions`' records (delta totals): their next owner reads them again.
+    pub fn revoked(&mut self, partitions: &[i32]) {
+        self.totals.revoke(partitions);
+    }
+}
