@@ -134,18 +134,29 @@ fn hosts_and_ports_agree_between_compose_pipeline_prometheus_nginx_and_grafana()
     // The pipeline's Kafka and backends are compose services, on the ports those images listen on.
     let (kafka, _) = host_port(pipeline["kafka"]["brokers"].as_str().unwrap());
     assert!(services.contains(&kafka));
-    let expected =
-        [("jaeger", ("jaeger", 4317)), ("prometheus_remote_write", ("prometheus", 9090)), ("loki", ("loki", 3100))];
+    let expected = [("jaeger", ("jaeger", 4317)), ("loki", ("loki", 3100))];
     for (exporter, (host, port)) in expected {
         let endpoint = pipeline["exporters"][exporter]["endpoint"].as_str().unwrap();
         assert_eq!(host_port(endpoint), (host.to_owned(), port), "exporters.{exporter}.endpoint");
         assert!(services.contains(host));
     }
-    assert!(compose["services"]["prometheus"]["command"]
+    // Prometheus scrapes the exporter's endpoint (exporters.prometheus), keeping the services' job labels.
+    assert!(pipeline["exporters"]["prometheus_remote_write"].is_null(), "scrape or remote-write, not both");
+    let scrape = port_of(&pipeline["exporters"]["prometheus"]["endpoint"]);
+    let prometheus = yaml("deploy/compose/prometheus.yml");
+    let job = prometheus["scrape_configs"]
         .as_sequence()
         .unwrap()
         .iter()
-        .any(|c| c == "--web.enable-remote-write-receiver"));
+        .find(|job| {
+            job["static_configs"][0]["targets"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|t| *t == format!("exporter:{scrape}").as_str())
+        })
+        .expect("a scrape job for the exporter's endpoint");
+    assert_eq!(job["honor_labels"], true);
 
     // nginx balances over the gateways' configured ports, and listens where compose publishes.
     let nginx = std::fs::read_to_string(Path::new(ROOT).join("deploy/compose/nginx.conf")).unwrap();
