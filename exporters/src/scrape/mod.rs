@@ -45,7 +45,7 @@ use crate::outcome::ExporterStats;
 use crate::prometheus::{Families, Series, Translation, Translator};
 
 pub use config::ScrapeConfig;
-pub use exposition::Format;
+pub use exposition::{render, Format};
 pub use store::Store;
 
 /// The exporter's name, in config and on its metrics: the Collector's.
