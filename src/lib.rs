@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded_broker;
 pub mod loadgen;
 pub mod redact;
+pub mod resample;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -40,6 +41,13 @@ pub enum Role {
         from_ms: i64,
         to_ms: Option<i64>,
     },
+    /// Re-decide `window` of the spans topic with `policies` and deliver what they keep.
+    Resample {
+        window: tailgate_sampler::Window,
+        /// A policies file; none: keep every trace.
+        policies: Option<std::path::PathBuf>,
+        deliver: resample::Deliver,
+    },
 }
 
 /// Runs `role` until SIGTERM or SIGINT, then shuts down gracefully.
@@ -49,6 +57,10 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
 
     if let Role::Replay { exporter, from_ms, to_ms } = &role {
         return replay(&config, exporter, *from_ms, *to_ms, shutdown).await;
+    }
+    if let Role::Resample { window, policies, deliver } = role {
+        let policies = resample::policies(policies.as_deref())?;
+        return resample::resample(&config, window, policies, deliver, shutdown).await;
     }
     if role == Role::Broker {
         start_embedded_broker(&mut config)?;

@@ -48,6 +48,28 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         to: Option<String>,
     },
+    /// Re-decide a time range of the raw spans topic with another policy set (default: keep every trace) and
+    /// deliver what it keeps to Jaeger (or the sampled topic). Traces the sampler already kept are not delivered
+    /// again. Exit code 0 only if everything kept was delivered.
+    Resample {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Start: RFC 3339 (`2026-11-24T09:10:00Z`) or relative (`-30m`).
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// End (inclusive), same forms.
+        #[arg(long, allow_hyphen_values = true)]
+        to: String,
+        /// A YAML file `policies: [...]` in the `sampler.policies` schema; default: keep every trace.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// The exporter to deliver to.
+        #[arg(long, default_value = "jaeger")]
+        exporter: String,
+        /// Write to the sampled topic instead, for the running exporters to deliver.
+        #[arg(long)]
+        to_sampled_topic: bool,
+    },
     /// Run every role with an embedded Kafka-API broker: the pipeline on one machine, from one command.
     AllInOne {
         /// Optional; the defaults work out of the box.
@@ -90,6 +112,22 @@ fn main() -> ExitCode {
                 }
             };
             (Some(config), tailgate::Role::Replay { exporter: exporter.clone(), from_ms: from, to_ms: to })
+        }
+        Command::Resample { config, from, to, policies, exporter, to_sampled_topic } => {
+            let now = std::time::SystemTime::now();
+            let parse = |text: &str| tailgate_exporters::replay::parse_time(text, now);
+            let window = match (parse(from), parse(to)) {
+                (Ok(from_ms), Ok(to_ms)) => tailgate_sampler::Window { from_ms, to_ms },
+                (Err(error), _) | (_, Err(error)) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let deliver = match to_sampled_topic {
+                true => tailgate::resample::Deliver::SampledTopic,
+                false => tailgate::resample::Deliver::Exporter(exporter.clone()),
+            };
+            (Some(config), tailgate::Role::Resample { window, policies: policies.clone(), deliver })
         }
         Command::AllInOne { config } => (config.as_ref(), tailgate::Role::AllInOne),
         Command::Broker { config } => (Some(config), tailgate::Role::Broker),

@@ -100,8 +100,8 @@ pub(crate) async fn build<B: Backend>(
     let mut reading = HashSet::new();
     let consumer = match &source {
         Source::Group => Consumer::subscribe(kafka, &settings, &topic, Assigner)?,
-        Source::Range { from_ms, .. } => {
-            let (assignment, expected) = crate::source::range_start(kafka, &topic, *from_ms).await?;
+        Source::Range { from_ms, to_ms } => {
+            let (assignment, expected) = crate::source::range_start(kafka, &topic, *from_ms, *to_ms).await?;
             stats.records_expected.store(expected, Ordering::SeqCst);
             reading.extend(assignment.elements().iter().map(|e| e.partition()));
             Consumer::assign(kafka, &settings, &topic, &assignment, Assigner)?

@@ -159,3 +159,16 @@ pub async fn config_drift(
         })
         .collect())
 }
+
+/// Deletes `topic` (a throw-away topic of `tailgate resample`). A failure is returned for the caller to report: the
+/// topic then stays until someone deletes it.
+pub async fn delete_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config)?.create()?;
+    let results = admin.delete_topics(&[topic], &AdminOptions::new().operation_timeout(Some(timeout))).await?;
+    for result in results {
+        if let Err((_, code)) = result {
+            return Err(KafkaError::AdminOp(code));
+        }
+    }
+    Ok(())
+}

@@ -58,16 +58,17 @@ impl Decisions {
     }
 }
 
-/// Reads the decisions recorded since `since_ms` on `partitions` of the decisions topic, up to the end of each —
+/// Reads the decisions recorded since `since_ms` (and up to `until_ms`, if given) on `partitions` of the decisions
+/// topic, up to the end of each —
 /// all of them, or the partitions are not consumed yet: a late span whose decision was not loaded would be
 /// decided afresh, so a kept trace could be emitted partly or an error trace dropped. A failed read is tried again
 /// until it succeeds. Blocks: call it where that stalls nothing else (the consumer's own thread).
-pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64) -> Vec<(TraceId, bool)> {
+pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64, until_ms: Option<i64>) -> Vec<(TraceId, bool)> {
     let mut attempt = 1u32;
     loop {
         // Each attempt waits longer for the offsets: a broker slower than the first wait must not fail for ever.
         let patience = LIST_OFFSETS_TIMEOUT * attempt.min(6);
-        match try_load(kafka, partitions, since_ms, patience) {
+        match try_load(kafka, partitions, since_ms, until_ms, patience) {
             Ok(loaded) => return loaded,
             Err(error) => {
                 tracing::warn!(%error, attempt, partitions = ?partitions,
@@ -83,6 +84,7 @@ fn try_load(
     kafka: &KafkaConfig,
     partitions: &[i32],
     since_ms: i64,
+    until_ms: Option<i64>,
     patience: Duration,
 ) -> Result<Vec<(TraceId, bool)>, KafkaError> {
     let topic = &kafka.topics.decisions;
@@ -108,11 +110,21 @@ fn try_load(
     }
     consumer.assign(&assignment)?;
     let mut remaining = assignment.count();
+    // Partitions read up to `until_ms`: their later records are not wanted.
+    let mut done = std::collections::HashSet::new();
     let started = Instant::now();
     let mut next_progress = started + PROGRESS_EVERY;
     while remaining > 0 {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
+                if done.contains(&message.partition()) {
+                    continue;
+                }
+                if until_ms.is_some_and(|until| message.timestamp().to_millis().is_some_and(|t| t > until)) {
+                    done.insert(message.partition());
+                    remaining -= 1;
+                    continue;
+                }
                 let decision = message.payload().and_then(Decision::decode);
                 let trace_id =
                     crate::tenant::of(&message).ok().zip(message.key()).and_then(|(t, k)| TraceId::new(t, k));
@@ -120,7 +132,8 @@ fn try_load(
                     loaded.push((trace_id, decision.keep));
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => remaining -= 1,
+            Some(Err(KafkaError::PartitionEOF(partition))) if done.insert(partition) => remaining -= 1,
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(error)) => return Err(error),
             None => {}
         }

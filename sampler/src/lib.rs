@@ -24,4 +24,4 @@ pub use annotate::{Marks, POLICY_ATTRIBUTE};
 pub use config::SamplerConfig;
 pub use metrics::{SamplerStats, METRICS};
 pub use output::split_kept;
-pub use worker::{Sampler, SamplerError};
+pub use worker::{Sampler, SamplerError, Window};

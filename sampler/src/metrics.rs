@@ -95,4 +95,15 @@ pub struct SamplerStats {
     pub clamped_timestamps: AtomicU64,
     /// Spans not passed on (see [`INVALID_SPANS`]).
     pub invalid_spans: AtomicU64,
+    /// Traces decided, and of them kept, with their spans.
+    pub traces_decided: AtomicU64,
+    pub traces_kept: AtomicU64,
+    pub spans_kept: AtomicU64,
+    /// Resample: records of the range read, and the estimate of how many there are.
+    pub records_read: AtomicU64,
+    pub records_expected: AtomicU64,
+    /// Resample: spans of traces the live sampler kept (delivered already), left out.
+    pub already_kept_spans: AtomicU64,
+    /// Resample: every trace of the range was decided and what was kept acknowledged by Kafka.
+    pub completed: std::sync::atomic::AtomicBool,
 }

@@ -69,23 +69,38 @@ pub(crate) struct PartitionState {
 /// another worker decided keep their decision and kept traces are not emitted again.
 struct Assigner {
     kafka: KafkaConfig,
-    lookback: Duration,
+    load: Load,
+    /// Where the loaded decisions go: the worker's own cache, or in a resample the normal sampler's kept traces.
     decisions: Arc<Mutex<Decisions>>,
     stats: Arc<SamplerStats>,
+}
+
+/// Which decisions a newly assigned partition loads.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// Every decision of the lookback before now: a group member taking over live traffic.
+    Recent(Duration),
+    /// The traces kept by decisions in `[since_ms, until_ms]`: a resample skips them, they were delivered.
+    KeptIn { since_ms: i64, until_ms: i64 },
 }
 
 impl Partitions for Assigner {
     type State = PartitionState;
 
     fn open(&self, partitions: &[i32]) -> Vec<PartitionState> {
-        let since = now_ms() - self.lookback.as_millis() as i64;
+        let (since, until, only_kept) = match self.load {
+            Load::Recent(lookback) => (now_ms() - lookback.as_millis() as i64, None, false),
+            Load::KeptIn { since_ms, until_ms } => (since_ms, Some(until_ms), true),
+        };
         tracing::info!(partitions = ?partitions, "loading recent decisions before consuming");
-        let loaded = decisions::load(&self.kafka, partitions, since);
+        let loaded = decisions::load(&self.kafka, partitions, since, until);
         let count = loaded.len();
         {
             let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
             for (trace_id, keep) in loaded {
-                decisions.insert(trace_id, keep);
+                if keep || !only_kept {
+                    decisions.insert(trace_id, keep);
+                }
             }
         }
         tracing::info!(partitions = ?partitions, decisions = count, "recent decisions loaded");
@@ -105,6 +120,16 @@ impl Partitions for Assigner {
 /// How far back (record time) decisions are loaded when a partition is assigned: at least ten decision waits.
 pub(crate) fn decision_lookback(config: &SamplerConfig) -> Duration {
     DECISION_LOOKBACK.max(config.decision_wait.get() * 10)
+}
+
+/// A time range of the spans topic re-decided by `tailgate resample` (record time, Unix milliseconds), instead of
+/// the group's live traffic: read through a throw-away consumer from `from_ms - decision_wait` to
+/// `to_ms + decision_wait`, so the traces that began in the range are read whole and those that began before it are
+/// recognised and left out; decided in event time like the live sampler; nothing committed, no decision recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from_ms: i64,
+    pub to_ms: i64,
 }
 
 /// Why a trace is decided now.
@@ -128,10 +153,37 @@ pub struct Sampler {
     stats: Arc<SamplerStats>,
     /// Identifies this worker's RED series.
     instance: String,
+    /// Resampling this range instead of following the group.
+    window: Option<Window>,
+    /// In a resample: the traces the normal sampler kept (and delivered) in the range, skipped.
+    prior: Arc<Mutex<Decisions>>,
+    /// In a resample: the partitions still being read.
+    reading: std::collections::HashSet<i32>,
 }
 
 impl Sampler {
+    /// A member of consumer group `group_id`, sampling live traffic.
     pub async fn build(config: &SamplerConfig, kafka: &KafkaConfig, group_id: &str) -> Result<Sampler, SamplerError> {
+        Sampler::build_with(config, kafka, Err(group_id)).await
+    }
+
+    /// A resampler of `window` (see [`Window`]), writing what its policies keep to `kafka.topics.sampled_spans`.
+    /// RED metrics are not computed again; the stats count records, traces and spans for progress.
+    pub async fn resample(
+        config: &SamplerConfig,
+        kafka: &KafkaConfig,
+        window: Window,
+    ) -> Result<Sampler, SamplerError> {
+        let mut config = config.clone();
+        config.red_metrics.enabled = false;
+        Sampler::build_with(&config, kafka, Ok(window)).await
+    }
+
+    async fn build_with(
+        config: &SamplerConfig,
+        kafka: &KafkaConfig,
+        mode: Result<Window, &str>,
+    ) -> Result<Sampler, SamplerError> {
         let policies = Policies::build(&config.policies).map_err(SamplerError::Policies)?;
         let mut tenant_policies = HashMap::new();
         for (tenant, own) in &config.tenants {
@@ -182,10 +234,23 @@ impl Sampler {
         }
         let stats = Arc::new(SamplerStats::default());
         let decisions = Arc::new(Mutex::new(Decisions::new(config.decision_cache_bytes.get())));
-        let assigner =
-            Assigner { kafka: kafka.clone(), lookback, decisions: Arc::clone(&decisions), stats: Arc::clone(&stats) };
+        let prior = Arc::new(Mutex::new(Decisions::new(config.decision_cache_bytes.get())));
+        let wait_ms = config.decision_wait.get().as_millis() as i64;
+        let (load, into, group_id) = match mode {
+            Err(group_id) => (Load::Recent(lookback), Arc::clone(&decisions), group_id.to_owned()),
+            Ok(window) => (
+                // The normal sampler decided the range's traces decision_wait after their first span, or later.
+                Load::KeptIn {
+                    since_ms: window.from_ms,
+                    until_ms: window.to_ms.saturating_add(lookback.as_millis() as i64),
+                },
+                Arc::clone(&prior),
+                format!("tailgate-resample-{}", now_ms()),
+            ),
+        };
+        let assigner = Assigner { kafka: kafka.clone(), load, decisions: into, stats: Arc::clone(&stats) };
         let settings = ConsumerSettings {
-            group_id: group_id.to_owned(),
+            group_id,
             client_id: "tailgate-sampler".to_owned(),
             partition_eof: true,
             prefetch_kbytes: None,
@@ -193,7 +258,22 @@ impl Sampler {
             lag_labels: Vec::new(),
             start: tailgate_kafka::Start::Committed,
         };
-        let consumer = Consumer::subscribe(kafka, &settings, &kafka.topics.spans, assigner)?;
+        let mut reading = std::collections::HashSet::new();
+        let consumer = match mode {
+            Err(_) => Consumer::subscribe(kafka, &settings, &kafka.topics.spans, assigner)?,
+            Ok(window) => {
+                let range = tailgate_kafka::time_range(
+                    kafka,
+                    &kafka.topics.spans,
+                    window.from_ms.saturating_sub(wait_ms),
+                    Some(window.to_ms.saturating_add(wait_ms)),
+                )
+                .await?;
+                stats.records_expected.store(range.records, Ordering::SeqCst);
+                reading.extend(range.assignment.elements().iter().map(|e| e.partition()));
+                Consumer::assign(kafka, &settings, &kafka.topics.spans, &range.assignment, assigner)?
+            }
+        };
         let producer: FutureProducer = create_producer(
             kafka,
             &ProducerSettings { queue_max_bytes: None, client_id: "tailgate-sampler".to_owned() },
@@ -212,6 +292,9 @@ impl Sampler {
             kafka: kafka.clone(),
             stats,
             instance,
+            window: mode.ok(),
+            prior,
+            reading,
         })
     }
 
@@ -238,7 +321,10 @@ impl Sampler {
                     // A revoked partition's state went with its ownership.
                     Some(Event::Revoked { .. }) => {}
                     Some(Event::End { partition, epoch }) => {
-                        if let Some(owned) = self.partitions().get_mut(partition, epoch) {
+                        if self.window.is_some() {
+                            // A resample's range ends at the partition's end when it gets there.
+                            self.finish(partition);
+                        } else if let Some(owned) = self.partitions().get_mut(partition, epoch) {
                             owned.state.buffer.reached_end();
                         }
                     }
@@ -247,9 +333,11 @@ impl Sampler {
                 Some(settled) = self.settled_rx.recv() => self.on_settled(settled),
                 _ = tick.tick() => {
                     paused = self.apply_backpressure(paused);
-                    self.advance_idle_clocks();
+                    if self.window.is_none() {
+                        self.advance_idle_clocks();
+                    }
                     self.decide_due(None);
-                    if last_commit.elapsed() >= COMMIT_INTERVAL {
+                    if self.window.is_none() && last_commit.elapsed() >= COMMIT_INTERVAL {
                         self.consumer.commit();
                         last_commit = Instant::now();
                     }
@@ -259,6 +347,18 @@ impl Sampler {
                     }
                 }
             }
+            if self.window.is_some() && self.resampled() {
+                self.stats.completed.store(true, Ordering::SeqCst);
+                break;
+            }
+        }
+        if self.window.is_some() {
+            // A resample's group is thrown away: nothing to commit; its output was all acknowledged, or it was
+            // stopped and says so (`completed` stays false).
+            self.output.abandon();
+            drop(self.consumer);
+            tracing::info!("resample stopped");
+            return Ok(());
         }
         // Half the grace for output in flight, the rest to commit and leave the group.
         let deadline = tokio::time::Instant::now() + grace / 2;
@@ -274,12 +374,47 @@ impl Sampler {
         Ok(())
     }
 
+    /// A resample's partition is read to the end of its range: stop fetching it and decide everything it buffered.
+    fn finish(&mut self, partition: i32) {
+        if !self.reading.remove(&partition) {
+            return;
+        }
+        self.consumer.pause(Some(&[partition]));
+        if let Some(owned) = self.partitions().current_mut(partition) {
+            // Every trace is due now: nothing later of the range is to come.
+            owned.state.buffer.clock_ms = i64::MAX / 4;
+        }
+        tracing::debug!(partition, "resample: partition read to the end of the range");
+        self.decide_due(Some(partition));
+    }
+
+    /// Whether a resample is done: every partition read to the end of the range, every trace decided, every kept
+    /// trace acknowledged by Kafka.
+    fn resampled(&self) -> bool {
+        self.reading.is_empty()
+            && self
+                .partitions()
+                .iter()
+                .all(|(_, o)| o.state.buffer.traces.is_empty() && o.state.buffer.unsettled_output == 0)
+    }
+
     fn partitions(&self) -> MutexGuard<'_, tailgate_kafka::Ownership<PartitionState>> {
         self.consumer.ownership()
     }
 
     fn on_message(&mut self, epoch: u64, message: OwnedMessage) {
         let (partition, offset) = (message.partition(), message.offset());
+        if let Some(window) = self.window {
+            if !self.reading.contains(&partition) {
+                return;
+            }
+            let wait_ms = self.config.decision_wait.get().as_millis() as i64;
+            if message.timestamp().to_millis().is_some_and(|t| t > window.to_ms.saturating_add(wait_ms)) {
+                self.finish(partition);
+                return;
+            }
+            self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+        }
         let clock_ms = match self.partitions().get_mut(partition, epoch) {
             Some(owned) => owned.state.buffer.clock_ms,
             None => return,
@@ -364,8 +499,16 @@ impl Sampler {
                     metrics::counter!(RED_OVERFLOW_SPANS).increment(overflowed);
                 }
             }
-            let added =
-                owned.state.buffer.add_record(offset, timestamp, tenant, request, limits, |id| decisions.get(id));
+            // In a resample, a trace the normal sampler kept was delivered already: its spans are left out.
+            let prior = self.prior.lock().unwrap_or_else(|e| e.into_inner());
+            let already_kept = std::cell::Cell::new(0u64);
+            let added = owned.state.buffer.add_record(offset, timestamp, tenant, request, limits, |id| {
+                decisions.get(id).or_else(|| {
+                    let kept = prior.get(id) == Some(true);
+                    kept.then(|| already_kept.set(already_kept.get() + 1)).map(|()| false)
+                })
+            });
+            self.stats.already_kept_spans.fetch_add(already_kept.get(), Ordering::Relaxed);
             owned.tracker.read(offset, added.units);
             if added.invalid_trace_id > 0 {
                 tracing::warn!(
@@ -439,8 +582,24 @@ impl Sampler {
                     Some(own) => own,
                     None => &mut self.policies,
                 };
+                if let Some(window) = self.window {
+                    if trace.first_seen_ms < window.from_ms || trace.first_seen_ms > window.to_ms {
+                        // Began outside the range (read only to tell it apart): not resampled, and its later spans
+                        // are not either.
+                        decisions.insert(trace_id, false);
+                        owned.state.buffer.unsettled_output += 1;
+                        let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
+                        to_emit.push((settled, trace_id.tenant, None, None));
+                        continue;
+                    }
+                }
                 let verdict = policies.decide(&TraceView::new(&trace_id, &trace), clock);
                 decisions.insert(trace_id, verdict.keep);
+                self.stats.traces_decided.fetch_add(1, Ordering::Relaxed);
+                if verdict.keep {
+                    self.stats.traces_kept.fetch_add(1, Ordering::Relaxed);
+                    self.stats.spans_kept.fetch_add(trace.spans as u64, Ordering::Relaxed);
+                }
                 let outcome = if verdict.keep { "kept" } else { "dropped" };
                 let policy = verdict.policy.clone().unwrap_or_default();
                 metrics::counter!(TRACES, "decision" => outcome, "policy" => policy).increment(1);
@@ -450,14 +609,18 @@ impl Sampler {
                     let marks = Marks::new(self.config.record_policy.then_some(policy), verdict.probabilistic);
                     trace.encode(|span, out| marks.write_span(span, out))
                 });
-                let decision = (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() });
+                // A resample records no decision: the live sampler's stand.
+                let decision = self
+                    .window
+                    .is_none()
+                    .then(|| (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() }));
                 owned.state.buffer.unsettled_output += 1;
                 let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
-                to_emit.push((settled, output, decision));
+                to_emit.push((settled, trace_id.tenant, output, decision));
             }
         }
-        for (settled, output, decision) in to_emit {
-            self.output.emit(settled, decision.0.tenant, output, Some(decision));
+        for (settled, tenant, output, decision) in to_emit {
+            self.output.emit(settled, tenant, output, decision);
         }
     }
 
@@ -480,7 +643,14 @@ impl Sampler {
                 tracing::warn!(in_flight, bound, "output not acknowledged; fetching paused");
             }
         } else if paused {
-            self.consumer.resume(None);
+            // A resample's finished partitions stay paused.
+            match self.window {
+                None => self.consumer.resume(None),
+                Some(_) => {
+                    let reading: Vec<i32> = self.reading.iter().copied().collect();
+                    self.consumer.resume(Some(&reading));
+                }
+            }
             tracing::info!("output acknowledged again; fetching resumed");
         }
         pause

@@ -6,3 +6,4 @@ mod e2e;
 mod faults;
 mod invalid;
 mod rebalance;
+mod resample;
