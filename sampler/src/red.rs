@@ -4,8 +4,9 @@
 //! it work: `traces.span.metrics.calls` (a cumulative, monotonic sum) and `traces.span.metrics.duration` (a
 //! cumulative histogram in milliseconds), by `service.name`, `span.name`, `span.kind` and `status.code`; errors are
 //! the calls with `status.code="STATUS_CODE_ERROR"`. Each partition's counts are their own series, identified by
-//! the resource attributes `tailgate.sampler.instance` and `tailgate.sampler.partition`, so the series of all
-//! workers add up to the whole and never overwrite each other, including while a rebalance moves a partition.
+//! the resource's `service.instance.id` (`<worker>/<partition>`, Prometheus's `instance`), with the worker and
+//! partition also as `tailgate.sampler.instance` and `tailgate.sampler.partition`, so the series of all workers add
+//! up to the whole and never overwrite each other, including while a rebalance moves a partition.
 //!
 //! Counted at least once: spans a new owner re-reads after a crash or rebalance are counted again.
 //!
@@ -250,6 +251,8 @@ impl RedMetrics {
                     resource: Some(Resource {
                         attributes: vec![
                             attribute("service.name", service),
+                            // What makes each partition's cumulative series its own in Prometheus (`instance`).
+                            attribute("service.instance.id", &series_instance(instance, partition)),
                             attribute("tailgate.sampler.instance", instance),
                             attribute("tailgate.sampler.partition", &partition.to_string()),
                         ],
@@ -288,6 +291,13 @@ impl RedMetrics {
             .collect();
         ExportMetricsServiceRequest { resource_metrics }
     }
+}
+
+/// The `service.instance.id` of a worker's series of one partition: Prometheus's `instance` label, so the series
+/// of every partition and worker are apart and add up (`sum by (job)`), as the producer of a cumulative series
+/// must be identified. Only `tailgate.sampler.*` attributes would reach `target_info`, not the series.
+pub fn series_instance(instance: &str, partition: i32) -> String {
+    format!("{instance}/{partition}")
 }
 
 fn kind_name(kind: i32) -> &'static str {
@@ -352,7 +362,10 @@ mod tests {
         let exported = red.export("w1", 3, 2);
         let rm = &exported.resource_metrics[0];
         let attrs: Vec<_> = rm.resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.as_str()).collect();
-        assert_eq!(attrs, ["service.name", "tailgate.sampler.instance", "tailgate.sampler.partition"]);
+        assert_eq!(
+            attrs,
+            ["service.name", "service.instance.id", "tailgate.sampler.instance", "tailgate.sampler.partition"]
+        );
         let metrics = &rm.scope_metrics[0].metrics;
         let Some(metric::Data::Sum(calls)) = &metrics[0].data else { panic!("calls is a sum") };
         let mut counts: Vec<(String, i64)> = calls

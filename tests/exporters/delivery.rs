@@ -476,3 +476,64 @@ async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata
     exporter.stop().await;
     gateway.stop().await;
 }
+
+/// The sampler's RED series are cumulative per worker and partition and must add up in Prometheus. They carried
+/// the worker and partition only as `tailgate.sampler.*` resource attributes, which become labels only on
+/// `target_info`: every partition's `calls` of one service and span name were one Prometheus series, each
+/// partition's count overwriting the others', so `sum()` showed about a partition's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_metrics_of_every_partition_add_up_in_prometheus() {
+    let prometheus = Prometheus::start().await;
+    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let red_metrics = tailgate_sampler::red::RedMetricsConfig {
+        interval: tailgate_config::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let sampler_config = tailgate_sampler::SamplerConfig {
+        decision_wait: tailgate_config::Duration::from_secs(1),
+        red_metrics,
+        ..Default::default()
+    };
+    let sampler = harness::start_sampler(&sampler_config, &kafka, "sampler").await;
+    let exporters = ExportersConfig {
+        prometheus_remote_write: Some(PrometheusConfig { endpoint: prometheus.endpoint(), ..Default::default() }),
+        ..Default::default()
+    };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::PROMETHEUS).await;
+
+    // 100 spans of one service and name, on 100 traces: spread over the 4 partitions.
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    let start = now_ns();
+    let spans = (0..100u64)
+        .map(|t| Span {
+            trace_id: otlp::trace_id(t),
+            span_id: (t + 1).to_be_bytes().to_vec(),
+            name: "GET /cart".into(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000_000,
+            ..Default::default()
+        })
+        .collect();
+    client.export(otlp::trace_request_with(service_resource("cart"), spans)).await.unwrap();
+    let partitions: BTreeSet<u32> =
+        (0..100u64).map(|t| tailgate_proto::partition_for_key(&otlp::trace_id(t), 4)).collect();
+    assert_eq!(partitions.len(), 4, "the spans are on every partition");
+
+    let mut total = 0.0;
+    for _ in 0..300 {
+        let sum = prometheus.query("sum(traces_span_metrics_calls_total{job=\"cart\"})").await;
+        total = sum.first().map(value).unwrap_or(0.0);
+        if total == 100.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, 100.0, "every partition's calls, added up");
+    let series = prometheus.query("traces_span_metrics_calls_total{job=\"cart\"}").await;
+    assert_eq!(series.len(), 4, "one series per partition: {series:?}");
+
+    exporter.stop().await;
+    sampler.stop().await;
+    gateway.stop().await;
+}
