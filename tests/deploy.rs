@@ -232,6 +232,10 @@ fn known_metrics() -> BTreeSet<String> {
         ("checkout.completed", "{checkout}", Kind::Counter),
         ("cart.abandoned", "{cart}", Kind::Counter),
         ("checkout.value", "{cent}", Kind::Histogram),
+        (tailgate_sampler::service_graph::REQUESTS, "", Kind::Counter),
+        (tailgate_sampler::service_graph::FAILED, "", Kind::Counter),
+        (tailgate_sampler::service_graph::SERVER_SECONDS, "s", Kind::Histogram),
+        (tailgate_sampler::service_graph::CLIENT_SECONDS, "s", Kind::Histogram),
     ];
     names.extend(translated.iter().map(|(name, unit, kind)| metric_name(name, unit, *kind).unwrap()));
     names

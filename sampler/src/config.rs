@@ -7,6 +7,7 @@ use tailgate_config::{ByteSize, Duration, Problems};
 
 use crate::policy::PolicyConfig;
 use crate::red::RedMetricsConfig;
+use crate::service_graph::ServiceGraphConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -40,6 +41,8 @@ pub struct SamplerConfig {
     pub decision_cache_bytes: ByteSize,
     /// RED metrics from every span, before sampling.
     pub red_metrics: RedMetricsConfig,
+    /// Service-to-service calls from every whole trace, before sampling.
+    pub service_graph: ServiceGraphConfig,
 }
 
 impl Default for SamplerConfig {
@@ -56,6 +59,7 @@ impl Default for SamplerConfig {
             max_output_bytes_in_flight: ByteSize::mib(64),
             decision_cache_bytes: ByteSize::mib(64),
             red_metrics: RedMetricsConfig::default(),
+            service_graph: ServiceGraphConfig::default(),
         }
     }
 }
@@ -94,6 +98,7 @@ impl SamplerConfig {
             problems.push(format!("{path}.max_trace_bytes"), "must be between 1 and max_buffered_bytes");
         }
         self.red_metrics.validate(&format!("{path}.red_metrics"), problems);
+        self.service_graph.validate(&format!("{path}.service_graph"), problems);
         if self.policies.is_empty() {
             problems.push(format!("{path}.policies"), "must list at least one policy (leave it out for the defaults)");
         }

@@ -4,6 +4,7 @@
 //!   users paste the configuration they run today.
 //! * [`buffer`]: one partition's traces awaiting their decision, in event time.
 //! * [`red`]: RED metrics from every span, before sampling.
+//! * [`service_graph`]: service-to-service calls from every whole trace, at its decision.
 //! * [`Sampler`]: the worker that consumes the spans topic and wires these together; the commit rule that makes
 //!   sampling lossless lives in the consumer shell it runs on (`tailgate_kafka::ownership`).
 
@@ -17,6 +18,7 @@ pub mod metrics;
 mod output;
 pub mod policy;
 pub mod red;
+pub mod service_graph;
 pub mod tenant;
 mod worker;
 

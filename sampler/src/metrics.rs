@@ -20,6 +20,9 @@ pub const DECISION_CACHE_EVICTIONS: &str = "tailgate_sampler_decision_cache_evic
 pub const INVALID_SPANS: &str = "tailgate_sampler_invalid_spans_total";
 /// Spans counted in the RED overflow series because their partition reached `max_series_per_partition`.
 pub const RED_OVERFLOW_SPANS: &str = "tailgate_sampler_red_overflow_spans_total";
+/// Calls counted in the service graph's overflow series because their partition reached
+/// `max_edges_per_partition`.
+pub const SERVICE_GRAPH_OVERFLOW: &str = "tailgate_sampler_service_graph_overflow_calls_total";
 /// Records whose timestamp was ahead of the wall clock, taken as now.
 pub const CLAMPED_TIMESTAMPS: &str = "tailgate_sampler_clamped_timestamps_total";
 /// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
@@ -39,6 +42,7 @@ pub const METRICS: &[&str] = &[
     DECISION_DELAY,
     CLAMPED_TIMESTAMPS,
     RED_OVERFLOW_SPANS,
+    SERVICE_GRAPH_OVERFLOW,
     INVALID_SPANS,
     DECISION_CACHE_EVICTIONS,
     CONSUMER_LAG,
@@ -69,6 +73,11 @@ pub fn describe() {
         "Spans counted in the RED overflow series (otel.metric.overflow=true): a partition reached its series limit."
     );
     describe_counter!(
+        SERVICE_GRAPH_OVERFLOW,
+        "Calls counted in the service graph's overflow series (otel.metric.overflow=true): a partition reached its \
+         edge limit."
+    );
+    describe_counter!(
         INVALID_SPANS,
         "Spans not passed on, by reason: invalid_trace_id (belongs to no trace), invalid_id or too_large (a kept span \
          the sampled topic cannot carry)."
@@ -95,6 +104,8 @@ pub struct SamplerStats {
     pub clamped_timestamps: AtomicU64,
     /// Spans not passed on (see [`INVALID_SPANS`]).
     pub invalid_spans: AtomicU64,
+    /// Partitions this worker owns now.
+    pub owned_partitions: AtomicU64,
     /// Traces decided, and of them kept, with their spans.
     pub traces_decided: AtomicU64,
     pub traces_kept: AtomicU64,

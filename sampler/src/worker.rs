@@ -33,6 +33,7 @@ use crate::metrics::*;
 use crate::output::{Output, Settled};
 use crate::policy::{Policies, TraceView};
 use crate::red::RedMetrics;
+use crate::service_graph::ServiceGraph;
 use crate::tenant::Tenant;
 use crate::SamplerConfig;
 
@@ -60,6 +61,8 @@ pub enum SamplerError {
 pub(crate) struct PartitionState {
     /// Each tenant's RED series: written as that tenant's records.
     red: HashMap<Tenant, RedMetrics>,
+    /// Each tenant's service graph edges.
+    graph: HashMap<Tenant, ServiceGraph>,
     /// When this ownership began: the start of its cumulative RED series.
     red_start_ns: u64,
     buffer: PartitionBuffer,
@@ -105,13 +108,20 @@ impl Partitions for Assigner {
         }
         tracing::info!(partitions = ?partitions, decisions = count, "recent decisions loaded");
         let start_ns = now_ms() as u64 * 1_000_000;
+        self.stats.owned_partitions.fetch_add(partitions.len() as u64, Ordering::SeqCst);
         partitions
             .iter()
-            .map(|_| PartitionState { red: HashMap::new(), buffer: PartitionBuffer::default(), red_start_ns: start_ns })
+            .map(|_| PartitionState {
+                red: HashMap::new(),
+                graph: HashMap::new(),
+                buffer: PartitionBuffer::default(),
+                red_start_ns: start_ns,
+            })
             .collect()
     }
 
-    fn closed(&self, _: Vec<(i32, PartitionState)>, lost: bool) {
+    fn closed(&self, partitions: Vec<(i32, PartitionState)>, lost: bool) {
+        self.stats.owned_partitions.fetch_sub(partitions.len() as u64, Ordering::SeqCst);
         self.stats.revocations.fetch_add(1, Ordering::SeqCst);
         metrics::counter!(REVOCATIONS, "lost" => if lost { "true" } else { "false" }).increment(1);
     }
@@ -176,6 +186,7 @@ impl Sampler {
     ) -> Result<Sampler, SamplerError> {
         let mut config = config.clone();
         config.red_metrics.enabled = false;
+        config.service_graph.enabled = false;
         Sampler::build_with(&config, kafka, Ok(window)).await
     }
 
@@ -341,7 +352,8 @@ impl Sampler {
                         self.consumer.commit();
                         last_commit = Instant::now();
                     }
-                    if self.config.red_metrics.enabled && last_red.elapsed() >= self.config.red_metrics.interval.get() {
+                    let derived = self.config.red_metrics.enabled || self.config.service_graph.enabled;
+                    if derived && last_red.elapsed() >= self.config.red_metrics.interval.get() {
                         self.export_red_metrics();
                         last_red = Instant::now();
                     }
@@ -593,6 +605,18 @@ impl Sampler {
                         continue;
                     }
                 }
+                if self.config.service_graph.enabled {
+                    let (graph_config, start_ns) = (&self.config.service_graph, owned.state.red_start_ns);
+                    let graph = owned
+                        .state
+                        .graph
+                        .entry(trace_id.tenant)
+                        .or_insert_with(|| ServiceGraph::new(graph_config, start_ns));
+                    let overflowed = graph.record(&trace);
+                    if overflowed > 0 {
+                        metrics::counter!(SERVICE_GRAPH_OVERFLOW).increment(overflowed);
+                    }
+                }
                 let verdict = policies.decide(&TraceView::new(&trace_id, &trace), clock);
                 decisions.insert(trace_id, verdict.keep);
                 self.stats.traces_decided.fetch_add(1, Ordering::Relaxed);
@@ -656,19 +680,26 @@ impl Sampler {
         pause
     }
 
-    /// Writes every owned partition's cumulative RED series to the metrics topic.
+    /// Writes every owned partition's cumulative RED series and service graph edges to the metrics topic.
     fn export_red_metrics(&self) {
         let now_ns = now_ms() as u64 * 1_000_000;
         let requests = self
             .partitions()
             .iter()
             .flat_map(|(partition, owned)| {
-                owned
+                let red = owned
                     .state
                     .red
                     .iter()
                     .filter(|(_, red)| !red.is_empty())
-                    .map(move |(tenant, red)| (*tenant, red.export(&self.instance, partition, now_ns)))
+                    .map(move |(tenant, red)| (*tenant, red.export(&self.instance, partition, now_ns)));
+                let graph = owned
+                    .state
+                    .graph
+                    .iter()
+                    .filter(|(_, graph)| !graph.is_empty())
+                    .map(move |(tenant, graph)| (*tenant, graph.export(&self.instance, partition, now_ns)));
+                red.chain(graph).collect::<Vec<_>>()
             })
             .collect();
         self.output.red_metrics(requests);

@@ -1,6 +1,8 @@
-//! The checkout flow. One checkout trace: `gateway POST /checkout` → `cart` → `inventory` (+ its `SELECT stock`
-//! database span) → `payments` → `notifications` → `shipping`: 7 spans, 7 log lines. An error trace fails in
-//! `payments` ("card declined"); a slow trace's inventory query takes 2.5 s. Business metrics (service `checkout`,
+//! The checkout flow, as auto-instrumentation records it. One checkout trace: `gateway POST /checkout` (SERVER)
+//! calls `cart`, `inventory`, `payments`, `notifications` and `shipping`, each call a gateway CLIENT span around the
+//! callee's SERVER span; `inventory` queries PostgreSQL (`SELECT stock`, a CLIENT span with `db.system`): 12 spans,
+//! 12 log lines. An error trace fails in `payments` ("card declined", on both sides of the call); a slow trace's
+//! inventory query takes 2.5 s. Business metrics (service `checkout`,
 //! cumulative): `checkout.completed`, `checkout.value` (histogram, cents), `cart.abandoned`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,8 +21,14 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSp
 
 /// The services of one checkout, in call order.
 pub const SERVICES: [&str; 6] = ["gateway", "cart", "inventory", "payments", "notifications", "shipping"];
-/// Spans (and log lines) per checkout trace: one per service plus the inventory database query.
-pub const SPANS_PER_TRACE: u64 = 7;
+/// Spans (and log lines) per checkout trace: the gateway's SERVER span, a CLIENT and a SERVER span per call to the
+/// five other services, and the inventory database query.
+pub const SPANS_PER_TRACE: u64 = 12;
+/// Which step of the plan fails in an error trace: the gateway's call to payments, payments' `Charge`, and the
+/// checkout itself.
+const FAILING_STEPS: [usize; 3] = [0, 6, 7];
+/// The step of the database query.
+const QUERY_STEP: usize = 5;
 /// How long a slow trace's inventory query takes.
 pub const SLOW_QUERY: Duration = Duration::from_millis(2500);
 
@@ -85,19 +93,26 @@ pub(super) fn build(
         let total = slow + 180_000_000;
         let start = end - total;
         let ids: Vec<Vec<u8>> = (0..SPANS_PER_TRACE).map(|_| rng.u64(1..).to_be_bytes().to_vec()).collect();
-        let plan: [Step; 7] = [
-            (0, "POST /checkout", span::SpanKind::Server as i32, None, 0, total),
-            (1, "GetCart", span::SpanKind::Server as i32, Some(0), 5_000_000, 20_000_000),
-            (2, "ReserveStock", span::SpanKind::Server as i32, Some(0), 30_000_000, slow + 10_000_000),
-            (2, "SELECT stock", span::SpanKind::Client as i32, Some(2), 33_000_000, slow),
-            (3, "Charge", span::SpanKind::Server as i32, Some(0), slow + 45_000_000, 80_000_000),
-            (4, "SendConfirmation", span::SpanKind::Server as i32, Some(0), slow + 130_000_000, 20_000_000),
-            (5, "CreateShipment", span::SpanKind::Server as i32, Some(0), slow + 155_000_000, 20_000_000),
+        let (client, server) = (span::SpanKind::Client as i32, span::SpanKind::Server as i32);
+        // A call: the gateway's CLIENT span starts 1 ms before and ends 1 ms after the callee's SERVER span.
+        let plan: [Step; 12] = [
+            (0, "POST /checkout", server, None, 0, total),
+            (0, "GET cart", client, Some(0), 4_000_000, 22_000_000),
+            (1, "GetCart", server, Some(1), 5_000_000, 20_000_000),
+            (0, "POST inventory/reserve", client, Some(0), 29_000_000, slow + 12_000_000),
+            (2, "ReserveStock", server, Some(3), 30_000_000, slow + 10_000_000),
+            (2, "SELECT stock", client, Some(4), 33_000_000, slow),
+            (0, "POST payments/charge", client, Some(0), slow + 44_000_000, 82_000_000),
+            (3, "Charge", server, Some(6), slow + 45_000_000, 80_000_000),
+            (0, "POST notifications/send", client, Some(0), slow + 129_000_000, 22_000_000),
+            (4, "SendConfirmation", server, Some(8), slow + 130_000_000, 20_000_000),
+            (0, "POST shipping/create", client, Some(0), slow + 154_000_000, 22_000_000),
+            (5, "CreateShipment", server, Some(10), slow + 155_000_000, 20_000_000),
         ];
         for (i, (service, name, kind, parent, offset, duration)) in plan.into_iter().enumerate() {
-            let failed = checkout.error && (i == 4 || i == 0);
+            let failed = checkout.error && FAILING_STEPS.contains(&i);
             let mut attributes = vec![text("order.id", &hex::encode(&checkout.trace_id[..6]))];
-            if i == 3 {
+            if i == QUERY_STEP {
                 attributes.push(text("db.system", "postgresql"));
                 attributes.push(text("db.query.text", "SELECT quantity FROM stock WHERE sku = $1 FOR UPDATE"));
             }
@@ -128,7 +143,9 @@ pub(super) fn build(
                 (true, _) => {
                     (17, format!("{name} failed: card declined for order {}", hex::encode(&checkout.trace_id[..6])))
                 }
-                (false, 3) if checkout.slow => (13, format!("slow query: SELECT stock took {} ms", slow / 1_000_000)),
+                (false, QUERY_STEP) if checkout.slow => {
+                    (13, format!("slow query: SELECT stock took {} ms", slow / 1_000_000))
+                }
                 _ => (9, format!("{name} ok")),
             };
             logs[service].push(LogRecord {

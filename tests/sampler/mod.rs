@@ -7,3 +7,4 @@ mod faults;
 mod invalid;
 mod rebalance;
 mod resample;
+mod service_graph;

@@ -11,7 +11,7 @@ mod attributes;
 mod config;
 mod probabilistic;
 mod rate;
-mod trace;
+pub(crate) mod trace;
 
 use std::collections::HashSet;
 

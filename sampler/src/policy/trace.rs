@@ -55,7 +55,7 @@ impl<'a> TraceView<'a> {
 }
 
 /// The attributes of `span` whose key is `key`, each decoded; the others are only looked at.
-fn span_attributes<'s>(span: &'s [u8], key: &'s str) -> impl Iterator<Item = KeyValue> + 's {
+pub(crate) fn span_attributes<'s>(span: &'s [u8], key: &'s str) -> impl Iterator<Item = KeyValue> + 's {
     Fields::new(span)
         .map_while(Result::ok)
         .filter(|f| f.number == ATTRIBUTES && f.wire_type == WireType::LengthDelimited)
