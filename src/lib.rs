@@ -9,6 +9,7 @@ pub mod config;
 pub mod embedded_broker;
 pub mod loadgen;
 pub mod redact;
+pub mod reload;
 pub mod resample;
 pub mod telemetry;
 
@@ -50,8 +51,9 @@ pub enum Role {
     },
 }
 
-/// Runs `role` until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
+/// Runs `role` until SIGTERM or SIGINT, then shuts down gracefully. `path` is the configuration file, watched for
+/// new sampler policies (and read again on SIGHUP) by a role that runs a sampler.
+pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
@@ -83,9 +85,17 @@ pub async fn run(role: Role, mut config: Config) -> anyhow::Result<()> {
         false => None,
     };
     let sampler = match runs_sampler {
-        true => Some(
-            Sampler::build(&config.sampler, &config.kafka, SAMPLER_GROUP).await.context("cannot start the sampler")?,
-        ),
+        true => {
+            let mut sampler = Sampler::build(&config.sampler, &config.kafka, SAMPLER_GROUP)
+                .await
+                .context("cannot start the sampler")?;
+            if let Some(path) = path {
+                let (updates, receiver) = tokio::sync::watch::channel(config.sampler.clone());
+                sampler.reload_from(receiver);
+                tokio::spawn(reload::watch(path, config.clone(), updates, shutdown.clone()));
+            }
+            Some(sampler)
+        }
         false => None,
     };
 

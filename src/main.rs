@@ -166,7 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(tailgate::run(role, config));
+    let result = runtime.block_on(tailgate::run(role, config, path.cloned()));
     let code = match result {
         Ok(()) => 0,
         Err(error) => {

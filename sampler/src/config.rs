@@ -19,6 +19,10 @@ pub struct SamplerConfig {
     pub decision_wait_after_root: Option<Duration>,
     /// Add `tailsampling.policy` (the name of the policy that kept the trace) to every kept span.
     pub record_policy: bool,
+    /// Keep every trace, and mark each span with what the policies would have decided
+    /// (`tailgate.sampler.would_keep`, `tailgate.sampler.would_keep_policy`), counted in
+    /// `tailgate_sampler_dry_run_traces_total`: to try policies before they drop data. Reloadable.
+    pub dry_run: bool,
     /// Policies, in the OpenTelemetry Collector's `tail_sampling` schema: for every tenant without its own.
     pub policies: Vec<PolicyConfig>,
     /// Policies of their own for some tenants, by tenant ID: `{ payments: { policies: [...] } }`.
@@ -51,6 +55,7 @@ impl Default for SamplerConfig {
             decision_wait: Duration::from_secs(10),
             decision_wait_after_root: None,
             record_policy: false,
+            dry_run: false,
             policies: default_policies(),
             tenants: BTreeMap::new(),
             max_buffered_bytes: ByteSize::mib(512),

@@ -22,7 +22,7 @@ pub mod service_graph;
 pub mod tenant;
 mod worker;
 
-pub use annotate::{Marks, POLICY_ATTRIBUTE};
+pub use annotate::{Marks, POLICY_ATTRIBUTE, WOULD_KEEP_ATTRIBUTE, WOULD_POLICY_ATTRIBUTE};
 pub use config::SamplerConfig;
 pub use metrics::{SamplerStats, METRICS};
 pub use output::split_kept;

@@ -23,6 +23,13 @@ pub const RED_OVERFLOW_SPANS: &str = "tailgate_sampler_red_overflow_spans_total"
 /// Calls counted in the service graph's overflow series because their partition reached
 /// `max_edges_per_partition`.
 pub const SERVICE_GRAPH_OVERFLOW: &str = "tailgate_sampler_service_graph_overflow_calls_total";
+/// Dry run (`sampler.dry_run`): traces by what the policies would have done (`would` = keep or drop) and the
+/// policy that would have kept them.
+pub const DRY_RUN_TRACES: &str = "tailgate_sampler_dry_run_traces_total";
+/// The generation of the running policies: 1 at start, one more for each reload that was taken.
+pub const CONFIG_GENERATION: &str = "tailgate_sampler_config_generation";
+/// Reloads refused because the new configuration was invalid (the running policies stay).
+pub const CONFIG_RELOAD_FAILURES: &str = "tailgate_sampler_config_reload_failures_total";
 /// Records whose timestamp was ahead of the wall clock, taken as now.
 pub const CLAMPED_TIMESTAMPS: &str = "tailgate_sampler_clamped_timestamps_total";
 /// Records behind the partition's end, by `partition`, as librdkafka's statistics report it.
@@ -43,6 +50,9 @@ pub const METRICS: &[&str] = &[
     CLAMPED_TIMESTAMPS,
     RED_OVERFLOW_SPANS,
     SERVICE_GRAPH_OVERFLOW,
+    DRY_RUN_TRACES,
+    CONFIG_GENERATION,
+    CONFIG_RELOAD_FAILURES,
     INVALID_SPANS,
     DECISION_CACHE_EVICTIONS,
     CONSUMER_LAG,
@@ -71,6 +81,16 @@ pub fn describe() {
     describe_counter!(
         RED_OVERFLOW_SPANS,
         "Spans counted in the RED overflow series (otel.metric.overflow=true): a partition reached its series limit."
+    );
+    describe_counter!(
+        DRY_RUN_TRACES,
+        "Dry run: traces kept whatever the policies say, by what they would have done (would=keep|drop) and the \
+         policy that would have kept them."
+    );
+    describe_gauge!(CONFIG_GENERATION, "Generation of the running policies: 1 at start, +1 per reload taken.");
+    describe_counter!(
+        CONFIG_RELOAD_FAILURES,
+        "Policy reloads refused because the new configuration was invalid; the running policies stay."
     );
     describe_counter!(
         SERVICE_GRAPH_OVERFLOW,

@@ -142,6 +142,19 @@ pub struct Window {
     pub to_ms: i64,
 }
 
+/// The keeping policy recorded for a trace a dry run kept though its policies would have dropped it.
+const DRY_RUN_POLICY: &str = "dry_run";
+
+/// The next configuration sent on `updates`; never, if there is no sender (any more).
+async fn next_update(updates: &mut Option<tokio::sync::watch::Receiver<SamplerConfig>>) -> SamplerConfig {
+    if let Some(receiver) = updates {
+        if receiver.changed().await.is_ok() {
+            return receiver.borrow_and_update().clone();
+        }
+    }
+    std::future::pending().await
+}
+
 /// Why a trace is decided now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
@@ -169,6 +182,10 @@ pub struct Sampler {
     prior: Arc<Mutex<Decisions>>,
     /// In a resample: the partitions still being read.
     reading: std::collections::HashSet<i32>,
+    /// New policies, from a configuration reload.
+    updates: Option<tokio::sync::watch::Receiver<SamplerConfig>>,
+    /// The running policies' generation: 1, and one more per reload taken.
+    generation: u64,
 }
 
 impl Sampler {
@@ -306,7 +323,46 @@ impl Sampler {
             window: mode.ok(),
             prior,
             reading,
+            updates: None,
+            generation: 1,
         })
+    }
+
+    /// Takes new policies from `updates` while running: `policies`, `tenants`, `dry_run` and `record_policy`
+    /// (validated by the sender). Traces decided stand; traces still buffered are decided by the new policies. The
+    /// generation is `tailgate_sampler_config_generation`.
+    pub fn reload_from(&mut self, updates: tokio::sync::watch::Receiver<SamplerConfig>) {
+        self.updates = Some(updates);
+    }
+
+    fn reload(&mut self, new: SamplerConfig) {
+        let built = Policies::build(&new.policies).and_then(|policies| {
+            let mut tenants = HashMap::new();
+            for (tenant, own) in &new.tenants {
+                let Ok(id) = crate::tenant::intern(Some(tenant)) else { continue };
+                tenants.insert(id, Policies::build(&own.policies)?);
+            }
+            Ok((policies, tenants))
+        });
+        match built {
+            Ok((policies, tenants)) => {
+                self.policies = policies;
+                self.tenant_policies = tenants;
+                self.config.policies = new.policies;
+                self.config.tenants = new.tenants;
+                self.config.dry_run = new.dry_run;
+                self.config.record_policy = new.record_policy;
+                self.generation += 1;
+                metrics::gauge!(CONFIG_GENERATION).set(self.generation as f64);
+                tracing::info!(generation = self.generation, dry_run = self.config.dry_run,
+                    policies = ?self.config.policies.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+                    "sampler policies reloaded");
+            }
+            Err(problems) => {
+                metrics::counter!(CONFIG_RELOAD_FAILURES).increment(1);
+                tracing::error!(%problems, "new sampler policies refused; the running ones stay");
+            }
+        }
     }
 
     pub fn stats(&self) -> Arc<SamplerStats> {
@@ -316,6 +372,8 @@ impl Sampler {
     /// Consumes until `shutdown`, then, within `grace`, lets output in flight finish, commits what is settled and
     /// leaves the group. Undecided traces stay uncommitted: the next owner re-reads them.
     pub async fn run(mut self, shutdown: CancellationToken, grace: Duration) -> Result<(), SamplerError> {
+        let mut updates = self.updates.take();
+        metrics::gauge!(CONFIG_GENERATION).set(self.generation as f64);
         let mut tick = tokio::time::interval(TICK);
         let mut last_commit = Instant::now();
         let mut last_red = Instant::now();
@@ -342,6 +400,7 @@ impl Sampler {
                     None => break,
                 },
                 Some(settled) = self.settled_rx.recv() => self.on_settled(settled),
+                new = next_update(&mut updates) => self.reload(new),
                 _ = tick.tick() => {
                     paused = self.apply_backpressure(paused);
                     if self.window.is_none() {
@@ -618,26 +677,41 @@ impl Sampler {
                     }
                 }
                 let verdict = policies.decide(&TraceView::new(&trace_id, &trace), clock);
-                decisions.insert(trace_id, verdict.keep);
+                // A dry run keeps every trace and says what the policies would have done.
+                let dry_run = self.config.dry_run;
+                if dry_run {
+                    let would = if verdict.keep { "keep" } else { "drop" };
+                    let policy = verdict.policy.clone().unwrap_or_default();
+                    metrics::counter!(DRY_RUN_TRACES, "would" => would, "policy" => policy).increment(1);
+                }
+                let keep = verdict.keep || dry_run;
+                decisions.insert(trace_id, keep);
                 self.stats.traces_decided.fetch_add(1, Ordering::Relaxed);
-                if verdict.keep {
+                if keep {
                     self.stats.traces_kept.fetch_add(1, Ordering::Relaxed);
                     self.stats.spans_kept.fetch_add(trace.spans as u64, Ordering::Relaxed);
                 }
-                let outcome = if verdict.keep { "kept" } else { "dropped" };
-                let policy = verdict.policy.clone().unwrap_or_default();
-                metrics::counter!(TRACES, "decision" => outcome, "policy" => policy).increment(1);
+                let outcome = if keep { "kept" } else { "dropped" };
+                let keeper = match (&verdict.policy, dry_run) {
+                    (Some(policy), _) => policy.clone(),
+                    (None, true) => DRY_RUN_POLICY.to_owned(),
+                    (None, false) => String::new(),
+                };
+                metrics::counter!(TRACES, "decision" => outcome, "policy" => keeper.clone()).increment(1);
                 metrics::counter!(SPANS, "decision" => outcome).increment(trace.spans as u64);
-                let output = verdict.keep.then(|| {
-                    let policy = verdict.policy.as_deref().unwrap_or_default();
-                    let marks = Marks::new(self.config.record_policy.then_some(policy), verdict.probabilistic);
+                let output = keep.then(|| {
+                    let marks = if dry_run {
+                        Marks::dry_run(verdict.keep, verdict.policy.as_deref())
+                    } else {
+                        Marks::new(self.config.record_policy.then_some(keeper.as_str()), verdict.probabilistic)
+                    };
                     trace.encode(|span, out| marks.write_span(span, out))
                 });
                 // A resample records no decision: the live sampler's stand.
                 let decision = self
                     .window
                     .is_none()
-                    .then(|| (trace_id, Decision { keep: verdict.keep, policy: verdict.policy.unwrap_or_default() }));
+                    .then(|| (trace_id, Decision { keep, policy: if keep { keeper } else { String::new() } }));
                 owned.state.buffer.unsettled_output += 1;
                 let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
                 to_emit.push((settled, trace_id.tenant, output, decision));

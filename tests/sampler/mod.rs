@@ -5,6 +5,7 @@ mod decisions_topic;
 mod e2e;
 mod faults;
 mod invalid;
+mod policy_changes;
 mod rebalance;
 mod resample;
 mod service_graph;
