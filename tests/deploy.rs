@@ -209,6 +209,13 @@ fn hosts_and_ports_agree_between_compose_pipeline_prometheus_nginx_and_grafana()
     let jaeger = list.iter().find(|d| d["type"] == "jaeger").unwrap();
     assert!(uids.contains(jaeger["jsonData"]["tracesToLogsV2"]["datasourceUid"].as_str().unwrap()));
     assert!(jaeger["jsonData"]["tracesToLogsV2"]["query"].as_str().unwrap().contains("trace_id"));
+    // Exemplars on the RED latency panel open the trace in Jaeger.
+    let prometheus = list.iter().find(|d| d["type"] == "prometheus").unwrap();
+    let destination = &prometheus["jsonData"]["exemplarTraceIdDestinations"][0];
+    assert_eq!(
+        (destination["name"].as_str(), destination["datasourceUid"].as_str()),
+        (Some("trace_id"), jaeger["uid"].as_str())
+    );
     let loki = list.iter().find(|d| d["type"] == "loki").unwrap();
     assert!(uids.contains(loki["jsonData"]["derivedFields"][0]["datasourceUid"].as_str().unwrap()));
     assert_eq!(

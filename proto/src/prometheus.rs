@@ -9,13 +9,28 @@ pub struct WriteRequest {
     pub timeseries: Vec<TimeSeries>,
 }
 
-/// `prometheus.TimeSeries`: labels sorted by name, samples in timestamp order.
+/// `prometheus.TimeSeries`: labels sorted by name, samples in timestamp order, and exemplars (stored by a
+/// Prometheus run with `--enable-feature=exemplar-storage`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TimeSeries {
     #[prost(message, repeated, tag = "1")]
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// `prometheus.Exemplar`: a sample of the series that links to a trace — its labels (`trace_id`, `span_id`), the
+/// observed value, and the time in milliseconds since the Unix epoch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 /// `prometheus.Label`.

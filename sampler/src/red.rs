@@ -19,14 +19,16 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, metric, number_data_point, AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, status};
 use serde::{Deserialize, Serialize};
 use tailgate_config::{Duration, Problems};
 use tailgate_proto::wire::{Scanned, SpanFields};
+
+use crate::buffer::PendingTrace;
 
 pub const CALLS: &str = "traces.span.metrics.calls";
 pub const DURATION: &str = "traces.span.metrics.duration";
@@ -92,6 +94,10 @@ struct Series {
     calls: u64,
     bucket_counts: Vec<u64>,
     sum_ms: f64,
+    /// Per bucket, the newest span of a kept trace that fell in it, not yet written out.
+    exemplars: Vec<Option<Exemplar>>,
+    /// The newest span of a kept trace of the series, for the call counter.
+    calls_exemplar: Option<Exemplar>,
 }
 
 /// Distinct (name, kind, status) summed locally per resource of a record before reaching the series map.
@@ -100,7 +106,7 @@ const LOCAL_SERIES: usize = 32;
 impl Series {
     /// Empty, for histogram bounds of `buckets` entries (plus the +Inf bucket).
     fn new(buckets: usize) -> Self {
-        Series { bucket_counts: vec![0; buckets + 1], ..Default::default() }
+        Series { bucket_counts: vec![0; buckets + 1], exemplars: vec![None; buckets + 1], ..Default::default() }
     }
 
     fn observe(&mut self, duration_ms: f64, bounds_ms: &[f64]) {
@@ -136,14 +142,7 @@ impl RedMetrics {
         let mut overflowed = 0;
         for rs in &request.resources {
             let resource = rs.decode_resource();
-            let service = resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(s) => Some(s.as_str()),
-                    _ => None,
-                })
-                .unwrap_or("unknown_service");
+            let service = service_name(resource.as_ref());
             // Summed per (name, kind, status) within the resource first: a record's spans share few names, and
             // a series key (two strings) is then built once per name, not once per span.
             let mut local: Vec<(&str, i32, i32, Series)> = Vec::new();
@@ -200,8 +199,50 @@ impl RedMetrics {
         self.series.is_empty()
     }
 
-    /// The cumulative series as an OTLP request, one resource per service.
-    pub fn export(&self, instance: &str, partition: i32, now_ns: u64) -> ExportMetricsServiceRequest {
+    /// Makes the spans of a kept trace the exemplars of their series: each span becomes the newest exemplar of its
+    /// duration bucket and of its call counter, so an exemplar always opens a trace that was kept. Returns the spans
+    /// that found their series (one past the series limit counted only in the overflow series finds none).
+    pub fn exemplify(&mut self, trace: &PendingTrace) -> u64 {
+        let mut set = 0;
+        for (resource, bytes) in trace.encoded_spans() {
+            let span = SpanFields::read(bytes);
+            let key = Key {
+                service: service_name(resource).to_owned(),
+                span: span.name().to_owned(),
+                kind: span.kind,
+                status: span.status_code,
+                overflow: false,
+            };
+            let Some(series) = self.series.get_mut(&key) else { continue };
+            let duration_ms = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
+            let exemplar = Exemplar {
+                time_unix_nano: span.end_time_unix_nano,
+                span_id: span.span_id.to_vec(),
+                trace_id: span.trace_id.to_vec(),
+                value: Some(exemplar::Value::AsDouble(duration_ms)),
+                ..Default::default()
+            };
+            let bucket =
+                self.buckets_ms.iter().position(|bound| duration_ms <= *bound).unwrap_or(self.buckets_ms.len());
+            series.exemplars[bucket] = Some(exemplar.clone());
+            series.calls_exemplar = Some(exemplar);
+            set += 1;
+        }
+        set
+    }
+
+    /// The cumulative series as an OTLP request, one resource per service, with the exemplars set since the last
+    /// export (each written once).
+    pub fn export(&mut self, instance: &str, partition: i32, now_ns: u64) -> ExportMetricsServiceRequest {
+        let request = self.request(instance, partition, now_ns);
+        for series in self.series.values_mut() {
+            series.exemplars.iter_mut().for_each(|e| *e = None);
+            series.calls_exemplar = None;
+        }
+        request
+    }
+
+    fn request(&self, instance: &str, partition: i32, now_ns: u64) -> ExportMetricsServiceRequest {
         let mut by_service: HashMap<&str, Vec<(&Key, &Series)>> = HashMap::new();
         for (key, series) in &self.series {
             by_service.entry(key.service.as_str()).or_default().push((key, series));
@@ -231,6 +272,7 @@ impl RedMetrics {
                         start_time_unix_nano: self.start_ns,
                         time_unix_nano: now_ns,
                         value: Some(number_data_point::Value::AsInt(s.calls as i64)),
+                        exemplars: s.calls_exemplar.iter().cloned().collect(),
                         ..Default::default()
                     })
                     .collect();
@@ -244,6 +286,7 @@ impl RedMetrics {
                         sum: Some(s.sum_ms),
                         bucket_counts: s.bucket_counts.clone(),
                         explicit_bounds: self.buckets_ms.clone(),
+                        exemplars: s.exemplars.iter().flatten().cloned().collect(),
                         ..Default::default()
                     })
                     .collect();
@@ -300,6 +343,17 @@ pub fn series_instance(instance: &str, partition: i32) -> String {
     format!("{instance}/{partition}")
 }
 
+/// A resource's `service.name`, as RED series and exemplars key it.
+fn service_name(resource: Option<&Resource>) -> &str {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or("unknown_service")
+}
+
 fn kind_name(kind: i32) -> &'static str {
     match span::SpanKind::try_from(kind).unwrap_or(span::SpanKind::Unspecified) {
         span::SpanKind::Unspecified => "SPAN_KIND_UNSPECIFIED",
@@ -331,6 +385,54 @@ mod tests {
     fn record(red: &mut RedMetrics, request: &[ResourceSpans]) -> u64 {
         let bytes = ExportTraceServiceRequest { resource_spans: request.to_vec() }.encode_to_vec();
         red.record(&WireSignal::Traces.scan(&bytes).unwrap())
+    }
+
+    /// A kept trace's spans become the exemplars of their series, written once.
+    #[test]
+    fn kept_spans_become_exemplars_written_once() {
+        let span = |id: u8, ms: u64| Span {
+            trace_id: vec![9; 16],
+            span_id: vec![id; 8],
+            name: "charge".to_owned(),
+            kind: 2,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_000_000_000 + ms * 1_000_000,
+            ..Default::default()
+        };
+        let request = vec![ResourceSpans {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("payments".into())) }),
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans: vec![span(1, 3), span(2, 30)], ..Default::default() }],
+            ..Default::default()
+        }];
+        let mut red = RedMetrics::new(&[10.0, 100.0], 1, 1000);
+        record(&mut red, &request);
+        assert_eq!(red.exemplify(&crate::buffer::pending(&request)), 2);
+        let exported = red.export("w1", 0, 2);
+        let metrics = &exported.resource_metrics[0].scope_metrics[0].metrics;
+        let Some(metric::Data::Histogram(durations)) = &metrics[1].data else { panic!("a histogram") };
+        let values: Vec<f64> = durations.data_points[0]
+            .exemplars
+            .iter()
+            .map(|e| match e.value {
+                Some(exemplar::Value::AsDouble(v)) => v,
+                _ => f64::NAN,
+            })
+            .collect();
+        assert_eq!(values, [3.0, 30.0], "one per bucket");
+        let Some(metric::Data::Sum(calls)) = &metrics[0].data else { panic!("a sum") };
+        assert_eq!(calls.data_points[0].exemplars[0].span_id, vec![2; 8], "the newest on the counter");
+        let again = red.export("w1", 0, 3);
+        let Some(metric::Data::Histogram(durations)) = &again.resource_metrics[0].scope_metrics[0].metrics[1].data
+        else {
+            panic!("a histogram")
+        };
+        assert!(durations.data_points[0].exemplars.is_empty(), "written once");
     }
 
     #[test]

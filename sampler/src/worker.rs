@@ -686,6 +686,12 @@ impl Sampler {
                 }
                 let keep = verdict.keep || dry_run;
                 decisions.insert(trace_id, keep);
+                if keep {
+                    // Exemplars only ever open a trace that was kept.
+                    if let Some(red) = owned.state.red.get_mut(&trace_id.tenant) {
+                        red.exemplify(&trace);
+                    }
+                }
                 self.stats.traces_decided.fetch_add(1, Ordering::Relaxed);
                 if keep {
                     self.stats.traces_kept.fetch_add(1, Ordering::Relaxed);
@@ -759,12 +765,12 @@ impl Sampler {
         let now_ns = now_ms() as u64 * 1_000_000;
         let requests = self
             .partitions()
-            .iter()
+            .iter_mut()
             .flat_map(|(partition, owned)| {
                 let red = owned
                     .state
                     .red
-                    .iter()
+                    .iter_mut()
                     .filter(|(_, red)| !red.is_empty())
                     .map(move |(tenant, red)| (*tenant, red.export(&self.instance, partition, now_ns)));
                 let graph = owned

@@ -1,6 +1,7 @@
 //! The exporters: Kafka topics in, Jaeger, Prometheus remote-write and Loki out.
 
 mod delivery;
+mod exemplars;
 mod faults;
 mod refusals;
 mod scrape;

@@ -363,6 +363,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-remote-write-receiver")
+            .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -397,6 +398,20 @@ impl Prometheus {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// The exemplars of `selector` in the last hour: the `data` array of `/api/v1/query_exemplars`.
+    pub async fn exemplars(&self, selector: &str) -> Vec<serde_json::Value> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            percent_encode(selector),
+            now - 3600,
+            now + 3600
+        );
+        let json = super::http::request(self.addr, "GET", &path, &[], b"").await.json();
+        assert_eq!(json["status"], "success", "{json}");
+        json["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// An instant query; the `data.result` array.

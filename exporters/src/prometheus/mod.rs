@@ -37,7 +37,7 @@ use crate::delivery::Tenant;
 
 pub use config::PrometheusConfig;
 pub use naming::{metric_name, Kind};
-pub use points::{Families, Family, Series};
+pub use points::{Exemplars, Families, Family, Series, Translated};
 pub use translate::{Translation, Translator};
 pub use transport::transport;
 
@@ -64,14 +64,21 @@ impl Prometheus {
 }
 
 impl Backend for Prometheus {
-    type Items = Series;
+    type Items = Translated;
 
-    fn add(&mut self, items: &mut Series, partition: i32, tenant: &Tenant, payload: &[u8]) -> Result<Batch, String> {
+    fn add(
+        &mut self,
+        items: &mut Translated,
+        partition: i32,
+        tenant: &Tenant,
+        payload: &[u8],
+    ) -> Result<Batch, String> {
         self.translator.add(items, None, partition, tenant, payload)
     }
 
-    fn encode(&mut self, items: Series) -> Bytes {
-        let timeseries = items
+    fn encode(&mut self, items: Translated) -> Bytes {
+        let Translated { series, mut exemplars } = items;
+        let timeseries = series
             .into_iter()
             .map(|(labels, mut samples)| {
                 // One series' samples go out in timestamp order; a repeated timestamp keeps its last value.
@@ -83,7 +90,8 @@ impl Backend for Prometheus {
                     }
                     same
                 });
-                TimeSeries { labels, samples }
+                let exemplars = exemplars.remove(&labels).unwrap_or_default();
+                TimeSeries { labels, samples, exemplars }
             })
             .collect();
         snappy(&WriteRequest { timeseries }.encode_to_vec())
@@ -127,11 +135,11 @@ mod tests {
 
     /// The cumulative values `records` of `partition` become, in order.
     fn cumulative(backend: &mut Prometheus, partition: i32, records: &[Vec<u8>]) -> Vec<f64> {
-        let mut items = Series::new();
+        let mut items = Translated::default();
         for record in records {
             backend.add(&mut items, partition, &None, record).unwrap();
         }
-        items.into_values().flatten().map(|s| s.value).collect()
+        items.series.into_values().flatten().map(|s| s.value).collect()
     }
 
     /// After a rebalance the records since the last commit are read again (by this exporter or another): the
@@ -198,12 +206,81 @@ mod tests {
 
     /// The request body a batch becomes, uncompressed, and its series.
     fn translated(backend: &mut Prometheus, record: &[u8]) -> (Batch, usize, WriteRequest) {
-        let mut items = Series::new();
+        let mut items = Translated::default();
         let batch = backend.add(&mut items, 0, &None, record).unwrap();
         let body = backend.encode(items);
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let request = WriteRequest::decode(raw.as_slice()).unwrap();
         (batch, raw.len(), request)
+    }
+
+    /// Exemplars go where Prometheus looks for them: a counter's on its `_total` series, a histogram's on the
+    /// `_bucket` series whose bound holds the value (the largest on `+Inf`), with the trace and span IDs as labels.
+    #[test]
+    fn exemplars_go_on_the_counter_and_on_the_bucket_that_holds_them() {
+        use opentelemetry_proto::tonic::metrics::v1::{exemplar, Exemplar, Histogram, HistogramDataPoint};
+        let exemplar = |value: f64, id: u8| Exemplar {
+            time_unix_nano: 2_000_000_000,
+            span_id: vec![id; 8],
+            trace_id: vec![id; 16],
+            value: Some(exemplar::Value::AsDouble(value)),
+            ..Default::default()
+        };
+        let histogram = Metric {
+            name: "latency".into(),
+            unit: "ms".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    time_unix_nano: 2_000_000_000,
+                    count: 3,
+                    sum: Some(10.0),
+                    bucket_counts: vec![1, 1, 1],
+                    explicit_bounds: vec![1.0, 5.0],
+                    exemplars: vec![exemplar(7.0, 2), exemplar(0.5, 1)],
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            })),
+            ..Default::default()
+        };
+        let counter = Metric {
+            name: "calls".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: 2_000_000_000,
+                    value: Some(number_data_point::Value::AsInt(3)),
+                    exemplars: vec![exemplar(4.0, 3)],
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let mut backend = Prometheus::new(PrometheusConfig::default());
+        let (_, _, request) = translated(&mut backend, &record(histogram));
+        let (_, _, counters) = translated(&mut backend, &record(counter));
+        let with_exemplars: Vec<(String, Option<String>, f64, String)> = request
+            .timeseries
+            .iter()
+            .chain(&counters.timeseries)
+            .flat_map(|s| {
+                let get = |name: &str| s.labels.iter().find(|l| l.name == name).map(|l| l.value.clone());
+                s.exemplars.iter().map(move |e| {
+                    let trace = e.labels.iter().find(|l| l.name == "trace_id").unwrap().value.clone();
+                    (get("__name__").unwrap(), get("le"), e.value, trace)
+                })
+            })
+            .collect();
+        assert_eq!(
+            with_exemplars,
+            [
+                // Series in label order: `+Inf` sorts before `1`.
+                ("latency_milliseconds_bucket".into(), Some("+Inf".into()), 7.0, "02".repeat(16)),
+                ("latency_milliseconds_bucket".into(), Some("1".into()), 0.5, "01".repeat(16)),
+                ("calls_total".into(), None, 4.0, "03".repeat(16)),
+            ]
+        );
     }
 
     /// One exponential histogram point of 100 000 buckets (a byte each in the record) would be 100 000 series with

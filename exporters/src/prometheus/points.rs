@@ -5,10 +5,11 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
+use opentelemetry_proto::tonic::metrics::v1 as otlp;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, ExponentialHistogramDataPoint, Metric, NumberDataPoint,
 };
-use tailgate_proto::prometheus::{Label, Sample, STALE_NAN};
+use tailgate_proto::prometheus::{Exemplar, Label, Sample, STALE_NAN};
 
 use super::labels::{point_labels, series};
 use super::naming::{metric_name, Kind};
@@ -20,9 +21,19 @@ use crate::delivery::Tenant;
 /// Series → samples, labels sorted by name (`__name__` among them).
 pub type Series = BTreeMap<Vec<Label>, Vec<Sample>>;
 
+/// Exemplars by series: a counter's own, a histogram's on the `_bucket` series whose bound holds the value.
+pub type Exemplars = BTreeMap<Vec<Label>, Vec<Exemplar>>;
+
+/// What records translate into: series with their samples, and the exemplars of some of them.
+#[derive(Debug, Default)]
+pub struct Translated {
+    pub series: Series,
+    pub exemplars: Exemplars,
+}
+
 /// One record's translation: the batch's series it adds to, and the backend's running totals of delta sums.
 pub struct Out<'a> {
-    pub items: &'a mut Series,
+    pub items: &'a mut Translated,
     pub batch: Batch,
     pub totals: &'a mut DeltaTotals,
     /// The record's partition and tenant, which its delta totals belong to.
@@ -52,6 +63,8 @@ pub const MAX_EXPONENTIAL_BUCKETS: usize = 160;
 
 /// What a sample adds to a remote-write body: a double, a varint timestamp, their tags and length.
 const SAMPLE_BYTES: usize = 20;
+/// What an exemplar adds: two labels of hex IDs, a value and a timestamp.
+const EXEMPLAR_BYTES: usize = 96;
 
 impl Out<'_> {
     /// Translates one metric; returns the latest point time seen (Unix nanoseconds).
@@ -94,6 +107,9 @@ impl Out<'_> {
                             }
                         }
                     }
+                    if kind == Kind::Counter {
+                        self.exemplars(&labels, &point.exemplars);
+                    }
                     self.push(labels, ms(point.time_unix_nano), value);
                 }
             }
@@ -120,6 +136,7 @@ impl Out<'_> {
                         buckets,
                         point.count,
                         point.sum,
+                        &point.exemplars,
                     );
                 }
             }
@@ -145,6 +162,7 @@ impl Out<'_> {
                         buckets.into_iter(),
                         point.count,
                         point.sum,
+                        &point.exemplars,
                     );
                 }
             }
@@ -182,17 +200,31 @@ impl Out<'_> {
         buckets: impl Iterator<Item = (f64, u64)>,
         count: u64,
         sum: Option<f64>,
+        exemplars: &[otlp::Exemplar],
     ) {
         let t = ms(time_unix_nano);
         let stale = flags & 1 != 0;
         let v = |value: f64| if stale { f64::from_bits(STALE_NAN) } else { value };
         let bucket = format!("{name}_bucket");
+        // Each exemplar goes on the first bucket whose bound holds its value.
+        let mut waiting: Vec<&otlp::Exemplar> = exemplars.iter().collect();
+        waiting.sort_by(|a, b| exemplar_value(a).total_cmp(&exemplar_value(b)));
+        let mut waiting = waiting.as_slice();
         let mut cumulative = 0u64;
         for (bound, n) in buckets {
             cumulative = cumulative.saturating_add(n);
-            self.push(series(point, &bucket, Some(("le", format_float(bound)))), t, v(cumulative as f64));
+            let labels = series(point, &bucket, Some(("le", format_float(bound))));
+            let held = waiting.iter().take_while(|e| exemplar_value(e) <= bound).count();
+            if held > 0 {
+                let (these, rest) = waiting.split_at(held);
+                self.exemplar_list(&labels, these);
+                waiting = rest;
+            }
+            self.push(labels, t, v(cumulative as f64));
         }
-        self.push(series(point, &bucket, Some(("le", "+Inf".into()))), t, v(count as f64));
+        let labels = series(point, &bucket, Some(("le", "+Inf".into())));
+        self.exemplar_list(&labels, waiting);
+        self.push(labels, t, v(count as f64));
         if let Some(sum) = sum {
             self.push(series(point, &format!("{name}_sum"), None), t, v(sum));
         }
@@ -237,7 +269,7 @@ impl Out<'_> {
 
     fn push(&mut self, labels: Vec<Label>, timestamp: i64, value: f64) {
         let sample = Sample { value, timestamp };
-        match self.items.entry(labels) {
+        match self.items.series.entry(labels) {
             Entry::Occupied(mut series) => series.get_mut().push(sample),
             Entry::Vacant(series) => {
                 self.batch.bytes += series_bytes(series.key());
@@ -248,8 +280,42 @@ impl Out<'_> {
         self.batch.items += 1;
     }
 
+    /// Adds a point's exemplars to `labels`' series.
+    fn exemplars(&mut self, labels: &[Label], exemplars: &[otlp::Exemplar]) {
+        let all: Vec<&otlp::Exemplar> = exemplars.iter().collect();
+        self.exemplar_list(labels, &all);
+    }
+
+    fn exemplar_list(&mut self, labels: &[Label], exemplars: &[&otlp::Exemplar]) {
+        if exemplars.is_empty() {
+            return;
+        }
+        let translated = exemplars.iter().map(|e| {
+            let mut labels = Vec::with_capacity(2);
+            if !e.span_id.is_empty() {
+                labels.push(Label { name: "span_id".into(), value: hex::encode(&e.span_id) });
+            }
+            if !e.trace_id.is_empty() {
+                labels.push(Label { name: "trace_id".into(), value: hex::encode(&e.trace_id) });
+            }
+            Exemplar { labels, value: exemplar_value(e), timestamp: ms(e.time_unix_nano) }
+        });
+        let held = self.items.exemplars.entry(labels.to_vec()).or_default();
+        let before = held.len();
+        held.extend(translated);
+        self.batch.bytes += (held.len() - before) * EXEMPLAR_BYTES;
+    }
+
     fn drop(&mut self, reason: &'static str, count: u64) {
         self.batch.dropped.push((reason, count));
+    }
+}
+
+fn exemplar_value(exemplar: &otlp::Exemplar) -> f64 {
+    match exemplar.value {
+        Some(otlp::exemplar::Value::AsDouble(value)) => value,
+        Some(otlp::exemplar::Value::AsInt(value)) => value as f64,
+        None => 0.0,
     }
 }
 

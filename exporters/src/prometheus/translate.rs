@@ -9,7 +9,7 @@ use prost::Message as _;
 use tailgate_proto::prometheus::Sample;
 
 use super::labels::{insert, label_vec, ResourceLabels};
-use super::points::{self, ms, Families, Out, Series};
+use super::points::{self, ms, Families, Out, Translated};
 use super::state::{DeltaTotals, TargetInfo};
 use crate::backend::Batch;
 use crate::delivery::Tenant;
@@ -40,11 +40,11 @@ impl Translator {
         Translator { translation, totals: DeltaTotals::new(limit), target_info: TargetInfo::new(limit) }
     }
 
-    /// Adds the series of one record of `partition` and `tenant` to `items`, and notes its metric families in
+    /// Adds the series (and exemplars) of one record of `partition` and `tenant` to `items`, and notes its metric families in
     /// `families` if given. `Err` is a record that is not OTLP metric data.
     pub fn add(
         &mut self,
-        items: &mut Series,
+        items: &mut Translated,
         families: Option<&mut Families>,
         partition: i32,
         tenant: &Tenant,
@@ -74,7 +74,7 @@ impl Translator {
                 let time = ms(latest);
                 if latest > 0 && self.target_info.advance(tenant, &labels, time) {
                     out.batch.bytes += points::series_bytes(&labels) + 20;
-                    out.items.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
+                    out.items.series.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
                     out.batch.items += 1;
                 }
             }

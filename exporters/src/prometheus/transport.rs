@@ -48,7 +48,8 @@ fn split(body: &Bytes) -> Option<[(Bytes, u64); 2]> {
             return None;
         }
         let later = series.samples.split_off(series.samples.len() / 2);
-        vec![TimeSeries { labels: series.labels.clone(), samples: later }]
+        // The exemplars go with the first half.
+        vec![TimeSeries { labels: series.labels.clone(), samples: later, exemplars: Vec::new() }]
     };
     let part = |timeseries: Vec<TimeSeries>| {
         let count = timeseries.iter().map(|s| s.samples.len() as u64).sum();
@@ -81,6 +82,7 @@ mod tests {
 
     fn series(name: &str, times: &[i64]) -> TimeSeries {
         TimeSeries {
+            exemplars: Vec::new(),
             labels: vec![Label { name: "__name__".into(), value: name.into() }],
             samples: times.iter().map(|t| Sample { value: 1.0, timestamp: *t }).collect(),
         }

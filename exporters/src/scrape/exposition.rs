@@ -138,12 +138,25 @@ fn sample(out: &mut String, labels: &[Label], point: &Point, format: Format, tim
             Format::Text => {
                 let _ = write!(out, " {}", point.timestamp);
             }
-            Format::OpenMetrics => {
-                let _ = write!(out, " {}.{:03}", point.timestamp.div_euclid(1000), point.timestamp.rem_euclid(1000));
-            }
+            Format::OpenMetrics => out.push_str(&format!(" {}", seconds(point.timestamp))),
+        }
+    }
+    // OpenMetrics carries exemplars, on a counter's `_total` and a histogram's `_bucket` samples.
+    let metric = name(labels);
+    if let (Format::OpenMetrics, Some(exemplar)) = (format, &point.exemplar) {
+        if metric.ends_with("_total") || metric.ends_with("_bucket") {
+            let pairs: Vec<String> =
+                exemplar.labels.iter().map(|l| format!("{}=\"{}\"", l.name, escape_value(&l.value))).collect();
+            let _ =
+                write!(out, " # {{{}}} {} {}", pairs.join(","), number(exemplar.value), seconds(exemplar.timestamp));
         }
     }
     out.push('\n');
+}
+
+/// Unix milliseconds as OpenMetrics writes times: seconds with a fraction.
+fn seconds(ms: i64) -> String {
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
 
 /// A sample value as both formats write it: `NaN`, `+Inf`, `-Inf`, integers without a fraction.
@@ -188,7 +201,7 @@ fn escape_help(help: &str, format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prometheus::{Families, Family, Series};
+    use crate::prometheus::{Families, Family, Series, Translated};
     use tailgate_proto::prometheus::Sample;
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
@@ -216,7 +229,7 @@ mod tests {
             ("orders_total".to_owned(), Family { kind: Kind::Counter, help: "Orders\nplaced".into() }),
             ("latency_seconds".to_owned(), Family { kind: Kind::Histogram, help: String::new() }),
         ]);
-        store.update(0, series, &mut families);
+        store.update(0, Translated { series, exemplars: Default::default() }, &mut families);
         store
     }
 
@@ -248,6 +261,33 @@ target_info{env=\"a \\\"b\\\"\\n\",job=\"shop\"} 1
         assert!(text.contains("# TYPE target info\ntarget_info{"), "{text}");
         assert!(text.contains("# TYPE mystery unknown\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn open_metrics_carries_exemplars_on_buckets_and_counters_only() {
+        let mut store = Store::new(10);
+        let exemplar = tailgate_proto::prometheus::Exemplar {
+            labels: vec![Label { name: "trace_id".into(), value: "ab".repeat(16) }],
+            value: 0.43,
+            timestamp: 1_700_000_000_123,
+        };
+        let mut translated = Translated::default();
+        for name in ["latency_seconds_bucket", "queue_depth"] {
+            let labels = labels(&[("__name__", name), ("le", "0.5")]);
+            translated.series.insert(labels.clone(), vec![Sample { value: 3.0, timestamp: 1_500 }]);
+            translated.exemplars.insert(labels, vec![exemplar.clone()]);
+        }
+        store.update(0, translated, &mut Families::new());
+        let text = render(&store, Format::OpenMetrics, false);
+        let trace = "ab".repeat(16);
+        assert!(
+            text.contains(&format!(
+                "latency_seconds_bucket{{le=\"0.5\"}} 3 # {{trace_id=\"{trace}\"}} 0.43 1700000000.123\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("queue_depth{le=\"0.5\"} 3\n"), "not on a gauge: {text}");
+        assert!(!render(&store, Format::Text, false).contains("trace_id"), "the text format has no exemplars");
     }
 
     #[test]

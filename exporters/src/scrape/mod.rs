@@ -42,7 +42,7 @@ use crate::delivery::{Health, Tenant};
 use crate::exporter::{group_id, Exporter, ExporterError};
 use crate::metrics as m;
 use crate::outcome::ExporterStats;
-use crate::prometheus::{Families, Series, Translation, Translator};
+use crate::prometheus::{Families, Translated, Translation, Translator};
 
 pub use config::ScrapeConfig;
 pub use exposition::{render, Format};
@@ -183,7 +183,7 @@ impl Scraper {
             .map_err(|error| ("unknown_contract", error))
             .and_then(|()| contract::tenant(message).map_err(|error| ("invalid_tenant", error)))
             .map(|tenant| -> Tenant { tenant.map(Arc::from) });
-        let mut series = Series::new();
+        let mut series = Translated::default();
         let mut families = Families::new();
         let translated = tenant.and_then(|tenant| {
             let added = self.translator.add(&mut series, Some(&mut families), partition, &tenant, payload);
@@ -227,30 +227,32 @@ fn expire_now(store: &Mutex<Store>, expiration: Duration) {
 
 /// The `namespace` prefix on every metric name but `target_info`, and a non-default tenant as the `tenant` label
 /// (a label of that name from the data becomes `exported_tenant`, as Prometheus does with clashing target labels).
-fn relabel(series: Series, families: Families, namespace: &str, tenant: &Tenant) -> (Series, Families) {
+fn relabel(translated: Translated, families: Families, namespace: &str, tenant: &Tenant) -> (Translated, Families) {
     if namespace.is_empty() && tenant.is_none() {
-        return (series, families);
+        return (translated, families);
     }
     let prefixed = |name: &str| if namespace.is_empty() { name.to_owned() } else { format!("{namespace}_{name}") };
-    let series = series
-        .into_iter()
-        .map(|(mut labels, samples)| {
-            for label in &mut labels {
-                if label.name == "__name__" && label.value != "target_info" {
-                    label.value = prefixed(&label.value);
-                } else if label.name == TENANT_LABEL && tenant.is_some() {
-                    label.name = format!("exported_{TENANT_LABEL}");
-                }
+    let relabeled = |mut labels: Vec<Label>| {
+        for label in &mut labels {
+            if label.name == "__name__" && label.value != "target_info" {
+                label.value = prefixed(&label.value);
+            } else if label.name == TENANT_LABEL && tenant.is_some() {
+                label.name = format!("exported_{TENANT_LABEL}");
             }
-            if let Some(tenant) = tenant {
-                labels.push(Label { name: TENANT_LABEL.to_owned(), value: tenant.to_string() });
-            }
-            labels.sort_by(|a, b| a.name.cmp(&b.name));
-            (labels, samples)
-        })
-        .collect();
+        }
+        if let Some(tenant) = tenant {
+            labels.push(Label { name: TENANT_LABEL.to_owned(), value: tenant.to_string() });
+        }
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        labels
+    };
+    let Translated { series, exemplars } = translated;
+    let translated = Translated {
+        series: series.into_iter().map(|(labels, samples)| (relabeled(labels), samples)).collect(),
+        exemplars: exemplars.into_iter().map(|(labels, exemplars)| (relabeled(labels), exemplars)).collect(),
+    };
     let families = families.into_iter().map(|(name, family)| (prefixed(&name), family)).collect();
-    (series, families)
+    (translated, families)
 }
 
 /// What `/metrics` needs.
@@ -285,6 +287,7 @@ async fn metrics_page(State(served): State<Served>, headers: HeaderMap) -> impl 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prometheus::Series;
     use tailgate_proto::prometheus::Sample;
 
     #[test]
@@ -306,9 +309,13 @@ mod tests {
             "orders_total".to_owned(),
             crate::prometheus::Family { kind: crate::prometheus::Kind::Counter, help: String::new() },
         )]);
-        let (series, families) = relabel(series, families, "shop", &Some(Arc::from("team-a")));
-        let names: Vec<Vec<(String, String)>> =
-            series.keys().map(|labels| labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()).collect();
+        let translated = Translated { series, exemplars: Default::default() };
+        let (translated, families) = relabel(translated, families, "shop", &Some(Arc::from("team-a")));
+        let names: Vec<Vec<(String, String)>> = translated
+            .series
+            .keys()
+            .map(|labels| labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect())
+            .collect();
         let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
         assert_eq!(
             names,

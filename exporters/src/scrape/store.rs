@@ -3,15 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use tailgate_proto::prometheus::{Label, STALE_NAN};
+use tailgate_proto::prometheus::{Exemplar, Label, STALE_NAN};
 
-use crate::prometheus::{Families, Family, Kind, Series};
+use crate::prometheus::{Families, Family, Kind, Translated};
 
-/// A series' newest sample: its value and its point's time (Unix milliseconds).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A series' newest sample: its value and its point's time (Unix milliseconds), and its newest exemplar.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Point {
     pub value: f64,
     pub timestamp: i64,
+    pub exemplar: Option<Exemplar>,
 }
 
 /// Series by owned partition, and the kind and description of each metric family seen.
@@ -27,10 +28,12 @@ impl Store {
         Store { partitions: HashMap::new(), families: Families::new(), series: 0, limit: limit.max(1) }
     }
 
-    /// Takes one record's series (read from `partition`) and families. A sample older than the one held is ignored
-    /// (the topic's records of one series are in order, but a resource's `target_info` comes from several); a
-    /// staleness marker removes its series. Returns how many new series found no room.
-    pub fn update(&mut self, partition: i32, series: Series, families: &mut Families) -> u64 {
+    /// Takes one record's series (read from `partition`), their exemplars and families. A sample older than the one
+    /// held is ignored (the topic's records of one series are in order, but a resource's `target_info` comes from
+    /// several); a staleness marker removes its series; a series keeps its newest exemplar. Returns how many new
+    /// series found no room.
+    pub fn update(&mut self, partition: i32, translated: Translated, families: &mut Families) -> u64 {
+        let Translated { series, mut exemplars } = translated;
         for (name, family) in families.drain() {
             self.families.insert(name, family);
         }
@@ -41,7 +44,8 @@ impl Store {
             let Some(newest) = samples.iter().reduce(|a, b| if b.timestamp >= a.timestamp { b } else { a }) else {
                 continue;
             };
-            let point = Point { value: newest.value, timestamp: newest.timestamp };
+            let exemplar = exemplars.remove(&labels).and_then(|e| e.into_iter().max_by_key(|e| e.timestamp));
+            let point = Point { value: newest.value, timestamp: newest.timestamp, exemplar };
             if point.value.to_bits() == STALE_NAN {
                 if values.get(&labels).is_some_and(|held| held.timestamp <= point.timestamp) {
                     values.remove(&labels);
@@ -50,7 +54,14 @@ impl Store {
                 continue;
             }
             match values.get_mut(&labels) {
-                Some(held) if held.timestamp <= point.timestamp => *held = point,
+                Some(held) if held.timestamp <= point.timestamp => {
+                    // An exemplar stays until a newer one comes: one per sampled trace, not per point.
+                    let exemplar = match (point.exemplar, held.exemplar.take()) {
+                        (Some(new), Some(old)) if old.timestamp > new.timestamp => Some(old),
+                        (new, old) => new.or(old),
+                    };
+                    *held = Point { exemplar, ..point };
+                }
                 Some(_) => {}
                 None if self.series >= self.limit => refused += 1,
                 None => {
@@ -133,8 +144,8 @@ mod tests {
         vec![Label { name: "__name__".into(), value: name.into() }, Label { name: "pod".into(), value: pod.into() }]
     }
 
-    fn one(labels: Vec<Label>, value: f64, timestamp: i64) -> Series {
-        Series::from([(labels, vec![Sample { value, timestamp }])])
+    fn one(labels: Vec<Label>, value: f64, timestamp: i64) -> Translated {
+        Translated { series: [(labels, vec![Sample { value, timestamp }])].into(), exemplars: Default::default() }
     }
 
     fn value(store: &Store, labels: &[Label]) -> Option<f64> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use tailgate_exporters::loki::{self, Loki, LokiConfig};
-use tailgate_exporters::prometheus::{Families, Prometheus, PrometheusConfig, Series, Translation, Translator};
+use tailgate_exporters::prometheus::{Families, Prometheus, PrometheusConfig, Translated, Translation, Translator};
 use tailgate_exporters::scrape::{render, Format, Store};
 use tailgate_exporters::{jaeger, Backend};
 
@@ -31,7 +31,7 @@ fn scraped(payload: &[u8]) {
     let mut translator = Translator::new(translation);
     let mut store = Store::new(1000);
     for partition in [0, 1] {
-        let (mut series, mut families) = (Series::new(), Families::new());
+        let (mut series, mut families) = (Translated::default(), Families::new());
         if translator.add(&mut series, Some(&mut families), partition, &None, payload).is_ok() {
             store.update(partition, series, &mut families);
         }
