@@ -343,8 +343,8 @@ pub fn series_instance(instance: &str, partition: i32) -> String {
     format!("{instance}/{partition}")
 }
 
-/// A resource's `service.name`, as RED series and exemplars key it.
-fn service_name(resource: Option<&Resource>) -> &str {
+/// A resource's `service.name`, as RED series, their exemplars and the service graph key it.
+pub(crate) fn service_name(resource: Option<&Resource>) -> &str {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
         .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {

@@ -29,7 +29,7 @@ use tailgate_config::Problems;
 use tailgate_proto::wire::SpanFields;
 
 use crate::buffer::PendingTrace;
-use crate::red::{series_instance, OVERFLOW_ATTRIBUTE};
+use crate::red::{series_instance, service_name, OVERFLOW_ATTRIBUTE};
 
 pub const REQUESTS: &str = "traces_service_graph_request_total";
 pub const FAILED: &str = "traces_service_graph_request_failed_total";
@@ -125,16 +125,6 @@ pub struct ServiceGraph {
     overflowing: bool,
 }
 
-fn service_of(resource: Option<&Resource>) -> &str {
-    resource
-        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
-        .unwrap_or("unknown_service")
-}
-
 impl ServiceGraph {
     pub fn new(config: &ServiceGraphConfig, start_ns: u64) -> Self {
         ServiceGraph {
@@ -160,7 +150,7 @@ impl ServiceGraph {
                     span_id: fields.span_id,
                     parent: fields.parent_span_id,
                     kind: fields.kind,
-                    service: service_of(resource),
+                    service: service_name(resource),
                     error: fields.status_code == StatusCode::Error as i32,
                     seconds: fields.end_time_unix_nano.saturating_sub(fields.start_time_unix_nano) as f64 / 1e9,
                     bytes,
