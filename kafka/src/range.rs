@@ -43,7 +43,11 @@ pub async fn time_range(
             consumer.offsets_for_times(query, timeout)
         };
         let starts = offsets_at(from_ms)?;
-        let ends = to_ms.map(|to| offsets_at(to.saturating_add(1))).transpose()?;
+        // Only the estimate depends on the end (readers stop at the first record after it themselves). A range
+        // ending in the last minute is estimated to the partitions' ends: asked for the offset of a time after its
+        // last record, Kafka answers with the end, but Tansu 0.6 with the start.
+        let recent = |to: &i64| *to > crate::now_ms() - 60_000;
+        let ends = to_ms.filter(|to| !recent(to)).map(|to| offsets_at(to.saturating_add(1))).transpose()?;
         let mut records = 0u64;
         let mut assignment = TopicPartitionList::new();
         for element in starts.elements() {

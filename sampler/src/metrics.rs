@@ -126,7 +126,7 @@ pub struct SamplerStats {
     pub invalid_spans: AtomicU64,
     /// Partitions this worker owns now.
     pub owned_partitions: AtomicU64,
-    /// Traces decided, and of them kept, with their spans.
+    /// Traces decided, and of them kept, with their spans (late spans of kept traces included).
     pub traces_decided: AtomicU64,
     pub traces_kept: AtomicU64,
     pub spans_kept: AtomicU64,

@@ -599,6 +599,7 @@ impl Sampler {
                 return;
             }
             metrics::counter!(LATE_SPANS, "decision" => "kept").increment(added.late_kept_spans as u64);
+            self.stats.spans_kept.fetch_add(added.late_kept_spans as u64, Ordering::Relaxed);
             owned.state.buffer.unsettled_output += 1;
             added.late_kept
         };

@@ -15,7 +15,7 @@
 //! as Tailgate does on Tansu (see `kafka.producer.idempotence`). CPU of each process from `/proc`.
 //!
 //! Usage: cargo build --release && cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size);
-//! `TAILGATE_BENCH=sampler` runs the sampler's part alone.
+//! `TAILGATE_BENCH=sampler` runs the sampler's part alone; `TAILGATE_BENCH=resample` measures `tailgate resample`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -299,6 +299,135 @@ async fn sampler_backlog(dir: &Path, bodies: &[Vec<u8>]) {
     );
 }
 
+/// `tailgate resample` of a backlog, keeping every trace (`--to-sampled-topic`): read the range through a
+/// throw-away consumer, buffer by trace, decide in event time, write every span again. On Tansu (`tailgate
+/// broker`): librdkafka's MockCluster does not answer offset-for-time lookups, which a resample starts with. Its
+/// CPU is read from `/proc` once it has exited and before it is reaped. The raw floor is the same bytes' unavoidable
+/// work in this process: read every record of the range and produce it again to another topic (lz4, `acks=all`),
+/// waiting for the acks; no scan, no buffering by trace.
+async fn resample_backlog(dir: &Path, bodies: &[Vec<u8>]) {
+    let (port, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
+    let brokers = format!("127.0.0.1:{port}");
+    let _broker = start_tailgate(
+        dir,
+        "broker",
+        format!("embedded_broker: {{ listen: '{brokers}', data_dir: '{}' }}\n", dir.join("resample-data").display()),
+        port,
+    );
+    let kafka = format!(
+        "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: rs_spans, sampled_spans: \
+         rs_sampled, decisions: rs_decisions, metrics: rs_metrics, logs: rs_logs }}, producer: {{ idempotence: false }} }}\n"
+    );
+    let gateway = start_tailgate(
+        dir,
+        "ingest",
+        format!(
+            "{kafka}ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
+        ),
+        grpc,
+    );
+    send_all(&format!("http://127.0.0.1:{grpc}"), bodies).await;
+    drop(gateway);
+    let spans = (bodies.len() * SPANS_PER_REQUEST) as f64;
+
+    // The raw floor: read the range, produce it again.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let copy = NewTopic::new("rs_raw_copy", PARTITIONS, TopicReplication::Fixed(1));
+    admin.create_topics([&copy], &AdminOptions::new()).await.unwrap();
+    let cpu_before = cpu::this_process();
+    let started = Instant::now();
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "rs-raw")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment.add_partition_offset("rs_spans", partition, rdkafka::Offset::Beginning).unwrap();
+    }
+    rdkafka::consumer::Consumer::assign(&consumer, &assignment).unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "false")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let (mut ended, mut deliveries) = (0, Vec::new());
+    while ended < PARTITIONS {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                use rdkafka::message::Message as _;
+                let record = FutureRecord::<(), _>::to("rs_raw_copy")
+                    .partition(message.partition())
+                    .payload(message.payload().unwrap_or_default());
+                deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+                if deliveries.len() >= 64 {
+                    for d in deliveries.drain(..) {
+                        d.await.unwrap().unwrap();
+                    }
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+            _ => {}
+        }
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    let (raw_wall, raw_cpu) = (started.elapsed().as_secs_f64(), cpu::this_process() - cpu_before);
+
+    let path = dir.join("resample.yaml");
+    std::fs::write(
+        &path,
+        format!("{kafka}sampler: {{ decision_wait: 1s }}\ntelemetry: {{ logs: {{ level: warn }} }}\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let resample = Command::new(tailgate_binary())
+        .args(["resample", "--config"])
+        .arg(&path)
+        .args(["--from", "-30m", "--to", "now", "--to-sampled-topic"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("resample.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = resample.id();
+    let exited = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rfind(')').map(|close| stat[close + 2..].starts_with('Z')))
+            .unwrap_or(true)
+    };
+    while !exited(pid) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid, &[]);
+    let mut resample = resample;
+    resample.wait().unwrap();
+    let stderr = std::fs::read_to_string(dir.join("resample.log")).unwrap_or_default();
+    let summary = stderr.lines().find(|l| l.starts_with("resample finished")).unwrap_or("no summary");
+    let label = format!("~{:.0} B", bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans);
+    println!("resample (Tansu), {spans} spans of both sizes ({label} on average), keep everything, --to-sampled-topic");
+    println!("{:<10} {:>14} {:>12} {:>15} {:>8}", "path", "spans/s wall", "CPU-s / 1M", "spans / CPU-s", "vs raw");
+    for (path, wall, cpu) in [("raw", raw_wall, raw_cpu), ("resample", wall, cpu)] {
+        println!(
+            "{path:<10} {:>14.0} {:>12.2} {:>15.0} {:>8.2}",
+            spans / wall,
+            cpu / spans * 1e6,
+            spans / cpu,
+            cpu / raw_cpu
+        );
+    }
+    println!("  (resample's wall time includes its start-up and the decision lookups) {summary}");
+}
+
 /// The sampler's CPU seconds once it has decided `spans` spans in all (or two minutes passed).
 async fn sampler_cpu_when_decided(pid: u32, metrics: std::net::SocketAddr, spans: usize) -> f64 {
     // A trace whose spans straddle two clients' chunks has its later spans arrive after its decision: late.
@@ -365,6 +494,11 @@ fn row(label: &str, path: &str, spans: f64, wall: f64, cpu: f64, raw_cpu: f64, n
 async fn main() {
     let total: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let dir = local::temp_dir("bench");
+    if std::env::var("TAILGATE_BENCH").as_deref() == Ok("resample") {
+        let bodies: Vec<Vec<u8>> = [225, 660].into_iter().flat_map(|size| requests(total, size)).collect();
+        resample_backlog(&dir, &bodies).await;
+        return;
+    }
     if std::env::var("TAILGATE_BENCH").as_deref() == Ok("sampler") {
         // Only the sampler's part, e.g. to profile it.
         let bodies: Vec<Vec<u8>> = [225, 660].into_iter().flat_map(|size| requests(total, size)).collect();
