@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use tailgate_exporters::replay::show_progress;
 use tailgate_sampler::policy::{PolicyConfig, PolicyType};
 use tailgate_sampler::{Sampler, SamplerStats, Window};
 use tokio_util::sync::CancellationToken;
@@ -112,15 +113,14 @@ pub async fn resample(
     let result = loop {
         tokio::select! {
             result = &mut task => break result,
-            _ = every.tick() => {
-                let line = progress_line(&stats, started.elapsed());
-                let _ = if terminal { write!(progress, "\r{line}\x1b[K") } else { writeln!(progress, "{line}") };
-            }
+            _ = every.tick() => show_progress(&mut progress, terminal, &progress_line(&stats, started.elapsed())),
         }
     };
     // The last state, always: a resample shorter than a second still shows one line of progress.
-    let line = progress_line(&stats, started.elapsed());
-    let _ = if terminal { writeln!(progress, "\r{line}\x1b[K") } else { writeln!(progress, "{line}") };
+    show_progress(&mut progress, terminal, &progress_line(&stats, started.elapsed()));
+    if terminal {
+        let _ = writeln!(progress);
+    }
     result.context("the resample task failed")?.context("resample failed")?;
     let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::SeqCst);
     let completed = stats.completed.load(Ordering::SeqCst);

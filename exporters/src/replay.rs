@@ -28,6 +28,12 @@ pub fn parse_time(text: &str, now: SystemTime) -> Result<i64, String> {
     Ok(at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
 }
 
+/// Writes a progress line: in place on a terminal (the cursor stays on it), one line each time elsewhere (a log).
+pub fn show_progress(progress: &mut (dyn Write + Send), terminal: bool, line: &str) {
+    let _ = if terminal { write!(progress, "\r{line}\x1b[K") } else { writeln!(progress, "{line}") };
+    let _ = progress.flush();
+}
+
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -86,8 +92,7 @@ pub async fn replay(
                     "replay {name}: {delivered}/{expected} records delivered, {records} read ({:.1} MiB), {rate:.0} records/s, ETA {eta}{down}",
                     bytes as f64 / (1 << 20) as f64
                 );
-                let _ = if terminal { write!(progress, "\r{line}\x1b[K") } else { writeln!(progress, "{line}") };
-                let _ = progress.flush();
+                show_progress(progress, terminal, &line);
             }
         }
     };

@@ -233,6 +233,23 @@ async fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
+/// `tailgate ingest` on the brokers and topics of `kafka` (a config's `kafka:` line) writes `bodies` and stops: the
+/// backlog the sampler and resample benchmarks read.
+async fn write_backlog(dir: &Path, kafka: &str, bodies: &[Vec<u8>]) {
+    let (grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port());
+    let gateway = start_tailgate(
+        dir,
+        "ingest",
+        format!(
+            "{kafka}ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
+        ),
+        grpc,
+    );
+    send_all(&format!("http://127.0.0.1:{grpc}"), bodies).await;
+    drop(gateway);
+}
+
 /// The sampler end to end, Kafka in the loop: `tailgate sampler` with the seed's policies at a 1 s wait reads a
 /// backlog that `tailgate ingest` wrote from `bodies`, and its CPU is counted from its start until it has decided
 /// every span: consume, decide, write decisions and kept spans, commit. The broker is librdkafka's MockCluster in
@@ -251,19 +268,8 @@ async fn sampler_backlog(dir: &Path, bodies: &[Vec<u8>]) {
          decisions: bench_decisions, metrics: bench_metrics, logs: bench_logs }}, producer: {{ idempotence: false }} }}\n",
         mock.bootstrap_servers()
     );
-    let (grpc, http, gateway_metrics, metrics) =
-        (local::free_port(), local::free_port(), local::free_port(), local::free_port());
-    let gateway = start_tailgate(
-        dir,
-        "ingest",
-        format!(
-            "{kafka}ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{gateway_metrics} }}, logs: {{ level: warn }} }}\n"
-        ),
-        grpc,
-    );
-    send_all(&format!("http://127.0.0.1:{grpc}"), bodies).await;
-    drop(gateway);
+    write_backlog(dir, &kafka, bodies).await;
+    let metrics = local::free_port();
     let spans = bodies.len() * SPANS_PER_REQUEST;
 
     let started = Instant::now();
@@ -306,7 +312,7 @@ async fn sampler_backlog(dir: &Path, bodies: &[Vec<u8>]) {
 /// work in this process: read every record of the range and produce it again to another topic (lz4, `acks=all`),
 /// waiting for the acks; no scan, no buffering by trace.
 async fn resample_backlog(dir: &Path, bodies: &[Vec<u8>]) {
-    let (port, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
+    let port = local::free_port();
     let brokers = format!("127.0.0.1:{port}");
     let _broker = start_tailgate(
         dir,
@@ -318,17 +324,7 @@ async fn resample_backlog(dir: &Path, bodies: &[Vec<u8>]) {
         "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: rs_spans, sampled_spans: \
          rs_sampled, decisions: rs_decisions, metrics: rs_metrics, logs: rs_logs }}, producer: {{ idempotence: false }} }}\n"
     );
-    let gateway = start_tailgate(
-        dir,
-        "ingest",
-        format!(
-            "{kafka}ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
-        ),
-        grpc,
-    );
-    send_all(&format!("http://127.0.0.1:{grpc}"), bodies).await;
-    drop(gateway);
+    write_backlog(dir, &kafka, bodies).await;
     let spans = (bodies.len() * SPANS_PER_REQUEST) as f64;
 
     // The raw floor: read the range, produce it again.
