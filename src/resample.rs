@@ -102,6 +102,8 @@ pub async fn resample(
     let mut sampler_config = config.sampler.clone();
     sampler_config.policies = policies;
     sampler_config.tenants.clear();
+    // The live sampler's dry run would keep everything, whatever --policies says.
+    sampler_config.dry_run = false;
     let sampler = Sampler::resample(&sampler_config, &kafka, window).await.context("cannot start the resample")?;
     let stats = sampler.stats();
     let started = Instant::now();

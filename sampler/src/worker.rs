@@ -451,10 +451,8 @@ impl Sampler {
             return;
         }
         self.consumer.pause(Some(&[partition]));
-        if let Some(owned) = self.partitions().current_mut(partition) {
-            // Every trace is due now: nothing later of the range is to come.
-            owned.state.buffer.clock_ms = i64::MAX / 4;
-        }
+        // Every trace it buffered is due now (decide_due), nothing later of the range is to come; its clock stays
+        // the event time, which rate-limiting policies take as now.
         tracing::debug!(partition, "resample: partition read to the end of the range");
         self.decide_due(Some(partition));
     }
@@ -507,8 +505,13 @@ impl Sampler {
                 self.decide_due(Some(partition));
             }
             Err((reason, error)) => {
-                tracing::warn!(partition, offset, %error, reason, "unreadable record sent to the dead-letter topic");
                 metrics::counter!(UNDECODABLE, "reason" => reason).increment(1);
+                if self.window.is_some() {
+                    // The live sampler dead-lettered it already.
+                    tracing::warn!(partition, offset, %error, reason, "unreadable record skipped");
+                    return;
+                }
+                tracing::warn!(partition, offset, %error, reason, "unreadable record sent to the dead-letter topic");
                 // Its offset is held until Kafka has the copy, so it is never skipped silently.
                 if let Some(owned) = self.partitions().get_mut(partition, epoch) {
                     owned.tracker.read(offset, 1);
@@ -623,7 +626,11 @@ impl Sampler {
                     buffer.take_over_limit().into_iter().map(|(id, t, why)| (partition, id, t, Due::Early(why))),
                 );
                 if only.is_none_or(|p| p == partition) {
-                    let due = buffer.due(wait_ms, after_root);
+                    let finished = self.window.is_some() && !self.reading.contains(&partition);
+                    let due = match finished {
+                        true => buffer.due(i64::MIN / 4, None),
+                        false => buffer.due(wait_ms, after_root),
+                    };
                     ready.extend(due.into_iter().map(|(id, t)| (partition, id, t, Due::Wait)));
                 }
             }

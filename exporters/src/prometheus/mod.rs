@@ -90,7 +90,9 @@ impl Backend for Prometheus {
                     }
                     same
                 });
-                let exemplars = exemplars.remove(&labels).unwrap_or_default();
+                // In time order: Prometheus refuses an exemplar older than the series' last one.
+                let mut exemplars = exemplars.remove(&labels).unwrap_or_default();
+                exemplars.sort_by_key(|e| e.timestamp);
                 TimeSeries { labels, samples, exemplars }
             })
             .collect();

@@ -80,7 +80,11 @@ pub fn render(store: &Store, format: Format, timestamps: bool) -> String {
     }
     let mut out = String::with_capacity(store.len() * 96);
     for (family, mut block) in blocks {
-        block.series.sort_by(|a, b| order(a.0).partial_cmp(&order(b.0)).unwrap_or(std::cmp::Ordering::Equal));
+        // A total order even for a NaN bound (`le="NaN"`), which `partial_cmp` would leave unordered.
+        block.series.sort_by(|a, b| {
+            let (a, b) = (order(a.0), order(b.0));
+            a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2))
+        });
         if !block.help.is_empty() {
             let _ = writeln!(out, "# HELP {family} {}", escape_help(block.help, format));
         }
