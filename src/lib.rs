@@ -233,6 +233,8 @@ fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
     config.kafka.brokers = broker.addr.to_string();
     // Tansu 0.6's idempotent producer support panics its storage (see kafka.producer.idempotence).
     config.kafka.producer.idempotence.get_or_insert(false);
+    // Tansu 0.6 has handed one partition to two members at once under cooperative rebalancing.
+    config.kafka.consumer.assignment_strategy.get_or_insert(tailgate_kafka::AssignmentStrategy::Range);
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub enum ExporterError {
     Setup(&'static str, String),
     #[error("no exporter named `{0}` is configured (configured: {1})")]
     NotConfigured(String, String),
+    /// The consumer cannot go on (see `Event::Fatal`).
+    #[error("exporter `{0}`: {1}")]
+    Consumer(&'static str, String),
 }
 
 pub(crate) type RunFuture = BoxFuture<'static, Result<(), ExporterError>>;

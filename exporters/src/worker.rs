@@ -17,8 +17,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
-    create_producer, ensure_topics, now_ms, send_all, Consumer, ConsumerSettings, DeadLetters, Event, KafkaConfig,
-    Partitions, ProducerSettings,
+    create_producer, ensure_topics, fit_to_topics, now_ms, send_all, Consumer, ConsumerSettings, DeadLetters, Event,
+    KafkaConfig, Partitions, ProducerSettings,
 };
 use tailgate_proto::headers;
 use tokio_util::sync::CancellationToken;
@@ -107,11 +107,12 @@ pub(crate) async fn build<B: Backend>(
             Consumer::assign(kafka, &settings, &topic, &assignment, Assigner)?
         }
     };
+    let writer = fit_to_topics(kafka, &[&dlq], Duration::from_secs(10)).await;
     let producer = create_producer(
-        kafka,
+        &writer,
         &ProducerSettings { queue_max_bytes: None, client_id: format!("tailgate-exporter-{name}") },
     )?;
-    let max_record_bytes = kafka.producer.max_message_bytes.get() as usize;
+    let max_record_bytes = writer.producer.max_message_bytes.get() as usize;
     let worker = Worker {
         name,
         backend,
@@ -140,6 +141,7 @@ impl<B: Backend> Worker<B> {
         let mut tick = tokio::time::interval(TICK);
         let mut last_commit = Instant::now();
         let range = matches!(self.source, Source::Range { .. });
+        let mut fatal = None;
         tracing::info!(exporter = self.name, topic = %self.consumer.topic(), ?self.source, "exporter consuming");
         loop {
             tokio::select! {
@@ -183,6 +185,10 @@ impl<B: Backend> Worker<B> {
                     Some(Event::Revoked { partitions }) => {
                         tracing::debug!(exporter = self.name, partitions = ?partitions, "partitions revoked; their state dropped");
                         self.backend.revoked(&partitions);
+                    }
+                    Some(Event::Fatal { error }) => {
+                        fatal = Some(ExporterError::Consumer(self.name, error));
+                        break;
                     }
                     None => break,
                 },
@@ -229,7 +235,7 @@ impl<B: Backend> Worker<B> {
             self.consumer.close(grace).await;
         }
         tracing::info!(exporter = self.name, "exporter stopped");
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
     /// The record as bytes to batch, if it is to be processed: of a partition still owned under the epoch it was

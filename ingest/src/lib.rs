@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::Producer;
-use tailgate_kafka::{create_producer, ensure_topics, KafkaConfig, ProducerSettings, TopicError};
+use tailgate_kafka::{create_producer, ensure_topics, fit_to_topics, KafkaConfig, ProducerSettings, TopicError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -125,6 +125,8 @@ impl Gateway {
             Duration::from_secs(30),
         )
         .await?;
+        let written = [&kafka.topics.spans, &kafka.topics.metrics, &kafka.topics.logs];
+        let kafka = &fit_to_topics(kafka, &written.map(String::as_str), Duration::from_secs(10)).await;
         let producer = create_producer(
             kafka,
             &ProducerSettings {

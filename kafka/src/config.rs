@@ -148,6 +148,32 @@ pub struct ConsumerConfig {
     /// and without waiting `session_timeout`. Must be unique per worker: two running workers with the same name
     /// fence each other. Overridden by `TAILGATE_GROUP_INSTANCE_ID`. Unset: dynamic membership.
     pub group_instance_id: Option<String>,
+    /// How a group shares partitions (`partition.assignment.strategy`). `cooperative-sticky` (KIP-429): a member
+    /// joining or leaving moves only the partitions that must move; every other member keeps consuming, and keeps
+    /// its buffered traces and open batches, through the rebalance. `range`: eager — every rebalance revokes every
+    /// partition of every member first, so each member commits, drops its state and re-reads. Unset:
+    /// `cooperative-sticky`, except that `all-in-one` takes `range` for its embedded Tansu, which has handed one
+    /// partition to two members at once under the cooperative protocol.
+    pub assignment_strategy: Option<AssignmentStrategy>,
+}
+
+/// Kafka's `partition.assignment.strategy`, the two Tailgate is tested with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentStrategy {
+    #[default]
+    #[serde(rename = "cooperative-sticky")]
+    CooperativeSticky,
+    #[serde(rename = "range")]
+    Range,
+}
+
+impl AssignmentStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentStrategy::CooperativeSticky => "cooperative-sticky",
+            AssignmentStrategy::Range => "range",
+        }
+    }
 }
 
 impl KafkaConfig {
@@ -270,6 +296,7 @@ const MANAGED: &[&str] = &[
     "delivery.timeout.ms",
     "group.instance.id",
     "session.timeout.ms",
+    "partition.assignment.strategy",
 ];
 
 #[cfg(test)]

@@ -85,6 +85,38 @@ pub enum Event {
     /// `partitions` were revoked: their records still queued were of an ownership that has ended, and any record of
     /// theirs after this event belongs to a new one. Sent in order with the records, from the rebalance itself.
     Revoked { partitions: Vec<i32> },
+    /// The consumer cannot go on, and waiting will not change that: the brokers refused its principal a permission
+    /// (`Read` on the topic or the group), or librdkafka raised a fatal error (a static member fenced by another
+    /// with its `group_instance_id`). The last event: the role stops with this error, non-zero, for its
+    /// orchestrator to restart it once the cause is fixed, rather than idle as if healthy.
+    Fatal { error: String },
+}
+
+/// Why a consumer error ends the consumer, in words that say what to fix; `None` for an error to wait out.
+fn fatal_reason(error: &KafkaError, group: &str, topic: &str, fatal: Option<String>) -> Option<String> {
+    let code = error.rdkafka_error_code()?;
+    let fix = match code {
+        RDKafkaErrorCode::TopicAuthorizationFailed => format!(
+            "the brokers refused to let this principal read topic `{topic}`: grant it Read and Describe on the \
+             topic (SECURITY.md, \"Kafka ACLs each role needs\")"
+        ),
+        RDKafkaErrorCode::GroupAuthorizationFailed => format!(
+            "the brokers refused this principal consumer group `{group}`: grant it Read on the group (SECURITY.md, \
+             \"Kafka ACLs each role needs\")"
+        ),
+        RDKafkaErrorCode::ClusterAuthorizationFailed => {
+            "the brokers refused this principal an operation on the cluster (SECURITY.md, \"Kafka ACLs each role \
+             needs\")"
+                .to_owned()
+        }
+        RDKafkaErrorCode::Fatal => format!(
+            "librdkafka raised a fatal error{}; a static member fenced by another is given up: check that each \
+             worker has its own kafka.consumer.group_instance_id",
+            fatal.map(|f| format!(" ({f})")).unwrap_or_default()
+        ),
+        _ => return None,
+    };
+    Some(format!("consumer of `{topic}` in group `{group}` stopped: {error}: {fix}"))
 }
 
 /// The librdkafka context of a shell consumer: lag statistics, rebalances, commit results.
@@ -276,7 +308,7 @@ impl<P: Partitions> Consumer<P> {
         let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
         let client = create(kafka, settings, topic, partitions, true, tx.clone())?;
         client.subscribe(&[topic])?;
-        Ok(Self::start(client, tx, rx, topic))
+        Ok(Self::start(client, tx, rx, topic, &settings.group_id))
     }
 
     /// A consumer of exactly `assignment` (partitions with start offsets), outside any rebalance: a replay.
@@ -291,7 +323,7 @@ impl<P: Partitions> Consumer<P> {
         let client = create(kafka, settings, topic, partitions, false, tx.clone())?;
         client.context().open(assignment);
         client.assign(assignment)?;
-        Ok(Self::start(client, tx, rx, topic))
+        Ok(Self::start(client, tx, rx, topic, &settings.group_id))
     }
 
     fn start(
@@ -299,6 +331,7 @@ impl<P: Partitions> Consumer<P> {
         tx: mpsc::Sender<Event>,
         rx: mpsc::Receiver<Event>,
         topic: &str,
+        group: &str,
     ) -> Self {
         // The owned partitions are shared by this thread (rebalances) and the role's task (records, commits).
         let ownership = Arc::clone(&client.context().ownership);
@@ -306,9 +339,10 @@ impl<P: Partitions> Consumer<P> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (client, ownership, stop) = (Arc::clone(&client), Arc::clone(&ownership), Arc::clone(&stop));
+            let names = (group.to_owned(), topic.to_owned());
             std::thread::Builder::new()
                 .name(format!("consumer-{topic}"))
-                .spawn(move || poll_loop(client, ownership, tx, stop))
+                .spawn(move || poll_loop(client, ownership, tx, stop, names))
                 .expect("the consumer thread starts")
         };
         Consumer {
@@ -456,6 +490,8 @@ fn create<P: Partitions>(
         if let Some(id) = &kafka.consumer.group_instance_id {
             config.set("group.instance.id", id);
         }
+        let strategy = kafka.consumer.assignment_strategy.unwrap_or_default();
+        config.set("partition.assignment.strategy", strategy.as_str());
     }
     if let Some(kbytes) = settings.prefetch_kbytes {
         config.set("queued.max.messages.kbytes", kbytes.to_string());
@@ -469,6 +505,7 @@ fn poll_loop<P: Partitions>(
     ownership: Arc<Mutex<Ownership<P::State>>>,
     events: mpsc::Sender<Event>,
     stop: Arc<AtomicBool>,
+    (group, topic): (String, String),
 ) {
     while !stop.load(Ordering::SeqCst) {
         let event = match client.poll(POLL) {
@@ -485,8 +522,18 @@ fn poll_loop<P: Partitions>(
                 Event::End { partition, epoch }
             }
             Some(Err(error)) => {
-                tracing::warn!(%error, "consumer error");
-                continue;
+                let fatal = client.client().fatal_error().map(|(_, reason)| reason);
+                match fatal_reason(&error, &group, &topic, fatal) {
+                    Some(reason) => {
+                        tracing::error!("{reason}");
+                        let _ = events.blocking_send(Event::Fatal { error: reason });
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(%error, "consumer error");
+                        continue;
+                    }
+                }
             }
         };
         if events.blocking_send(event).is_err() {

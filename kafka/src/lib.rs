@@ -23,7 +23,7 @@ pub mod record;
 mod security;
 mod topics;
 
-pub use config::{Compression, ConsumerConfig, KafkaConfig, ProducerConfig, Topics};
+pub use config::{AssignmentStrategy, Compression, ConsumerConfig, KafkaConfig, ProducerConfig, Topics};
 pub use consumer::{Consumer, ConsumerSettings, Event, Partitions, ReaderContext, Start};
 pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
@@ -32,7 +32,7 @@ pub use producer::{create_producer, ProducerSettings};
 pub use range::{time_range, Range};
 pub use record::{send_all, OutgoingRecord};
 pub use security::{KafkaTls, Mechanism, Protocol, Sasl, SecurityConfig};
-pub use topics::{config_drift, delete_topic, ensure_topics, Drift, TopicError};
+pub use topics::{config_drift, delete_topic, ensure_topics, fit_to_topics, Drift, TopicError};
 
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};

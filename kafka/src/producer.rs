@@ -26,6 +26,9 @@ pub fn create_producer(config: &KafkaConfig, settings: &ProducerSettings) -> Kaf
         .set("linger.ms", producer.linger.get().as_millis().to_string())
         .set("message.timeout.ms", producer.delivery_timeout.get().as_millis().max(1).to_string())
         .set("message.max.bytes", producer.max_message_bytes.get().to_string())
+        // The broker measures a batch of records against the topic's max.message.bytes, not each record: a batch
+        // is never larger than one record may be.
+        .set("batch.size", producer.max_message_bytes.get().min(i32::MAX as u64).to_string())
         // Records carry explicit partitions; for keyed records without one, agree with the Java client.
         .set("partitioner", "murmur2_random");
     if producer.idempotence.unwrap_or(true) {

@@ -50,12 +50,27 @@ pub async fn send_all(
             _ = shutdown.cancelled() => return false,
             results = sends => results,
         };
-        let Some(Err((error, _))) = results.into_iter().find(Result::is_err) else { return true };
-        tracing::warn!(%error, ?backoff, "{what} not acknowledged by Kafka; retrying");
+        let Some((index, Err((error, _)))) = results.into_iter().enumerate().find(|(_, r)| r.is_err()) else {
+            return true;
+        };
+        if is_refused_permission(&error) {
+            // Retrying loses nothing and recovers by itself once the ACL is granted, but it must be heard.
+            tracing::error!(%error, topic = %records[index].topic, ?backoff,
+                "{what} refused by Kafka: the principal needs Write on the topic (SECURITY.md, \"Kafka ACLs each \
+                 role needs\"); retrying");
+        } else {
+            tracing::warn!(%error, ?backoff, "{what} not acknowledged by Kafka; retrying");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether Kafka refused the write for want of a permission, which no retry fixes until someone grants it.
+fn is_refused_permission(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{ClusterAuthorizationFailed, TopicAuthorizationFailed};
+    matches!(error.rdkafka_error_code(), Some(TopicAuthorizationFailed | ClusterAuthorizationFailed))
 }

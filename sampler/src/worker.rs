@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{
-    config_drift, create_producer, ensure_topics, now_ms, Consumer, ConsumerSettings, Event, KafkaConfig, Partitions,
-    ProducerSettings, TopicError,
+    config_drift, create_producer, ensure_topics, fit_to_topics, now_ms, Consumer, ConsumerSettings, Event,
+    KafkaConfig, Partitions, ProducerSettings, TopicError,
 };
 use tailgate_proto::decisions::Decision;
 use tailgate_proto::headers;
@@ -55,6 +55,9 @@ pub enum SamplerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("invalid sampler policies:\n{0}")]
     Policies(tailgate_config::Problems),
+    /// The consumer cannot go on (see `Event::Fatal`).
+    #[error("{0}")]
+    Consumer(String),
 }
 
 /// What a worker keeps per owned partition.
@@ -302,12 +305,14 @@ impl Sampler {
                 Consumer::assign(kafka, &settings, &kafka.topics.spans, &range.assignment, assigner)?
             }
         };
+        let written = [&kafka.topics.sampled_spans, &kafka.topics.decisions, &kafka.topics.metrics, &dlq];
+        let writer = fit_to_topics(kafka, &written.map(String::as_str), Duration::from_secs(10)).await;
         let producer: FutureProducer = create_producer(
-            kafka,
+            &writer,
             &ProducerSettings { queue_max_bytes: None, client_id: "tailgate-sampler".to_owned() },
         )?;
         let (settled_tx, settled_rx) = mpsc::unbounded_channel();
-        let output = Output::new(producer, kafka, settled_tx, Arc::clone(&stats));
+        let output = Output::new(producer, &writer, settled_tx, Arc::clone(&stats));
         let instance = format!("{}-{}", std::process::id(), now_ms());
         Ok(Sampler {
             consumer,
@@ -378,6 +383,7 @@ impl Sampler {
         let mut last_commit = Instant::now();
         let mut last_red = Instant::now();
         let mut paused = false;
+        let mut fatal = None;
         tracing::info!(topic = %self.kafka.topics.spans, output = %self.kafka.topics.sampled_spans, "sampler consuming");
         loop {
             tokio::select! {
@@ -389,6 +395,10 @@ impl Sampler {
                     }
                     // A revoked partition's state went with its ownership.
                     Some(Event::Revoked { .. }) => {}
+                    Some(Event::Fatal { error }) => {
+                        fatal = Some(SamplerError::Consumer(error));
+                        break;
+                    }
                     Some(Event::End { partition, epoch }) => {
                         if self.window.is_some() {
                             // A resample's range ends at the partition's end when it gets there.
@@ -429,7 +439,7 @@ impl Sampler {
             self.output.abandon();
             drop(self.consumer);
             tracing::info!("resample stopped");
-            return Ok(());
+            return fatal.map_or(Ok(()), Err);
         }
         // Half the grace for output in flight, the rest to commit and leave the group.
         let deadline = tokio::time::Instant::now() + grace / 2;
@@ -442,7 +452,7 @@ impl Sampler {
         self.output.abandon();
         self.consumer.close(grace / 2).await;
         tracing::info!("sampler stopped");
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
     /// A resample's partition is read to the end of its range: stop fetching it and decide everything it buffered.

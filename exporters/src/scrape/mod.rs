@@ -144,6 +144,7 @@ impl Scraper {
         tracing::info!(exporter = NAME, %address, topic = %self.consumer.topic(), look_back = ?self.config.look_back(),
             "serving the metrics topic for scraping on /metrics");
         let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        let mut fatal = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -155,6 +156,10 @@ impl Scraper {
                         self.report();
                     }
                     Some(Event::End { .. }) => {}
+                    Some(Event::Fatal { error }) => {
+                        fatal = Some(ExporterError::Consumer(NAME, error));
+                        break;
+                    }
                     None => break,
                 },
                 _ = expire.tick() => {
@@ -167,7 +172,7 @@ impl Scraper {
         self.consumer.close(grace).await;
         let _ = server.await;
         tracing::info!(exporter = NAME, "exporter stopped");
-        Ok(())
+        fatal.map_or(Ok(()), Err)
     }
 
     /// Translates a record of a partition still owned under `epoch` into the store.
