@@ -119,6 +119,24 @@ fn the_topic_creation_step_creates_every_topic_the_pipeline_uses_with_its_partit
     assert_eq!(script.matches(&partitions).count(), 2, "every create uses kafka.partitions");
 }
 
+/// The compose stack and the Kubernetes config name the Apache Kafka the suite runs, and the suite runs the version
+/// its `pom.xml` resolves.
+#[test]
+fn the_deployments_pin_the_apache_kafka_the_suite_runs() {
+    let version = crate::harness::apache_kafka::VERSION;
+    let pom = std::fs::read_to_string(Path::new(ROOT).join("tests/kafka/pom.xml")).unwrap();
+    assert!(
+        pom.contains(&format!("<kafka.version>{version}</kafka.version>")),
+        "tests/kafka/pom.xml resolves {version}"
+    );
+    let compose = yaml("docker-compose.yml");
+    for service in ["kafka", "kafka-init"] {
+        assert_eq!(compose["services"][service]["image"].as_str(), Some(format!("apache/kafka:{version}").as_str()));
+    }
+    let kubernetes = std::fs::read_to_string(Path::new(ROOT).join("deploy/kubernetes/base/tailgate.yaml")).unwrap();
+    assert!(kubernetes.contains(&format!("Apache Kafka {version}")), "deploy/kubernetes names the tested version");
+}
+
 #[test]
 fn hosts_and_ports_agree_between_compose_pipeline_prometheus_nginx_and_grafana() {
     let compose = yaml("docker-compose.yml");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (the OpenTelemetry Python SDK into
-# target/venv, Debian's prometheus, cargo-fuzz), runs every fuzz target briefly, then every Rust test. Brokers are started by the tests themselves (Tansu in-process,
-# librdkafka's MockCluster), on free ports.
+# target/venv, Debian's prometheus, Apache Kafka's jars from Maven Central into target/kafka/libs, cargo-fuzz),
+# runs every fuzz target briefly, then every Rust test. Brokers are started by the tests themselves, on free ports:
+# Apache Kafka (KRaft, a JVM per node) for everything about Kafka's semantics, Tansu in-process for the embedded
+# default, librdkafka's MockCluster for injected protocol errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,16 @@ if ! command -v prometheus >/dev/null; then
   $sudo apt-get install -y --no-install-recommends prometheus >/dev/null \
     || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends prometheus >/dev/null; }
 fi
+
+# Apache Kafka, the broker users run: its own jars and their dependencies, as tests/kafka/pom.xml names them (Java 17
+# and Maven are on the machine). Resolved once; a warm run finds them in place.
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/kafka/pom.xml)
+if [ ! -f "target/kafka/libs/kafka_2.13-$kafka_version.jar" ]; then
+  echo "installing Apache Kafka $kafka_version's jars into target/kafka/libs" >&2
+  rm -rf target/kafka/libs
+  mvn -q -B -f tests/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/target/kafka/libs"
+fi
+export TAILGATE_KAFKA_LIBS="$PWD/target/kafka/libs"
 
 # Every cargo-fuzz target, briefly and seeded (longer runs: tests/fuzz/run.sh, see the README's "Fuzzing"). Skipped
 # when the suite is narrowed with arguments.

@@ -3,7 +3,7 @@
 //! a ledger per signal and stage of what the client saw acknowledged against what each stage holds.
 //!
 //! * `faults`: the seeded fault scheduler;
-//! * `processes`: each role as a process (start, SIGKILL, SIGSTOP/SIGCONT), and its peak RSS;
+//! * `harness::processes`: each role as a process (start, SIGKILL, SIGSTOP/SIGCONT), and its peak RSS;
 //! * `pipeline`: the broker (Tansu, or MockCluster), two gateways, two samplers, the exporter, and the backends they deliver to;
 //! * `load`: the Python SDK client and its ledger file (`tests/python/campaign_client.py`);
 //! * `ledger`: the client's ledger read back, compared with a stage in the Jepsen vocabulary;
@@ -30,7 +30,6 @@ mod lag;
 mod ledger;
 mod load;
 mod pipeline;
-mod processes;
 mod stages;
 
 use std::collections::HashSet;
@@ -66,7 +65,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     let mut pipeline = Pipeline::new().await;
     eprintln!("campaign: run directory {} (configs, every process's log, the ledger)", pipeline.dir.display());
     pipeline.start().await;
-    let rss = processes::RssSampler::start(&pipeline.all());
+    let rss = crate::harness::processes::RssSampler::start(&pipeline.all());
 
     let started = Instant::now();
     let load = load::Load::start(&pipeline.dir, &pipeline.gateway_addrs, load_for.as_secs_f64(), RATE, seed);
@@ -93,7 +92,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         eprintln!("fault at {:>6.1}s: {fault}", at.as_secs_f64());
     }
 
-    let peaks = processes::peaks(&pipeline.all());
+    let peaks = crate::harness::processes::peaks(&pipeline.all());
     for (name, mib) in &peaks {
         eprintln!("peak RSS {name:<10} {mib:>7.1} MiB (bound {} MiB)", pipeline::rss_bound_mib(name));
     }

@@ -25,9 +25,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tailgate_kafka::KafkaConfig;
 
-use super::processes::{local_addr, Process, Ready};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::kafka::{kafka_config, kafka_yaml};
+use crate::harness::processes::{local_addr, Process, Ready};
 use crate::harness::temp_dir;
 
 pub const PARTITIONS: u32 = 4;
@@ -84,6 +84,8 @@ impl Pipeline {
             // Seen in a long run: broker dead 240 s in, lite.rs:503 "more or less than one row". So the roles run
             // with `kafka.producer.idempotence: false`, as all-in-one does for its embedded Tansu.
             kafka.producer.idempotence = Some(false);
+            // And eager rebalancing: under the cooperative protocol Tansu has handed one partition to two members.
+            kafka.consumer.assignment_strategy = Some(tailgate_kafka::AssignmentStrategy::Range);
             let data = dir.join("data");
             let broker = Process::new(
                 &dir,

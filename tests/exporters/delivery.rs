@@ -1,4 +1,4 @@
-//! Exporters end to end: gateway → Kafka (Tansu) → exporter → backend. Prometheus is the real server; Jaeger and
+//! Exporters end to end: gateway → Apache Kafka → exporter → backend. Prometheus is the real server; Jaeger and
 //! Loki are receivers built on their official protocol definitions (`harness::backends`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +27,7 @@ use crate::harness::{self, eventually, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_receives_every_kept_trace_whole() {
-    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let sampler_config = tailgate_sampler::SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(1),
@@ -180,7 +180,7 @@ fn value(result: &serde_json::Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stores_every_kind_of_metric_as_the_compatibility_spec_says() {
     let prometheus = Prometheus::start().await;
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let exporters = ExportersConfig {
         prometheus_remote_write: Some(PrometheusConfig {
@@ -271,7 +271,7 @@ async fn loki_over_mtls_with_a_private_ca_and_a_rotated_bearer_token() {
     let loki = LokiReceiver::start_with(Some(harness::certs::server_config(&server, Some(&ca)))).await;
     let token = pki.dir.join("loki.token");
     std::fs::write(&token, "loki-token-1\n").unwrap();
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let exporters = ExportersConfig {
         loki: Some(LokiConfig {
@@ -328,7 +328,7 @@ async fn loki_over_mtls_with_a_private_ca_and_a_rotated_bearer_token() {
 /// `tenant_id`. Exactly each line, once, under its own tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tenants_logs_reach_loki_as_that_tenant() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let mut ingest = harness::ingest_config();
     ingest.http.tenant_header = Some("X-Scope-OrgID".into());
     let gateway = harness::start_gateway(ingest, kafka.clone()).await;
@@ -371,7 +371,7 @@ async fn each_tenants_logs_reach_loki_as_that_tenant() {
 /// nothing to the push API. Every log record arrives exactly once, unchanged, under its resource.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_otlp_mode_sends_each_tenants_records_unchanged() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let mut ingest = harness::ingest_config();
     ingest.http.tenant_header = Some("X-Scope-OrgID".into());
     let gateway = harness::start_gateway(ingest, kafka.clone()).await;
@@ -433,7 +433,7 @@ async fn loki_otlp_mode_sends_each_tenants_records_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig {
@@ -484,7 +484,7 @@ async fn loki_gets_low_cardinality_streams_with_trace_ids_as_structured_metadata
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_metrics_of_every_partition_add_up_in_prometheus() {
     let prometheus = Prometheus::start().await;
-    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let red_metrics = tailgate_sampler::red::RedMetricsConfig {
         interval: tailgate_config::Duration::from_secs(1),

@@ -31,7 +31,7 @@ fn statuses_of(results: &[serde_json::Value]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_exemplar_opens_a_kept_trace_in_remote_write_and_on_the_scrape_endpoint() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let sampler_config = tailgate_sampler::SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(1),

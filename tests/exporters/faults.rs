@@ -43,7 +43,7 @@ fn lines(loki: &LokiReceiver) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
-    let mut kafka = harness::kafka_config(&harness::tansu(), 3);
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), 3);
     // The Jaeger exporter reads what the gateway writes, so the test controls exactly what it must deliver.
     kafka.topics.sampled_spans = kafka.topics.spans.clone();
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
@@ -118,7 +118,7 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_5xx_backs_off_growing_and_400_goes_to_the_dead_letter_topic() {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let loki = LokiReceiver::start().await;
     // A hint is honoured up to max_interval: 3 s here, above the 2 s hint below.
@@ -174,7 +174,7 @@ async fn retry_after_is_honoured_5xx_backs_off_growing_and_400_goes_to_the_dead_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is_delivered() {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
     let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
@@ -197,7 +197,7 @@ async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_restores_a_range_a_backend_lost_with_progress_and_a_summary() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let lost = LokiReceiver::start().await;
     let exporters = ExportersConfig { loki: Some(loki_config(&lost)), ..Default::default() };
@@ -251,7 +251,7 @@ async fn jaeger_over_mtls_with_a_private_ca_and_a_bearer_token() {
     let token = pki.dir.join("jaeger.token");
     std::fs::write(&token, "jaeger-token\n").unwrap();
 
-    let mut kafka = harness::kafka_config(&harness::tansu(), 1);
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     kafka.topics.sampled_spans = kafka.topics.spans.clone();
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let exporters = ExportersConfig {
@@ -291,7 +291,7 @@ async fn jaeger_over_mtls_with_a_private_ca_and_a_bearer_token() {
 /// re-deliver at most unacknowledged batches, counted as duplicates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporters_joining_and_leaving_the_group_lose_nothing() {
-    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };

@@ -59,7 +59,7 @@ fn value(result: &serde_json::Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_out_of_order_sample_does_not_cost_prometheus_the_rest_of_the_request() {
     let prometheus = Prometheus::start().await;
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let exporters = ExportersConfig {
         prometheus_remote_write: Some(PrometheusConfig {
@@ -98,7 +98,7 @@ async fn one_out_of_order_sample_does_not_cost_prometheus_the_rest_of_the_reques
 /// dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_are_an_outage_not_bad_data() {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig {

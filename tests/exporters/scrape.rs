@@ -1,4 +1,4 @@
-//! The Prometheus scrape endpoint (`exporters.prometheus`) end to end: gateway → Kafka (Tansu) → scrape exporters →
+//! The Prometheus scrape endpoint (`exporters.prometheus`) end to end: gateway → Apache Kafka → scrape exporters →
 //! a real Prometheus scraping them with the seed's `prometheus.yml` (job `otel-collector`, no `honor_labels`, so the
 //! data's `job` and `instance` become `exported_job` and `exported_instance`, as with the Collector), queried back
 //! over its HTTP API.
@@ -120,7 +120,7 @@ fn inventory_values(base: i64, total: i64) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_kind_of_metric_with_the_seeds_config() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let port = harness::free_port();
     let mut exporters = scrape_config(port);
@@ -203,7 +203,7 @@ async fn prometheus_scrapes_every_kind_of_metric_with_the_seeds_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_serve_every_series_once_and_a_moved_partition_moves_its_series() {
-    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = MetricsServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let (port_a, port_b) = (harness::free_port(), harness::free_port());
@@ -259,7 +259,7 @@ async fn two_workers_serve_every_series_once_and_a_moved_partition_moves_its_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_that_stop_updating_expire_and_are_not_rebuilt() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = MetricsServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let port = harness::free_port();
@@ -316,7 +316,7 @@ async fn series_that_stop_updating_expire_and_are_not_rebuilt() {
 /// than `look_back` is not read, even when its point would not have expired yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_reads_only_the_look_back() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = MetricsServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let request = |metrics| otlp::metrics_request_with(service_resource("inventory"), None, metrics);

@@ -1,8 +1,11 @@
-//! What the integration tests share, one concept a file: Kafka brokers and configs (`kafka`), reading a topic back
-//! and counting what is in it (`topic`), OTLP requests (`otlp`), each role running in this process (`roles`), the
-//! real binary (`binary`), waiting with a deadline (`wait`), the Python SDK (`python`), HTTP exactly as the server
-//! said it (`http`), backends that can be told to fail (`backends`), and free ports and directories (`local`).
+//! What the integration tests share, one concept a file: Apache Kafka clusters (`apache_kafka`), the other brokers
+//! and Kafka configs (`kafka`), reading a topic back and counting what is in it (`topic`), OTLP requests (`otlp`),
+//! each role running in this process (`roles`), the real binary (`binary`) and its roles as processes that can be
+//! killed and restarted (`processes`), waiting with a deadline (`wait`), the Python SDK (`python`), HTTP exactly as
+//! the server said it (`http`), backends that can be told to fail (`backends`), and free ports and directories
+//! (`local`).
 
+pub mod apache_kafka;
 pub mod backends;
 pub mod binary;
 pub mod certs;
@@ -10,12 +13,14 @@ pub mod http;
 pub mod kafka;
 pub mod local;
 pub mod otlp;
+pub mod processes;
 pub mod python;
 pub mod roles;
 pub mod topic;
 pub mod wait;
 
-pub use kafka::{kafka_config, mock_cluster, mock_kafka, tansu};
+pub use apache_kafka::brokers as apache_kafka;
+pub use kafka::{kafka_config, mock_cluster, mock_kafka};
 pub use local::{free_port, temp_dir};
 pub use otlp::trace_request;
 pub use python::{python, python_script};

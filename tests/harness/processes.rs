@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{binary, local, wait};
+use super::{binary, local, wait};
 
 /// One role of the pipeline: how to start it, and the process currently running it.
 pub struct Process {

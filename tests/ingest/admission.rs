@@ -43,7 +43,7 @@ impl Drop for Gateway {
 }
 
 async fn gateway() -> Gateway {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let dir = temp_dir("admission");
     let (grpc, http, telemetry): (SocketAddr, SocketAddr, SocketAddr) = (
         format!("127.0.0.1:{}", free_port()).parse().unwrap(),

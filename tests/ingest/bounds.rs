@@ -1,4 +1,4 @@
-//! Hostile and unlucky input at the gateway, through a real broker (Tansu): records that must fit Kafka's limit as a
+//! Hostile and unlucky input at the gateway, through Apache Kafka: records that must fit Kafka's limit as a
 //! whole (key, value, headers and framing), items that can never fit, and memory under gigantic requests.
 
 use std::collections::HashMap;
@@ -93,7 +93,7 @@ fn logs_in(records: &[Record]) -> HashMap<String, usize> {
 }
 
 async fn gateway() -> harness::RunningGateway {
-    let mut kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     kafka.producer.max_message_bytes = tailgate_config::ByteSize::b(MAX_MESSAGE_BYTES as u64);
     harness::start_gateway(harness::ingest_config(), kafka).await
 }

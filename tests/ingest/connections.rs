@@ -25,7 +25,7 @@ async fn served_connection(addr: SocketAddr) -> BufReader<TcpStream> {
 async fn past_max_connections_a_connection_waits_until_one_closes() {
     let mut ingest = harness::ingest_config();
     ingest.max_connections = 2;
-    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 2)).await;
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 2)).await;
 
     let first = served_connection(gateway.http).await;
     let _second = served_connection(gateway.http).await;

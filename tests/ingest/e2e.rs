@@ -1,4 +1,4 @@
-//! End to end through a real broker (Tansu), with clients we didn't write.
+//! End to end through Apache Kafka, with clients we didn't write.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,7 +39,8 @@ fn assert_each_span_once_on_its_partition(expected: &[(String, String)], records
 
 async fn python_sdk_round_trip(protocol: &str) {
     let gateway =
-        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::apache_kafka(), PARTITIONS))
+            .await;
     let endpoint = match protocol {
         "grpc" => format!("http://{}", gateway.grpc),
         _ => format!("http://{}", gateway.http),
@@ -104,7 +105,7 @@ async fn records_are_the_collectors_otlp_proto_encoding() {
     let mut ingest = harness::ingest_config();
     ingest.resource =
         vec![serde_yaml::from_str("{ key: deployment.environment, value: production, action: upsert }").unwrap()];
-    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), PARTITIONS)).await;
 
     let encoded = harness::python().args([&harness::python_script("otlp_proto.py"), "encode", "50"]).output().unwrap();
     assert!(encoded.status.success(), "{}", String::from_utf8_lossy(&encoded.stderr));
@@ -171,7 +172,8 @@ fn otlp_proto<'a>(args: &[&str], inputs: impl IntoIterator<Item = &'a Vec<u8>>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_decode_in_python_to_exactly_the_spans_sent() {
     let gateway =
-        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::apache_kafka(), PARTITIONS))
+            .await;
     let encoded = harness::python().args([&harness::python_script("otlp_proto.py"), "rich", "600"]).output().unwrap();
     assert!(encoded.status.success(), "{}", String::from_utf8_lossy(&encoded.stderr));
     let body = hex::decode(String::from_utf8(encoded.stdout).unwrap().trim()).unwrap();
@@ -207,7 +209,7 @@ async fn records_decode_in_python_to_exactly_the_spans_sent() {
 /// losing nothing; a single span too large for any record is rejected through partial success before the ack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_requests_are_split_to_fit_kafka_records() {
-    let mut kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     kafka.producer.max_message_bytes = tailgate_config::ByteSize::b(64 * 1024);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka).await;
 
@@ -246,7 +248,8 @@ async fn large_requests_are_split_to_fit_kafka_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_requests_reach_kafka() {
     let gateway =
-        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::tansu(), PARTITIONS)).await;
+        harness::start_gateway(harness::ingest_config(), harness::kafka_config(&harness::apache_kafka(), PARTITIONS))
+            .await;
     let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"cart"}}]},
         "scopeSpans":[{"spans":[
           {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000500000000,"kind":2},

@@ -178,7 +178,7 @@ async fn a_spent_budget_throttles_with_a_retry_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_another_partition_count_fails_start_up() {
-    let brokers = harness::tansu();
+    let brokers = harness::apache_kafka();
     let kafka = harness::kafka_config(&brokers, 3);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
     let mut other = kafka.clone();

@@ -92,7 +92,7 @@ fn log() -> LogRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensitive_values_are_masked_before_kafka_and_nothing_else_changes() {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let mut ingest = harness::ingest_config();
     ingest.redaction = Some(tailgate_config::from_yaml(REDACTION).unwrap());
     let gateway = harness::start_gateway(ingest, kafka.clone()).await;

@@ -87,7 +87,7 @@ async fn mtls_accepts_only_clients_of_its_ca_and_follows_rotated_certificates() 
         min_version: Default::default(),
         reload_interval: ConfigDuration::from_millis(100),
     });
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(config, kafka.clone()).await;
     let send = |tls: Arc<rustls::ClientConfig>, n: u64| {
         let addr = gateway.http;
@@ -207,7 +207,7 @@ async fn only_authenticated_requests_are_written_each_as_its_credentials_tenant(
     let mut config = harness::ingest_config();
     config.grpc.auth = Some(auth(&pki, &issuer));
     config.http.auth = Some(auth(&pki, &issuer));
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(config, kafka.clone()).await;
 
     let bearer = |token: String| format!("Bearer {token}");
@@ -282,7 +282,7 @@ async fn only_authenticated_requests_are_written_each_as_its_credentials_tenant(
 async fn a_trusted_tenant_header_names_the_tenant_only_where_configured() {
     let mut config = harness::ingest_config();
     config.http.tenant_header = Some("X-Scope-OrgID".into());
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(config, kafka.clone()).await;
     let post = |n: u64, tenant: Option<&'static str>| {
         let addr = gateway.http;
@@ -323,7 +323,7 @@ async fn each_tenant_is_held_to_its_own_rate_limit() {
     });
     config.http.tenant_header = Some("X-Scope-OrgID".into());
     config.grpc.tenant_header = Some("X-Scope-OrgID".into());
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(config, kafka.clone()).await;
     let size = one_span(1, 20_000).encoded_len() as u64;
     let fits = BURST / size;
@@ -386,7 +386,7 @@ async fn the_python_sdk_sends_over_mtls_with_a_bearer_token() {
         reload_interval: ConfigDuration::from_secs(10),
     });
     config.grpc.auth = Some(auth(&pki, &issuer));
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let gateway = harness::start_gateway(config, kafka.clone()).await;
     let endpoint = format!("https://localhost:{}", gateway.grpc.port());
     let (ca_file, cert, key) = (ca.cert.clone(), client.cert.clone(), client.key.clone());

@@ -17,7 +17,7 @@ const LIMIT: u64 = 64 * 1024;
 async fn gateway() -> RunningGateway {
     let mut ingest = harness::ingest_config();
     ingest.max_request_bytes = tailgate_config::ByteSize::b(LIMIT);
-    harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 4)).await
+    harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 4)).await
 }
 
 fn span(trace_id: Vec<u8>, span_id: Vec<u8>, pad: usize) -> Span {
@@ -199,7 +199,7 @@ async fn http_status_matrix() {
 async fn cors_allows_only_configured_origins() {
     let mut ingest = harness::ingest_config();
     ingest.http.cors_allowed_origins = vec!["https://shop.example.com".to_owned()];
-    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::tansu(), 2)).await;
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 2)).await;
     let preflight = |origin: &'static str| {
         let addr = gateway.http;
         async move {

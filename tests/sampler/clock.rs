@@ -43,7 +43,7 @@ fn part(child: bool) -> ExportTraceServiceRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
 
     // One record per partition from another producer, timestamped an hour ahead.
@@ -88,7 +88,7 @@ async fn a_record_from_the_future_in_a_backlog_does_not_move_the_clock_past_it()
 // until the backlog is read. So that case has no test that could fail; the clock is left alone there too.
 
 async fn backlog_with_a_future_record() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
     let two_minutes_ago = tailgate_kafka::now_ms() - 120_000;

@@ -17,7 +17,7 @@ const EXPECTED: &[(&str, &str)] = &[("cleanup.policy", "compact,delete"), ("rete
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decisions_topic_is_compacted_and_deleted_after_twice_the_lookback() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let sampler = harness::start_sampler(&SamplerConfig::default(), &kafka, "tailgate-sampler").await;
     let drift = config_drift(&kafka, &kafka.topics.decisions, EXPECTED, Duration::from_secs(10)).await.unwrap();
     assert_eq!(drift, Vec::<Drift>::new());
@@ -26,7 +26,7 @@ async fn the_decisions_topic_is_compacted_and_deleted_after_twice_the_lookback()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decisions_topic_made_compact_only_is_reported() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
     let topic = NewTopic::new(&kafka.topics.decisions, 2, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");

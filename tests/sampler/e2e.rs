@@ -1,4 +1,4 @@
-//! Sampler workers against a real broker (Tansu): completeness, the policies' promises, determinism on replay.
+//! Sampler workers against Apache Kafka: completeness, the policies' promises, determinism on replay.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -81,7 +81,7 @@ fn kept(records: &[harness::Record]) -> HashMap<Vec<u8>, Vec<(String, i32, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let first = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
 
@@ -159,7 +159,7 @@ async fn kept_traces_arrive_whole_and_replays_decide_the_same() {
 /// `max_spans_per_trace` is decided at once (long before `decision_wait`) and its later spans follow the decision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let config = SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(300),
@@ -231,7 +231,7 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
 /// decisions topic, so late spans follow the first decision and kept traces are not emitted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_outlive_the_worker() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let policy = |salt: &str| {
@@ -294,7 +294,7 @@ async fn decisions_outlive_the_worker() {
 /// Before tenants were kept apart, the four spans were one trace, decided by the default policy: dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_traces_of_one_trace_id_are_decided_and_written_apart() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let mut ingest = harness::ingest_config();
     ingest.http.tenant_header = Some("X-Scope-OrgID".into());
     let gateway = harness::start_gateway(ingest, kafka.clone()).await;

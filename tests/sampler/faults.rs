@@ -1,5 +1,5 @@
-//! Sampler workers under membership changes and crashes, on Tansu with the eager `range` strategy
-//! (under `cooperative-sticky`, Tansu has handed two members the same partition at once during a rebalance), and
+//! Sampler workers under membership changes and crashes, on Apache Kafka with the default `cooperative-sticky`
+//! strategy (`tests/kafka/membership.rs` has the static-membership and three-worker cases), and
 //! under floods and output outages. The promise: lost = 0; duplicates are allowed and reported.
 
 use std::collections::{HashMap, HashSet};
@@ -84,7 +84,7 @@ fn config() -> SamplerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_joining_and_leaving_mid_window_lose_nothing() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let a = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
@@ -106,7 +106,7 @@ async fn workers_joining_and_leaving_mid_window_lose_nothing() {
 
     let duplicates = nothing_lost(&kafka, 300).await;
     let revocations = stats_a.revocations.load(Ordering::SeqCst) + b.stats.revocations.load(Ordering::SeqCst);
-    eprintln!("rebalance (eager range, Tansu): revocations = {revocations}, duplicate spans = {duplicates}, lost = 0");
+    eprintln!("rebalance (cooperative-sticky, Apache Kafka): revocations = {revocations}, duplicate spans = {duplicates}, lost = 0");
     assert!(revocations > 0, "a revoke actually happened");
 
     b.stop().await;
@@ -147,7 +147,7 @@ impl Drop for Worker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_window_loses_nothing() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
@@ -185,7 +185,7 @@ async fn a_worker_killed_mid_window_loses_nothing() {
 /// `kafka.consumer.session_timeout: 6s` the restarted worker consumes again, and the traces sent meanwhile are out
 /// whole, within the session plus the decision wait; with librdkafka's default session (45 s), which this test
 /// would fail, they took 47 s (measured on Tansu, a_worker_killed_mid_window_loses_nothing). On Apache Kafka,
-/// `group_instance_id` gives the partitions back at once; that is not testable here.
+/// `group_instance_id` gives the partitions back at once: `tests/kafka/membership.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_consumes_again_within_its_session_timeout() {
     let mock = harness::mock_cluster();
@@ -229,7 +229,7 @@ async fn a_killed_worker_consumes_again_within_its_session_timeout() {
 /// is still kept whole and decided on time, also through a burst of ten times the usual rate of new traces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_on_one_trace_stays_within_the_memory_bound() {
-    let kafka = harness::kafka_config(&harness::tansu(), PARTITIONS);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let config = SamplerConfig {

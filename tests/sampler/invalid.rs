@@ -16,7 +16,7 @@ use crate::harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_with_invalid_ids_are_counted_by_reason() {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let failed = Some(Status { code: status::StatusCode::Error as i32, message: String::new() });
     let trace = vec![7u8; 16];
     let spans = vec![
@@ -72,7 +72,7 @@ async fn spans_with_invalid_ids_are_counted_by_reason() {
 /// An error trace's record with `headers`, as another producer could write it, read by a sampler: what the
 /// dead-letter topic holds (its `tailgate.error` header) and how many records reached the sampled topic.
 async fn error_trace_with_headers(headers: rdkafka::message::OwnedHeaders) -> (Vec<String>, usize) {
-    let kafka = harness::kafka_config(&harness::tansu(), 1);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let failed = Some(Status { code: status::StatusCode::Error as i32, message: String::new() });
     let trace = vec![5u8; 16];
     let value = harness::trace_request(vec![Span {

@@ -1,6 +1,6 @@
 //! Trying policies before they drop data: a dry run keeps every trace and marks what the policies would have done;
 //! policies reload on a changed file or SIGHUP, an invalid file refused with its problems and the running policies
-//! kept. Against Tansu.
+//! kept. Against Apache Kafka.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
@@ -49,7 +49,7 @@ const POLICIES: &str = "\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_keeps_every_trace_and_marks_what_the_policies_would_have_done() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let config: SamplerConfig =
         tailgate_config::from_yaml(&format!("dry_run: true\ndecision_wait: 1s\npolicies:\n{POLICIES}")).unwrap();
@@ -113,7 +113,7 @@ async fn until_metric(port: u16, name: &str, value: f64, sampler: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_reload_from_a_changed_file_and_an_invalid_one_is_refused() {
-    let kafka = harness::kafka_config(&harness::tansu(), 2);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 2);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let port = harness::free_port();

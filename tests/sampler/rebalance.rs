@@ -23,7 +23,7 @@ const BACKLOG: u32 = 400_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() {
-    let brokers = harness::tansu();
+    let brokers = harness::apache_kafka();
     let kafka = harness::kafka_config(&brokers, PARTITIONS);
     let none: &[(&str, &str)] = &[];
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.decisions, none)], Duration::from_secs(30)).await.unwrap();

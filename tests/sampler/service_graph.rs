@@ -1,4 +1,4 @@
-//! The exact service graph from the loadgen's checkout flow, against Tansu: every call of every trace counted once,
+//! The exact service graph from the loadgen's checkout flow, against Apache Kafka: every call of every trace counted once,
 //! with one sampler worker and with two, read back from the metrics topic as a backend would add it up.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -61,7 +61,7 @@ fn edge(client: &str, server: &str, connection_type: &str) -> Edge {
 /// Runs 200 checkouts (seed 7, a fifth failing in payments) through `workers` samplers; the graph's requests and
 /// failed calls by edge, and the number of failed checkouts.
 async fn graph_with(workers: usize) -> (BTreeMap<Edge, i64>, BTreeMap<Edge, i64>, i64) {
-    let kafka = harness::kafka_config(&harness::tansu(), 4);
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let config = SamplerConfig {
         decision_wait: tailgate_config::Duration::from_secs(1),
