@@ -109,11 +109,13 @@ fn fatal_reason(error: &KafkaError, group: &str, topic: &str, fatal: Option<Stri
              needs\")"
                 .to_owned()
         }
-        RDKafkaErrorCode::Fatal => format!(
-            "librdkafka raised a fatal error{}; a static member fenced by another is given up: check that each \
+        _ if fatal.is_some() || matches!(code, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::FencedInstanceId) => {
+            format!(
+                "librdkafka raised a fatal error{}; a static member fenced by another is given up: check that each \
              worker has its own kafka.consumer.group_instance_id",
-            fatal.map(|f| format!(" ({f})")).unwrap_or_default()
-        ),
+                fatal.map(|f| format!(" ({f})")).unwrap_or_default()
+            )
+        }
         _ => return None,
     };
     Some(format!("consumer of `{topic}` in group `{group}` stopped: {error}: {fix}"))

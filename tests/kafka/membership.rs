@@ -186,3 +186,34 @@ async fn cooperative_rebalances_mid_window_lose_nothing_and_never_share_a_partit
     c.stop().await;
     gateway.stop().await;
 }
+
+/// Two samplers started with the same `group_instance_id` (a copied StatefulSet name, a config shared by
+/// mistake): the broker fences the first. It must stop, non-zero, saying why — not idle with `/ready` true as it
+/// did, holding nothing while its orchestrator thinks it healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_static_member_stops_and_says_why() {
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), 2);
+    kafka.consumer.group_instance_id = Some("sampler-twin".to_owned());
+    let dir = harness::temp_dir("fenced");
+    let start = |name: &str| {
+        let telemetry = local_addr();
+        let config = format!(
+            "{}telemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\nsampler: {{ decision_wait: 1s }}\n",
+            kafka_yaml(&kafka)
+        );
+        Process::new(&dir, name, "sampler", &config, Ready::Health(telemetry))
+    };
+    let (mut first, mut second) = (start("first"), start("second"));
+    first.start().await;
+    let owns =
+        |process: &Process| std::fs::read_to_string(process.log()).is_ok_and(|log| log.contains("partitions assigned"));
+    assert!(eventually(Duration::from_secs(30), || owns(&first)).await, "the first sampler was assigned");
+    second.start().await;
+    let exited = eventually(Duration::from_secs(60), || first.exited().is_some()).await;
+    let log = std::fs::read_to_string(first.log()).unwrap();
+    assert!(exited, "the fenced sampler kept running: {log}");
+    let status = first.exited().unwrap();
+    assert!(!status.success(), "the fenced sampler exited 0");
+    assert!(log.contains("group_instance_id"), "its error says what to check: {log}");
+    second.stop();
+}
