@@ -80,9 +80,24 @@ pub async fn watch(
                     continue;
                 }
                 seen = now;
+                // An editor or a ConfigMap update may be half-way through writing it: read it once it has not
+                // changed for a whole poll interval.
+                tokio::time::sleep(POLL).await;
+                if modified(&path) != seen {
+                    continue;
+                }
                 "the file changed"
             }
         };
+        // An empty file parses as the defaults (10% probabilistic, no tenants, no dry run): at start that is a
+        // choice, mid-run it is a file being written or truncated.
+        let empty = std::fs::read_to_string(&path).is_ok_and(|text| text.trim().is_empty());
+        if empty {
+            metrics::counter!(tailgate_sampler::metrics::CONFIG_RELOAD_FAILURES).increment(1);
+            tracing::error!(reason = why, path = %path.display(),
+                "configuration reload refused: the file is empty; the running policies stay");
+            continue;
+        }
         match Config::load(Some(&path)) {
             Err(error) => {
                 metrics::counter!(tailgate_sampler::metrics::CONFIG_RELOAD_FAILURES).increment(1);

@@ -166,10 +166,17 @@ async fn policies_reload_from_a_changed_file_and_an_invalid_one_is_refused() {
     assert!((200..210).all(|t| third.contains_key(&t)), "still generation 2: everything kept");
     assert_eq!(metric(&metrics_page(port).await, "tailgate_sampler_config_generation"), Some(2.0));
 
+    // An emptied file (truncated, or caught half-written) is refused too: parsed, it would be the defaults, and
+    // 10% probabilistic would replace the running policies.
+    std::fs::write(&path, "").unwrap();
+    until_metric(port, "tailgate_sampler_config_reload_failures_total", 3.0, &mut sampler).await;
+    assert_eq!(metric(&metrics_page(port).await, "tailgate_sampler_config_generation"), Some(2.0));
+
     binary::signal(&sampler, "-TERM");
     tokio::task::spawn_blocking(move || sampler.wait().unwrap()).await.unwrap();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("configuration reload refused"), "{stderr}");
     assert!(stderr.contains("sampler.policies[0].type"), "the problem with its path: {stderr}");
+    assert!(stderr.contains("the file is empty"), "{stderr}");
     gateway.stop().await;
 }
