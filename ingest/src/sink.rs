@@ -99,8 +99,10 @@ impl KafkaSink {
         if let Some(id) = tenant.id() {
             record_headers = record_headers.insert(Header { key: headers::TENANT, value: Some(id) });
         }
+        // Spans leave room for the sampler's marks: a span accepted here must fit the sampled topic too.
+        let max_record_bytes = self.max_message_bytes.saturating_sub(S::DOWNSTREAM_ROOM);
         let limit = RecordLimit::new(
-            self.max_message_bytes,
+            max_record_bytes,
             record_headers.iter().map(|header| (header.key, header.value.unwrap_or_default())),
         );
 
@@ -176,7 +178,7 @@ impl KafkaSink {
         Ok(Accepted {
             accepted: split.accepted,
             rejected: split.rejected(),
-            error_message: split.error_message::<S>(self.max_message_bytes),
+            error_message: split.error_message::<S>(max_record_bytes),
         })
     }
 

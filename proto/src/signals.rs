@@ -53,6 +53,7 @@ impl Signal for ExportTraceServiceRequest {
     const ITEMS: &'static str = "spans";
     const ROUTES_BY_RESOURCE: bool = false;
     const WIRE: Option<WireSignal> = Some(WireSignal::Traces);
+    const DOWNSTREAM_ROOM: usize = crate::split::SAMPLER_ROOM;
 
     fn resources_mut(&mut self) -> &mut Vec<ResourceSpans> {
         &mut self.resource_spans

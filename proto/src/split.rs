@@ -29,6 +29,15 @@ use crate::record_size::RecordLimit;
 pub(crate) const FIELD_FRAMING: usize = 6;
 
 /// One OTLP signal's three-level shape: request → resources → scopes → items.
+/// What the sampler may add to a kept span when it writes it to the sampled topic, and to its record: the
+/// `tailgate.tenant` header (at most 150 bytes of name), the sampling threshold in `tracestate`, and the keeping
+/// policy's name in an attribute — twice in a dry run (`tailgate.sampler.would_keep_policy`), policy names being at
+/// most [`MAX_POLICY_NAME`] bytes. A span that fit the gateway's record always fits the sampler's, marks and all.
+pub const SAMPLER_ROOM: usize = 1024;
+
+/// The longest policy name the sampler takes: its marks must fit [`SAMPLER_ROOM`].
+pub const MAX_POLICY_NAME: usize = 256;
+
 pub trait Signal: Message + Default + Sized {
     /// `ResourceSpans`, `ResourceLogs`, `ResourceMetrics`.
     type Resource: Message + Clone;
@@ -43,6 +52,9 @@ pub trait Signal: Message + Default + Sized {
     const ROUTES_BY_RESOURCE: bool;
     /// How [`crate::wire`] splits the signal's encoded requests, if it does (traces and logs; metrics are decoded).
     const WIRE: Option<crate::wire::WireSignal>;
+    /// Bytes a record of this signal leaves free for what a later stage adds to its items when it writes them
+    /// again: the gateway's records are this much smaller than the limit (see [`SAMPLER_ROOM`]).
+    const DOWNSTREAM_ROOM: usize = 0;
 
     fn resources_mut(&mut self) -> &mut Vec<Self::Resource>;
     fn scopes_mut(resource: &mut Self::Resource) -> &mut Vec<Self::Scope>;
@@ -111,7 +123,7 @@ impl Split {
     }
 
     /// The OTLP partial-success `error_message`, or `None` when nothing was rejected. `max_record_bytes` is the
-    /// limit as the user configured it (`message.max.bytes`).
+    /// limit records were made to (`message.max.bytes`, less the room spans leave for the sampler).
     pub fn error_message<S: Signal>(&self, max_record_bytes: usize) -> Option<String> {
         if self.rejected() == 0 {
             return None;

@@ -90,15 +90,19 @@ impl Output {
         let tenant = crate::tenant::name(tenant);
         let partitions = self.kafka.partitions;
         let sampled = &self.kafka.topics.sampled_spans;
-        let split = output.map(|request| split_kept(&request, partitions, self.limit));
-        if let Some(split) = split.as_ref().filter(|s| s.rejected() > 0) {
-            // Kept spans another producer wrote with invalid IDs, or that the added attributes pushed over the record
-            // limit: counted by reason, never settled as if written.
+        let split = output.as_ref().map(|request| split_kept(request, partitions, self.limit));
+        let mut records: Vec<OutgoingRecord> = Vec::new();
+        if let (Some(split), Some(request)) = (split.as_ref().filter(|s| s.rejected() > 0), output) {
+            // Kept spans another producer wrote with invalid IDs, or that the sampler's marks (`ot=th`, the keeping
+            // policy) pushed over the record limit: counted by reason, and the kept trace as the sampler would have
+            // written it goes to the dead-letter topic with them, so that its offsets settle only once it is
+            // somewhere — the sampled topic or the dead letters, never neither.
             tracing::warn!(
                 partition = settled.partition,
                 invalid_id = split.rejected_invalid_id,
                 too_large = split.rejected_too_large,
-                "kept spans the sampled topic cannot carry"
+                topic = self.dead_letters.topic(),
+                "kept spans the sampled topic cannot carry; the kept trace goes to the dead-letter topic"
             );
             for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)]
             {
@@ -107,13 +111,22 @@ impl Output {
                     self.stats.invalid_spans.fetch_add(count as u64, Ordering::Relaxed);
                 }
             }
+            let offset = settled.offsets.first().copied().unwrap_or_default();
+            let reason = if split.rejected_too_large > 0 { "too_large" } else { "invalid_id" };
+            let message = format!(
+                "a kept trace with {} span(s) too large for a record with the sampler's marks and {} with invalid IDs",
+                split.rejected_too_large, split.rejected_invalid_id
+            );
+            let key = decision.as_ref().map(|(trace_id, _)| trace_id.to_vec());
+            records.push(self.dead_letters.record(settled.partition, offset, key, request, reason, &message));
         }
-        let mut records: Vec<OutgoingRecord> = split
-            .map(|split| split.records)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO, tenant.as_deref()))
-            .collect();
+        records.extend(
+            split
+                .map(|split| split.records)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO, tenant.as_deref())),
+        );
         if let Some((trace_id, decision)) = decision {
             let record = Record {
                 partition: partition_for_key(&trace_id, partitions),

@@ -249,6 +249,16 @@ pub fn validate_all(configs: &[PolicyConfig], path: &str, problems: &mut Problem
     for (i, config) in configs.iter().enumerate() {
         let at = format!("{path}[{i}]");
         config.validate(&at, problems);
+        if config.name.len() > tailgate_proto::split::MAX_POLICY_NAME {
+            problems.push(
+                format!("{at}.name"),
+                format!(
+                    "is {} bytes; at most {} (it is written into every span the policy keeps)",
+                    config.name.len(),
+                    tailgate_proto::split::MAX_POLICY_NAME
+                ),
+            );
+        }
         if !config.name.is_empty() && !names.insert(config.name.as_str()) {
             problems.push(format!("{at}.name"), format!("`{}` is used by another policy", config.name));
         }
