@@ -126,8 +126,10 @@ fn try_load(
                     continue;
                 }
                 let decision = message.payload().and_then(Decision::decode);
-                let trace_id =
-                    crate::tenant::of(&message).ok().zip(message.key()).and_then(|(t, k)| TraceId::new(t, k));
+                let trace_id = crate::tenant::of(&message).ok().zip(message.key()).and_then(|(tenant, key)| {
+                    let id = tailgate_proto::decisions::trace_id(key, crate::tenant::name(tenant).as_deref())?;
+                    TraceId::new(tenant, id)
+                });
                 if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
                     loaded.push((trace_id, decision.keep));
                 }

@@ -130,7 +130,7 @@ impl Output {
         if let Some((trace_id, decision)) = decision {
             let record = Record {
                 partition: partition_for_key(&trace_id, partitions),
-                key: trace_id.to_vec(),
+                key: tailgate_proto::decisions::key(&trace_id, tenant.as_deref()),
                 value: decision.encode(),
                 items: 1,
             };

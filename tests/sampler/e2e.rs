@@ -329,6 +329,9 @@ async fn two_tenants_traces_of_one_trace_id_are_decided_and_written_apart() {
         .collect();
     decided.sort();
     assert_eq!(decided, [(Some("cart".into()), false), (Some("payments".into()), true)], "one decision per tenant");
+    // The same trace ID for both: on a compacted topic one key would leave only the newer tenant's decision.
+    let keys: std::collections::BTreeSet<&Vec<u8>> = decisions.iter().map(|r| &r.key).collect();
+    assert_eq!(keys.len(), 2, "each tenant's decision under a key of its own");
     let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(10), |r| {
         topic::spans(r).len() >= 2
     });
