@@ -34,6 +34,13 @@ pub struct IngestConfig {
     /// Connections each listener holds open at most; more wait to be accepted until one closes. With HTTP/2's
     /// per-connection flow-control window this also bounds what clients can have sent and not yet been read.
     pub max_connections: usize,
+    /// A new connection that sends nothing for this long is closed and its slot given back: connections opened
+    /// and left silent, by a broken client or on purpose, cannot hold every slot (before TLS or authentication,
+    /// which need the client to speak).
+    pub first_byte_timeout: Duration,
+    /// A connection over which nothing passes either way for this long is closed and its slot given back. Longer
+    /// than a request can be waiting on Kafka (`read_timeout` plus `kafka.producer.delivery_timeout`).
+    pub idle_timeout: Duration,
     /// Changes applied to every resource before it is written to Kafka, in order.
     pub resource: Vec<ResourceAction>,
     /// Per-tenant limits on what the gateway accepts; none by default.
@@ -53,6 +60,8 @@ impl Default for IngestConfig {
             read_timeout: Duration::from_secs(30),
             throttle_retry_after: Duration::from_secs(1),
             max_connections: 1024,
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             resource: Vec::new(),
             rate_limit: None,
             redaction: None,
@@ -175,6 +184,18 @@ impl IngestConfig {
         }
         if self.read_timeout.get().is_zero() {
             problems.push(format!("{path}.read_timeout"), "must be more than 0s");
+        }
+        if self.first_byte_timeout.get().is_zero() {
+            problems.push(format!("{path}.first_byte_timeout"), "must be more than 0s");
+        }
+        if self.idle_timeout.get() <= self.read_timeout.get() {
+            problems.push(
+                format!("{path}.idle_timeout"),
+                format!(
+                    "must be longer than read_timeout ({}): a request still arriving or waiting on Kafka would be cut",
+                    self.read_timeout
+                ),
+            );
         }
         if in_flight > u64::from(u32::MAX) {
             problems.push(format!("{path}.max_in_flight_bytes"), "must be below 4GiB");

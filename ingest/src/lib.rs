@@ -49,7 +49,7 @@ use crate::auth::Identify;
 pub use crate::auth::{AuthConfig, BearerToken, Failure as AuthFailure, JwtConfig};
 pub use crate::budget::{Budget, Permit};
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
-use crate::connections::Limited;
+use crate::connections::{Limited, Timeouts};
 pub use crate::error::ExportError;
 pub use crate::json::decode as decode_json;
 pub use crate::rate_limit::{RateLimitConfig, TenantLimit};
@@ -224,8 +224,9 @@ impl Gateway {
 
         let stop_serving = CancellationToken::new();
         let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
-        let grpc = Limited::new(grpc, config.max_connections, "grpc", grpc_tls);
-        let http = Limited::new(http, config.max_connections, "http", http_tls);
+        let timeouts = Timeouts { first_byte: config.first_byte_timeout.get(), idle: config.idle_timeout.get() };
+        let grpc = Limited::new(grpc, config.max_connections, "grpc", grpc_tls, timeouts);
+        let http = Limited::new(http, config.max_connections, "http", http_tls, timeouts);
         let mut grpc_server = tokio::spawn(grpc::serve(
             grpc,
             config.grpc.max_concurrent_streams,

@@ -39,3 +39,53 @@ async fn past_max_connections_a_connection_waits_until_one_closes() {
     assert_eq!(answered.unwrap().unwrap().status, 404);
     gateway.stop().await;
 }
+
+/// Connections opened and left silent — any host can open them, before TLS or authentication — are closed after
+/// `ingest.first_byte_timeout` and their slots given back. With 2 slots held by 2 silent connections, a client's
+/// export over HTTP and over gRPC is answered once the silent ones time out, instead of never (as before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_cannot_hold_every_slot() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use prost::Message as _;
+    use tokio::io::AsyncReadExt;
+
+    let mut ingest = harness::ingest_config();
+    ingest.max_connections = 2;
+    ingest.first_byte_timeout = tailgate_config::Duration::from_secs(1);
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 2)).await;
+    let request = harness::trace_request(vec![opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![3; 16],
+        span_id: vec![4; 8],
+        ..Default::default()
+    }]);
+
+    for (transport, addr) in [("http", gateway.http), ("grpc", gateway.grpc)] {
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            if transport == "http" {
+                let headers = [("Content-Type", "application/x-protobuf")];
+                let response = http::request(addr, "POST", "/v1/traces", &headers, &request.encode_to_vec()).await;
+                assert_eq!(response.status, 200);
+            } else {
+                let mut client = TraceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+                client.export(request.clone()).await.unwrap();
+            }
+        })
+        .await;
+        let waited = started.elapsed();
+        assert!(answered.is_ok(), "{transport}: two silent connections held every slot for 10 s");
+        // The state the test is about: both slots were held until the silent connections timed out.
+        assert!(waited >= Duration::from_millis(700), "{transport}: answered after {waited:?}, before any timed out");
+        // Closed by the gateway (after whatever it sent first: HTTP/2's SETTINGS).
+        for mut stream in silent {
+            let mut sent = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sent)).await;
+            assert!(read.is_ok(), "{transport}: a silent connection was still open");
+        }
+    }
+    gateway.stop().await;
+}
