@@ -34,11 +34,29 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, Problems> {
         Ok(_) => Err(problems),
         Err(error) => {
             let path = error.path().to_string();
-            let message = error.into_inner().to_string();
+            let message = without_values(&error.into_inner().to_string());
             problems.push(if path == "." { String::new() } else { path }, message);
             Err(problems)
         }
     }
+}
+
+/// serde's message with the string it was given left out: `invalid type: string "s3cr3t", expected …` is what a
+/// token written inline where `{ file | env }` is expected produces, and no error, log line or metric may carry a
+/// secret. Where that was expected, says how to give one.
+fn without_values(message: &str) -> String {
+    const GIVEN: &str = "invalid type: string \"";
+    let Some(start) = message.find(GIVEN) else { return message.to_owned() };
+    let rest = &message[start + GIVEN.len()..];
+    // serde quotes the value with Rust's escapes; the message goes on after `", expected`.
+    let Some(end) = rest.rfind("\", expected") else {
+        return format!("{}invalid type: a string (not shown)", &message[..start]);
+    };
+    let mut out = format!("{}invalid type: a string (not shown){}", &message[..start], &rest[end + 1..]);
+    if out.contains("SecretSource") {
+        out.push_str("; a secret is read from a file or the environment: { file: PATH } or { env: NAME }");
+    }
+    out
 }
 
 /// `a.b[2].c`, the way `serde_path_to_error` and users write paths.
@@ -63,6 +81,20 @@ fn path_string(path: &serde_ignored::Path<'_>) -> String {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// A token written inline where `{ file | env }` is expected: the error names the path and says what to
+    /// write, without the token (before: `invalid type: string "s3cr3t", expected struct SecretSource`).
+    #[test]
+    fn a_secret_written_inline_is_not_echoed() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Auth {
+            token: SecretSource,
+        }
+        let problems = from_yaml::<Auth>("token: s3cr3t-value\n").unwrap_err().to_string();
+        assert!(!problems.contains("s3cr3t"), "{problems}");
+        assert!(problems.contains("token") && problems.contains("{ file: PATH }"), "{problems}");
+    }
 
     #[derive(Debug, Deserialize, Default)]
     #[serde(default)]
