@@ -239,7 +239,7 @@ impl KafkaConfig {
         }
         self.security.validate(&format!("{path}.security"), problems);
         for key in self.client.keys() {
-            if security::OWNED.contains(&key.as_str()) {
+            if security::is_security_property(key) {
                 problems.push(
                     format!("{path}.client.{key}"),
                     "is a security property: set it with kafka.security (protocol, sasl, tls), where it is checked",
@@ -331,6 +331,24 @@ mod tests {
             ["kafka.client.sasl.password: is a security property: set it with kafka.security (protocol, sasl, tls), \
               where it is checked"]
         );
+    }
+
+    /// SECURITY.md says kafka.client refuses every credential-bearing property; these got through before.
+    #[test]
+    fn every_credential_property_is_refused_in_kafka_client() {
+        for key in [
+            "ssl.keystore.location",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "ssl.crl.location",
+            "ssl.truststore.location",
+        ] {
+            let found = problems(&format!("client: {{ {key}: 'SECRET-1' }}"));
+            assert_eq!(found.len(), 1, "{key}: {found:?}");
+            assert!(found[0].contains("is a security property"), "{key}: {found:?}");
+            assert!(!found[0].contains("SECRET"), "{key}: {found:?}");
+        }
     }
 
     #[test]

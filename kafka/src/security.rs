@@ -128,6 +128,20 @@ pub(crate) const OWNED: &[&str] = &[
     "enable.ssl.certificate.verification",
 ];
 
+/// Whether `key` is a librdkafka property that carries a credential or says where one is — every one
+/// `kafka.security` owns, and every `*.password`, `*.secret`, keystore, truststore, CRL or SASL credential property,
+/// whether or not Tailgate has a key for it: none may sit in plain YAML or bypass `kafka.security`'s checks.
+pub(crate) fn is_security_property(key: &str) -> bool {
+    OWNED.contains(&key)
+        || key.ends_with(".password")
+        || key.ends_with(".secret")
+        || key.contains("keystore")
+        || key.contains("truststore")
+        || key.contains(".crl.")
+        || key.starts_with("sasl.oauthbearer.")
+        || key.starts_with("sasl.kerberos.keytab")
+}
+
 impl SecurityConfig {
     /// `path` is this section's (`kafka.security`).
     pub fn validate(&self, path: &str, problems: &mut Problems) {
