@@ -140,14 +140,21 @@ impl Identify {
                     .increment(1);
                 ExportError::Unauthenticated(failure)
             }),
-            (None, Some(name)) => match headers.get(name) {
-                None => Ok(Tenant::DEFAULT),
-                Some(value) => value
-                    .to_str()
-                    .map_err(|_| "not ASCII".to_owned())
-                    .and_then(Tenant::new)
-                    .map_err(|message| ExportError::InvalidTenant(format!("{name}: {message}"))),
-            },
+            (None, Some(name)) => {
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => Ok(Tenant::DEFAULT),
+                    // Behind a proxy that appends its own value, the client's would come first: neither is taken.
+                    (Some(_), Some(_)) => Err(ExportError::InvalidTenant(format!(
+                        "{name}: sent more than once; a request is one tenant's"
+                    ))),
+                    (Some(value), None) => value
+                        .to_str()
+                        .map_err(|_| "not ASCII".to_owned())
+                        .and_then(Tenant::new)
+                        .map_err(|message| ExportError::InvalidTenant(format!("{name}: {message}"))),
+                }
+            }
             (None, None) => Ok(Tenant::DEFAULT),
         };
         result
@@ -156,7 +163,11 @@ impl Identify {
 
 impl Authenticator {
     fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, Failure> {
-        let value = headers.get(header::AUTHORIZATION).ok_or(Failure::Missing)?;
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let value = values.next().ok_or(Failure::Missing)?;
+        if values.next().is_some() {
+            return Err(Failure::Malformed);
+        }
         let value = value.to_str().map_err(|_| Failure::Malformed)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(Failure::Malformed)?;
         let token = token.trim();
@@ -207,5 +218,25 @@ async fn reload(authenticator: std::sync::Weak<Authenticator>, interval: std::ti
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `X-Scope-OrgID` twice — a proxy appending its own after the client's — is refused, not read as the first.
+    #[tokio::test]
+    async fn a_tenant_header_sent_twice_is_refused() {
+        let identify = Identify::new(None, Some("X-Scope-OrgID"), "http").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("x-scope-orgid", "checkout".parse().unwrap());
+        assert_eq!(identify.tenant(&headers).unwrap().id(), Some("checkout"));
+        headers.append("x-scope-orgid", "billing".parse().unwrap());
+        match identify.tenant(&headers) {
+            Err(ExportError::InvalidTenant(message)) => assert!(message.contains("more than once"), "{message}"),
+            other => panic!("two tenant values were taken: {other:?}"),
+        }
+        assert_eq!(identify.tenant(&HeaderMap::new()).unwrap().id(), None, "none: the default tenant");
     }
 }
