@@ -69,6 +69,8 @@ pub(crate) struct Worker<B: Backend> {
     source: Source,
     /// Range mode: partitions still being read.
     reading: HashSet<i32>,
+    /// Range mode: where each partition's range ends.
+    range_ends: tailgate_kafka::Ends,
 }
 
 pub(crate) async fn build<B: Backend>(
@@ -98,11 +100,14 @@ pub(crate) async fn build<B: Backend>(
     };
     let stats = Arc::new(ExporterStats::default());
     let mut reading = HashSet::new();
+    let mut range_ends = tailgate_kafka::Ends::default();
     let consumer = match &source {
         Source::Group => Consumer::subscribe(kafka, &settings, &topic, Assigner)?,
         Source::Range { from_ms, to_ms } => {
-            let (assignment, expected) = crate::source::range_start(kafka, &topic, *from_ms, *to_ms).await?;
-            stats.records_expected.store(expected, Ordering::SeqCst);
+            let range = crate::source::range_start(kafka, &topic, *from_ms, *to_ms).await?;
+            let assignment = range.assignment;
+            range_ends = range.ends;
+            stats.records_expected.store(range.records, Ordering::SeqCst);
             reading.extend(assignment.elements().iter().map(|e| e.partition()));
             Consumer::assign(kafka, &settings, &topic, &assignment, Assigner)?
         }
@@ -125,6 +130,7 @@ pub(crate) async fn build<B: Backend>(
         stats: Arc::clone(&stats),
         source,
         reading,
+        range_ends,
     };
     let health = Arc::clone(&worker.health);
     Ok(Exporter { name, stats, health, run: Box::new(move |shutdown, grace| Box::pin(worker.run(shutdown, grace))) })
@@ -248,10 +254,16 @@ impl<B: Backend> Worker<B> {
                 return None;
             }
             let time = message.timestamp().to_millis().unwrap_or(0);
-            if to_ms.is_some_and(|to| time > to) {
-                self.reading.remove(&partition);
-                self.consumer.pause(Some(&[partition]));
-                return None;
+            let place = to_ms.map(|to| self.range_ends.place(to, partition, message.offset(), time));
+            match place {
+                Some(tailgate_kafka::Place::End) => {
+                    self.reading.remove(&partition);
+                    self.consumer.pause(Some(&[partition]));
+                    return None;
+                }
+                // Stamped after the end (a clock ahead, or past it on the way to the end): skipped.
+                Some(tailgate_kafka::Place::After) => return None,
+                _ => {}
             }
         }
         let offset = message.offset();

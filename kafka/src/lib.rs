@@ -29,7 +29,7 @@ pub use dead_letter::DeadLetters;
 pub use offsets::OffsetTracker;
 pub use ownership::Ownership;
 pub use producer::{create_producer, ProducerSettings};
-pub use range::{time_range, Range};
+pub use range::{time_range, Ends, Place, Range};
 pub use record::{send_all, OutgoingRecord};
 pub use security::{KafkaTls, Mechanism, Protocol, Sasl, SecurityConfig};
 pub use topics::{config_drift, delete_topic, ensure_topics, fit_to_topics, Drift, TopicError};

@@ -185,6 +185,8 @@ pub struct Sampler {
     prior: Arc<Mutex<Decisions>>,
     /// In a resample: the partitions still being read.
     reading: std::collections::HashSet<i32>,
+    /// Resample: where each partition's range ends.
+    range_ends: tailgate_kafka::Ends,
     /// New policies, from a configuration reload.
     updates: Option<tokio::sync::watch::Receiver<SamplerConfig>>,
     /// The running policies' generation: 1, and one more per reload taken.
@@ -290,6 +292,7 @@ impl Sampler {
             start: tailgate_kafka::Start::Committed,
         };
         let mut reading = std::collections::HashSet::new();
+        let mut range_ends = tailgate_kafka::Ends::default();
         let consumer = match mode {
             Err(_) => Consumer::subscribe(kafka, &settings, &kafka.topics.spans, assigner)?,
             Ok(window) => {
@@ -302,6 +305,7 @@ impl Sampler {
                 .await?;
                 stats.records_expected.store(range.records, Ordering::SeqCst);
                 reading.extend(range.assignment.elements().iter().map(|e| e.partition()));
+                range_ends = range.ends;
                 Consumer::assign(kafka, &settings, &kafka.topics.spans, &range.assignment, assigner)?
             }
         };
@@ -328,6 +332,7 @@ impl Sampler {
             window: mode.ok(),
             prior,
             reading,
+            range_ends,
             updates: None,
             generation: 1,
         })
@@ -488,9 +493,16 @@ impl Sampler {
                 return;
             }
             let wait_ms = self.config.decision_wait.get().as_millis() as i64;
-            if message.timestamp().to_millis().is_some_and(|t| t > window.to_ms.saturating_add(wait_ms)) {
-                self.finish(partition);
-                return;
+            let to = window.to_ms.saturating_add(wait_ms);
+            let time = message.timestamp().to_millis().unwrap_or(0);
+            match self.range_ends.place(to, partition, offset, time) {
+                tailgate_kafka::Place::End => {
+                    self.finish(partition);
+                    return;
+                }
+                // Stamped after the range (a clock ahead, or past it on the way to the end): skipped.
+                tailgate_kafka::Place::After => return,
+                tailgate_kafka::Place::In => {}
             }
             self.stats.records_read.fetch_add(1, Ordering::Relaxed);
         }

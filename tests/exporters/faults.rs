@@ -324,3 +324,54 @@ async fn exporters_joining_and_leaving_the_group_lose_nothing() {
     second.stop().await;
     gateway.stop().await;
 }
+
+/// A record stamped an hour ahead (a gateway whose clock ran ahead) in the middle of a replay's range: the replay
+/// skips it and goes on to the range's end, instead of ending the partition there and exiting 0 with the rest of
+/// the range undelivered (as before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_stamped_ahead_does_not_end_a_replay_early() {
+    use prost::Message as _;
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.logs, &[])], Duration::from_secs(30)).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    // Ten minutes ago: a range well in the past, the skewed record 50 minutes ahead of now.
+    let base = tailgate_kafka::now_ms() - 600_000;
+    let stamped = [
+        (0..10).map(|i| base + i * 100).collect::<Vec<_>>(),
+        vec![base + 3_600_000],
+        (0..10).map(|i| base + 2_000 + i * 100).collect(),
+    ]
+    .concat();
+    for (n, timestamp) in stamped.iter().enumerate() {
+        let value = logs_request("checkout", vec![line(n as u32)]).encode_to_vec();
+        let record = FutureRecord::to(&kafka.topics.logs)
+            .partition(0)
+            .key(b"k".as_slice())
+            .payload(&value)
+            .timestamp(*timestamp);
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("written");
+    }
+    let loki = LokiReceiver::start().await;
+    let path = harness::temp_dir("replay-skew").join("tailgate.yaml");
+    let config =
+        format!("{}exporters:\n  loki: {{ endpoint: '{}' }}\n", harness::kafka::kafka_yaml(&kafka), loki.endpoint());
+    std::fs::write(&path, config).unwrap();
+    let rfc3339 = |ms: i64| {
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+    };
+    let (from, to) = (rfc3339(base - 1_000), rfc3339(base + 5_000));
+    let output = tokio::task::spawn_blocking(move || {
+        binary::tailgate()
+            .args(["replay", "--config"])
+            .arg(&path)
+            .args(["--exporter", "loki", "--from", &from, "--to", &to])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let expected: BTreeSet<String> = (0..10).chain(11..21).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines(&loki), expected, "every line of the range, and not the one stamped ahead: {stderr}");
+}

@@ -154,7 +154,14 @@ impl Cluster {
             )
             .unwrap();
             let mut format = java(&libs, &dir);
-            format.args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c", "server.properties"]);
+            // `=`: an ID may start with `-`, which would read as an option.
+            format.args([
+                "kafka.tools.StorageTool",
+                "format",
+                &format!("--cluster-id={cluster_id}"),
+                "-c",
+                "server.properties",
+            ]);
             for (user, password) in &options.scram_users {
                 format.args(["--add-scram", &format!("SCRAM-SHA-512=[name={user},password={password}]")]);
             }
