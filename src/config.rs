@@ -126,6 +126,18 @@ impl Config {
                 "is more than 64 times kafka.producer.max_message_bytes; a request would become too many records",
             );
         }
+        // A request fully read may still wait on Kafka for the delivery timeout: the idle timer must not cut it.
+        let busiest = self.ingest.read_timeout.get() + self.kafka.producer.delivery_timeout.get();
+        if self.ingest.idle_timeout.get() <= busiest {
+            problems.push(
+                "ingest.idle_timeout",
+                format!(
+                    "must be longer than ingest.read_timeout plus kafka.producer.delivery_timeout ({}): a request \
+                     still arriving or waiting on Kafka would be cut",
+                    humantime::format_duration(busiest)
+                ),
+            );
+        }
         problems.into_result()
     }
 }

@@ -19,8 +19,6 @@ use anyhow::Context;
 use tailgate_ingest::Gateway;
 use tailgate_sampler::Sampler;
 
-/// The consumer group of the sampler workers.
-pub const SAMPLER_GROUP: &str = "tailgate-sampler";
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -86,7 +84,7 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
     };
     let sampler = match runs_sampler {
         true => {
-            let mut sampler = Sampler::build(&config.sampler, &config.kafka, SAMPLER_GROUP)
+            let mut sampler = Sampler::build(&config.sampler, &config.kafka, &config.kafka.consumer.sampler_group())
                 .await
                 .context("cannot start the sampler")?;
             if let Some(path) = path {

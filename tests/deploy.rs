@@ -394,7 +394,10 @@ fn kubernetes_manifests_are_complete() {
                     manifest["spec"]["maxReplicaCount"].as_u64().unwrap() <= partitions,
                     "samplers beyond the partition count idle"
                 );
-                assert_eq!(manifest["spec"]["triggers"][0]["metadata"]["consumerGroup"], tailgate::SAMPLER_GROUP);
+                assert_eq!(
+                    manifest["spec"]["triggers"][0]["metadata"]["consumerGroup"],
+                    tailgate_kafka::KafkaConfig::default().consumer.sampler_group().as_str()
+                );
             }
             kinds.insert(kind);
         }

@@ -41,18 +41,22 @@ pub fn from_yaml<T: DeserializeOwned>(text: &str) -> Result<T, Problems> {
     }
 }
 
-/// serde's message with the string it was given left out: `invalid type: string "s3cr3t", expected …` is what a
-/// token written inline where `{ file | env }` is expected produces, and no error, log line or metric may carry a
-/// secret. Where that was expected, says how to give one.
+/// serde's message with the value it was given left out: `invalid type: string "s3cr3t", expected …` is what a
+/// token written inline where `{ file | env }` is expected produces (an integer, float or boolean the same way, in
+/// backquotes), and no error, log line or metric may carry a secret. Where a secret was expected, says how to give
+/// one.
 fn without_values(message: &str) -> String {
-    const GIVEN: &str = "invalid type: string \"";
+    const GIVEN: &str = "invalid type: ";
     let Some(start) = message.find(GIVEN) else { return message.to_owned() };
     let rest = &message[start + GIVEN.len()..];
-    // serde quotes the value with Rust's escapes; the message goes on after `", expected`.
-    let Some(end) = rest.rfind("\", expected") else {
-        return format!("{}invalid type: a string (not shown)", &message[..start]);
+    let (unexpected, after) = match rest.find(", expected") {
+        Some(end) => (&rest[..end], &rest[end..]),
+        None => (rest, ""),
     };
-    let mut out = format!("{}invalid type: a string (not shown){}", &message[..start], &rest[end + 1..]);
+    // `string "…"`, `integer `…``, `floating point `…``, `boolean `…``: the kind, then the value.
+    let kind = unexpected.split(['"', '`']).next().unwrap_or_default().trim();
+    let shown = if kind.len() < unexpected.len() { format!("{kind} (not shown)") } else { unexpected.to_owned() };
+    let mut out = format!("{}{GIVEN}{shown}{after}", &message[..start]);
     if out.contains("SecretSource") {
         out.push_str("; a secret is read from a file or the environment: { file: PATH } or { env: NAME }");
     }
@@ -94,6 +98,11 @@ mod tests {
         let problems = from_yaml::<Auth>("token: s3cr3t-value\n").unwrap_err().to_string();
         assert!(!problems.contains("s3cr3t"), "{problems}");
         assert!(problems.contains("token") && problems.contains("{ file: PATH }"), "{problems}");
+        for yaml in ["token: 31415926\n", "token: 2.71828\n", "token: true\n"] {
+            let problems = from_yaml::<Auth>(yaml).unwrap_err().to_string();
+            assert!(problems.contains("(not shown)"), "{problems}");
+            assert!(!["31415926", "2.71828", "true`"].iter().any(|v| problems.contains(v)), "{problems}");
+        }
     }
 
     #[derive(Debug, Deserialize, Default)]

@@ -11,8 +11,8 @@ use crate::delivery::Health;
 use crate::outcome::ExporterStats;
 
 /// The consumer group of an exporter.
-pub fn group_id(name: &str) -> String {
-    format!("tailgate-exporter-{name}")
+pub fn group_id(kafka: &tailgate_kafka::KafkaConfig, name: &str) -> String {
+    kafka.consumer.exporter_group(name)
 }
 
 #[derive(Debug, thiserror::Error)]

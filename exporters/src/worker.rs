@@ -86,7 +86,7 @@ pub(crate) async fn build<B: Backend>(
     let none: &[(&str, &str)] = &[];
     ensure_topics(kafka, &[(&topic, none), (&dlq, none)], Duration::from_secs(30)).await?;
     let group_id = match &source {
-        Source::Group => group_id(name),
+        Source::Group => group_id(kafka, name),
         Source::Range { .. } => format!("tailgate-replay-{name}-{}", now_ms()),
     };
     let settings = ConsumerSettings {

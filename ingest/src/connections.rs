@@ -132,9 +132,9 @@ impl Limited {
             tokio::select! {
                 biased;
                 (stream, peer, slot) = handshakes.next() => {
-                    // The handshake had its own timeout; the client has spoken.
+                    // The handshake had its own timeout; the first bytes of a request are still to come.
                     let mut silence = silence();
-                    silence.heard(true);
+                    silence.heard(false);
                     return (Connection { stream, _slot: slot, silence }, peer);
                 }
                 (tcp, peer, slot) = accept_tcp(&self.listener, &self.permits, self.transport) => {

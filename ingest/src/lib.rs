@@ -125,7 +125,8 @@ impl Gateway {
             Duration::from_secs(30),
         )
         .await?;
-        let written = [&kafka.topics.spans, &kafka.topics.metrics, &kafka.topics.logs];
+        // And the sampled topic: a span the gateway takes must fit there too, with the sampler's marks.
+        let written = [&kafka.topics.spans, &kafka.topics.metrics, &kafka.topics.logs, &kafka.topics.sampled_spans];
         let kafka = &fit_to_topics(kafka, &written.map(String::as_str), Duration::from_secs(10)).await;
         let producer = create_producer(
             kafka,

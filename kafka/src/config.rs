@@ -133,8 +133,8 @@ impl Default for ProducerConfig {
     }
 }
 
-/// The `kafka.consumer:` section: how fast a consumer group notices a worker is gone.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The `kafka.consumer:` section: the groups' names, and how fast a group notices a worker is gone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsumerConfig {
     /// A worker that sends no heartbeat for this long is taken out of its group and its partitions reassigned
@@ -155,6 +155,33 @@ pub struct ConsumerConfig {
     /// `cooperative-sticky`, except that `all-in-one` takes `range` for its embedded Tansu, which has handed one
     /// partition to two members at once under the cooperative protocol.
     pub assignment_strategy: Option<AssignmentStrategy>,
+    /// The start of every consumer group's name: the samplers are `<prefix>-sampler`, each exporter
+    /// `<prefix>-exporter-<name>`. Two pipelines on one Kafka cluster need prefixes of their own, or their workers
+    /// join each other's groups.
+    pub group_prefix: String,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            session_timeout: None,
+            group_instance_id: None,
+            assignment_strategy: None,
+            group_prefix: "tailgate".to_owned(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// The sampler workers' consumer group.
+    pub fn sampler_group(&self) -> String {
+        format!("{}-sampler", self.group_prefix)
+    }
+
+    /// Exporter `name`'s consumer group.
+    pub fn exporter_group(&self, name: &str) -> String {
+        format!("{}-exporter-{name}", self.group_prefix)
+    }
 }
 
 /// Kafka's `partition.assignment.strategy`, the two Tailgate is tested with.
@@ -231,6 +258,13 @@ impl KafkaConfig {
                 format!("{path}.consumer.session_timeout"),
                 "must be between 6s and 30m (the brokers' default group.min/max.session.timeout.ms)",
             );
+        }
+        let prefix = &self.consumer.group_prefix;
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 200
+            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            problems.push(format!("{path}.consumer.group_prefix"), "must be 1-200 of a-z, A-Z, 0-9, '.', '_', '-'");
         }
         if let Some(id) = &self.consumer.group_instance_id {
             if id.trim().is_empty() || id.len() > 249 {

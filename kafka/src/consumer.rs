@@ -18,6 +18,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -155,11 +156,17 @@ impl<P: Partitions> ShellContext<P> {
         new
     }
 
-    /// Moves the newly assigned partitions `new` of `assigned` to the first record within `look_back` of now (or
-    /// their end, if none is). librdkafka takes a new assignment's start offsets from `assign`, so under the eager
-    /// protocol the whole assignment is given again with them; under the cooperative one the new partitions are
-    /// sought. If the broker cannot say, reading starts where the group would: a warning, not a stop.
-    fn position(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList, new: &[i32], look_back: Duration) {
+    /// Sets the newly assigned partitions `new` of `assigned` to start at the first record within `look_back` of
+    /// now (or their end, if none is), in the assignment itself, before it is given to librdkafka: no fetch can
+    /// start from the group's position first. If the broker cannot say, reading starts where the group would: a
+    /// warning, not a stop.
+    fn start_at_look_back(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &mut TopicPartitionList,
+        new: &[i32],
+        look_back: Duration,
+    ) {
         let topic = self.ownership().topic().to_owned();
         let since = crate::now_ms() - look_back.as_millis() as i64;
         let mut query = TopicPartitionList::new();
@@ -174,38 +181,16 @@ impl<P: Partitions> ShellContext<P> {
                 return;
             }
         };
-        let start_of = |partition: i32| match found.find_partition(&topic, partition).map(|e| e.offset()) {
-            Some(Offset::Offset(offset)) => Offset::Offset(offset),
-            _ => Offset::End,
-        };
-        let positioned = match consumer.rebalance_protocol() {
-            RebalanceProtocol::Cooperative => {
-                let mut seek = TopicPartitionList::new();
-                for partition in new {
-                    let _ = seek.add_partition_offset(&topic, *partition, start_of(*partition));
-                }
-                consumer.seek_partitions(seek, POSITION_TIMEOUT).map(drop)
+        for partition in new {
+            let start = match found.find_partition(&topic, *partition).map(|e| e.offset()) {
+                Some(Offset::Offset(offset)) => Offset::Offset(offset),
+                _ => Offset::End,
+            };
+            if let Err(error) = assigned.set_partition_offset(&topic, *partition, start) {
+                tracing::warn!(%error, topic, partition, "cannot start at the look-back; reading from the group's position");
             }
-            _ => {
-                let mut assignment = TopicPartitionList::new();
-                for element in assigned.elements() {
-                    let offset = if new.contains(&element.partition()) {
-                        start_of(element.partition())
-                    } else {
-                        element.offset()
-                    };
-                    let _ = assignment.add_partition_offset(&topic, element.partition(), offset);
-                }
-                consumer.assign(&assignment)
-            }
-        };
-        match positioned {
-            Ok(()) => {
-                tracing::info!(topic, partitions = ?new, look_back = ?look_back, "reading from the look-back start")
-            }
-            Err(error) => tracing::warn!(%error, topic, partitions = ?new,
-                "cannot move to the look-back start; reading from the group's position instead"),
         }
+        tracing::info!(topic, partitions = ?new, look_back = ?look_back, "reading from the look-back start");
     }
 }
 
@@ -270,13 +255,39 @@ impl<P: Partitions> ConsumerContext for ShellContext<P> {
         let _ = self.events.blocking_send(Event::Revoked { partitions });
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
-            // Incremental under cooperative rebalancing, the whole assignment under eager: either way an addition.
-            let new = self.open(assigned);
-            if let (Start::LookBack(look_back), false) = (self.start, new.is_empty()) {
-                self.position(consumer, assigned, &new, look_back);
+    /// librdkafka's rebalance, as rust-rdkafka's default runs it, but a new assignment's partitions are opened —
+    /// and, for [`Start::LookBack`], given their start offsets — before the assignment is handed to librdkafka.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, assigned: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Incremental under cooperative rebalancing, the whole assignment under eager: either way an
+                // addition.
+                let new = self.open(assigned);
+                if let (Start::LookBack(look_back), false) = (self.start, new.is_empty()) {
+                    self.start_at_look_back(consumer, assigned, &new, look_back);
+                }
+                if cooperative {
+                    consumer.incremental_assign(assigned)
+                } else {
+                    consumer.assign(assigned)
+                }
             }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(assigned));
+                if cooperative {
+                    consumer.incremental_unassign(assigned)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = %RDKafkaErrorCode::from(other), "rebalance error");
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "librdkafka refused the rebalance's assignment");
         }
     }
 

@@ -47,10 +47,11 @@ pub fn key(trace_id: &[u8], tenant: Option<&str>) -> Vec<u8> {
 }
 
 /// The trace ID of a decision record's `key`, given the tenant its header names (`None`: the default tenant);
-/// `None` for a key that is not this tenant's.
+/// `None` for a key that is not this tenant's. A bare 16-byte key is taken for any tenant: decision records
+/// written before keys carried the tenant are still loaded during an upgrade.
 pub fn trace_id<'k>(key: &'k [u8], tenant: Option<&str>) -> Option<&'k [u8]> {
     let (id, rest) = key.split_at_checked(16)?;
-    (rest == tenant.unwrap_or_default().as_bytes()).then_some(id)
+    (rest.is_empty() || rest == tenant.unwrap_or_default().as_bytes()).then_some(id)
 }
 
 #[cfg(test)]
@@ -78,6 +79,7 @@ mod tests {
         assert_eq!(trace_id(&key(&id, Some("checkout")), Some("checkout")), Some(&id[..]));
         assert_eq!(trace_id(&key(&id, None), None), Some(&id[..]));
         assert_eq!(trace_id(&key(&id, Some("checkout")), Some("billing")), None);
+        assert_eq!(trace_id(&id, Some("checkout")), Some(&id[..]), "a record from before tenants had keys");
         assert_eq!(trace_id(&id[..8], None), None);
     }
 }

@@ -109,12 +109,12 @@ async fn nothing_acknowledged_is_lost_under_faults() {
 
 /// Waits until the samplers and every exporter have committed everything in their topics.
 async fn wait_for_zero_lag(pipeline: &Pipeline) {
-    let t = &pipeline.kafka.topics;
+    let (t, consumer) = (&pipeline.kafka.topics, &pipeline.kafka.consumer);
     let groups = [
-        (tailgate::SAMPLER_GROUP.to_owned(), t.spans.clone()),
-        ("tailgate-exporter-jaeger".to_owned(), t.sampled_spans.clone()),
-        ("tailgate-exporter-prometheus_remote_write".to_owned(), t.metrics.clone()),
-        ("tailgate-exporter-loki".to_owned(), t.logs.clone()),
+        (consumer.sampler_group(), t.spans.clone()),
+        (consumer.exporter_group("jaeger"), t.sampled_spans.clone()),
+        (consumer.exporter_group("prometheus_remote_write"), t.metrics.clone()),
+        (consumer.exporter_group("loki"), t.logs.clone()),
     ];
     let brokers = pipeline.kafka.brokers.clone();
     let deadline = Instant::now() + Duration::from_secs(180);

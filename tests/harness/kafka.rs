@@ -25,15 +25,19 @@ pub fn mock_kafka(mock: &MockCluster<'static, DefaultProducerContext>, partition
     kafka
 }
 
-/// Topic names no other test uses.
-fn unique_topics() -> Topics {
+/// An ID no other test uses, for its topics and consumer groups.
+fn unique_id() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let id = format!(
+    format!(
         "{}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-    );
+    )
+}
+
+/// Topic names no other test uses.
+fn unique_topics(id: &str) -> Topics {
     Topics {
         spans: format!("spans-{id}"),
         metrics: format!("metrics-{id}"),
@@ -43,8 +47,14 @@ fn unique_topics() -> Topics {
     }
 }
 
+/// A config for `brokers` with topics and consumer groups of its own: tests share a broker, and a consumer group
+/// spans topics, so a member a test SIGKILLs must not hold up another test's rebalance.
 pub fn kafka_config(brokers: &str, partitions: u32) -> KafkaConfig {
-    KafkaConfig { brokers: brokers.to_owned(), topics: unique_topics(), partitions, ..KafkaConfig::default() }
+    let id = unique_id();
+    let mut kafka =
+        KafkaConfig { brokers: brokers.to_owned(), topics: unique_topics(&id), partitions, ..KafkaConfig::default() };
+    kafka.consumer.group_prefix = format!("tailgate-{id}");
+    kafka
 }
 
 /// The `kafka:` section of a config file for the binary: all of `kafka`, as the binary would read it back.

@@ -66,7 +66,12 @@ pub async fn start_sampler(
     kafka: &KafkaConfig,
     group: &str,
 ) -> RunningSampler {
-    let sampler = tailgate_sampler::Sampler::build(config, kafka, group).await.expect("sampler starts");
+    // Within the test's own groups (see `kafka_config`); `tailgate-sampler` is the one the binary would join.
+    let group = match group {
+        "tailgate-sampler" => kafka.consumer.sampler_group(),
+        other => format!("{}-{other}", kafka.consumer.group_prefix),
+    };
+    let sampler = tailgate_sampler::Sampler::build(config, kafka, &group).await.expect("sampler starts");
     let stats = sampler.stats();
     let stop = CancellationToken::new();
     let task = tokio::spawn({

@@ -119,6 +119,18 @@ async fn a_worker_loads_every_live_decision_from_a_compacted_and_expiring_topic(
         started.elapsed().as_secs_f64()
     );
 
+    // From here on nothing may expire before the worker has loaded it: a long retention, the rest as it was
+    // (AlterConfigs replaces a topic's whole configuration).
+    let keep_longer = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&topic))
+        .set("cleanup.policy", "compact,delete")
+        .set("retention.ms", "3600000")
+        .set("segment.ms", "500")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("delete.retention.ms", "0");
+    for result in admin.alter_configs([&keep_longer], &AdminOptions::new()).await.unwrap() {
+        result.expect("retention raised");
+    }
+
     // Each redecided trace: first dropped, then kept; a roll, and compaction removes the first.
     write(&producer, &topic, REDECIDED, false).await;
     tokio::time::sleep(Duration::from_millis(600)).await;

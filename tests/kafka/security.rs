@@ -5,17 +5,25 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint};
 use tailgate_config::{Problems, SecretSource};
 use tailgate_exporters::jaeger::JaegerConfig;
+use tailgate_exporters::loki::LokiConfig;
+use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::ExportersConfig;
 use tailgate_kafka::{ensure_topics, KafkaConfig, KafkaTls, Mechanism, Protocol, Sasl, SecurityConfig};
 use tailgate_sampler::SamplerConfig;
 
 use super::{expected, send_traces};
 use crate::harness::apache_kafka::{Cluster, Options};
-use crate::harness::backends::TraceReceiver;
+use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::certs::{Issued, Pki};
+use crate::harness::otlp::{logs_request, metrics_request_with, now_ns, service_resource};
 use crate::harness::{self, eventually};
 
 /// The broker's side of TLS: its key and certificate in one PEM file, and the CA it trusts for clients.
@@ -327,11 +335,24 @@ fn grant_the_documented_acls(cluster: &Cluster, dir: &Path, kafka: &KafkaConfig)
         (
             "sampler",
             vec!["Read"],
-            vec!["--group tailgate-sampler".into(), "--group tailgate-sampler-decision-loader".into()],
+            vec![
+                format!("--group {}", kafka.consumer.sampler_group()),
+                "--group tailgate-sampler-decision-loader".into(),
+            ],
         ),
         ("exporter", vec!["Read", "Describe"], vec![topic(&t.sampled_spans)]),
         ("exporter", vec!["Write", "Describe", "DescribeConfigs"], vec![topic(&dlq(&t.sampled_spans))]),
-        ("exporter", vec!["Read"], vec!["--group tailgate-exporter-jaeger".into()]),
+        ("exporter", vec!["Read"], vec![format!("--group {}", kafka.consumer.exporter_group("jaeger"))]),
+        ("exporter", vec!["Read", "Describe"], vec![topic(&t.metrics), topic(&t.logs)]),
+        ("exporter", vec!["Write", "Describe", "DescribeConfigs"], vec![topic(&dlq(&t.metrics)), topic(&dlq(&t.logs))]),
+        (
+            "exporter",
+            vec!["Read"],
+            vec![
+                format!("--group {}", kafka.consumer.exporter_group("prometheus_remote_write")),
+                format!("--group {}", kafka.consumer.exporter_group("loki")),
+            ],
+        ),
         ("replay", vec!["Read", "Describe"], vec![topic(&t.sampled_spans)]),
         ("replay", vec!["Write", "Describe", "DescribeConfigs"], vec![topic(&dlq(&t.sampled_spans))]),
         ("replay", vec!["Read"], vec!["--resource-pattern-type prefixed --group tailgate-replay-jaeger-".into()]),
@@ -344,8 +365,9 @@ fn grant_the_documented_acls(cluster: &Cluster, dir: &Path, kafka: &KafkaConfig)
 }
 
 /// Each role with exactly the ACLs SECURITY.md lists works: traces go in through the gateway, are kept by the
-/// sampler, delivered by the exporter, and replayed. Then a sampler without `Read` on its group, and an exporter
-/// without `Read` on its topic, each stop with an error that names what is missing instead of idling.
+/// sampler, delivered by the Jaeger exporter, and replayed; a log record and a gauge are delivered by the Loki and
+/// remote-write exporters. Then a sampler and an exporter without `Read` on their groups each stop with an error
+/// that names what is missing instead of idling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_one() {
     let cluster = tokio::task::block_in_place(authorizing_cluster);
@@ -357,16 +379,15 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
     let dlq = tailgate_proto::headers::dead_letter_topic;
     let none: &[(&str, &str)] = &[];
     let decisions: &[(&str, &str)] = &[("cleanup.policy", "compact,delete"), ("retention.ms", "1200000")];
-    let (spans_dlq, sampled_dlq) = (dlq(&t.spans), dlq(&t.sampled_spans));
-    let topics: Vec<(&str, &[(&str, &str)])> = vec![
+    let dead_letters = [&t.spans, &t.sampled_spans, &t.metrics, &t.logs].map(|topic| dlq(topic));
+    let mut topics: Vec<(&str, &[(&str, &str)])> = vec![
         (&t.spans, none),
         (&t.metrics, none),
         (&t.logs, none),
         (&t.sampled_spans, none),
         (&t.decisions, decisions),
-        (&spans_dlq, none),
-        (&sampled_dlq, none),
     ];
+    topics.extend(dead_letters.iter().map(|topic| (topic.as_str(), none)));
     ensure_topics(&admin, &topics, Duration::from_secs(30)).await.unwrap();
     tokio::task::block_in_place(|| grant_the_documented_acls(&cluster, &dir, &base));
 
@@ -394,6 +415,64 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
     };
     let delivered = eventually(Duration::from_secs(60), || want.is_subset(&spans(&jaeger))).await;
     assert!(delivered, "{} of {} spans delivered with the documented ACLs", spans(&jaeger).len(), want.len());
+
+    // The Loki and remote-write exporters, as the exporter principal with their rows: one log record and one gauge
+    // through the gateway, each delivered.
+    let loki = LokiReceiver::start().await;
+    let prometheus = Prometheus::start().await;
+    let others = ExportersConfig {
+        loki: Some(LokiConfig {
+            endpoint: loki.endpoint(),
+            retry_on_failure: harness::fast_retry(),
+            ..Default::default()
+        }),
+        prometheus_remote_write: Some(PrometheusConfig {
+            endpoint: prometheus.endpoint(),
+            retry_on_failure: harness::fast_retry(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let loki_exporter = harness::start_exporter(&others, &exporter, tailgate_exporters::LOKI).await;
+    let remote_write = harness::start_exporter(&others, &exporter, tailgate_exporters::PROMETHEUS).await;
+    let record = LogRecord {
+        time_unix_nano: now_ns(),
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue("paid with ACLs".into())) }),
+        ..Default::default()
+    };
+    let mut logs = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    logs.export(logs_request("checkout", vec![record])).await.unwrap();
+    let gauge = Metric {
+        name: "acl.gauge".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                time_unix_nano: now_ns(),
+                value: Some(number_data_point::Value::AsInt(7)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    let mut metrics = MetricsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    metrics.export(metrics_request_with(service_resource("checkout"), None, vec![gauge])).await.unwrap();
+    let lines = || loki.entries().into_iter().map(|e| e.1).collect::<Vec<_>>();
+    assert!(
+        eventually(Duration::from_secs(60), || lines() == ["paid with ACLs"]).await,
+        "Loki got {:?}: {:?}",
+        lines(),
+        loki_exporter.health.last_failure()
+    );
+    let mut stored = Vec::new();
+    for _ in 0..300 {
+        stored = prometheus.query("acl_gauge").await;
+        if !stored.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored.len(), 1, "the gauge in Prometheus: {:?}", remote_write.health.last_failure());
+    loki_exporter.stop().await;
+    remote_write.stop().await;
     running_exporter.stop().await;
     running_sampler.stop().await;
     gateway.stop().await;
@@ -424,10 +503,15 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
 
     // Missing permissions: each role as an operator runs it, on a cluster whose ACLs lack one thing.
     let missing = [
-        ("sampler", "tailgate-sampler", "sampler: { decision_wait: 1s }\n".to_owned(), "Group authorization failed"),
+        (
+            "sampler",
+            base.consumer.sampler_group(),
+            "sampler: { decision_wait: 1s }\n".to_owned(),
+            "Group authorization failed",
+        ),
         (
             "exporter",
-            "tailgate-exporter-jaeger",
+            base.consumer.exporter_group("jaeger"),
             format!("exporters: {{ jaeger: {{ endpoint: '{}' }} }}\n", jaeger.endpoint()),
             "Group authorization failed",
         ),
@@ -471,7 +555,7 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
             "`tailgate {role}` without Read on group {group} did not stop by itself: {stderr}"
         );
         assert!(
-            stderr.contains(expected_error) && stderr.contains(group),
+            stderr.contains(expected_error) && stderr.contains(group.as_str()),
             "`tailgate {role}` names the missing permission: {stderr}"
         );
     }

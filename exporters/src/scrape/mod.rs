@@ -91,7 +91,7 @@ pub(crate) async fn build(config: &ScrapeConfig, kafka: &KafkaConfig) -> Result<
         .await
         .map_err(|e| ExporterError::Setup(NAME, format!("cannot listen on {}: {e}", config.endpoint)))?;
     let settings = ConsumerSettings {
-        group_id: group_id(NAME),
+        group_id: group_id(kafka, NAME),
         client_id: format!("tailgate-exporter-{NAME}"),
         partition_eof: false,
         prefetch_kbytes: Some(PREFETCH_KBYTES),
@@ -131,6 +131,7 @@ impl Scraper {
     async fn run(mut self, shutdown: CancellationToken, grace: Duration) -> Result<(), ExporterError> {
         let listener = self.listener.take().expect("run once");
         let address = listener.local_addr().map_err(|e| ExporterError::Setup(NAME, e.to_string()))?;
+        let serving = shutdown.child_token();
         let server = tokio::spawn(serve(
             listener,
             Served {
@@ -139,7 +140,8 @@ impl Scraper {
                 timestamps: self.config.send_timestamps,
                 expiration: self.config.metric_expiration.get(),
             },
-            shutdown.clone(),
+            // Its own token: the endpoint stops with the consumer, also when the consumer ends on its own.
+            serving.clone(),
         ));
         tracing::info!(exporter = NAME, %address, topic = %self.consumer.topic(), look_back = ?self.config.look_back(),
             "serving the metrics topic for scraping on /metrics");
@@ -170,6 +172,7 @@ impl Scraper {
         }
         // Nothing was committed and nothing is: the next owner rebuilds from the look-back.
         self.consumer.close(grace).await;
+        serving.cancel();
         let _ = server.await;
         tracing::info!(exporter = NAME, "exporter stopped");
         fatal.map_or(Ok(()), Err)
