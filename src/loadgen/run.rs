@@ -47,7 +47,10 @@ pub async fn run(
     anyhow::ensure!((0.0..=1.0).contains(&args.error_rate), "--error-rate must be between 0 and 1");
     anyhow::ensure!((0.0..=1.0).contains(&args.slow_rate), "--slow-rate must be between 0 and 1");
     let mut client = Client::new(args)?;
+    // Two streams of one seed: the checkouts drawn depend only on how many came before, not on how the ticks
+    // batched them (building a batch draws IDs per request, so one stream would shift with the timing).
     let mut rng = fastrand::Rng::with_seed(args.seed);
+    let mut ids = fastrand::Rng::with_seed(args.seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut summary = Summary::default();
     let mut totals = BusinessTotals::default();
     let started = Instant::now();
@@ -75,7 +78,7 @@ pub async fn run(
                 summary.slow_traces += c.slow as u64;
                 totals.add(c);
             }
-            let (traces, logs) = build(&checkouts, args.span_bytes, &mut rng);
+            let (traces, logs) = build(&checkouts, args.span_bytes, &mut ids);
             let outcome = client.send(traces, progress, &stop).await;
             summary.spans_acked += summary.count(outcome);
             let outcome = client.send(logs, progress, &stop).await;

@@ -14,6 +14,38 @@ pub fn tailgate() -> Command {
     Command::new(std::env::var_os("TAILGATE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_tailgate").into()))
 }
 
+/// `tailgate <role> --config <config>` until it exits by itself or `timeout` passes (then it is killed): its exit
+/// status if it exited, and what it wrote to stderr (through a file, so that a chatty process never blocks on a
+/// full pipe).
+pub fn run_until_exit(
+    role: &str,
+    config: &std::path::Path,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let log = config.with_extension(format!("{role}.log"));
+    let mut child = tailgate()
+        .args([role, "--config"])
+        .arg(config)
+        .env_remove("TAILGATE_KAFKA_BROKERS")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 /// Sends `signal` (`-TERM`, `-KILL`) to `child`, as `kill` does.
 pub fn signal(child: &Child, signal: &str) {
     Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();

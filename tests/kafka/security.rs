@@ -24,7 +24,7 @@ use crate::harness::apache_kafka::{Cluster, Options};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::certs::{Issued, Pki};
 use crate::harness::otlp::{logs_request, metrics_request_with, now_ns, service_resource};
-use crate::harness::{self, eventually};
+use crate::harness::{self, binary, eventually};
 
 /// The broker's side of TLS: its key and certificate in one PEM file, and the CA it trusts for clients.
 fn broker_tls(pki: &Pki, ca: &Issued, client_auth: bool) -> Vec<(String, String)> {
@@ -214,27 +214,7 @@ async fn scram_over_tls_lets_the_right_password_in_and_each_role_reports_a_wrong
             )
             .unwrap();
             tokio::task::spawn_blocking(move || {
-                let mut child = crate::harness::binary::tailgate()
-                    .args([role, "--config"])
-                    .arg(&path)
-                    .env_remove("TAILGATE_KAFKA_BROKERS")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let deadline = std::time::Instant::now() + Duration::from_secs(90);
-                let status = loop {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        break Some(status);
-                    }
-                    if std::time::Instant::now() > deadline {
-                        let _ = child.kill();
-                        break None;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                };
-                let mut stderr = String::new();
-                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+                let (status, stderr) = binary::run_until_exit(role, &path, Duration::from_secs(90));
                 (role, status, stderr)
             })
         })
@@ -531,28 +511,13 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
             ),
         )
         .unwrap();
-        let output = tokio::task::spawn_blocking(move || {
-            let mut child = crate::harness::binary::tailgate()
-                .args([role, "--config"])
-                .arg(&path)
-                .env_remove("TAILGATE_KAFKA_BROKERS")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
+        let (status, stderr) =
+            tokio::task::spawn_blocking(move || binary::run_until_exit(role, &path, Duration::from_secs(60)))
+                .await
                 .unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            !output.status.success() && output.status.code().is_some(),
-            "`tailgate {role}` without Read on group {group} did not stop by itself: {stderr}"
+            status.is_some_and(|s| !s.success()),
+            "`tailgate {role}` without Read on group {group} did not stop by itself, or exited 0: {stderr}"
         );
         assert!(
             stderr.contains(expected_error) && stderr.contains(group.as_str()),
