@@ -57,7 +57,7 @@ async fn a_broker_restarted_on_its_own_log_directories_loses_nothing_acknowledge
     let raw = Ledger::of(&sent, &sent.acknowledged, &raw);
     // Jaeger: every span of every trace whose two requests were acknowledged (each has a failed span: kept).
     let whole = sent.of_complete_traces();
-    eventually(Duration::from_secs(90), || {
+    eventually(Duration::from_secs(240), || {
         let got: std::collections::HashSet<_> = jaeger.traces.lock().unwrap().spans.iter().cloned().collect();
         whole.is_subset(&got)
     })

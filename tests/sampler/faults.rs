@@ -38,7 +38,12 @@ async fn send(client: &mut TraceServiceClient<Channel>, traces: std::ops::Range<
             })
             .collect();
         let request = harness::trace_request(spans);
-        client.export(request).await.unwrap();
+        // As an SDK does: a request Kafka did not acknowledge in time (UNAVAILABLE) is sent again.
+        let mut attempts = 0;
+        while let Err(status) = client.export(request.clone()).await {
+            attempts += 1;
+            assert!(status.code() == tonic::Code::Unavailable && attempts < 5, "{status:?}");
+        }
     }
 }
 
