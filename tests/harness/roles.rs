@@ -125,3 +125,16 @@ pub fn fast_retry() -> tailgate_exporters::config::Retry {
         ..Default::default()
     }
 }
+
+/// The Jaeger exporter, delivering to `endpoint` with [`fast_retry`], started in this process on `kafka`.
+pub async fn start_jaeger_exporter(endpoint: String, kafka: &KafkaConfig) -> RunningExporter {
+    let exporters = tailgate_exporters::ExportersConfig {
+        jaeger: Some(tailgate_exporters::jaeger::JaegerConfig {
+            endpoint,
+            retry_on_failure: fast_retry(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    start_exporter(&exporters, kafka, tailgate_exporters::JAEGER).await
+}

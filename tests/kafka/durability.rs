@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use tailgate_exporters::jaeger::JaegerConfig;
-use tailgate_exporters::ExportersConfig;
 use tailgate_sampler::SamplerConfig;
 
 use super::{all_copies, Ledger, Load};
@@ -26,15 +24,7 @@ async fn a_broker_restarted_on_its_own_log_directories_loses_nothing_acknowledge
     let sampler = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
     let sampler = harness::start_sampler(&sampler, &kafka, "tailgate-sampler").await;
     let jaeger = TraceReceiver::start().await;
-    let exporters = ExportersConfig {
-        jaeger: Some(JaegerConfig {
-            endpoint: jaeger.endpoint(),
-            retry_on_failure: harness::fast_retry(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+    let exporter = harness::roles::start_jaeger_exporter(jaeger.endpoint(), &kafka).await;
 
     let load = Load::start(gateway.grpc_url());
     assert!(load.progresses(50, Duration::from_secs(30)).await, "the pipeline acknowledges before the fault");

@@ -12,7 +12,6 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint};
 use tailgate_config::{Problems, SecretSource};
-use tailgate_exporters::jaeger::JaegerConfig;
 use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::ExportersConfig;
@@ -51,15 +50,7 @@ async fn pipeline_delivers(kafka: &KafkaConfig) {
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let policy = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
     let sampler = harness::start_sampler(&policy, kafka, "tailgate-sampler").await;
-    let exporters = ExportersConfig {
-        jaeger: Some(JaegerConfig {
-            endpoint: jaeger.endpoint(),
-            retry_on_failure: harness::fast_retry(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let exporter = harness::start_exporter(&exporters, kafka, tailgate_exporters::JAEGER).await;
+    let exporter = harness::roles::start_jaeger_exporter(jaeger.endpoint(), kafka).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     send_traces(&mut client, 0..2).await;
     let want = expected(0..2);
@@ -378,15 +369,7 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
     let gateway = harness::start_gateway(harness::ingest_config(), ingest.clone()).await;
     let policy = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
     let running_sampler = harness::start_sampler(&policy, &sampler, "tailgate-sampler").await;
-    let exporters = ExportersConfig {
-        jaeger: Some(JaegerConfig {
-            endpoint: jaeger.endpoint(),
-            retry_on_failure: harness::fast_retry(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let running_exporter = harness::start_exporter(&exporters, &exporter, tailgate_exporters::JAEGER).await;
+    let running_exporter = harness::roles::start_jaeger_exporter(jaeger.endpoint(), &exporter).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     send_traces(&mut client, 0..5).await;
     let want = expected(0..5);
