@@ -91,9 +91,13 @@ jaeger:
             [
                 "exporters.jaeger.headers.x-trace-bin: gRPC metadata keys ending in -bin take binary values; not \
                  supported",
+                "exporters.jaeger.headers.authorization: would be sent in cleartext to an http:// endpoint; use \
+                 https://, or set tls.insecure: true",
                 "exporters.jaeger.headers.authorization: not a valid HTTP header value",
                 "exporters.prometheus_remote_write.headers.Bad Name: is not a valid header name",
                 "exporters.loki.tenant_id: not a valid HTTP header value (X-Scope-OrgID)",
+                "exporters.loki.headers.Authorization: would be sent in cleartext to an http:// endpoint; use \
+                 https://, or set tls.insecure: true",
                 "exporters.loki.headers.Authorization: not a valid HTTP header value",
             ]
             .join("\n")
@@ -123,6 +127,35 @@ jaeger:
                 "exporters.prometheus_remote_write.auth.bearer_token: cannot read `/nonexistent/token`: No such \
                  file or directory (os error 2)",
                 "exporters.loki.endpoint: is http:// but `tls` is set; use https:// to connect with TLS",
+            ]
+            .join("\n")
+        );
+    }
+
+    /// A token or password sent to an `http://` endpoint can be read by anyone on the path: refused unless
+    /// `tls.insecure` says the cleartext is meant (the Collector's convention), which an `https://` endpoint
+    /// contradicts.
+    #[test]
+    fn credentials_in_cleartext_need_tls_insecure() {
+        let yaml = r#"
+loki:
+  endpoint: http://loki:3100/loki/api/v1/push
+  auth: { basic: { username: tailgate, password: { env: PATH } } }
+prometheus_remote_write:
+  endpoint: http://mimir:9009/api/v1/push
+  auth: { bearer_token: { env: PATH } }
+  tls: { insecure: true }
+jaeger:
+  endpoint: https://jaeger:4317
+  headers: { Authorization: "Bearer x" }
+  tls: { insecure: true }
+"#;
+        assert_eq!(
+            problems(yaml),
+            [
+                "exporters.jaeger.tls.insecure: is true but the endpoint is https://; remove one",
+                "exporters.loki.auth: would be sent in cleartext to an http:// endpoint; use https://, or set \
+                 tls.insecure: true",
             ]
             .join("\n")
         );

@@ -26,6 +26,10 @@ pub struct ClientTlsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name_override: Option<String>,
     pub min_version: TlsVersion,
+    /// Allows credentials (`auth`, an `Authorization` header) to an `http://` endpoint, in cleartext; the
+    /// Collector's `tls.insecure`. Without it, that is a config error.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// A client TLS config, ready to connect with.

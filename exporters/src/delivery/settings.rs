@@ -44,8 +44,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// `path` is the exporter's section.
-    pub fn validate(&self, path: &str, problems: &mut Problems) {
+    /// `path` is the exporter's section; `endpoint` its URL.
+    pub fn validate(&self, endpoint: &str, path: &str, problems: &mut Problems) {
         if self.batch.max_items == 0 {
             problems.push(format!("{path}.batch.max_items"), "must be above 0");
         }
@@ -63,6 +63,19 @@ impl Delivery {
             if let Some(name) = self.headers.keys().find(|name| name.eq_ignore_ascii_case("authorization")) {
                 problems.push(format!("{path}.headers.{name}"), "is set together with auth; give one of them");
             }
+        }
+        // Credentials over plaintext can be read by anyone on the path: only where the config says so.
+        if endpoint.starts_with("http://") && !self.tls.insecure {
+            let message = "would be sent in cleartext to an http:// endpoint; use https://, or set tls.insecure: true";
+            if self.auth.is_some() {
+                problems.push(format!("{path}.auth"), message);
+            }
+            if let Some(name) = self.headers.keys().find(|name| name.eq_ignore_ascii_case("authorization")) {
+                problems.push(format!("{path}.headers.{name}"), message);
+            }
+        }
+        if self.tls.insecure && endpoint.starts_with("https://") {
+            problems.push(format!("{path}.tls.insecure"), "is true but the endpoint is https://; remove one");
         }
         // A header the client can't send would be dropped when it is built, and a mistyped `Authorization` would
         // become a stream of 401s; the value itself may be a secret and is never repeated.

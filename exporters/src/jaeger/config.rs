@@ -68,7 +68,7 @@ impl JaegerConfig {
                 "gRPC metadata keys ending in -bin take binary values; not supported",
             );
         }
-        self.delivery().validate(path, problems);
+        self.delivery().validate(&self.endpoint, path, problems);
     }
 
     /// The shared keys, for the worker.

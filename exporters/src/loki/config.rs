@@ -103,7 +103,7 @@ impl LokiConfig {
         if self.tenant_id.as_deref().is_some_and(|tenant| !is_header_value(tenant)) {
             problems.push(format!("{path}.tenant_id"), "not a valid HTTP header value (X-Scope-OrgID)");
         }
-        self.delivery().validate(path, problems);
+        self.delivery().validate(&self.endpoint, path, problems);
     }
 
     /// The shared keys, for the worker.

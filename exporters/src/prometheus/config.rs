@@ -98,7 +98,7 @@ impl PrometheusConfig {
             problems
                 .push(format!("{path}.tenant_header"), format!("`{}` is not an HTTP header name", self.tenant_header));
         }
-        self.delivery().validate(path, problems);
+        self.delivery().validate(&self.endpoint, path, problems);
     }
 
     /// The shared keys, for the worker.
