@@ -233,18 +233,16 @@ fn expire_now(store: &Mutex<Store>, expiration: Duration) {
     }
 }
 
-/// The `namespace` prefix on every metric name but `target_info`, and a non-default tenant as the `tenant` label
-/// (a label of that name from the data becomes `exported_tenant`, as Prometheus does with clashing target labels).
+/// The `namespace` prefix on every metric name but `target_info`, and a non-default tenant as the `tenant` label.
+/// A label of that name from the data always becomes `exported_tenant` (as Prometheus does with clashing target
+/// labels), for the default tenant too: a client's attribute must never give its series another tenant's labels.
 fn relabel(translated: Translated, families: Families, namespace: &str, tenant: &Tenant) -> (Translated, Families) {
-    if namespace.is_empty() && tenant.is_none() {
-        return (translated, families);
-    }
     let prefixed = |name: &str| if namespace.is_empty() { name.to_owned() } else { format!("{namespace}_{name}") };
     let relabeled = |mut labels: Vec<Label>| {
         for label in &mut labels {
             if label.name == "__name__" && label.value != "target_info" {
                 label.value = prefixed(&label.value);
-            } else if label.name == TENANT_LABEL && tenant.is_some() {
+            } else if label.name == TENANT_LABEL {
                 label.name = format!("exported_{TENANT_LABEL}");
             }
         }
@@ -337,5 +335,21 @@ mod tests {
             ]
         );
         assert!(families.contains_key("shop_orders_total"));
+    }
+
+    /// The default tenant's series carry no `tenant` label; a data point attribute `tenant: checkout` must not give
+    /// them the label set of tenant checkout's own series.
+    #[test]
+    fn a_tenant_label_from_the_data_is_renamed_for_the_default_tenant_too() {
+        let labels = vec![
+            Label { name: "__name__".into(), value: "orders_total".into() },
+            Label { name: "tenant".into(), value: "checkout".into() },
+        ];
+        let series = Series::from([(labels, vec![Sample { value: 1.0, timestamp: 1 }])]);
+        let translated = Translated { series, exemplars: Default::default() };
+        let (translated, _) = relabel(translated, Families::default(), "", &None);
+        let labels: Vec<(&str, &str)> =
+            translated.series.keys().flatten().map(|l| (l.name.as_str(), l.value.as_str())).collect();
+        assert_eq!(labels, [("__name__", "orders_total"), ("exported_tenant", "checkout")]);
     }
 }
