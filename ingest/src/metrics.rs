@@ -26,6 +26,8 @@ pub const KAFKA_UP: &str = "tailgate_kafka_up";
 /// Requests refused for their credentials, by `transport` and `reason` (`missing`, `unknown_token`, `expired`,
 /// `wrong_audience`, …).
 pub const AUTH_FAILURES: &str = "tailgate_ingest_auth_failures_total";
+/// Credential entries (a token file, the JWKS) refused at a reload, by `transport`; counted once per refusal.
+pub const CREDENTIALS_REFUSED: &str = "tailgate_ingest_credentials_refused_total";
 /// Requests refused because their tenant was over its rate limit, by `tenant`.
 pub const RATE_LIMITED_REQUESTS: &str = "tailgate_ingest_rate_limited_requests_total";
 /// Bytes (after decompression) of those requests, by `tenant`.
@@ -57,6 +59,7 @@ pub fn describe() {
     describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Request bytes held until Kafka acknowledges them.");
     describe_gauge!(KAFKA_UP, "1 when Kafka answered the last metadata probe.");
     describe_counter!(AUTH_FAILURES, "Requests refused for their credentials, by reason.");
+    describe_counter!(CREDENTIALS_REFUSED, "Credential entries refused at a reload (a token revoked, the JWKS kept).");
     describe_counter!(RATE_LIMITED_REQUESTS, "Requests refused because their tenant was over its rate limit.");
     describe_counter!(RATE_LIMITED_BYTES, Unit::Bytes, "Bytes of requests refused for their tenant's rate limit.");
     tailgate_tls::describe_metrics();

@@ -6,6 +6,7 @@
 mod config;
 mod jwt;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use axum::http::{header, HeaderMap, HeaderName};
@@ -74,18 +75,59 @@ struct Credentials {
     /// SHA-256 of each static token, and its tenant: compared in constant time, and of equal length whatever the
     /// token's.
     tokens: Vec<([u8; 32], Tenant)>,
-    jwks: Option<jwt::Keys>,
+    jwks: Option<Arc<jwt::Keys>>,
+}
+
+/// One reading of the credential files: what to use, and each entry that cannot be used, by its key in the `auth`
+/// section (`bearer_tokens[1].token`, `jwt.jwks_file`) with why.
+struct Reading {
+    credentials: Credentials,
+    refused: BTreeMap<String, String>,
 }
 
 impl Credentials {
+    /// At start every entry must read, as `validate` checked.
     fn read(config: &AuthConfig) -> Result<Credentials, String> {
-        let mut tokens = Vec::with_capacity(config.bearer_tokens.len());
-        for entry in &config.bearer_tokens {
-            let secret = entry.token.read()?;
-            tokens.push((digest(secret.expose()), Tenant::new(&entry.tenant)?));
+        let Reading { credentials, refused } = Credentials::reread(config, None);
+        match refused.into_iter().next() {
+            Some((key, message)) => Err(format!("{key}: {message}")),
+            None => Ok(credentials),
         }
-        let jwks = config.jwt.as_ref().map(|jwt| jwt::Keys::read(&jwt.jwks_file)).transpose()?;
-        Ok(Credentials { tokens, jwks })
+    }
+
+    /// Each entry on its own, so that one bad file touches only its own entry: a token whose file is missing,
+    /// unreadable or empty is revoked (deleting a revoked token's file revokes it), and a token that two entries
+    /// hold names no tenant, so every entry holding it is refused. A JWKS that cannot be read keeps the keys of
+    /// `before` (an issuer's keys are not revoked by a broken file).
+    fn reread(config: &AuthConfig, before: Option<&Credentials>) -> Reading {
+        let mut refused = BTreeMap::new();
+        let mut read = Vec::with_capacity(config.bearer_tokens.len());
+        for (i, entry) in config.bearer_tokens.iter().enumerate() {
+            let key = format!("bearer_tokens[{i}].token");
+            match entry.token.read().and_then(|secret| Ok((digest(secret.expose()), Tenant::new(&entry.tenant)?))) {
+                Ok(token) => read.push((key, token)),
+                Err(message) => {
+                    refused.insert(key, message);
+                }
+            }
+        }
+        let mut tokens = Vec::with_capacity(read.len());
+        for (key, (digest, tenant)) in &read {
+            if read.iter().filter(|(_, (other, _))| other == digest).count() > 1 {
+                refused
+                    .insert(key.clone(), "holds the same token as another entry: each token names one tenant".into());
+            } else {
+                tokens.push((*digest, tenant.clone()));
+            }
+        }
+        let jwks = config.jwt.as_ref().and_then(|jwt| match jwt::Keys::read(&jwt.jwks_file) {
+            Ok(keys) => Some(Arc::new(keys)),
+            Err(message) => {
+                refused.insert("jwt.jwks_file".to_owned(), message);
+                before.and_then(|before| before.jwks.clone())
+            }
+        });
+        Reading { credentials: Credentials { tokens, jwks }, refused }
     }
 }
 
@@ -196,34 +238,87 @@ impl Authenticator {
     }
 }
 
-/// Re-reads token files and the JWKS every `interval`; what does not read keeps the credentials loaded before.
+/// Re-reads token files and the JWKS every `interval`, each entry on its own ([`Credentials::reread`]). An entry
+/// newly refused is logged and counted once; one accepted again is logged.
 async fn reload(authenticator: std::sync::Weak<Authenticator>, interval: std::time::Duration, transport: &'static str) {
-    let mut failing = false;
+    let mut refused_before = BTreeMap::new();
     loop {
         tokio::time::sleep(interval).await;
         let Some(authenticator) = authenticator.upgrade() else { return };
-        match Credentials::read(&authenticator.config) {
-            Ok(credentials) => {
-                if failing {
-                    tracing::info!(transport, "receiver credentials read again");
-                }
-                failing = false;
-                *authenticator.credentials.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Arc::new(credentials);
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(transport, %error, "cannot read the receiver's credentials; keeping the ones read before");
-                }
-                failing = true;
-            }
+        let current = Arc::clone(&authenticator.credentials.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let Reading { credentials, refused } = Credentials::reread(&authenticator.config, Some(&current));
+        report(&refused_before, &refused, transport);
+        refused_before = refused;
+        *authenticator.credentials.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(credentials);
+    }
+}
+
+fn report(before: &BTreeMap<String, String>, now: &BTreeMap<String, String>, transport: &'static str) {
+    for (key, message) in now {
+        if before.get(key) != Some(message) {
+            let consequence = if key.starts_with("jwt") { "keeping the keys read before" } else { "token revoked" };
+            tracing::warn!(transport, entry = %key, error = %message, "receiver credentials: {consequence}");
+            metrics::counter!(crate::metrics::CREDENTIALS_REFUSED, "transport" => transport).increment(1);
         }
+    }
+    for key in before.keys().filter(|key| !now.contains_key(*key)) {
+        tracing::info!(transport, entry = %key, "receiver credentials: read again and in use");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(dir: &std::path::Path, tokens: &[(&str, &str)]) -> AuthConfig {
+        let bearer_tokens = tokens
+            .iter()
+            .map(|(tenant, file)| BearerToken {
+                tenant: (*tenant).to_owned(),
+                token: tailgate_config::SecretSource { file: Some(dir.join(file)), env: None },
+            })
+            .collect();
+        AuthConfig { bearer_tokens, ..AuthConfig::default() }
+    }
+
+    fn tenant_of(credentials: &Credentials, token: &str) -> Option<String> {
+        let digest = digest(token);
+        let found = credentials.tokens.iter().find(|(candidate, _)| *candidate == digest);
+        found.map(|(_, tenant)| tenant.id().unwrap_or("default").to_owned())
+    }
+
+    /// One bad file used to fail the whole reload, so every old token stayed valid: deleting a revoked token's file
+    /// did not revoke it, and other tenants' rotations stopped. Each entry now stands alone.
+    #[test]
+    fn each_token_file_is_reloaded_on_its_own() {
+        let dir = std::env::temp_dir().join(format!("tailgate-auth-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, token) in [("a", "token-a"), ("b", "token-b"), ("c", "token-c")] {
+            std::fs::write(dir.join(file), token).unwrap();
+        }
+        let config = config(&dir, &[("checkout", "a"), ("billing", "b"), ("cart", "c")]);
+        let start = Credentials::read(&config).unwrap();
+        assert_eq!(tenant_of(&start, "token-a").as_deref(), Some("checkout"));
+
+        // a's file deleted (revoked), b's emptied, c rotated.
+        std::fs::remove_file(dir.join("a")).unwrap();
+        std::fs::write(dir.join("b"), "").unwrap();
+        std::fs::write(dir.join("c"), "token-c2").unwrap();
+        let Reading { credentials, refused } = Credentials::reread(&config, Some(&start));
+        assert_eq!(tenant_of(&credentials, "token-a"), None, "a deleted token file revokes its token");
+        assert_eq!(tenant_of(&credentials, "token-b"), None, "an emptied token file revokes its token");
+        assert_eq!(tenant_of(&credentials, "token-c"), None, "a rotated token is replaced");
+        assert_eq!(tenant_of(&credentials, "token-c2").as_deref(), Some("cart"), "the rotation is picked up");
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["bearer_tokens[0].token", "bearer_tokens[1].token"]);
+
+        // b's file now holds c's token: neither entry can say whose it is.
+        std::fs::write(dir.join("b"), "token-c2").unwrap();
+        let Reading { credentials, refused } = Credentials::reread(&config, Some(&start));
+        assert_eq!(tenant_of(&credentials, "token-c2"), None, "a token two entries hold names no tenant");
+        assert!(refused["bearer_tokens[2].token"].contains("same token"), "{refused:?}");
+        assert!(Credentials::read(&config).is_err(), "at start, a bad entry is an error");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// `X-Scope-OrgID` twice — a proxy appending its own after the client's — is refused, not read as the first.
     #[tokio::test]
