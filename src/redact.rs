@@ -1,8 +1,10 @@
 //! What `tailgate validate` prints: the effective configuration with its secrets replaced by `[REDACTED]`, as the
 //! OpenTelemetry Collector prints its opaque values. A secret is any value of a request header (exporters send
-//! `Authorization`, API keys, tenant IDs there), a tenant ID, any Kafka client property whose name says it holds
+//! `Authorization` and API keys there), any Kafka client property whose name says it holds
 //! a credential (`sasl.password`, `ssl.key.password`, `sasl.oauthbearer.client.secret`, `….passphrase`,
-//! `sasl.oauthbearer.config`, …), and the `user:password@` part of any URL.
+//! `sasl.oauthbearer.config`, …), and the `user:password@` part of any URL. A tenant ID is not a secret: it is an
+//! identifier, as in Loki, Mimir and Tempo, sent in a header and served as the `tenant` label of metrics, so
+//! `validate` prints it (`tenant_id: shop`, `sampler.tenants.shop`) as `/metrics` does.
 
 use serde_yaml::Value;
 
@@ -14,11 +16,7 @@ const SECRET_WORDS: [&str; 7] =
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    // Names of where a secret goes (`tenant_header: X-Scope-OrgID`, `tenant_claim: tenant`), not secrets.
-    if key.ends_with("_header") || key.ends_with("_claim") {
-        return false;
-    }
-    key.contains("tenant") || SECRET_WORDS.iter().any(|word| key.contains(word))
+    SECRET_WORDS.iter().any(|word| key.contains(word))
 }
 
 /// `config` with every secret redacted.
@@ -75,7 +73,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_headers_and_tenants_are_redacted_and_nothing_else() {
+    fn credentials_and_headers_are_redacted_and_nothing_else() {
         let config: Value = serde_yaml::from_str(
             "kafka: { brokers: 'k:9092', client: { sasl.password: hunter2, ssl.key.password: p, \
              sasl.username: alice, ssl.key.location: /etc/key.pem, sasl.oauthbearer.assertion.private.key.passphrase: pp1 } }\n\
@@ -85,7 +83,7 @@ mod tests {
         )
         .unwrap();
         let printed = serde_yaml::to_string(&redacted(config)).unwrap();
-        for secret in ["hunter2", "ssl.key.password: p\n", "shop", "Bearer abc", "t0k3n", "bob", "pp1", "team-x"] {
+        for secret in ["hunter2", "ssl.key.password: p\n", "Bearer abc", "t0k3n", "bob", "pp1"] {
             assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
         }
         for kept in [
@@ -96,6 +94,8 @@ mod tests {
             "Authorization: '[REDACTED]'",
             "prom:9090/api/v1/write",
             "/run/t",
+            "tenant_id: shop",
+            "tenant: team-x",
         ] {
             assert!(printed.contains(kept), "{kept} missing:\n{printed}");
         }

@@ -37,19 +37,19 @@ fn validate_lists_every_problem_with_its_path_and_exits_1() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }
 
-/// The effective configuration `validate` prints has no secret in it: Kafka credentials, header values, tenants.
+/// The effective configuration `validate` prints has no secret in it: Kafka credentials, header values. A tenant
+/// ID is an identifier (a label on `/metrics`), printed.
 #[test]
 fn validate_never_prints_a_secret() {
     let output = validate(
         &harness::temp_dir("cli"),
         "kafka: { client: { client.id: alice } }\n\
-         exporters: { loki: { endpoint: 'http://loki:3100', tenant_id: shop-a, headers: { Authorization: Bearer s3cr3t } } }\n",
+         exporters: { loki: { endpoint: 'http://loki:3100', tenant_id: shop-a, headers: { Authorization: Bearer s3cr3t }, tls: { insecure: true } } }\n",
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    for secret in ["shop-a", "s3cr3t"] {
-        assert!(!stdout.contains(secret), "`{secret}` printed:\n{stdout}");
-    }
+    assert!(!stdout.contains("s3cr3t"), "the header's value printed:\n{stdout}");
+    assert!(stdout.contains("tenant_id: shop-a"), "{stdout}");
     assert!(stdout.contains("alice") && stdout.contains("[REDACTED]"), "{stdout}");
 
     // A credential in kafka.client is refused (kafka.security owns them), its value not repeated.
@@ -169,7 +169,7 @@ async fn a_run_using_every_secret_never_shows_one() {
          \x20 http: {{ endpoint: 127.0.0.1:{http}, auth: {{ bearer_tokens: [ {{ tenant: cart, token: {{ env: TAILGATE_TEST_TOKEN }} }} ] }} }}\n\
          telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: debug }} }}\n\
          exporters: {{ loki: {{ endpoint: 'http://127.0.0.1:{loki}', tenant_id: tenant-ID-31,\n\
-         \x20 headers: {{ Authorization: Bearer loki-HDR-55 }}, retry_on_failure: {{ initial_interval: 50ms }} }} }}\n",
+         \x20 headers: {{ Authorization: Bearer loki-HDR-55 }}, tls: {{ insecure: true }}, retry_on_failure: {{ initial_interval: 50ms }} }} }}\n",
         data = dir.join("data").display(),
         cert = server.cert.display(),
         key = server.key.display(),
@@ -179,7 +179,7 @@ async fn a_run_using_every_secret_never_shows_one() {
     std::fs::write(&path, &config).unwrap();
     let key_pem = std::fs::read_to_string(&server.key).unwrap();
     let key_line = key_pem.lines().nth(1).unwrap().to_owned();
-    let secrets = ["tok-GRPC-2b1f", "tok-HTTP-9c3e", "WRONG-tok-41", "loki-HDR-55", "tenant-ID-31", &key_line];
+    let secrets = ["tok-GRPC-2b1f", "tok-HTTP-9c3e", "WRONG-tok-41", "loki-HDR-55", &key_line];
 
     let validated = tailgate()
         .args(["validate", "--config"])
