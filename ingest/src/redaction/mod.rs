@@ -1,7 +1,12 @@
 //! Redaction at the gateway, before anything reaches Kafka: attributes removed or masked as the OpenTelemetry
-//! Collector's `redaction` processor does, in resource, span, span event, span link and log record attributes and
-//! string log bodies, and SQL literals masked in `db.statement` / `db.query.text`. Metrics are not redacted.
-//! Counted per rule (`tailgate_ingest_redactions_total{signal, rule}`, the rule named by its config path).
+//! Collector's `redaction` processor does, in resource, scope, span, span event, span link and log record
+//! attributes and log bodies, and SQL literals masked in `db.statement` / `db.query.text`. Values are walked
+//! whole: array items, kvlist values (a nested key that `blocked_key_patterns` matches is masked) and UTF-8 bytes,
+//! to [`MAX_DEPTH`] levels; anything nested deeper is masked whole, since it was not inspected. `allowed_keys`
+//! applies to top-level attribute keys (a nested key is a field of an allowed attribute). Span names, status
+//! messages and event names are not redacted, nor are metrics. Counted per rule
+//! (`tailgate_ingest_redactions_total{signal, rule}`, the rule named by its config path; `max_depth` for values
+//! masked for their depth).
 //!
 //! A request to redact is decoded (the wire-format fast path copies spans as bytes and cannot change them), so
 //! redaction costs what decoding costs; without `ingest.redaction` nothing is decoded for it.
@@ -23,6 +28,13 @@ pub use sql::mask_literals;
 
 /// What replaces a masked value, or a masked part of one (the Collector's).
 pub const MASK: &str = "****";
+
+/// How deep into arrays and kvlists values are inspected; a value nested deeper is masked whole.
+pub const MAX_DEPTH: usize = 16;
+
+fn masked() -> AnyValue {
+    AnyValue { value: Some(any_value::Value::StringValue(MASK.to_owned())) }
+}
 
 /// A compiled [`RedactionConfig`].
 #[derive(Debug)]
@@ -75,6 +87,9 @@ impl Redactor {
             if let Some(resource) = &mut resource_spans.resource {
                 self.attributes("traces", &mut resource.attributes);
             }
+            for scope in resource_spans.scope_spans.iter_mut().filter_map(|s| s.scope.as_mut()) {
+                self.attributes("traces", &mut scope.attributes);
+            }
         }
         for span in request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
             self.attributes("traces", &mut span.attributes);
@@ -93,13 +108,14 @@ impl Redactor {
             if let Some(resource) = &mut resource_logs.resource {
                 self.attributes("logs", &mut resource.attributes);
             }
+            for scope in resource_logs.scope_logs.iter_mut().filter_map(|s| s.scope.as_mut()) {
+                self.attributes("logs", &mut scope.attributes);
+            }
         }
         for record in request.resource_logs.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records)
         {
-            let body_masked = match &mut record.body {
-                Some(AnyValue { value: Some(any_value::Value::StringValue(body)) }) => self.mask_values("logs", body),
-                _ => false,
-            };
+            // A structured body (a kvlist, as structured logging sends) is walked like an attribute's value.
+            let body_masked = record.body.as_mut().is_some_and(|body| self.mask_nested("logs", body, 0));
             let mut outcome = self.apply("logs", &mut record.attributes);
             if body_masked {
                 outcome.masked.push("body".to_owned());
@@ -128,24 +144,23 @@ impl Redactor {
             // A blocked key's value is masked whatever its type, as the Collector does.
             if let Some(i) = self.blocked_keys.matches(&attribute.key).iter().next() {
                 count_rule(signal, "blocked_key_patterns", i);
-                attribute.value = Some(AnyValue { value: Some(any_value::Value::StringValue(MASK.to_owned())) });
+                attribute.value = Some(masked());
                 outcome.masked.push(attribute.key.clone());
                 return true;
             }
-            let Some(any_value::Value::StringValue(value)) = attribute.value.as_mut().and_then(|v| v.value.as_mut())
-            else {
-                return true;
-            };
+            let Some(value) = attribute.value.as_mut() else { return true };
             let mut masked = false;
-            if self.sql_attributes.contains(&attribute.key) {
-                let (sanitized, literals) = mask_literals(value);
+            if let (true, Some(any_value::Value::StringValue(text))) =
+                (self.sql_attributes.contains(&attribute.key), value.value.as_mut())
+            {
+                let (sanitized, literals) = mask_literals(text);
                 if literals > 0 {
                     count(signal, "db_sanitizer.sql");
-                    *value = sanitized;
+                    *text = sanitized;
                     masked = true;
                 }
             }
-            if self.mask_values(signal, value) {
+            if self.mask_nested(signal, value, 0) {
                 masked = true;
             }
             if masked {
@@ -154,6 +169,51 @@ impl Redactor {
             true
         });
         outcome
+    }
+
+    /// Masks what `blocked_values` matches in `value` and in everything nested in it (array items, kvlist values,
+    /// bytes that are UTF-8); a nested kvlist key that `blocked_key_patterns` matches has its value masked whole;
+    /// an array or kvlist at `depth` [`MAX_DEPTH`] is masked whole. Whether anything changed.
+    fn mask_nested(&self, signal: &'static str, value: &mut AnyValue, depth: usize) -> bool {
+        use any_value::Value;
+        if depth >= MAX_DEPTH && matches!(value.value, Some(Value::ArrayValue(_) | Value::KvlistValue(_))) {
+            count(signal, "max_depth");
+            *value = masked();
+            return true;
+        }
+        match &mut value.value {
+            Some(Value::StringValue(text)) => self.mask_values(signal, text),
+            Some(Value::BytesValue(bytes)) => {
+                let Ok(text) = std::str::from_utf8(bytes) else { return false };
+                let mut text = text.to_owned();
+                let changed = self.mask_values(signal, &mut text);
+                if changed {
+                    *bytes = text.into_bytes();
+                }
+                changed
+            }
+            Some(Value::ArrayValue(array)) => {
+                let mut changed = false;
+                for item in &mut array.values {
+                    changed |= self.mask_nested(signal, item, depth + 1);
+                }
+                changed
+            }
+            Some(Value::KvlistValue(list)) => {
+                let mut changed = false;
+                for entry in &mut list.values {
+                    if let Some(i) = self.blocked_keys.matches(&entry.key).iter().next() {
+                        count_rule(signal, "blocked_key_patterns", i);
+                        entry.value = Some(masked());
+                        changed = true;
+                    } else if let Some(nested) = entry.value.as_mut() {
+                        changed |= self.mask_nested(signal, nested, depth + 1);
+                    }
+                }
+                changed
+            }
+            _ => false,
+        }
     }
 
     /// Masks every match of `blocked_values` in `value`, unless `allowed_values` lets it through. Whether it did.
