@@ -72,7 +72,7 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
     }
 
     let handle = telemetry::install_recorder();
-    let telemetry_listener = telemetry::Listener::bind(&config.telemetry.metrics).await?;
+    let telemetry_listener = telemetry::bind(&config.telemetry.metrics).await?;
 
     let runs_ingest = matches!(role, Role::Ingest | Role::AllInOne);
     let runs_sampler = matches!(role, Role::Sampler | Role::AllInOne);

@@ -8,7 +8,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tailgate_config::Problems;
-use tailgate_tls::{Handshakes, ServerTls, ServerTlsConfig, Stream};
+use tailgate_tls::{Limits, Listener, ServerTls, ServerTlsConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -116,69 +116,21 @@ pub fn install_recorder() -> PrometheusHandle {
 /// Something that can say whether this process should receive traffic.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// The telemetry port's listener: TCP, or TLS with handshakes off the accept loop.
-pub struct Listener {
-    tcp: TcpListener,
-    tls: Option<Handshakes<()>>,
-}
-
-impl Listener {
-    /// Binds `config.endpoint`, loading its TLS files (and watching them) when it has some.
-    pub async fn bind(config: &MetricsConfig) -> anyhow::Result<Listener> {
-        use anyhow::Context as _;
-        let tcp = TcpListener::bind(&config.endpoint)
-            .await
-            .with_context(|| format!("cannot listen on telemetry.metrics.endpoint {}", config.endpoint))?;
-        let tls = match &config.tls {
-            Some(tls) => Some(Handshakes::new(
-                ServerTls::new(tls, &[b"http/1.1"], "telemetry")
-                    .map_err(|error| anyhow::anyhow!("telemetry.metrics.tls.{}: {error}", error.key))?,
-                "telemetry",
-            )),
-            None => None,
-        };
-        Ok(Listener { tcp, tls })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr()
-    }
-}
-
-async fn accept_tcp(tcp: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
-    loop {
-        match tcp.accept().await {
-            Ok(accepted) => return accepted,
-            // Out of file descriptors and the like: wait a little rather than spin.
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept a telemetry connection");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-impl axum::serve::Listener for Listener {
-    type Io = Stream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Stream, std::net::SocketAddr) {
-        let Some(handshakes) = &mut self.tls else {
-            let (tcp, peer) = accept_tcp(&self.tcp).await;
-            return (Stream::Plain(tcp), peer);
-        };
-        loop {
-            tokio::select! {
-                biased;
-                (stream, peer, ()) = handshakes.next() => return (stream, peer),
-                (tcp, peer) = accept_tcp(&self.tcp) => handshakes.start(tcp, peer, ()),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr()
-    }
+/// Binds `config.endpoint`, loading its TLS files (and watching them) when it has some. The port answers a
+/// scraper and probes: [`Limits::SCRAPED`] bounds its connections and their silence.
+pub async fn bind(config: &MetricsConfig) -> anyhow::Result<Listener> {
+    use anyhow::Context as _;
+    let tcp = TcpListener::bind(&config.endpoint)
+        .await
+        .with_context(|| format!("cannot listen on telemetry.metrics.endpoint {}", config.endpoint))?;
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            ServerTls::new(tls, &[b"http/1.1"], "telemetry")
+                .map_err(|error| anyhow::anyhow!("telemetry.metrics.tls.{}: {error}", error.key))?,
+        ),
+        None => None,
+    };
+    Ok(Listener::new(tcp, "telemetry", tls, Limits::SCRAPED))
 }
 
 /// Serves `/metrics`, `/health` (alive) and `/ready` until `shutdown`.

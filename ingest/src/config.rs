@@ -34,6 +34,10 @@ pub struct IngestConfig {
     /// Connections each listener holds open at most; more wait to be accepted until one closes. With HTTP/2's
     /// per-connection flow-control window this also bounds what clients can have sent and not yet been read.
     pub max_connections: usize,
+    /// Connections one source address may hold open on each listener; past it, its new connections are closed at
+    /// once (`tailgate_connections_refused_total{reason="per_source"}`). 0, the default: no bound per host — behind
+    /// a load balancer every connection comes from its few addresses. Set it where clients connect directly.
+    pub max_connections_per_source: usize,
     /// A new connection that sends nothing for this long is closed and its slot given back: connections opened
     /// and left silent, by a broken client or on purpose, cannot hold every slot (before TLS or authentication,
     /// which need the client to speak).
@@ -60,6 +64,7 @@ impl Default for IngestConfig {
             read_timeout: Duration::from_secs(30),
             throttle_retry_after: Duration::from_secs(1),
             max_connections: 1024,
+            max_connections_per_source: 0,
             first_byte_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             resource: Vec::new(),
@@ -84,6 +89,8 @@ pub struct GrpcConfig {
     pub auth: Option<AuthConfig>,
     /// A header naming the tenant (`X-Scope-OrgID`), trusted as set by a proxy in front: only without `auth`.
     pub tenant_header: Option<String>,
+    /// HTTP/2 pings and connection age, in the Collector's keys.
+    pub keepalive: Keepalive,
 }
 
 impl Default for GrpcConfig {
@@ -94,6 +101,45 @@ impl Default for GrpcConfig {
             tls: None,
             auth: None,
             tenant_header: None,
+            keepalive: Keepalive::default(),
+        }
+    }
+}
+
+/// The `ingest.grpc.keepalive:` section (the Collector's `keepalive.server_parameters`). None of it is on by
+/// default, as in the Collector: `ingest.idle_timeout` already closes a connection nothing passes over.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Keepalive {
+    pub server_parameters: ServerParameters,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerParameters {
+    /// Ping a connection this long after the last frame received; a peer that vanished (a half-open TCP
+    /// connection) is found within `time + timeout` instead of `idle_timeout`. A ping and its answer are
+    /// traffic: with `time` below `idle_timeout`, an idle connection is kept open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub timeout: Duration,
+    /// A connection this old is told to go away (HTTP/2 GOAWAY): clients reconnect, and a load balancer in front
+    /// spreads them again over the gateways; requests in flight finish. Unset: connections live on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connection_age: Option<Duration>,
+    /// How long requests in flight on a connection past its age may take before it is closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connection_age_grace: Option<Duration>,
+}
+
+impl Default for ServerParameters {
+    fn default() -> Self {
+        ServerParameters {
+            time: None,
+            timeout: Duration::from_secs(20),
+            max_connection_age: None,
+            max_connection_age_grace: None,
         }
     }
 }
@@ -164,6 +210,27 @@ impl IngestConfig {
         }
         if self.max_connections == 0 {
             problems.push(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.max_connections_per_source > self.max_connections {
+            problems.push(
+                format!("{path}.max_connections_per_source"),
+                format!("must be at most max_connections ({}); 0 for no bound per host", self.max_connections),
+            );
+        }
+        let keepalive = &self.grpc.keepalive.server_parameters;
+        let keepalive_path = format!("{path}.grpc.keepalive.server_parameters");
+        for (key, value) in [
+            ("time", keepalive.time),
+            ("timeout", Some(keepalive.timeout)),
+            ("max_connection_age", keepalive.max_connection_age),
+            ("max_connection_age_grace", keepalive.max_connection_age_grace),
+        ] {
+            if value.is_some_and(|value| value.get().is_zero()) {
+                problems.push(format!("{keepalive_path}.{key}"), "must be more than 0s (leave it out for never)");
+            }
+        }
+        if keepalive.max_connection_age_grace.is_some() && keepalive.max_connection_age.is_none() {
+            problems.push(format!("{keepalive_path}.max_connection_age_grace"), "is set without max_connection_age");
         }
         if self.grpc.max_concurrent_streams == 0 {
             problems.push(format!("{path}.grpc.max_concurrent_streams"), "must be at least 1");

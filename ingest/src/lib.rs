@@ -18,7 +18,6 @@ mod admission;
 mod auth;
 mod budget;
 mod config;
-mod connections;
 mod error;
 mod grpc;
 mod http;
@@ -49,7 +48,6 @@ use crate::auth::Identify;
 pub use crate::auth::{AuthConfig, BearerToken, Failure as AuthFailure, JwtConfig};
 pub use crate::budget::{Budget, Permit};
 pub use crate::config::{GrpcConfig, HttpConfig, IngestConfig};
-use crate::connections::{Limited, Timeouts};
 pub use crate::error::ExportError;
 pub use crate::json::decode as decode_json;
 pub use crate::rate_limit::{RateLimitConfig, TenantLimit};
@@ -57,6 +55,7 @@ pub use crate::redaction::{DbSanitizer, RedactionConfig, Redactor, SqlSanitizer,
 pub use crate::resource::{Action, ResourceAction, ResourceProcessor};
 pub use crate::sink::{records, Accepted, Changes, KafkaSink, Payload};
 pub use crate::tenant::Tenant;
+use tailgate_tls::{Limits, Listener};
 
 /// How often the gateway checks that Kafka answers, for `/ready`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -225,12 +224,17 @@ impl Gateway {
 
         let stop_serving = CancellationToken::new();
         let probe = tokio::spawn(probe_kafka(sink.clone(), Arc::clone(&health), stop_serving.clone()));
-        let timeouts = Timeouts { first_byte: config.first_byte_timeout.get(), idle: config.idle_timeout.get() };
-        let grpc = Limited::new(grpc, config.max_connections, "grpc", grpc_tls, timeouts);
-        let http = Limited::new(http, config.max_connections, "http", http_tls, timeouts);
+        let limits = Limits {
+            max_connections: config.max_connections,
+            max_connections_per_source: config.max_connections_per_source,
+            first_byte_timeout: config.first_byte_timeout.get(),
+            idle_timeout: config.idle_timeout.get(),
+        };
+        let grpc = Listener::new(grpc, "grpc", grpc_tls, limits);
+        let http = Listener::new(http, "http", http_tls, limits);
         let mut grpc_server = tokio::spawn(grpc::serve(
             grpc,
-            config.grpc.max_concurrent_streams,
+            config.grpc.clone(),
             sink.clone(),
             admission.clone(),
             grpc_identify,

@@ -16,11 +16,6 @@ pub const REQUEST_BYTES: &str = "tailgate_ingest_request_bytes_total";
 pub const PRODUCE_DURATION: &str = "tailgate_kafka_produce_duration_seconds";
 /// Kafka records acknowledged, by `signal`.
 pub const RECORDS_PRODUCED: &str = "tailgate_kafka_records_produced_total";
-/// Connections open, by `transport`; at most `ingest.max_connections` each.
-pub const CONNECTIONS: &str = "tailgate_ingest_connections";
-/// Connections closed for silence, by `transport` and `reason` (`first_byte`: nothing sent within
-/// `ingest.first_byte_timeout`; `idle`: nothing either way for `ingest.idle_timeout`).
-pub const CONNECTIONS_TIMED_OUT: &str = "tailgate_ingest_connections_timed_out_total";
 /// Whether Kafka answered the last metadata probe (1) or not (0).
 pub const KAFKA_UP: &str = "tailgate_kafka_up";
 /// Requests refused for their credentials, by `transport` and `reason` (`missing`, `unknown_token`, `expired`,
@@ -44,11 +39,6 @@ pub fn describe() {
     describe_counter!(ITEMS_REJECTED, "Items not written to Kafka, by reason.");
     describe_counter!(REDACTIONS, "Attributes removed or values masked before Kafka, by signal and rule.");
     describe_counter!(REQUESTS, "Export requests answered, by outcome.");
-    describe_gauge!(CONNECTIONS, "Connections open, by transport (at most ingest.max_connections each).");
-    describe_counter!(
-        CONNECTIONS_TIMED_OUT,
-        "Connections closed for silence, by transport and reason (first_byte, idle)."
-    );
     describe_counter!(REQUEST_BYTES, Unit::Bytes, "Request body bytes as received.");
     describe_histogram!(
         PRODUCE_DURATION,

@@ -342,3 +342,42 @@ async fn a_new_owner_reads_only_the_look_back() {
     exporter.stop().await;
     gateway.stop().await;
 }
+
+/// `exporters.prometheus.tls` with `client_ca_file`: the endpoint serves `/metrics` only to a scraper with a
+/// certificate of that CA; without one, or in plaintext, nothing is served. (Before, the endpoint had no TLS: the
+/// key did not exist and the plaintext request was answered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_serves_only_scrapers_with_a_certificate_of_its_client_ca() {
+    use crate::harness::certs::{self, Pki};
+    let pki = Pki::new("scrape-mtls");
+    let (ca, other_ca) = (pki.ca("ca"), pki.ca("other-ca"));
+    let (server, scraper, stranger) = (pki.leaf(&ca, "server"), pki.leaf(&ca, "prometheus"), pki.leaf(&other_ca, "x"));
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    let port = harness::free_port();
+    let mut exporters = scrape_config(port);
+    exporters.prometheus.as_mut().unwrap().tls = Some(tailgate_tls::ServerTlsConfig {
+        cert_file: server.cert.clone(),
+        key_file: server.key.clone(),
+        client_ca_file: Some(ca.cert.clone()),
+        min_version: Default::default(),
+        reload_interval: tailgate_config::Duration::from_secs(10),
+    });
+    let exporter = harness::start_exporter(&exporters, &kafka, PROMETHEUS_SCRAPE).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let get = |tls| http::tls_request(addr, tls, "GET", "/metrics", &[], b"");
+
+    let served = get(certs::client_config(&ca.cert, Some(&scraper))).await.expect("a scraper of the CA is served");
+    assert_eq!(served.status, 200);
+    assert!(get(certs::client_config(&ca.cert, None)).await.is_err(), "served without a client certificate");
+    assert!(get(certs::client_config(&ca.cert, Some(&stranger))).await.is_err(), "served a stranger's certificate");
+    let plaintext = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.map(|_| answer)
+    };
+    let plaintext: std::io::Result<Vec<u8>> = plaintext.await;
+    assert!(!plaintext.is_ok_and(|answer| answer.starts_with(b"HTTP/")), "plaintext HTTP was answered");
+    exporter.stop().await;
+}

@@ -89,3 +89,125 @@ async fn silent_connections_cannot_hold_every_slot() {
     }
     gateway.stop().await;
 }
+
+/// A connection from `source` (a loopback address of its own), served once.
+async fn served_from(source: &str, addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    let mut stream = BufReader::new(socket.connect(addr).await?);
+    let request = format!("POST /nowhere HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    let mut status = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_line(&mut status)).await??;
+    if status.starts_with("HTTP/1.1 404") {
+        Ok(stream)
+    } else {
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, format!("not served: {status:?}")))
+    }
+}
+
+/// With `max_connections_per_source: 2`, one host's third connection is closed at once while another host is
+/// still served: one host cannot take every slot. Without the bound, the third is served (as before it existed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_take_every_slot() {
+    let mut ingest = harness::ingest_config();
+    ingest.max_connections = 8;
+    ingest.max_connections_per_source = 2;
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
+
+    let _first = served_from("127.0.0.2", gateway.http).await.expect("a host's first connection is served");
+    let second = served_from("127.0.0.2", gateway.http).await.expect("a host's second connection is served");
+    let third = served_from("127.0.0.2", gateway.http).await;
+    assert!(third.is_err(), "a host's third connection was served: {third:?}");
+    let _other = served_from("127.0.0.3", gateway.http).await.expect("another host is served");
+    // A closed connection gives its host's slot back.
+    drop(second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served_from("127.0.0.2", gateway.http).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "a closed connection's slot was not given back to its host");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.stop().await;
+}
+
+/// An HTTP/2 connection opened by hand: the client preface and its empty SETTINGS, then frames read one by one
+/// (`(type, flags, payload)`), SETTINGS acknowledged, PINGs answered only when `answer_pings`.
+struct H2 {
+    stream: TcpStream,
+}
+
+impl H2 {
+    async fn open(addr: SocketAddr) -> H2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        H2 { stream }
+    }
+
+    /// The next frame that is not SETTINGS or WINDOW_UPDATE, or `None` once the connection closed.
+    async fn frame(&mut self, answer_pings: bool) -> Option<(u8, u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut header = [0u8; 9];
+            self.stream.read_exact(&mut header).await.ok()?;
+            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0; length];
+            self.stream.read_exact(&mut payload).await.ok()?;
+            let (kind, flags) = (header[3], header[4]);
+            if kind == 0x8 {
+                continue; // WINDOW_UPDATE
+            }
+            if kind == 0x4 {
+                if flags & 1 == 0 {
+                    self.stream.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.ok()?;
+                }
+                continue;
+            }
+            if kind == 0x6 && flags & 1 == 0 && answer_pings {
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                self.stream.write_all(&ack).await.ok()?;
+                continue;
+            }
+            return Some((kind, flags, payload));
+        }
+    }
+}
+
+/// `ingest.grpc.keepalive.server_parameters` as the Collector's: the gateway pings a connection `time` after its
+/// last frame and closes it when the ping goes unanswered for `timeout`; a connection `max_connection_age` old is
+/// sent GOAWAY. Before these keys existed, the server pinged nobody and connections lived for ever (the raw
+/// connections here would have seen nothing but SETTINGS until the 120 s idle timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_pings_idle_connections_and_retires_old_ones() {
+    let mut ingest = harness::ingest_config();
+    let keepalive = &mut ingest.grpc.keepalive.server_parameters;
+    keepalive.time = Some(tailgate_config::Duration::from_millis(500));
+    keepalive.timeout = tailgate_config::Duration::from_millis(500);
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
+    let mut h2 = H2::open(gateway.grpc).await;
+    let started = std::time::Instant::now();
+    let ping = tokio::time::timeout(Duration::from_secs(10), h2.frame(false)).await.expect("pinged within 10 s");
+    assert_eq!(ping.as_ref().map(|(kind, flags, _)| (*kind, *flags)), Some((0x6, 0)), "a PING: {ping:?}");
+    // Unanswered: the connection is closed (a GOAWAY may come first).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some((kind, ..)) = h2.frame(false).await {
+            assert!(kind == 0x7 || kind == 0x6, "frame {kind} on a connection whose ping went unanswered");
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an unanswered ping did not close the connection");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "closed after {waited:?}: before time + timeout");
+    gateway.stop().await;
+
+    let mut ingest = harness::ingest_config();
+    ingest.grpc.keepalive.server_parameters.max_connection_age = Some(tailgate_config::Duration::from_secs(1));
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
+    let mut h2 = H2::open(gateway.grpc).await;
+    let started = std::time::Instant::now();
+    let frame = tokio::time::timeout(Duration::from_secs(10), h2.frame(true)).await.expect("a frame within 10 s");
+    assert_eq!(frame.as_ref().map(|(kind, ..)| *kind), Some(0x7), "GOAWAY at max_connection_age: {frame:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "GOAWAY after {waited:?}, before max_connection_age");
+    gateway.stop().await;
+}

@@ -1,7 +1,6 @@
 //! TLS, mutual TLS and authentication on the receivers, and the tenant each request is written as: what is
 //! refused never reaches Kafka, and what is accepted carries its tenant on every record.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +15,7 @@ use tailgate_ingest::{AuthConfig, BearerToken, JwtConfig, RateLimitConfig};
 use tailgate_proto::headers;
 use tailgate_tls::ServerTlsConfig;
 
-use crate::harness::certs::{Issued, Pki};
+use crate::harness::certs::{self, Pki};
 use crate::harness::{self, http, topic, Record};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -50,28 +49,6 @@ fn tenants_by_trace(records: &[Record]) -> Vec<(u64, Option<String>)> {
     found
 }
 
-fn client_tls(ca: &Path, identity: Option<&Issued>) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(issued) => {
-            let chain = CertificateDer::pem_file_iter(&issued.cert).unwrap().map(Result::unwrap).collect();
-            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(&issued.key).unwrap()).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_accepts_only_clients_of_its_ca_and_follows_rotated_certificates() {
     let pki = Pki::new("mtls");
@@ -92,17 +69,27 @@ async fn mtls_accepts_only_clients_of_its_ca_and_follows_rotated_certificates() 
     let send = |tls: Arc<rustls::ClientConfig>, n: u64| {
         let addr = gateway.http;
         async move {
-            http::tls_request(addr, tls, "/v1/traces", &[("Content-Type", PROTOBUF)], &one_span(n, 0).encode_to_vec())
-                .await
+            http::tls_request(
+                addr,
+                tls,
+                "POST",
+                "/v1/traces",
+                &[("Content-Type", PROTOBUF)],
+                &one_span(n, 0).encode_to_vec(),
+            )
+            .await
         }
     };
 
     // A client of the CA is served.
-    let accepted = send(client_tls(&ca.cert, Some(&client)), 1).await.expect("an mTLS client is served");
+    let accepted = send(certs::client_config(&ca.cert, Some(&client)), 1).await.expect("an mTLS client is served");
     assert_eq!(accepted.status, 200);
     // No client certificate, one from another CA, and plaintext: refused, nothing written.
-    assert!(send(client_tls(&ca.cert, None), 2).await.is_err(), "served without a client certificate");
-    assert!(send(client_tls(&ca.cert, Some(&stranger)), 3).await.is_err(), "served a certificate of another CA");
+    assert!(send(certs::client_config(&ca.cert, None), 2).await.is_err(), "served without a client certificate");
+    assert!(
+        send(certs::client_config(&ca.cert, Some(&stranger)), 3).await.is_err(),
+        "served a certificate of another CA"
+    );
     let plaintext = async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tokio::net::TcpStream::connect(gateway.http).await?;
@@ -118,14 +105,17 @@ async fn mtls_accepts_only_clients_of_its_ca_and_follows_rotated_certificates() 
     let rotated = pki.leaf(&next_ca, "server-next");
     std::fs::copy(&rotated.key, &server.key).unwrap();
     std::fs::copy(&rotated.cert, &server.cert).unwrap();
-    let trusts_next = client_tls(&next_ca.cert, Some(&client));
+    let trusts_next = certs::client_config(&next_ca.cert, Some(&client));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while http::tls_request(gateway.http, Arc::clone(&trusts_next), "/", &[], b"").await.is_err() {
+    while http::tls_request(gateway.http, Arc::clone(&trusts_next), "POST", "/", &[], b"").await.is_err() {
         assert!(std::time::Instant::now() < deadline, "the rotated certificate was never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(send(trusts_next.clone(), 4).await.unwrap().status, 200);
-    assert!(send(client_tls(&ca.cert, Some(&client)), 5).await.is_err(), "the old certificate is still served");
+    assert!(
+        send(certs::client_config(&ca.cert, Some(&client)), 5).await.is_err(),
+        "the old certificate is still served"
+    );
 
     let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, 1, Duration::from_secs(20), |records| {
         tenants_by_trace(records).len() >= 2

@@ -1,5 +1,5 @@
-//! TLS for Tailgate's listeners (the OTLP receivers, the telemetry port) and for its clients (the exporters'
-//! backends).
+//! TLS for Tailgate's listeners (the OTLP receivers, the telemetry port, the scrape endpoint) and for its clients
+//! (the exporters' backends); and the listener itself, with its bounds on connections ([`Listener`]).
 //!
 //! * **Files, checked with their paths.** Certificates, keys and CAs are PEM files named in the config;
 //!   `validate` loads them, so a missing file, a key that does not match its certificate or a CA file without a
@@ -19,6 +19,7 @@
 
 mod client;
 mod handshake;
+mod listener;
 mod pem;
 mod reload;
 mod server;
@@ -26,6 +27,7 @@ mod version;
 
 pub use client::{ClientTls, ClientTlsConfig};
 pub use handshake::{Handshakes, Stream};
+pub use listener::{Connection, Limits, Listener};
 pub use pem::TlsError;
 pub use reload::ServerTls;
 pub use server::ServerTlsConfig;
@@ -36,8 +38,24 @@ pub const HANDSHAKE_FAILURES: &str = "tailgate_tls_handshake_failures_total";
 /// Certificate reloads, by listener and outcome (`success`, `failure`).
 pub const RELOADS: &str = "tailgate_tls_reloads_total";
 
+/// Connections open, by listener.
+pub const CONNECTIONS: &str = "tailgate_connections";
+/// Connections closed for silence, by listener and reason (`first_byte`, `idle`).
+pub const CONNECTIONS_TIMED_OUT: &str = "tailgate_connections_timed_out_total";
+/// Connections closed at accept, by listener and reason (`per_source`).
+pub const CONNECTIONS_REFUSED: &str = "tailgate_connections_refused_total";
+
 /// Describes this crate's metrics to the installed recorder.
 pub fn describe_metrics() {
+    metrics::describe_gauge!(CONNECTIONS, "Connections open, by listener (at most its max_connections).");
+    metrics::describe_counter!(
+        CONNECTIONS_TIMED_OUT,
+        "Connections closed because they sent no first byte in time, or nothing passed for the idle timeout."
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections closed at accept because their host already had max_connections_per_source open."
+    );
     metrics::describe_counter!(HANDSHAKE_FAILURES, "TLS handshakes that failed, by listener and reason.");
     metrics::describe_counter!(RELOADS, "TLS certificate reloads after their files changed, by listener and outcome.");
 }

@@ -14,6 +14,10 @@ pub struct ScrapeConfig {
     /// `host:port` to serve `/metrics` on. The Collector's examples use `0.0.0.0:8889`; the default listens on
     /// this host only (see SECURITY.md).
     pub endpoint: String,
+    /// TLS on the endpoint (the Collector's `tls`); with `client_ca_file`, mutual TLS: only a scraper with a
+    /// certificate of that CA (Prometheus's `tls_config.cert_file`) is served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tailgate_tls::ServerTlsConfig>,
     /// Prefix of every metric name, joined with `_` (not `target_info`).
     pub namespace: String,
     /// Labels on every series.
@@ -39,6 +43,7 @@ impl Default for ScrapeConfig {
     fn default() -> Self {
         ScrapeConfig {
             endpoint: "127.0.0.1:8889".to_owned(),
+            tls: None,
             namespace: String::new(),
             const_labels: BTreeMap::new(),
             resource_to_telemetry_conversion: false,
@@ -59,6 +64,9 @@ impl ScrapeConfig {
 
     /// `path` is this section's (`exporters.prometheus`).
     pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if let Some(tls) = &self.tls {
+            tls.validate(&format!("{path}.tls"), problems);
+        }
         let port = self.endpoint.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
         if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
             problems.push(

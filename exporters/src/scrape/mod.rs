@@ -22,7 +22,6 @@ mod config;
 mod exposition;
 mod store;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,7 +76,7 @@ struct Scraper {
     consumer: Consumer<Owned>,
     translator: Translator,
     store: Arc<Mutex<Store>>,
-    listener: Option<TcpListener>,
+    listener: Option<tailgate_tls::Listener>,
     stats: Arc<ExporterStats>,
 }
 
@@ -87,9 +86,18 @@ pub(crate) async fn build(config: &ScrapeConfig, kafka: &KafkaConfig) -> Result<
     let topic = kafka.topics.metrics.clone();
     let none: &[(&str, &str)] = &[];
     ensure_topics(kafka, &[(&topic, none)], Duration::from_secs(30)).await?;
-    let listener = TcpListener::bind(&config.endpoint)
+    let tcp = TcpListener::bind(&config.endpoint)
         .await
         .map_err(|e| ExporterError::Setup(NAME, format!("cannot listen on {}: {e}", config.endpoint)))?;
+    let tls =
+        match &config.tls {
+            Some(tls) => Some(tailgate_tls::ServerTls::new(tls, &[b"http/1.1"], "scrape").map_err(|error| {
+                ExporterError::Setup(NAME, format!("exporters.prometheus.tls.{}: {error}", error.key))
+            })?),
+            None => None,
+        };
+    // A scraper's port: a few connections, none held silent (see tailgate_tls::Listener).
+    let listener = tailgate_tls::Listener::new(tcp, "scrape", tls, tailgate_tls::Limits::SCRAPED);
     let settings = ConsumerSettings {
         group_id: group_id(kafka, NAME),
         client_id: format!("tailgate-exporter-{NAME}"),
@@ -270,13 +278,10 @@ struct Served {
     expiration: Duration,
 }
 
-async fn serve(listener: TcpListener, served: Served, shutdown: CancellationToken) {
+async fn serve(listener: tailgate_tls::Listener, served: Served, shutdown: CancellationToken) {
     let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_page)).with_state(served);
     let stop = async move { shutdown.cancelled().await };
-    if let Err(error) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(exporter = NAME, %error, "scrape endpoint failed");
     }
 }

@@ -13,7 +13,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::connections::Limited;
 use tailgate_kafka::Topics;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status};
@@ -226,8 +225,8 @@ async fn admit(
 
 /// Serves OTLP/gRPC on `listener` until `shutdown`, then finishes in-flight requests and returns.
 pub(crate) async fn serve(
-    listener: Limited,
-    max_concurrent_streams: u32,
+    listener: tailgate_tls::Listener,
+    config: crate::config::GrpcConfig,
     sink: KafkaSink,
     admission: Admission,
     identify: Identify,
@@ -240,8 +239,18 @@ pub(crate) async fn serve(
         let (connection, _) = listener.accept().await;
         Some((Ok::<_, std::io::Error>(connection), listener))
     });
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(max_concurrent_streams)
+    let keepalive = &config.keepalive.server_parameters;
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive.time.map(|time| time.get()))
+        .http2_keepalive_timeout(Some(keepalive.timeout.get()));
+    if let Some(age) = keepalive.max_connection_age {
+        server = server.max_connection_age(age.get());
+    }
+    if let Some(grace) = keepalive.max_connection_age_grace {
+        server = server.max_connection_age_grace(grace.get());
+    }
+    server
         .layer(tower::util::MapResponseLayer::new(remap_codec_errors))
         .layer(tower::layer::layer_fn(move |inner| Admit {
             inner,
