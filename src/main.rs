@@ -142,6 +142,10 @@ fn main() -> ExitCode {
         }
     };
     if role == tailgate::Role::Validate {
+        // The gateway logs these at start too.
+        for (path, why) in config.ingest.warnings("ingest") {
+            eprintln!("warning: {path}: {why}");
+        }
         match serde_yaml::to_value(&config).and_then(|value| serde_yaml::to_string(&tailgate::redact::redacted(value)))
         {
             Ok(yaml) => {

@@ -199,6 +199,29 @@ fn validate_listener(
 }
 
 impl IngestConfig {
+    /// What is valid but likely a mistake, each `(path, why)`: one receiver authenticates while the other, open
+    /// beyond this host, does not — a client refused on one port writes through the other, as any tenant it likes
+    /// (with `tenant_header`) or as the default tenant.
+    pub fn warnings(&self, path: &str) -> Vec<(String, String)> {
+        let open = |endpoint: &str| endpoint.parse::<SocketAddr>().is_ok_and(|addr| !addr.ip().is_loopback());
+        let mut warnings = Vec::new();
+        for (name, endpoint, auth, other, other_auth) in [
+            ("grpc", &self.grpc.endpoint, self.grpc.auth.is_some(), "http", self.http.auth.is_some()),
+            ("http", &self.http.endpoint, self.http.auth.is_some(), "grpc", self.grpc.auth.is_some()),
+        ] {
+            if !auth && other_auth && open(endpoint) {
+                warnings.push((
+                    format!("{path}.{name}.auth"),
+                    format!(
+                        "is not set while {path}.{other} has auth, and {endpoint} is reachable beyond this host: \
+                         whoever {other} refuses can write here unauthenticated"
+                    ),
+                ));
+            }
+        }
+        warnings
+    }
+
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         for (key, endpoint) in [("grpc.endpoint", &self.grpc.endpoint), ("http.endpoint", &self.http.endpoint)] {
             if endpoint.parse::<SocketAddr>().is_err() {
@@ -298,5 +321,26 @@ impl IngestConfig {
         if let Some(redaction) = &self.redaction {
             redaction.validate(&format!("{path}.redaction"), problems);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One receiver with auth and the other open to the network without it: valid, but the second is a way
+    /// around the first, and `validate` and the gateway say so. Loopback, or auth on both, is not warned about.
+    #[test]
+    fn a_receiver_without_auth_beside_one_with_it_is_warned_about() {
+        let mut config = IngestConfig::default();
+        config.grpc.auth = Some(AuthConfig::default());
+        assert_eq!(config.warnings("ingest"), [], "the HTTP receiver is on loopback");
+        config.http.endpoint = "0.0.0.0:4318".to_owned();
+        let warnings = config.warnings("ingest");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].0, "ingest.http.auth");
+        assert!(warnings[0].1.contains("0.0.0.0:4318 is reachable beyond this host"), "{warnings:?}");
+        config.http.auth = Some(AuthConfig::default());
+        assert_eq!(config.warnings("ingest"), []);
     }
 }

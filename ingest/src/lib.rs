@@ -220,6 +220,9 @@ impl Gateway {
             config,
             health,
         } = self;
+        for (path, why) in config.warnings("ingest") {
+            tracing::warn!("{path}: {why}");
+        }
         tracing::info!(grpc = %grpc.local_addr().map_err(IngestError::Http)?, http = %http.local_addr().map_err(IngestError::Http)?, "ingest gateway receiving OTLP");
 
         let stop_serving = CancellationToken::new();
