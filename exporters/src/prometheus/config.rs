@@ -24,6 +24,9 @@ pub struct PrometheusConfig {
     /// Delta sums are turned into cumulative counters per series; at most this many series are remembered (and
     /// as many resources' `target_info`).
     pub max_delta_series: usize,
+    /// A delta series not updated for this long is forgotten (its next point starts a new total, a counter reset
+    /// to `rate()`), and so is a resource's `target_info`: series of pods that are gone make room for new ones.
+    pub delta_expiration: Duration,
     pub batch: Batching,
     /// Time allowed for one request.
     pub timeout: Duration,
@@ -46,6 +49,7 @@ impl Default for PrometheusConfig {
             resource_to_telemetry_conversion: false,
             external_labels: BTreeMap::new(),
             max_delta_series: 100_000,
+            delta_expiration: Duration::from_secs(5 * 60),
             batch: Batching::default(),
             timeout: DEFAULT_TIMEOUT,
             retry_on_failure: Retry::default(),

@@ -56,6 +56,7 @@ impl Prometheus {
                 resource_to_telemetry_conversion: config.resource_to_telemetry_conversion,
                 labels: config.external_labels,
                 max_series: config.max_delta_series,
+                expiration: config.delta_expiration.get(),
                 max_record_bytes: (config.batch.max_bytes.get() as usize)
                     .saturating_mul(crate::backend::MAX_RECORD_EXPANSION),
             }),

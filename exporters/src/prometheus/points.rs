@@ -13,7 +13,7 @@ use tailgate_proto::prometheus::{Exemplar, Label, Sample, STALE_NAN};
 
 use super::labels::{point_labels, series};
 use super::naming::{metric_name, Kind};
-use super::state::DeltaTotals;
+use super::state::{DeltaTotals, Refused};
 use crate::attributes::format_float;
 use crate::backend::Batch;
 use crate::delivery::Tenant;
@@ -36,6 +36,8 @@ pub struct Out<'a> {
     pub items: &'a mut Translated,
     pub batch: Batch,
     pub totals: &'a mut DeltaTotals,
+    /// When the record is translated: what the delta totals' expiration is measured against.
+    pub now: std::time::Instant,
     /// The record's partition and tenant, which its delta totals belong to.
     pub partition: i32,
     pub tenant: &'a Tenant,
@@ -99,10 +101,15 @@ impl Out<'_> {
                         continue;
                     }
                     if delta && !is_stale(value) {
-                        match self.totals.add(self.partition, self.tenant, &labels, value) {
-                            Some(total) => value = total,
-                            None => {
+                        let span = (point.start_time_unix_nano, point.time_unix_nano);
+                        match self.totals.add(self.partition, self.tenant, &labels, span, value, self.now) {
+                            Ok(total) => value = total,
+                            Err(Refused::Limit) => {
                                 self.drop("delta_series_limit", 1);
+                                continue;
+                            }
+                            Err(Refused::OutOfOrder) => {
+                                self.drop("delta_out_of_order", 1);
                                 continue;
                             }
                         }

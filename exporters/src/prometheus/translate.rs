@@ -10,7 +10,7 @@ use tailgate_proto::prometheus::Sample;
 
 use super::labels::{insert, label_vec, ResourceLabels};
 use super::points::{self, ms, Families, Out, Translated};
-use super::state::{DeltaTotals, TargetInfo};
+use super::state::{Advance, DeltaTotals, TargetInfo};
 use crate::backend::Batch;
 use crate::delivery::Tenant;
 
@@ -25,6 +25,8 @@ pub struct Translation {
     pub max_series: usize,
     /// Bytes of series one record may become; past it the record's points are dropped (`translation_limit`).
     pub max_record_bytes: usize,
+    /// A delta series or a resource not updated for this long is forgotten (the Collector's `max_stale`).
+    pub expiration: std::time::Duration,
 }
 
 /// Translates records, remembering what the next records of the same partitions need.
@@ -36,8 +38,9 @@ pub struct Translator {
 
 impl Translator {
     pub fn new(translation: Translation) -> Translator {
-        let limit = translation.max_series;
-        Translator { translation, totals: DeltaTotals::new(limit), target_info: TargetInfo::new(limit) }
+        let (limit, expiration) = (translation.max_series, translation.expiration);
+        let totals = DeltaTotals::new(limit, expiration);
+        Translator { translation, totals, target_info: TargetInfo::new(limit, expiration) }
     }
 
     /// Adds the series (and exemplars) of one record of `partition` and `tenant` to `items`, and notes its metric families in
@@ -52,8 +55,9 @@ impl Translator {
     ) -> Result<Batch, String> {
         let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
         let limit = self.translation.max_record_bytes;
+        let now = std::time::Instant::now();
         let mut out =
-            Out { items, batch: Batch::default(), totals: &mut self.totals, partition, tenant, limit, families };
+            Out { items, batch: Batch::default(), totals: &mut self.totals, now, partition, tenant, limit, families };
         for resource_metrics in &request.resource_metrics {
             let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
             let resource = ResourceLabels::new(attributes, &self.translation);
@@ -72,10 +76,16 @@ impl Translator {
                 info.insert("__name__".into(), "target_info".into());
                 let labels = label_vec(info);
                 let time = ms(latest);
-                if latest > 0 && self.target_info.advance(tenant, &labels, time) {
-                    out.batch.bytes += points::series_bytes(&labels) + 20;
-                    out.items.series.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
-                    out.batch.items += 1;
+                if latest > 0 {
+                    match self.target_info.advance(tenant, &labels, time, now) {
+                        Advance::Send => {
+                            out.batch.bytes += points::series_bytes(&labels) + 20;
+                            out.items.series.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
+                            out.batch.items += 1;
+                        }
+                        Advance::Old => {}
+                        Advance::Limit => out.batch.dropped.push(("target_info_limit", 1)),
+                    }
                 }
             }
         }

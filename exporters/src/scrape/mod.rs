@@ -113,6 +113,7 @@ pub(crate) async fn build(config: &ScrapeConfig, kafka: &KafkaConfig) -> Result<
         labels: config.const_labels.clone(),
         max_series: config.max_series,
         max_record_bytes: MAX_RECORD_BYTES,
+        expiration: config.metric_expiration.get(),
     });
     let stats = Arc::new(ExporterStats::default());
     let scraper = Scraper {
