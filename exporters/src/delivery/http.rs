@@ -24,8 +24,8 @@ pub enum Refusal {
     /// The request was refused as a whole: its records go to the dead-letter topic.
     Whole(&'static str),
     /// Some items were refused and the rest stored (Loki stores every valid entry before answering 400): counted
-    /// with this reason, not retried, not dead-lettered.
-    Some(&'static str),
+    /// with this reason (`refused` of them, as many as the backend said, else 1), not retried, not dead-lettered.
+    Some { reason: &'static str, refused: u64 },
     /// Some items were refused and, because of them, nothing was stored (Prometheus rolls back the whole request):
     /// the request is cut and sent again in parts ([`Attempt::Split`]).
     Split(&'static str),
@@ -59,7 +59,12 @@ pub struct HttpTransport {
     split: Option<Split>,
     /// Where each batch's tenant goes.
     tenant_header: Option<HeaderName>,
+    /// For an OTLP/HTTP backend: reads a 2xx body's `partial_success` (items refused, the backend's message).
+    partial_success: Option<PartialSuccess>,
 }
+
+/// Reads the items an accepted OTLP response refused, and why; `None` when it refused none.
+pub type PartialSuccess = fn(&[u8]) -> Option<(u64, String)>;
 
 impl HttpTransport {
     /// `headers` were validated with the config; an invalid one is an error here too, never skipped.
@@ -106,6 +111,7 @@ impl HttpTransport {
             classify,
             split: None,
             tenant_header: None,
+            partial_success: None,
         })
     }
 
@@ -113,6 +119,11 @@ impl HttpTransport {
     pub fn with_tenant_header(self, name: &str) -> Result<HttpTransport, String> {
         let name = HeaderName::try_from(name).map_err(|_| format!("`{name}` is not an HTTP header name"))?;
         Ok(HttpTransport { tenant_header: Some(name), ..self })
+    }
+
+    /// An OTLP/HTTP backend: `partial_success` in accepted responses is read, and 5xx follow the specification.
+    pub fn with_partial_success(self, read: PartialSuccess) -> HttpTransport {
+        HttpTransport { partial_success: Some(read), ..self }
     }
 
     /// How to cut a body the backend refused as a whole for some of its items.
@@ -168,20 +179,46 @@ impl HttpTransport {
             Ok(body) => body,
             Err(_) => Bytes::new(),
         };
+        self.answer(status, &body, after)
+    }
+
+    /// What an answer means. A backend that cannot take the request *now* — overloaded, restarting, or reached at
+    /// the wrong URL (a redirect, 404, 405: a Prometheus without its remote-write receiver, a proxy's path) — is an
+    /// outage: retried, `backend_up` 0, logged, the records kept in Kafka until it is fixed. Only what says the
+    /// data itself is bad goes to the dead-letter topic. A body too large (413) is cut in two where this transport
+    /// can cut its bodies. For OTLP/HTTP the specification's table applies to 5xx: 500 and 501 are permanent.
+    fn answer(&self, status: StatusCode, body: &[u8], after: Option<Duration>) -> Attempt {
         let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
+        let message = format!("HTTP {status}: {text}");
+        let code = status.as_u16();
         if status.is_success() {
-            Attempt::Accepted { rejected: 0, reason: "", message: None }
-        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            Attempt::Unauthorized { message: format!("HTTP {status}: {text}") }
-        } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Attempt::Retry { reason: format!("HTTP {status}: {text}"), after }
-        } else {
-            let message = format!("HTTP {status}: {text}");
-            match (self.classify)(status, &text) {
-                Refusal::Whole(reason) => Attempt::Rejected { reason, message },
-                Refusal::Some(reason) => Attempt::Accepted { rejected: 1, reason, message: Some(message) },
-                Refusal::Split(reason) => Attempt::Split { reason, message },
+            return match self.partial_success.and_then(|read| read(body)) {
+                Some((rejected, message)) => {
+                    Attempt::Accepted { rejected, reason: "partial_success", message: Some(message) }
+                }
+                None => Attempt::Accepted { rejected: 0, reason: "", message: None },
+            };
+        }
+        match code {
+            401 | 403 => Attempt::Unauthorized { message },
+            408 | 429 => Attempt::Retry { reason: message, after },
+            500..=599 if self.partial_success.is_some() && !tailgate_proto::retry::http_is_retryable(code) => {
+                Attempt::Rejected { reason: "server_error", message }
             }
+            500..=599 => Attempt::Retry { reason: message, after },
+            300..=399 | 404 | 405 => Attempt::Retry {
+                reason: format!("{message} — the endpoint {} does not take this request here: check its URL", self.uri),
+                after,
+            },
+            413 if self.split.is_some() => Attempt::Split { reason: "too_large", message },
+            413 => Attempt::Rejected { reason: "too_large", message },
+            _ => match (self.classify)(status, &text) {
+                Refusal::Whole(reason) => Attempt::Rejected { reason, message },
+                Refusal::Some { reason, refused } => {
+                    Attempt::Accepted { rejected: refused.max(1), reason, message: Some(message) }
+                }
+                Refusal::Split(reason) => Attempt::Split { reason, message },
+            },
         }
     }
 }
@@ -232,4 +269,65 @@ pub fn gzip(raw: Vec<u8>) -> Bytes {
 pub fn snappy(raw: &[u8]) -> Bytes {
     // Compression of an in-memory buffer fails only for inputs over 4GiB, which batches never reach.
     Bytes::from(snap::raw::Encoder::new().compress_vec(raw).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_request(_: StatusCode, _: &str) -> Refusal {
+        Refusal::Whole("bad_request")
+    }
+
+    fn halves(_: &Bytes) -> Option<[(Bytes, u64); 2]> {
+        None
+    }
+
+    fn outcome(transport: &HttpTransport, status: u16, body: &[u8]) -> String {
+        match transport.answer(StatusCode::from_u16(status).unwrap(), body, None) {
+            Attempt::Accepted { rejected, reason, .. } => format!("accepted {rejected} {reason}").trim().to_owned(),
+            Attempt::Retry { .. } => "retry".into(),
+            Attempt::Unauthorized { .. } => "unauthorized".into(),
+            Attempt::Rejected { reason, .. } => format!("rejected {reason}"),
+            Attempt::Split { reason, .. } => format!("split {reason}"),
+        }
+    }
+
+    /// Every status other than 2xx/401/403/429/5xx dead-lettered the whole batch: a Prometheus without the
+    /// remote-write receiver (404), a redirect, 405/408/413. A misconfigured endpoint is an outage now (retried,
+    /// backend_up 0), a 413 is cut in two where the body can be, and OTLP/HTTP follows its specification.
+    #[test]
+    fn a_misconfigured_endpoint_is_an_outage_and_only_bad_data_is_refused() {
+        let transport =
+            HttpTransport::new(&Delivery::default(), "http://backend:9090/api/v1/write", SNAPPY, bad_request).unwrap();
+        for (status, expected) in [
+            (200, "accepted 0"),
+            (301, "retry"),
+            (404, "retry"),
+            (405, "retry"),
+            (408, "retry"),
+            (429, "retry"),
+            (500, "retry"),
+            (503, "retry"),
+            (401, "unauthorized"),
+            (413, "rejected too_large"),
+            (400, "rejected bad_request"),
+        ] {
+            assert_eq!(outcome(&transport, status, b""), expected, "HTTP {status}");
+        }
+        let splits = transport.with_split(halves);
+        assert_eq!(outcome(&splits, 413, b""), "split too_large");
+
+        // OTLP/HTTP: 500 and 501 are permanent by the specification, and a 2xx may refuse some items.
+        fn refused_two(body: &[u8]) -> Option<(u64, String)> {
+            (body == b"two").then(|| (2, "two refused".to_owned()))
+        }
+        let otlp = HttpTransport::new(&Delivery::default(), "http://loki:3100/otlp/v1/logs", GZIP, bad_request)
+            .unwrap()
+            .with_partial_success(refused_two);
+        assert_eq!(outcome(&otlp, 500, b""), "rejected server_error");
+        assert_eq!(outcome(&otlp, 501, b""), "rejected server_error");
+        assert_eq!(outcome(&otlp, 502, b""), "retry");
+        assert_eq!(outcome(&otlp, 200, b"two"), "accepted 2 partial_success");
+    }
 }

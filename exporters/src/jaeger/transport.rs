@@ -173,17 +173,28 @@ impl Decoder for EncodedRequest {
     }
 }
 
-/// The OTLP specification's table of retryable gRPC codes.
+/// The OTLP specification's table of retryable gRPC codes, and what it leaves to judgement. A backend that cannot
+/// take the request now is an outage (retried, `backend_up` 0), not bad data: `UNIMPLEMENTED` (an endpoint that
+/// serves no OTLP trace export: Jaeger's old port, a wrong service), `RESOURCE_EXHAUSTED` without `RetryInfo`
+/// (Tempo's rate limits send none), and `UNKNOWN`/`INTERNAL` made by the client from a broken connection (a
+/// backend killed mid-request: the status carries the transport error as its source; a backend's own `INTERNAL`
+/// does not). Only what says the data itself is bad is refused for good.
 fn classify(status: &tonic::Status) -> Attempt {
     let after = retry_after(status);
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
     if tailgate_proto::retry::grpc_is_retryable(status.code() as i32, after.is_some()) {
         return Attempt::Retry { reason, after };
     }
+    let broken_connection = std::error::Error::source(status).is_some();
     match status.code() {
-        Code::ResourceExhausted => Attempt::Rejected { reason: "resource_exhausted", message: reason },
-        Code::InvalidArgument => Attempt::Rejected { reason: "invalid_argument", message: reason },
         Code::Unauthenticated | Code::PermissionDenied => Attempt::Unauthorized { message: reason },
+        Code::Unimplemented => Attempt::Retry {
+            reason: format!("{reason} — the endpoint does not serve OTLP trace export: check its port"),
+            after,
+        },
+        Code::ResourceExhausted => Attempt::Retry { reason, after },
+        Code::Unknown | Code::Internal if broken_connection => Attempt::Retry { reason, after },
+        Code::InvalidArgument => Attempt::Rejected { reason: "invalid_argument", message: reason },
         _ => Attempt::Rejected { reason: "refused", message: reason },
     }
 }
@@ -191,4 +202,32 @@ fn classify(status: &tonic::Status) -> Attempt {
 /// `google.rpc.RetryInfo` from the status details, if the server sent one.
 fn retry_after(status: &tonic::Status) -> Option<Duration> {
     tailgate_proto::status::Status::decode(status.details()).ok()?.retry_delay()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: &tonic::Status) -> &'static str {
+        match classify(status) {
+            Attempt::Retry { .. } => "retry",
+            Attempt::Unauthorized { .. } => "unauthorized",
+            Attempt::Rejected { .. } => "rejected",
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A misconfigured or restarting backend is an outage, not bad data: these dead-lettered whole batches.
+    #[test]
+    fn outages_are_retried_and_only_bad_data_is_refused() {
+        assert_eq!(outcome(&tonic::Status::unimplemented("unknown service")), "retry", "Jaeger's old port");
+        assert_eq!(outcome(&tonic::Status::resource_exhausted("rate limited")), "retry", "Tempo, no RetryInfo");
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset by peer")));
+        assert_eq!(reset.code(), Code::Unknown);
+        assert_eq!(outcome(&reset), "retry", "a connection broken mid-request");
+        assert_eq!(outcome(&tonic::Status::unavailable("restarting")), "retry");
+        assert_eq!(outcome(&tonic::Status::internal("the backend's own failure")), "rejected");
+        assert_eq!(outcome(&tonic::Status::invalid_argument("bad span")), "rejected");
+        assert_eq!(outcome(&tonic::Status::unauthenticated("no token")), "unauthorized");
+    }
 }

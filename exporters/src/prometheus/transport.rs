@@ -67,7 +67,7 @@ mod tests {
         match classify(hyper::StatusCode::BAD_REQUEST, body) {
             Refusal::Whole(reason) => (true, reason),
             Refusal::Split(reason) => (false, reason),
-            Refusal::Some(_) => unreachable!("Prometheus never stores part of a request it refuses"),
+            Refusal::Some { .. } => unreachable!("Prometheus never stores part of a request it refuses"),
         }
     }
 
