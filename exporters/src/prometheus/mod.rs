@@ -24,6 +24,7 @@ mod labels;
 mod naming;
 mod points;
 mod state;
+mod too_old;
 mod translate;
 mod transport;
 

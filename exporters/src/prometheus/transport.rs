@@ -7,12 +7,14 @@ use tailgate_proto::prometheus::{TimeSeries, WriteRequest};
 use crate::delivery::http::{snappy, HttpTransport, Refusal, REMOTE_WRITE};
 
 use super::config::PrometheusConfig;
+use super::too_old::{RemoteWrite, TOO_OLD};
 
-/// The HTTP transport to `config.endpoint`.
-pub fn transport(config: &PrometheusConfig) -> Result<HttpTransport, String> {
-    HttpTransport::new(&config.delivery(), &config.endpoint, REMOTE_WRITE, classify)?
+/// The HTTP transport to `config.endpoint`, finding too-old samples by search ([`RemoteWrite`]).
+pub fn transport(config: &PrometheusConfig) -> Result<RemoteWrite<HttpTransport>, String> {
+    let http = HttpTransport::new(&config.delivery(), &config.endpoint, REMOTE_WRITE, classify)?
         .with_split(split)
-        .with_tenant_header(&config.tenant_header)
+        .with_tenant_header(&config.tenant_header)?;
+    Ok(RemoteWrite::new(http))
 }
 
 /// Prometheus answers 400 to a sample it will never take — out of order, out of bounds (older than the head
@@ -23,7 +25,7 @@ pub fn transport(config: &PrometheusConfig) -> Result<HttpTransport, String> {
 fn classify(_: hyper::StatusCode, body: &str) -> Refusal {
     let body = body.to_ascii_lowercase();
     if body.contains("out of bounds") || body.contains("too old") {
-        Refusal::Split("too_old")
+        Refusal::Split(TOO_OLD)
     } else if body.contains("duplicate sample") {
         Refusal::Split("duplicate")
     } else if body.contains("out of order") {
@@ -36,7 +38,7 @@ fn classify(_: hyper::StatusCode, body: &str) -> Refusal {
 /// A remote-write body cut in two halves: of its series if it has several, else of its one series' samples (earlier
 /// half first); `None` for a single sample. Runs only for refused requests; decoding a batch takes about a
 /// millisecond, and a refused sample costs about two requests per halving (`log2` of the batch's samples).
-fn split(body: &Bytes) -> Option<[(Bytes, u64); 2]> {
+pub(super) fn split(body: &Bytes) -> Option<[(Bytes, u64); 2]> {
     let raw = snap::raw::Decoder::new().decompress_vec(body).ok()?;
     let mut request = WriteRequest::decode(raw.as_slice()).ok()?;
     let second = if request.timeseries.len() > 1 {
