@@ -18,6 +18,7 @@ pub mod metrics;
 mod output;
 pub mod policy;
 pub mod red;
+pub mod series_limit;
 pub mod service_graph;
 pub mod tenant;
 mod worker;

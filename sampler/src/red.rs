@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use crate::series_limit::{bounded, SeriesLimit};
+
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -122,7 +124,7 @@ impl Series {
 pub struct RedMetrics {
     buckets_ms: Vec<f64>,
     start_ns: u64,
-    max_series: usize,
+    limit: SeriesLimit,
     series: HashMap<Key, Series>,
     /// The overflow series is among `series`.
     overflowing: bool,
@@ -132,7 +134,12 @@ impl RedMetrics {
     /// Series with these histogram bounds, cumulative from `start_ns`, at most `max_series` of them (plus the
     /// overflow series).
     pub fn new(buckets_ms: &[f64], start_ns: u64, max_series: usize) -> Self {
-        RedMetrics { buckets_ms: buckets_ms.to_vec(), start_ns, max_series, series: HashMap::new(), overflowing: false }
+        Self::sharing(buckets_ms, start_ns, SeriesLimit::new(max_series))
+    }
+
+    /// Series counted against `limit`, which the partition's other tenants share.
+    pub fn sharing(buckets_ms: &[f64], start_ns: u64, limit: SeriesLimit) -> Self {
+        RedMetrics { buckets_ms: buckets_ms.to_vec(), start_ns, limit, series: HashMap::new(), overflowing: false }
     }
 
     /// Counts every span of a request as read from the spans topic. Returns how many went to the overflow series.
@@ -176,14 +183,17 @@ impl RedMetrics {
     /// Adds `observed` to its series, or to the overflow series if it is new and the limit is reached. Returns the
     /// spans that went to the overflow series.
     fn add(&mut self, service: &str, name: &str, kind: i32, status: i32, observed: Series) -> u64 {
+        let (service, name) = (bounded(service), bounded(name));
         let mut key = Key { service: service.to_owned(), span: name.to_owned(), kind, status, overflow: false };
         let mut overflowed = 0;
-        let known = self.series.contains_key(&key);
-        let kept = self.series.len() - usize::from(self.overflowing);
-        if !known && kept >= self.max_series {
+        if !self.series.contains_key(&key) && !self.limit.take() {
+            overflowed = observed.calls;
+            if !self.overflowing && !self.limit.take_overflow() {
+                // No room even for an overflow series: counted only.
+                return overflowed;
+            }
             self.overflowing = true;
             key = Key { service: OVERFLOW_SERVICE.to_owned(), span: String::new(), kind: 0, status: 0, overflow: true };
-            overflowed = observed.calls;
         }
         let buckets = self.buckets_ms.len();
         let series = self.series.entry(key).or_insert_with(|| Series::new(buckets));
@@ -207,8 +217,8 @@ impl RedMetrics {
         for (resource, bytes) in trace.encoded_spans() {
             let span = SpanFields::read(bytes);
             let key = Key {
-                service: service_name(resource).to_owned(),
-                span: span.name().to_owned(),
+                service: bounded(service_name(resource)).to_owned(),
+                span: bounded(span.name()).to_owned(),
                 kind: span.kind,
                 status: span.status_code,
                 overflow: false,
@@ -520,6 +530,33 @@ mod tests {
         assert_eq!(overflow.len(), 1);
         assert_eq!(overflow[0].1, 14, "every span past the limit, both times");
         assert_eq!(points.iter().map(|(_, n)| n).sum::<i64>(), 20, "every span counted once");
+    }
+
+    /// The limit is the partition's, whatever its tenants: T tenants used to get T × the limit, each its own.
+    /// And a span name of 100 KB no longer makes a key of 100 KB.
+    #[test]
+    fn tenants_of_a_partition_share_its_series_limit_and_names_are_cut() {
+        let spans = (0..10).map(|i| Span { name: format!("GET /item/{i}"), ..Default::default() }).collect();
+        let request =
+            vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }];
+        let limit = SeriesLimit::new(3);
+        let (mut a, mut b) =
+            (RedMetrics::sharing(&[10.0], 1, limit.clone()), RedMetrics::sharing(&[10.0], 1, limit.clone()));
+        assert_eq!(record(&mut a, &request), 7, "tenant a takes the partition's 3 series");
+        assert_eq!(record(&mut b, &request), 10, "tenant b finds none left: all 10 overflow");
+        assert_eq!((a.series.len(), b.series.len()), (4, 1), "a: 3 and its overflow; b: its overflow only");
+
+        let long = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span { name: "x".repeat(100_000), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let mut red = RedMetrics::new(&[10.0], 1, 10);
+        record(&mut red, &long);
+        let key = red.series.keys().next().unwrap();
+        assert_eq!(key.span.len(), crate::series_limit::MAX_NAME_BYTES);
     }
 
     /// More names in one resource than are summed locally: every span still counted once, the limit kept exactly.

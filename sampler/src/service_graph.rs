@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 
+use crate::series_limit::{bounded, SeriesLimit};
+
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -120,17 +122,22 @@ struct Node<'a> {
 pub struct ServiceGraph {
     bounds: Vec<f64>,
     start_ns: u64,
-    max_edges: usize,
+    limit: SeriesLimit,
     edges: HashMap<Edge, Calls>,
     overflowing: bool,
 }
 
 impl ServiceGraph {
     pub fn new(config: &ServiceGraphConfig, start_ns: u64) -> Self {
+        Self::sharing(config, start_ns, SeriesLimit::new(config.max_edges_per_partition))
+    }
+
+    /// Edges counted against `limit`, which the partition's other tenants share.
+    pub fn sharing(config: &ServiceGraphConfig, start_ns: u64, limit: SeriesLimit) -> Self {
         ServiceGraph {
             bounds: config.histogram_buckets_seconds.clone(),
             start_ns,
-            max_edges: config.max_edges_per_partition,
+            limit,
             edges: HashMap::new(),
             overflowing: false,
         }
@@ -205,13 +212,17 @@ impl ServiceGraph {
         caller: &Node<'_>,
         callee: &Node<'_>,
     ) -> u64 {
+        let (client, server) = (bounded(client), bounded(server));
         let mut edge = Edge { client: client.to_owned(), server: server.to_owned(), connection_type, overflow: false };
         let mut overflowed = 0;
-        let kept = self.edges.len() - usize::from(self.overflowing);
-        if !self.edges.contains_key(&edge) && kept >= self.max_edges {
+        if !self.edges.contains_key(&edge) && !self.limit.take() {
+            overflowed = 1;
+            if !self.overflowing && !self.limit.take_overflow() {
+                // No room even for an overflow edge: counted only.
+                return overflowed;
+            }
             self.overflowing = true;
             edge = Edge { client: String::new(), server: String::new(), connection_type: "", overflow: true };
-            overflowed = 1;
         }
         let buckets = self.bounds.len();
         let calls = self.edges.entry(edge).or_insert_with(|| Calls {

@@ -33,6 +33,7 @@ use crate::metrics::*;
 use crate::output::{Output, Settled};
 use crate::policy::{Policies, TraceView};
 use crate::red::RedMetrics;
+use crate::series_limit::SeriesLimit;
 use crate::service_graph::ServiceGraph;
 use crate::tenant::Tenant;
 use crate::SamplerConfig;
@@ -66,6 +67,9 @@ pub(crate) struct PartitionState {
     red: HashMap<Tenant, RedMetrics>,
     /// Each tenant's service graph edges.
     graph: HashMap<Tenant, ServiceGraph>,
+    /// The partition's bounds on RED series and on edges, shared by its tenants (made on first use).
+    red_limit: Option<SeriesLimit>,
+    graph_limit: Option<SeriesLimit>,
     /// When this ownership began: the start of its cumulative RED series.
     red_start_ns: u64,
     buffer: PartitionBuffer,
@@ -117,6 +121,8 @@ impl Partitions for Assigner {
             .map(|_| PartitionState {
                 red: HashMap::new(),
                 graph: HashMap::new(),
+                red_limit: None,
+                graph_limit: None,
                 buffer: PartitionBuffer::default(),
                 red_start_ns: start_ns,
             })
@@ -587,8 +593,10 @@ impl Sampler {
             if self.config.red_metrics.enabled {
                 let red_config = &self.config.red_metrics;
                 let start_ns = owned.state.red_start_ns;
+                let limit = &mut owned.state.red_limit;
                 let red = owned.state.red.entry(tenant).or_insert_with(|| {
-                    RedMetrics::new(&red_config.histogram_buckets_ms, start_ns, red_config.max_series_per_partition)
+                    let limit = limit.get_or_insert_with(|| SeriesLimit::new(red_config.max_series_per_partition));
+                    RedMetrics::sharing(&red_config.histogram_buckets_ms, start_ns, limit.clone())
                 });
                 let overflowed = red.record(request);
                 if overflowed > 0 {
@@ -696,11 +704,11 @@ impl Sampler {
                 }
                 if self.config.service_graph.enabled {
                     let (graph_config, start_ns) = (&self.config.service_graph, owned.state.red_start_ns);
-                    let graph = owned
-                        .state
-                        .graph
-                        .entry(trace_id.tenant)
-                        .or_insert_with(|| ServiceGraph::new(graph_config, start_ns));
+                    let limit = &mut owned.state.graph_limit;
+                    let graph = owned.state.graph.entry(trace_id.tenant).or_insert_with(|| {
+                        let limit = limit.get_or_insert_with(|| SeriesLimit::new(graph_config.max_edges_per_partition));
+                        ServiceGraph::sharing(graph_config, start_ns, limit.clone())
+                    });
                     let overflowed = graph.record(&trace);
                     if overflowed > 0 {
                         metrics::counter!(SERVICE_GRAPH_OVERFLOW).increment(overflowed);
