@@ -35,8 +35,11 @@ const TICK: Duration = Duration::from_millis(50);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Tenants with a batch open at once; a record of one more seals the oldest batch.
 const MAX_OPEN_BATCHES: usize = 64;
-/// Sealed batches waiting behind the one in flight before fetching pauses.
+/// Sealed batches waiting behind the one in flight before fetching pauses and records are no longer translated.
 const MAX_SEALED: usize = 2;
+/// What the open batches may hold together, records and their translation, in `batch.max_bytes`; past it the
+/// oldest is sealed.
+const MAX_OPEN_BYTES: usize = 2;
 /// What librdkafka may prefetch per partition while fetching is paused or slow.
 const PREFETCH_KBYTES: u32 = 16 * 1024;
 
@@ -148,6 +151,8 @@ impl<B: Backend> Worker<B> {
         let mut last_commit = Instant::now();
         let range = matches!(self.source, Source::Range { .. });
         let mut fatal = None;
+        // Records read while the sealed queue was full, in order.
+        let mut waiting: VecDeque<(u64, OwnedMessage)> = VecDeque::new();
         tracing::info!(exporter = self.name, topic = %self.consumer.topic(), ?self.source, "exporter consuming");
         loop {
             tokio::select! {
@@ -159,29 +164,14 @@ impl<B: Backend> Worker<B> {
                     self.settle(done);
                 }
                 event = self.consumer.recv() => match event {
+                    // While the sealed queue is full, records are kept as read, not translated: the consumer's
+                    // thread must go on polling (or the member leaves the group), fetching is paused, so what
+                    // arrives is what librdkafka had prefetched.
+                    Some(Event::Record { epoch, message }) if sealed.len() >= MAX_SEALED || !waiting.is_empty() => {
+                        waiting.push_back((epoch, message));
+                    }
                     Some(Event::Record { epoch, message }) => {
-                        let readable = tailgate_kafka::contract::readable(&message)
-                            .map_err(|error| ("unknown_contract", error))
-                            .and_then(|()| {
-                                tailgate_kafka::contract::tenant(&message)
-                                    .map(drop)
-                                    .map_err(|error| ("invalid_tenant", error))
-                            });
-                        if let Some(raw) = self.accept(epoch, message) {
-                            let index = match opens.iter().position(|open| open.tenant == raw.tenant) {
-                                Some(index) => index,
-                                None => {
-                                    // Past the bound, the oldest open batch is sealed to make room.
-                                    if opens.len() >= MAX_OPEN_BATCHES {
-                                        let oldest = opens.remove(0);
-                                        sealed.push_back(self.seal(oldest));
-                                    }
-                                    opens.push(Open::new(raw.tenant.clone()));
-                                    opens.len() - 1
-                                }
-                            };
-                            self.add(&mut opens[index], epoch, raw, readable, &mut in_flight);
-                        }
+                        self.take(epoch, message, &mut opens, &mut sealed, &mut in_flight);
                     }
                     Some(Event::End { partition, .. }) => {
                         if self.reading.remove(&partition) {
@@ -222,6 +212,10 @@ impl<B: Backend> Worker<B> {
                 requests_in_flight += 1;
                 in_flight.push(self.request(batch, &shutdown));
             }
+            while sealed.len() < MAX_SEALED {
+                let Some((epoch, message)) = waiting.pop_front() else { break };
+                self.take(epoch, message, &mut opens, &mut sealed, &mut in_flight);
+            }
             paused = self.backpressure(paused, sealed.len());
             if !range && last_commit.elapsed() >= COMMIT_INTERVAL {
                 self.consumer.commit();
@@ -229,7 +223,8 @@ impl<B: Backend> Worker<B> {
                 last_commit = Instant::now();
             }
             let nothing_open = opens.iter().all(Open::is_empty);
-            if range && self.reading.is_empty() && nothing_open && sealed.is_empty() && in_flight.is_empty() {
+            let idle = nothing_open && sealed.is_empty() && in_flight.is_empty() && waiting.is_empty();
+            if range && self.reading.is_empty() && idle {
                 break;
             }
         }
@@ -242,6 +237,43 @@ impl<B: Backend> Worker<B> {
         }
         tracing::info!(exporter = self.name, "exporter stopped");
         fatal.map_or(Ok(()), Err)
+    }
+
+    /// Translates a record into its tenant's open batch. Past [`MAX_OPEN_BATCHES`] tenants, or when the open
+    /// batches hold more than [`MAX_OPEN_BYTES`] batches' worth, the oldest open batch is sealed.
+    fn take(
+        &mut self,
+        epoch: u64,
+        message: OwnedMessage,
+        opens: &mut Vec<Open<B::Items>>,
+        sealed: &mut VecDeque<Sealed>,
+        in_flight: &mut FuturesUnordered<BoxFuture<'static, Done>>,
+    ) {
+        let readable =
+            tailgate_kafka::contract::readable(&message).map_err(|error| ("unknown_contract", error)).and_then(|()| {
+                tailgate_kafka::contract::tenant(&message).map(drop).map_err(|error| ("invalid_tenant", error))
+            });
+        let Some(raw) = self.accept(epoch, message) else { return };
+        let index = match opens.iter().position(|open| open.tenant == raw.tenant) {
+            Some(index) => index,
+            None => {
+                if opens.len() >= MAX_OPEN_BATCHES {
+                    let oldest = opens.remove(0);
+                    sealed.push_back(self.seal(oldest));
+                }
+                opens.push(Open::new(raw.tenant.clone()));
+                opens.len() - 1
+            }
+        };
+        self.add(&mut opens[index], epoch, raw, readable, in_flight);
+        let max_bytes = self.delivery.batch.max_bytes.get() as usize;
+        let held = |opens: &[Open<B::Items>]| opens.iter().map(|o| o.bytes + o.translated).sum::<usize>();
+        while opens.len() > 1 && held(opens) > MAX_OPEN_BYTES * max_bytes {
+            let oldest = opens.remove(0);
+            if !oldest.is_empty() {
+                sealed.push_back(self.seal(oldest));
+            }
+        }
     }
 
     /// The record as bytes to batch, if it is to be processed: of a partition still owned under the epoch it was

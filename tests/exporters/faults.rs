@@ -86,7 +86,8 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
     // Loki gets everything while Jaeger is still refusing.
     assert!(eventually(Duration::from_secs(20), || lines(&loki).len() == 40).await, "Loki is not held up by Jaeger");
     assert_eq!(jaeger.span_count(), 0);
-    assert!(first.health.down_since().is_some(), "the outage is visible");
+    // Each exporter joins its own group: Jaeger's may still be joining when Loki has everything.
+    assert!(eventually(Duration::from_secs(20), || first.health.down_since().is_some()).await, "the outage is visible");
     assert!(first.health.retries.load(Ordering::SeqCst) > 0);
 
     // A restart during the outage: the new worker resumes from the committed offsets, which never passed
@@ -374,4 +375,40 @@ async fn a_record_stamped_ahead_does_not_end_a_replay_early() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let expected: BTreeSet<String> = (0..10).chain(11..21).map(|n| format!("line {n}")).collect();
     assert_eq!(lines(&loki), expected, "every line of the range, and not the one stamped ahead: {stderr}");
+}
+
+/// While the backend is down, the exporter stops translating once its sealed queue is full: one batch in flight,
+/// two sealed, the rest kept as read (and fetching paused). Before, every record fetched — the channel and
+/// librdkafka's prefetch — was translated into ever more sealed batches, far above the memory the README states:
+/// here all 200 records were read and translated within the outage's first second. Then the backend returns
+/// and every line arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_outage_stops_translation_at_the_sealed_queue() {
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut client = LogsServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    for n in 0..200 {
+        client.export(logs_request("cart", vec![line(n)])).await.unwrap();
+    }
+    let loki = LokiReceiver::start().await;
+    loki.script(std::iter::repeat_n((503, None, "down"), 12));
+    let mut config = loki_config(&loki);
+    config.batch.max_items = 10;
+    config.batch.timeout = tailgate_config::Duration::from_secs(60);
+    let exporters = ExportersConfig { loki: Some(config), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+
+    // Ten refused attempts (about two seconds of back-off): the exporter has had every chance to read on.
+    let attempts = || loki.state.lock().unwrap().attempts.len();
+    assert!(eventually(Duration::from_secs(30), || attempts() >= 10).await, "the exporter never tried Loki");
+    let read = exporter.stats.records_read.load(Ordering::SeqCst);
+    assert_eq!(read, 30, "records translated during the outage: one batch in flight and two sealed, of 10 each");
+    assert!(exporter.stats.pauses.load(Ordering::SeqCst) >= 1, "fetching was paused");
+
+    // The outage ends (the script runs out): every line is delivered, each once.
+    assert!(eventually(Duration::from_secs(60), || lines(&loki).len() == 200).await, "{} lines", lines(&loki).len());
+    assert_eq!(loki.entries().len(), 200, "no line delivered twice");
+    assert_eq!(exporter.stats.records_read.load(Ordering::SeqCst), 200);
+    exporter.stop().await;
+    gateway.stop().await;
 }
