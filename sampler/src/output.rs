@@ -149,7 +149,9 @@ impl Output {
     fn send_then_settle(&self, records: Vec<OutgoingRecord>, settled: Settled, what: &'static str) {
         let producer = self.producer.clone();
         let settled_tx = self.settled.clone();
-        let bytes = records.iter().map(|r| r.value.len() as u64).sum::<u64>();
+        // What the write holds until acknowledged, not just the values: a dropped trace's output is a 2-byte
+        // decision, and millions of them in flight (the decisions topic's leader down) are not free.
+        let bytes = records.iter().map(OutgoingRecord::held_bytes).sum::<u64>() + settled_bytes(&settled);
         let stats = Arc::clone(&self.stats);
         let abandon = self.abandon.clone();
         stats.output_bytes_in_flight.fetch_add(bytes, Ordering::SeqCst);
@@ -184,6 +186,11 @@ impl Output {
     pub fn abandon(&self) {
         self.abandon.cancel();
     }
+}
+
+/// What a write's `Settled` holds: its offsets and the struct.
+fn settled_bytes(settled: &Settled) -> u64 {
+    (std::mem::size_of::<Settled>() + settled.offsets.len() * std::mem::size_of::<i64>()) as u64
 }
 
 /// The whole-record limit (key, value, the contract's headers, framing) of records in `encoding`, with room for

@@ -152,3 +152,40 @@ async fn replay_and_resample_select_by_log_append_time() {
     assert_eq!(distinct(&jaeger), (want.clone(), want.len()), "resample: exactly the range, once: {stderr}");
     gateway.stop().await;
 }
+
+/// A batch of writes whose one record cannot be written (here: to a partition the topic does not have, as a
+/// record bound for a partition without a leader would fail) is retried for that record only. Before, every retry
+/// rewrote the whole batch: kept spans written again each back-off for as long as the other record failed (5
+/// copies of the good record in this test's 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retries_only_the_records_kafka_did_not_acknowledge() {
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::producer::FutureProducer;
+    use tailgate_kafka::{send_all, OutgoingRecord};
+    use tokio_util::sync::CancellationToken;
+
+    let brokers = harness::apache_kafka();
+    let kafka = harness::kafka_config(&brokers, 1);
+    create_topic(&brokers, &kafka.topics.spans, 1, &[]).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let record = |partition: i32, value: &[u8]| OutgoingRecord {
+        topic: kafka.topics.spans.clone(),
+        partition,
+        key: None,
+        value: value.to_vec(),
+        headers: OwnedHeaders::new(),
+    };
+    let records = [record(0, b"acknowledged"), record(5, b"never")];
+    // The fault lasts 2 s: the writer retries for that long, then is told to stop.
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+    });
+    assert!(!send_all(&producer, &records, "test write", &shutdown).await, "the record to partition 5 was written");
+
+    let written = harness::read_topic(&brokers, &kafka.topics.spans, 1, Duration::from_secs(5), |r| !r.is_empty());
+    let copies = written.iter().filter(|r| r.value == b"acknowledged").count();
+    assert_eq!(copies, 1, "the acknowledged record was written again with the failing one");
+}
