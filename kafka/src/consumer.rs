@@ -22,13 +22,15 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::ownership::Ownership;
+use crate::ownership::{Fetch, Ownership};
 use crate::{client_config, KafkaConfig};
 
 /// Records fetched and not yet taken by the role. With librdkafka's own prefetch bound this caps what a consumer
 /// holds in memory.
 const CHANNEL_RECORDS: usize = 256;
 const POLL: Duration = Duration::from_millis(100);
+/// How often librdkafka reports its statistics.
+const STATISTICS_INTERVAL_MS: u64 = 1000;
 /// Patience for the offset lookup and seek of [`Start::LookBack`], on the consumer's thread during a rebalance.
 const POSITION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -196,13 +198,19 @@ impl<P: Partitions> ShellContext<P> {
 
 impl<P: Partitions> ClientContext for ShellContext<P> {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let ownership = self.ownership();
+        let mut ownership = self.ownership();
         let Some(topic) = statistics.topics.get(ownership.topic()) else { return };
+        let now = std::time::Instant::now();
         for (partition, stats) in &topic.partitions {
             if *partition >= 0 && stats.consumer_lag >= 0 {
                 let mut labels: Vec<(&'static str, String)> = self.lag_labels.clone();
                 labels.push(("partition", partition.to_string()));
                 metrics::gauge!(self.lag_metric, &labels).set(stats.consumer_lag as f64);
+            }
+            if let Some(owned) = ownership.current_mut(*partition) {
+                if fetching(&statistics, stats) {
+                    owned.fetch = Some(Fetch { high_watermark: stats.hi_offset, position: stats.next_offset, at: now });
+                }
             }
         }
     }
@@ -210,6 +218,18 @@ impl<P: Partitions> ClientContext for ShellContext<P> {
     fn error(&self, error: KafkaError, reason: &str) {
         log_error(error, reason);
     }
+}
+
+/// How long the partition's leader may send nothing before its fetch counts as stalled: several times the
+/// broker's long-poll of an idle fetch (`fetch.wait.max.ms`, 500 ms), which answers even when there is nothing new.
+const FETCH_SILENCE_US: i64 = 2_000_000;
+
+/// Whether `partition`'s fetch is working: the fetcher active, its leader up and heard from within
+/// [`FETCH_SILENCE_US`]. A leader that is gone, unreachable or frozen is not.
+fn fetching(statistics: &rdkafka::Statistics, partition: &rdkafka::statistics::Partition) -> bool {
+    let leader = statistics.brokers.values().find(|broker| broker.nodeid == partition.leader);
+    partition.fetch_state == "active"
+        && leader.is_some_and(|leader| leader.state == "UP" && (0..FETCH_SILENCE_US).contains(&leader.rxidle))
 }
 
 /// Reaching a partition's end is not an error; everything else is logged as librdkafka reports it.
@@ -376,6 +396,16 @@ impl<P: Partitions> Consumer<P> {
         }
     }
 
+    /// Whether every record of `partition` up to its end has been handed over: the fetcher was at the end within
+    /// the last few statistics intervals, with its leader answering, and no record waits in the channel. A fetch
+    /// that stalled (the leader gone or unreachable, this process frozen) is not at its end, however long ago it
+    /// last was.
+    pub fn handed_over_to_end(&self, owned: &crate::ownership::Partition<P::State>) -> bool {
+        let max_age = Duration::from_millis(3 * STATISTICS_INTERVAL_MS);
+        let at_end = owned.fetch.is_some_and(|fetch| fetch.at_end_within(max_age));
+        at_end && self.events.as_ref().is_some_and(|events| events.is_empty())
+    }
+
     /// The owned partitions and their state. Held briefly: the consumer thread takes it on every rebalance.
     pub fn ownership(&self) -> MutexGuard<'_, Ownership<P::State>> {
         self.ownership.lock().unwrap_or_else(|e| e.into_inner())
@@ -492,7 +522,8 @@ fn create<P: Partitions>(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", settings.partition_eof.to_string())
-        .set("statistics.interval.ms", "5000");
+        // Every second: lag gauges, and the fetch freshness a sampler's event time depends on (`Fetch`).
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
     if member {
         if let Some(session) = kafka.consumer.session_timeout {
             let session = session.get().as_millis().max(1);

@@ -25,7 +25,28 @@ pub struct Partition<S> {
     pub epoch: u64,
     pub tracker: OffsetTracker,
     committed: Option<i64>,
+    /// What the fetcher last said about this partition, from librdkafka's statistics.
+    pub fetch: Option<Fetch>,
     pub state: S,
+}
+
+/// A partition's fetch as librdkafka's statistics last saw it working: its leader connected and answering, the
+/// fetcher active.
+#[derive(Clone, Copy, Debug)]
+pub struct Fetch {
+    /// The partition's high watermark in the last fetch response.
+    pub high_watermark: i64,
+    /// The fetcher's next offset.
+    pub position: i64,
+    /// When the statistics said so.
+    pub at: std::time::Instant,
+}
+
+impl Fetch {
+    /// Whether, within `max_age`, the fetcher was answered by the partition's leader and stood at its end.
+    pub fn at_end_within(&self, max_age: std::time::Duration) -> bool {
+        self.at.elapsed() < max_age && self.high_watermark >= 0 && self.position >= self.high_watermark
+    }
 }
 
 /// The partitions of one topic a consumer owns now.
@@ -51,6 +72,7 @@ impl<S> Ownership<S> {
             epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
             tracker: OffsetTracker::new(),
             committed: None,
+            fetch: None,
             state,
         });
         owned.epoch

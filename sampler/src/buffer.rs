@@ -10,11 +10,12 @@
 //! from them ([`PendingTrace::encode`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use tailgate_proto::wire::reader::{put_len_prefix, put_varint, varint_len};
-use tailgate_proto::wire::{Scanned, ScannedResource, ScannedScope, SpanFields};
+use tailgate_proto::wire::{Scanned, SpanFields};
 
 use crate::tenant::Tenant;
 
@@ -98,21 +99,57 @@ impl SpanSummary {
     }
 }
 
-/// The resource and scope a record's spans came with, shared by every trace that has spans from it.
-#[derive(Debug, PartialEq)]
-struct Context {
+/// A record's resource, decoded once and shared by every scope of it and every trace with spans from it: a record
+/// of one large resource and thousands of one-span scopes holds it once, not once per scope.
+#[derive(Debug)]
+struct ResourceContext {
     /// Decoded for the policies that read resource attributes.
     resource: Option<Resource>,
     /// The `ResourceSpans` fields but its scopes, as the record had them.
-    resource_shell: Vec<u8>,
+    shell: Vec<u8>,
+    _held: Held,
+}
+
+/// The resource and scope a record's spans came with, shared by every trace that has spans from it.
+#[derive(Debug)]
+struct Context {
+    resource: Arc<ResourceContext>,
     /// The `ScopeSpans` fields but its spans.
     scope_shell: Vec<u8>,
+    _held: Held,
 }
 
 impl Context {
-    fn new(resource: &ScannedResource<'_>, scope: &ScannedScope<'_>) -> Self {
-        Context { resource: resource.decode_resource(), resource_shell: resource.shell(), scope_shell: scope.shell() }
+    fn same_resource(&self, other: &Context) -> bool {
+        Arc::ptr_eq(&self.resource, &other.resource) || self.resource.shell == other.resource.shell
     }
+}
+
+/// Bytes a shared context holds, counted in its partition's buffered bytes from its creation until the last trace
+/// using it is gone.
+#[derive(Debug)]
+struct Held {
+    bytes: usize,
+    counter: Arc<AtomicUsize>,
+}
+
+impl Held {
+    fn new(bytes: usize, counter: &Arc<AtomicUsize>) -> Held {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Held { bytes, counter: Arc::clone(counter) }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a decoded resource holds, estimated from its encoding: its strings, and the `KeyValue`/`AnyValue` structs
+/// around them (about as much again), plus the shell kept beside it.
+fn resource_bytes(shell: usize) -> usize {
+    3 * shell + 64
 }
 
 /// An `ExportTraceServiceRequest` written field by field: resources of scopes of spans, each message
@@ -185,14 +222,14 @@ impl PendingTrace {
     /// The trace's spans as their bytes, each with its resource.
     pub fn encoded_spans(&self) -> impl Iterator<Item = (Option<&Resource>, &[u8])> + '_ {
         self.groups.iter().flat_map(|group| {
-            let resource = group.context.resource.as_ref();
+            let resource = group.context.resource.resource.as_ref();
             LengthDelimited(group.encoded.as_slice()).map(move |span| (resource, span))
         })
     }
 
     /// The resources of the trace's spans, once per group of spans that arrived together.
     pub fn resources(&self) -> impl Iterator<Item = &Resource> + '_ {
-        self.groups.iter().filter_map(|group| group.context.resource.as_ref())
+        self.groups.iter().filter_map(|group| group.context.resource.resource.as_ref())
     }
 
     /// The trace as an encoded `ExportTraceServiceRequest`, written from the buffered bytes without decoding a
@@ -205,12 +242,12 @@ impl PendingTrace {
         let mut i = 0;
         while i < self.groups.len() {
             let resource = &self.groups[i].context;
-            writer.open_resource(&resource.resource_shell);
-            while i < self.groups.len() && self.groups[i].context.resource_shell == resource.resource_shell {
+            writer.open_resource(&resource.resource.shell);
+            while i < self.groups.len() && self.groups[i].context.same_resource(resource) {
                 let scope = &self.groups[i].context;
                 writer.open_scope(&scope.scope_shell);
                 while i < self.groups.len()
-                    && self.groups[i].context.resource_shell == resource.resource_shell
+                    && self.groups[i].context.same_resource(resource)
                     && self.groups[i].context.scope_shell == scope.scope_shell
                 {
                     for bytes in LengthDelimited(&self.groups[i].encoded) {
@@ -246,7 +283,10 @@ pub struct PartitionBuffer {
     roots: VecDeque<(i64, TraceId)>,
     /// Event time: the newest record timestamp, or the wall clock once caught up.
     pub clock_ms: i64,
-    pub buffered_bytes: usize,
+    /// Bytes of the buffered spans; see [`PartitionBuffer::buffered_bytes`] for everything held.
+    span_bytes: usize,
+    /// Bytes of the resources and scopes the buffered spans share, while any trace holds them.
+    context_bytes: Arc<AtomicUsize>,
     /// Kept output sent to Kafka and not yet acknowledged.
     pub unsettled_output: usize,
     /// Traces that reached a per-trace limit and must be decided now.
@@ -349,6 +389,8 @@ impl PartitionBuffer {
         for resource in &request.resources {
             // Whether `late_kept` has this resource (and below, this scope) open: opened by its first late span.
             let mut late_resource = false;
+            // Decoded once per resource of the record, only if a span of it is buffered.
+            let mut resource_context: Option<Arc<ResourceContext>> = None;
             for scope in &resource.scopes {
                 let mut late_scope = false;
                 // Built once per scope, only if a span of it is buffered.
@@ -402,7 +444,7 @@ impl PartitionBuffer {
                     }
                     trace.spans = trace.spans.saturating_add(1);
                     trace.bytes = trace.bytes.saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
-                    self.buffered_bytes += bytes;
+                    self.span_bytes += bytes;
                     let reached = if trace.spans as usize >= limits.max_spans {
                         Some(EarlyDecision::TraceSpans)
                     } else if trace.bytes as usize >= limits.max_bytes.min(u32::MAX as usize / 2) {
@@ -410,7 +452,16 @@ impl PartitionBuffer {
                     } else {
                         None
                     };
-                    let context = context.get_or_insert_with(|| Arc::new(Context::new(resource, scope)));
+                    let context = context.get_or_insert_with(|| {
+                        let shared = resource_context.get_or_insert_with(|| {
+                            let shell = resource.shell();
+                            let held = Held::new(resource_bytes(shell.len()), &self.context_bytes);
+                            Arc::new(ResourceContext { resource: resource.decode_resource(), shell, _held: held })
+                        });
+                        let scope_shell = scope.shell();
+                        let held = Held::new(scope_shell.len() + 64, &self.context_bytes);
+                        Arc::new(Context { resource: Arc::clone(shared), scope_shell, _held: held })
+                    });
                     let group = match trace.groups.last_mut() {
                         Some(group) if Arc::ptr_eq(&group.context, context) => group,
                         _ => {
@@ -456,13 +507,17 @@ impl PartitionBuffer {
 
     /// While the partition is caught up its event time follows the wall clock (`wall_ms`), so quiet partitions
     /// still decide on time. While records wait — a backlog being read or replayed, fetching paused by
-    /// back-pressure — only their timestamps move the clock, however long that takes. Returns whether the wall
-    /// clock was followed.
-    pub fn follow_wall_clock(&mut self, wall_ms: i64) -> bool {
-        if self.caught_up {
+    /// back-pressure — only their timestamps move the clock, however long that takes. Caught up takes both the
+    /// consumer's end of partition since the last record, and `fetching_at_end`: the fetcher stood at the end
+    /// recently with the partition's leader answering. A fetch that stalled (the leader gone or unreachable, this
+    /// process frozen) keeps the clock where it is, so traces whose later spans sit unread in Kafka are not decided
+    /// without them. Returns whether the wall clock was followed.
+    pub fn follow_wall_clock(&mut self, wall_ms: i64, fetching_at_end: bool) -> bool {
+        let caught_up = self.caught_up && fetching_at_end;
+        if caught_up {
             self.clock_ms = self.clock_ms.max(wall_ms);
         }
-        self.caught_up
+        caught_up
     }
 
     /// Removes and returns the traces whose decision is due at the current clock: `decision_wait_ms` after their
@@ -501,6 +556,11 @@ impl PartitionBuffer {
         ids.into_iter().filter_map(|(id, reason)| self.remove(&id).map(|t| (id, t, reason))).collect()
     }
 
+    /// Everything the buffered traces hold: their spans' bytes, and the resources and scopes they share.
+    pub fn buffered_bytes(&self) -> usize {
+        self.span_bytes + self.context_bytes.load(Ordering::Relaxed)
+    }
+
     /// Removes the trace that arrived first, to be decided early when memory runs short.
     pub fn take_oldest(&mut self) -> Option<(TraceId, PendingTrace)> {
         while let Some((_, id)) = self.order.pop_front() {
@@ -513,7 +573,7 @@ impl PartitionBuffer {
 
     fn remove(&mut self, id: &TraceId) -> Option<PendingTrace> {
         let trace = self.traces.remove(id)?;
-        self.buffered_bytes -= trace.bytes as usize;
+        self.span_bytes -= trace.bytes as usize;
         Some(trace)
     }
 }
@@ -619,7 +679,9 @@ mod tests {
         let (_, trace3) = buffer.due(10_000, None).pop().unwrap();
         settle(&mut tracker, &trace3.offsets);
         assert_eq!(tracker.safe_offset(), Some(13));
-        assert_eq!(buffer.buffered_bytes, 0);
+        // The decided traces hold their resources and scopes until they are gone.
+        drop((due, trace3));
+        assert_eq!(buffer.buffered_bytes(), 0);
     }
 
     #[test]
@@ -649,23 +711,79 @@ mod tests {
     fn only_a_caught_up_partition_follows_the_wall_clock() {
         let wall_ms = 50_000;
         let mut buffer = PartitionBuffer::default();
-        assert!(!buffer.follow_wall_clock(wall_ms), "before the consumer reports the end: behind");
+        assert!(!buffer.follow_wall_clock(wall_ms, true), "before the consumer reports the end: behind");
         add_record(&mut buffer, 0, 1_000, record(&[1]), NO_LIMITS, |_| None);
         buffer.behind();
         for _ in 0..10 {
-            assert!(!buffer.follow_wall_clock(wall_ms));
+            assert!(!buffer.follow_wall_clock(wall_ms, true));
         }
         assert_eq!(buffer.clock_ms, 1_000);
         assert!(buffer.due(10_000, None).is_empty(), "decision_wait has not passed in event time");
 
         buffer.reached_end();
-        assert!(buffer.follow_wall_clock(wall_ms), "at the end: caught up");
+        assert!(buffer.follow_wall_clock(wall_ms, true), "at the end: caught up");
         assert_eq!(buffer.clock_ms, wall_ms);
         assert_eq!(buffer.due(10_000, None).len(), 1, "the quiet partition decides on time");
 
         buffer.behind();
-        assert!(!buffer.follow_wall_clock(wall_ms + 60_000), "paused: records may be waiting");
+        assert!(!buffer.follow_wall_clock(wall_ms + 60_000, true), "paused: records may be waiting");
         assert_eq!(buffer.clock_ms, wall_ms);
+    }
+
+    /// A record of one 100 KB resource and 1,000 one-span scopes: the resource was decoded and copied once per
+    /// scope (100 MB for a 100 KB record) and not counted in the buffer's bytes at all. It is held once now, shared
+    /// by every scope and trace, and counted until the last trace holding it is gone.
+    #[test]
+    fn a_resource_is_held_once_per_record_and_counted() {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let big = KeyValue {
+            key: "k8s.pod.annotations".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue("x".repeat(100_000))) }),
+        };
+        let scopes = (0..1000u32)
+            .map(|n| ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![(n % 200) as u8 + 1; 16],
+                    span_id: vec![1; 8],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        let request = vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![big], ..Default::default() }),
+            scope_spans: scopes,
+            ..Default::default()
+        }];
+        let mut buffer = PartitionBuffer::default();
+        add_record(&mut buffer, 0, 1_000, request, NO_LIMITS, |_| None);
+        let resources: Vec<&Arc<ResourceContext>> =
+            buffer.traces.values().flat_map(|t| &t.groups).map(|g| &g.context.resource).collect();
+        assert_eq!(resources.len(), 1000);
+        assert!(resources.iter().all(|r| Arc::ptr_eq(r, resources[0])), "one resource for the whole record");
+        let held = buffer.buffered_bytes();
+        assert!((300_000..400_000 + 1000 * 200).contains(&held), "the resource is counted once: {held} bytes");
+        let decided: Vec<_> = buffer.traces.keys().copied().collect();
+        for id in decided {
+            drop(buffer.remove(&id));
+        }
+        assert_eq!(buffer.buffered_bytes(), 0, "given back with the last trace");
+    }
+
+    /// At the end of the partition, but the fetch has stalled — the leader gone, the network cut, this process
+    /// frozen: the clock stays, so buffered traces wait for their later spans. Before, the end of partition alone
+    /// let the clock follow the wall and decide them without those spans.
+    #[test]
+    fn a_stalled_fetch_keeps_the_event_time() {
+        let mut buffer = PartitionBuffer::default();
+        add_record(&mut buffer, 0, 1_000, record(&[1]), NO_LIMITS, |_| None);
+        buffer.reached_end();
+        assert!(!buffer.follow_wall_clock(60_000, false), "stalled: not caught up");
+        assert_eq!(buffer.clock_ms, 1_000);
+        assert!(buffer.due(10_000, None).is_empty(), "the trace waits for its later spans");
+        assert!(buffer.follow_wall_clock(60_000, true), "fetching again, at the end");
+        assert_eq!(buffer.due(10_000, None).len(), 1);
     }
 
     #[test]
@@ -707,7 +825,7 @@ mod tests {
         assert_eq!(early, [(1, EarlyDecision::TraceSpans)], "trace 1 reached 3 spans");
         let (oldest, _) = buffer.take_oldest().unwrap();
         assert_eq!(oldest[0], 2, "trace 1 is gone; trace 2 is the oldest left");
-        assert_eq!(buffer.buffered_bytes, 0);
+        assert_eq!(buffer.buffered_bytes(), 0);
         assert!(buffer.take_oldest().is_none());
     }
 

@@ -664,13 +664,15 @@ impl Sampler {
                     ready.extend(due.into_iter().map(|(id, t)| (partition, id, t, Due::Wait)));
                 }
             }
-            let mut total: usize = partitions.iter().map(|(_, o)| o.state.buffer.buffered_bytes).sum();
+            let mut total: usize = partitions.iter().map(|(_, o)| o.state.buffer.buffered_bytes()).sum();
             while total > max_buffered {
-                let Some((partition, owned)) = partitions.iter_mut().max_by_key(|(_, o)| o.state.buffer.buffered_bytes)
+                let Some((partition, owned)) =
+                    partitions.iter_mut().max_by_key(|(_, o)| o.state.buffer.buffered_bytes())
                 else {
                     break;
                 };
                 let Some((id, trace)) = owned.state.buffer.take_oldest() else { break };
+                // Its spans' bytes; the resources and scopes it shares go with the last trace holding them.
                 total -= trace.bytes as usize;
                 ready.push((partition, id, trace, Due::Early(EarlyDecision::Memory)));
             }
@@ -842,7 +844,8 @@ impl Sampler {
         let owned_count = {
             let mut partitions = self.partitions();
             for (_, owned) in partitions.iter_mut() {
-                owned.state.buffer.follow_wall_clock(now);
+                let fetching_at_end = self.consumer.handed_over_to_end(owned);
+                owned.state.buffer.follow_wall_clock(now, fetching_at_end);
             }
             partitions.len()
         };

@@ -129,7 +129,7 @@ fn sampler_core(records: &[Vec<u8>], decision_wait_ms: i64) -> Figures {
         if buffered > peak_spans {
             peak_spans = buffered;
             let heap = (LIVE.load(Ordering::Relaxed) - baseline) as f64;
-            let encoded: usize = buffer.buffered_bytes;
+            let encoded: usize = buffer.buffered_bytes();
             peak_heap_per_span = (heap - encoded as f64) / buffered as f64;
         }
         for (trace_id, trace) in buffer.due(decision_wait_ms, None) {

@@ -124,6 +124,67 @@ async fn backlog_with_a_future_record() {
     sampler.stop().await;
 }
 
+/// A sampler frozen (SIGSTOP, as a paused container or a long stall) while the error children of its buffered
+/// roots are written to Kafka, for longer than `decision_wait`: when it thaws it must read them before deciding.
+/// Before, the partition's old end-of-partition left it "caught up", so the first tick after the thaw moved its
+/// event time to the wall clock and decided every root alone — 0 of 60 error traces kept whole, their children
+/// dropped as late. Now a fetch that has not been at its end, with its leader answering, within the last few
+/// seconds does not move the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_sampler_reads_what_arrived_before_deciding() {
+    use crate::harness::kafka::kafka_yaml;
+    use crate::harness::processes::{local_addr, Process, Ready};
+
+    let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let telemetry = local_addr();
+    let config = format!(
+        "{}telemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\nsampler:\n  decision_wait: 3s\n  policies: [{{ name: \
+         errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}]\n",
+        kafka_yaml(&kafka)
+    );
+    let mut sampler =
+        Process::new(&harness::temp_dir("frozen-sampler"), "sampler", "sampler", &config, Ready::Health(telemetry));
+    sampler.start().await;
+    let buffered = || async move {
+        let page = harness::http::try_request(telemetry, "GET", "/metrics", &[], b"").await.ok()?;
+        let page = String::from_utf8(page.body).ok()?;
+        let line = page.lines().find(|l| l.starts_with("tailgate_sampler_buffered_traces"))?;
+        line.rsplit_once(' ')?.1.parse::<f64>().ok()
+    };
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    client.export(part(false)).await.unwrap();
+    // Joining the group and reading the roots; a loaded machine has taken over 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while buffered().await != Some(f64::from(TRACES)) {
+        assert!(std::time::Instant::now() < deadline, "the sampler never buffered the {TRACES} roots");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    sampler.signal("-STOP");
+    client.export(part(true)).await.unwrap();
+    // Frozen past decision_wait (3 s) and past the freshness of its last fetch statistics.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sampler.signal("-CONT");
+
+    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
+    let records = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(40), |r| {
+                whole(r) == TRACES as usize
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let by_trace = spans_by_trace(&records);
+    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
+    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete after the thaw: {lost:?}", lost.len());
+    sampler.stop();
+    gateway.stop().await;
+}
+
 /// Keeps error traces, decided 5 s after their first span.
 fn errors_only() -> SamplerConfig {
     let yaml = "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]";
