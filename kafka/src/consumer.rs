@@ -354,7 +354,16 @@ impl<P: Partitions> Consumer<P> {
     ) -> KafkaResult<Self> {
         let (tx, rx) = mpsc::channel(CHANNEL_RECORDS);
         let client = create(kafka, settings, topic, partitions, false, tx.clone())?;
-        client.context().open(assignment);
+        // Opening may load state for a long while (a sampler's decisions): not on a runtime thread as if it were
+        // quick, where it would stall every task scheduled there.
+        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| client.context().open(assignment));
+            }
+            _ => {
+                client.context().open(assignment);
+            }
+        }
         client.assign(assignment)?;
         Ok(Self::start(client, tx, rx, topic, &settings.group_id))
     }

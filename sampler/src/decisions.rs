@@ -39,6 +39,11 @@ impl Decisions {
         Decisions { kept: HashMap::new(), order: VecDeque::new(), capacity, evicted: 0 }
     }
 
+    /// How many decisions it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// `Some(true)` if the trace was kept, `Some(false)` if dropped, `None` if not known.
     pub fn get(&self, id: &TraceId) -> Option<bool> {
         self.kept.get(id).copied()
@@ -58,17 +63,30 @@ impl Decisions {
     }
 }
 
-/// Reads the decisions recorded since `since_ms` (and up to `until_ms`, if given) on `partitions` of the decisions
-/// topic, up to the end of each —
+/// What a load reads: the time range, and how many decisions to keep of it at most.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub since_ms: i64,
+    /// Records after it are not read (a resample's range end).
+    pub until_ms: Option<i64>,
+    /// Only decisions to keep are wanted (a resample's skip-list).
+    pub only_kept: bool,
+    /// The most decisions kept, the newest: what the cache can hold anyway. Reading more would only hold them in
+    /// memory to be evicted at once.
+    pub capacity: usize,
+}
+
+/// Reads the decisions recorded in `window` on `partitions` of the decisions topic, up to the end of each —
 /// all of them, or the partitions are not consumed yet: a late span whose decision was not loaded would be
-/// decided afresh, so a kept trace could be emitted partly or an error trace dropped. A failed read is tried again
+/// decided afresh, so a kept trace could be emitted partly or an error trace dropped. Of what it reads it keeps the
+/// newest `window.capacity` (older ones the cache would evict anyway; counted). A failed read is tried again
 /// until it succeeds. Blocks: call it where that stalls nothing else (the consumer's own thread).
-pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64, until_ms: Option<i64>) -> Vec<(TraceId, bool)> {
+pub fn load(kafka: &KafkaConfig, partitions: &[i32], window: Window) -> Vec<(TraceId, bool)> {
     let mut attempt = 1u32;
     loop {
         // Each attempt waits longer for the offsets: a broker slower than the first wait must not fail for ever.
         let patience = LIST_OFFSETS_TIMEOUT * attempt.min(6);
-        match try_load(kafka, partitions, since_ms, until_ms, patience) {
+        match try_load(kafka, partitions, window, patience) {
             Ok(loaded) => return loaded,
             Err(error) => {
                 tracing::warn!(%error, attempt, partitions = ?partitions,
@@ -83,10 +101,10 @@ pub fn load(kafka: &KafkaConfig, partitions: &[i32], since_ms: i64, until_ms: Op
 fn try_load(
     kafka: &KafkaConfig,
     partitions: &[i32],
-    since_ms: i64,
-    until_ms: Option<i64>,
+    window: Window,
     patience: Duration,
 ) -> Result<Vec<(TraceId, bool)>, KafkaError> {
+    let Window { since_ms, until_ms, only_kept, capacity } = window;
     let topic = &kafka.topics.decisions;
     let consumer: BaseConsumer<ReaderContext> = client_config(kafka)?
         .set("group.id", "tailgate-sampler-decision-loader")
@@ -104,9 +122,11 @@ fn try_load(
             assignment.add_partition_offset(topic, element.partition(), Offset::Offset(offset))?;
         }
     }
-    let mut loaded = Vec::new();
+    // The newest `capacity`, in the order read (each partition in time order).
+    let mut loaded = VecDeque::new();
+    let mut older_left_out = 0u64;
     if assignment.count() == 0 {
-        return Ok(loaded);
+        return Ok(Vec::new());
     }
     consumer.assign(&assignment)?;
     let mut remaining = assignment.count();
@@ -131,7 +151,13 @@ fn try_load(
                     TraceId::new(tenant, id)
                 });
                 if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
-                    loaded.push((trace_id, decision.keep));
+                    if decision.keep || !only_kept {
+                        loaded.push_back((trace_id, decision.keep));
+                        if loaded.len() > capacity {
+                            loaded.pop_front();
+                            older_left_out += 1;
+                        }
+                    }
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) if done.insert(partition) => remaining -= 1,
@@ -140,12 +166,16 @@ fn try_load(
             None => {}
         }
         if Instant::now() >= next_progress {
-            tracing::info!(loaded = loaded.len(), partitions_left = remaining, elapsed = ?started.elapsed(),
+            tracing::info!(loaded = loaded.len(), older_left_out, partitions_left = remaining, elapsed = ?started.elapsed(),
                 "loading recent decisions");
             next_progress += PROGRESS_EVERY;
         }
     }
-    Ok(loaded)
+    if older_left_out > 0 {
+        tracing::info!(older_left_out, capacity, "decisions older than the cache holds were not loaded");
+        metrics::counter!(crate::metrics::DECISION_CACHE_EVICTIONS).increment(older_left_out);
+    }
+    Ok(loaded.into())
 }
 
 #[cfg(test)]

@@ -126,6 +126,8 @@ pub struct SamplerStats {
     pub invalid_spans: AtomicU64,
     /// Partitions this worker owns now.
     pub owned_partitions: AtomicU64,
+    /// Decisions loaded from the decisions topic at assignments (at most the cache's capacity each time).
+    pub decisions_loaded: AtomicU64,
     /// Traces decided, and of them kept, with their spans (late spans of kept traces included).
     pub traces_decided: AtomicU64,
     pub traces_kept: AtomicU64,

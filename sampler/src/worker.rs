@@ -85,6 +85,9 @@ struct Assigner {
     stats: Arc<SamplerStats>,
 }
 
+/// Loaded decisions inserted into the cache per taking of its lock.
+const INSERT_CHUNK: usize = 4096;
+
 /// Which decisions a newly assigned partition loads.
 #[derive(Clone, Copy, Debug)]
 enum Load {
@@ -103,14 +106,17 @@ impl Partitions for Assigner {
             Load::KeptIn { since_ms, until_ms } => (since_ms, Some(until_ms), true),
         };
         tracing::info!(partitions = ?partitions, "loading recent decisions before consuming");
-        let loaded = decisions::load(&self.kafka, partitions, since, until);
+        let capacity = self.decisions.lock().unwrap_or_else(|e| e.into_inner()).capacity();
+        let window = decisions::Window { since_ms: since, until_ms: until, only_kept, capacity };
+        let loaded = decisions::load(&self.kafka, partitions, window);
         let count = loaded.len();
-        {
+        self.stats.decisions_loaded.fetch_add(count as u64, Ordering::SeqCst);
+        // In chunks, the lock given back between them: records of the partitions already owned are handled
+        // meanwhile, not stalled behind a million inserts.
+        for chunk in loaded.chunks(INSERT_CHUNK) {
             let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-            for (trace_id, keep) in loaded {
-                if keep || !only_kept {
-                    decisions.insert(trace_id, keep);
-                }
+            for (trace_id, keep) in chunk {
+                decisions.insert(*trace_id, *keep);
             }
         }
         tracing::info!(partitions = ?partitions, decisions = count, "recent decisions loaded");

@@ -202,3 +202,25 @@ async fn a_worker_loads_every_live_decision_from_a_compacted_and_expiring_topic(
     gateway.stop().await;
     sampler.stop().await;
 }
+
+/// A worker loads at most what its decision cache holds — the newest — not every decision of the look-back into
+/// memory to evict them again at once. 5,000 decisions, a cache of 1,024 (64 KiB, the least allowed): exactly
+/// 1,024 loaded (before: 5,000,
+/// held in one Vec however large the look-back, under the cache's lock while inserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_loads_no_more_decisions_than_its_cache_holds() {
+    let brokers = harness::apache_kafka();
+    let kafka = harness::kafka_config(&brokers, PARTITIONS);
+    tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.decisions, &[])], Duration::from_secs(10)).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    write(&producer, &kafka.topics.decisions, 10_000..15_000, false).await;
+
+    let config =
+        SamplerConfig { decision_cache_bytes: tailgate_config::ByteSize::b(1_024 * 64), ..SamplerConfig::default() };
+    let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
+    let loaded = || sampler.stats.decisions_loaded.load(Ordering::SeqCst);
+    let owned = || sampler.stats.owned_partitions.load(Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(60), || owned() == u64::from(PARTITIONS)).await, "never assigned");
+    assert_eq!(loaded(), 1_024, "decisions loaded, of 5,000 in the look-back, for a cache of 1,024");
+    sampler.stop().await;
+}
