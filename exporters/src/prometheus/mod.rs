@@ -218,6 +218,32 @@ mod tests {
         (batch, raw.len(), request)
     }
 
+    /// The `le` values of `request`'s `_bucket` series.
+    fn bounds(request: &WriteRequest) -> Vec<String> {
+        let mut bounds: Vec<String> = request
+            .timeseries
+            .iter()
+            .filter(|s| s.labels.iter().any(|l| l.name == "__name__" && l.value.ends_with("_bucket")))
+            .filter_map(|s| s.labels.iter().find(|l| l.name == "le").map(|l| l.value.clone()))
+            .collect();
+        bounds.sort_by(|a, b| a.parse::<f64>().unwrap_or(f64::MAX).total_cmp(&b.parse::<f64>().unwrap_or(f64::MAX)));
+        bounds
+    }
+
+    /// An SDK lowers a series' scale as its values spread. Each point was translated at its own scale, so the
+    /// `_bucket` series changed `le` set with every rescale (and back): half of them stopped without a staleness
+    /// marker. A series keeps its lowest scale now, so a later point at a finer scale gives the same `le` set.
+    #[test]
+    fn an_exponential_series_keeps_its_le_set_when_the_sdk_rescales() {
+        let mut backend = Prometheus::new(PrometheusConfig::default());
+        let (_, _, fine) = translated(&mut backend, &record(exponential(vec![point(2, 0, 8, 0)])));
+        let (_, _, coarse) = translated(&mut backend, &record(exponential(vec![point(1, 0, 4, 0)])));
+        let (_, _, fine_again) = translated(&mut backend, &record(exponential(vec![point(2, 0, 8, 0)])));
+        assert_eq!(bounds(&fine).len(), 9, "8 buckets at scale 2 and +Inf");
+        assert_eq!(bounds(&coarse), bounds(&fine_again), "a point at the finer scale joins the series' scale");
+        assert_ne!(bounds(&fine), bounds(&coarse), "the scale went down once, for good");
+    }
+
     /// Exemplars go where Prometheus looks for them: a counter's on its `_total` series, a histogram's on the
     /// `_bucket` series whose bound holds the value (the largest on `+Inf`), with the trace and span IDs as labels.
     #[test]

@@ -13,7 +13,7 @@ use tailgate_proto::prometheus::{Exemplar, Label, Sample, STALE_NAN};
 
 use super::labels::{point_labels, series};
 use super::naming::{metric_name, Kind};
-use super::state::{DeltaTotals, Refused};
+use super::state::{DeltaTotals, Refused, Scales};
 use crate::attributes::format_float;
 use crate::backend::Batch;
 use crate::delivery::Tenant;
@@ -36,6 +36,8 @@ pub struct Out<'a> {
     pub items: &'a mut Translated,
     pub batch: Batch,
     pub totals: &'a mut DeltaTotals,
+    /// Each exponential histogram series' fixed scale.
+    pub scales: &'a mut Scales,
     /// When the record is translated: what the delta totals' expiration is measured against.
     pub now: std::time::Instant,
     /// The record's partition and tenant, which its delta totals belong to.
@@ -156,13 +158,16 @@ impl Out<'_> {
                     if !self.room() {
                         continue;
                     }
-                    let Some(buckets) = exponential_buckets(point) else {
+                    let labels = point_labels(base, &point.attributes);
+                    let own = own_scale(point);
+                    let scale = self.scales.fix(self.tenant, &name, &labels, own, self.now);
+                    let Some(buckets) = exponential_buckets(point, scale) else {
                         self.drop("invalid_histogram", 1);
                         continue;
                     };
                     latest = latest.max(point.time_unix_nano);
                     self.histogram(
-                        &point_labels(base, &point.attributes),
+                        &labels,
                         &name,
                         point.time_unix_nano,
                         point.flags,
@@ -351,22 +356,35 @@ pub fn series_bytes(labels: &[Label]) -> usize {
     labels.iter().map(|l| l.name.len() + l.value.len() + 6).sum::<usize>() + 4
 }
 
-/// An exponential histogram's buckets as classic `(upper bound, count)` pairs in increasing bound order: negative
-/// buckets (most negative first), the zero bucket, then positive buckets. Bucket `i` of scale `s` covers
-/// `(base^i, base^(i+1)]` with `base = 2^(2^-s)`. A point with more than [`MAX_EXPONENTIAL_BUCKETS`] buckets is
-/// downscaled first. `None` when the scale and offsets give bounds that are infinite, NaN or not increasing
-/// (equal bounds would be one series twice): the point can't be expressed as classic buckets.
-fn exponential_buckets(point: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64)>> {
-    let (negative_offset, negative) =
-        point.negative.as_ref().map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()));
-    let (positive_offset, positive) =
-        point.positive.as_ref().map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()));
+/// The scale a point can be translated at on its own: its scale, lowered until it has at most
+/// [`MAX_EXPONENTIAL_BUCKETS`] buckets.
+fn own_scale(point: &ExponentialHistogramDataPoint) -> i64 {
+    let (negative_offset, negative) = buckets_of(point.negative.as_ref());
+    let (positive_offset, positive) = buckets_of(point.positive.as_ref());
     let shift = (0..64u32)
         .find(|shift| {
             span(negative_offset, negative.len(), *shift) + span(positive_offset, positive.len(), *shift)
                 <= MAX_EXPONENTIAL_BUCKETS as u64
         })
         .unwrap_or(63);
+    point.scale as i64 - shift as i64
+}
+
+fn buckets_of(buckets: Option<&otlp::exponential_histogram_data_point::Buckets>) -> (i32, &[u64]) {
+    buckets.map_or((0, &[][..]), |b| (b.offset, b.bucket_counts.as_slice()))
+}
+
+/// An exponential histogram's buckets as classic `(upper bound, count)` pairs in increasing bound order: negative
+/// buckets (most negative first), the zero bucket, then positive buckets. Bucket `i` of scale `s` covers
+/// `(base^i, base^(i+1)]` with `base = 2^(2^-s)`. The point is translated at `scale` (at most its own: adjacent
+/// buckets merged), the series' fixed scale, so that its `le` set does not change with each point's scale
+/// ([`super::state::Scales`]). `None` when the scale and offsets give bounds that are infinite, NaN or not
+/// increasing (equal bounds would be one series twice): the point can't be expressed as classic buckets.
+fn exponential_buckets(point: &ExponentialHistogramDataPoint, scale: i64) -> Option<Vec<(f64, u64)>> {
+    let (negative_offset, negative) = buckets_of(point.negative.as_ref());
+    let (positive_offset, positive) = buckets_of(point.positive.as_ref());
+    let scale = scale.min(point.scale as i64);
+    let shift = (point.scale as i64 - scale).clamp(0, 63) as u32;
     let (negative_offset, negative) = downscale(negative_offset, negative, shift);
     let (positive_offset, positive) = downscale(positive_offset, positive, shift);
     let scale = point.scale as i64 - shift as i64;
@@ -424,6 +442,6 @@ mod tests {
             negative: Some(Buckets { offset: 1, bucket_counts: vec![4] }),
             ..Default::default()
         };
-        assert_eq!(exponential_buckets(&point), Some(vec![(-2.0, 4), (0.0, 1), (2.0, 2), (4.0, 3)]));
+        assert_eq!(exponential_buckets(&point, own_scale(&point)), Some(vec![(-2.0, 4), (0.0, 1), (2.0, 2), (4.0, 3)]));
     }
 }

@@ -111,6 +111,52 @@ impl DeltaTotals {
     }
 }
 
+/// A number remembered per key — bounded to `limit` keys, a key not touched for `expiration` forgotten — for what
+/// the translation must keep from one point to the next of a series or resource.
+struct Remembered<K> {
+    values: HashMap<K, (i64, Instant)>,
+    limit: usize,
+    expiration: Duration,
+    swept: Instant,
+}
+
+impl<K: std::hash::Hash + Eq> Remembered<K> {
+    fn new(limit: usize, expiration: Duration) -> Self {
+        Remembered { values: HashMap::new(), limit: limit.max(1), expiration, swept: Instant::now() }
+    }
+
+    /// The value remembered for `key` (touched, so kept), or room made for it: `Err(())` when it is new and
+    /// `limit` keys are remembered, none stale.
+    fn entry(&mut self, key: K, now: Instant) -> Result<Option<&mut i64>, ()> {
+        if now.duration_since(self.swept) >= self.expiration
+            || (self.values.len() >= self.limit && now.duration_since(self.swept) >= SWEEP_AT_LIMIT)
+        {
+            let expiration = self.expiration;
+            self.values.retain(|_, (_, seen)| now.duration_since(*seen) < expiration);
+            self.swept = now;
+        }
+        let full = self.values.len() >= self.limit;
+        match self.values.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let (value, seen) = entry.into_mut();
+                *seen = now;
+                Ok(Some(value))
+            }
+            std::collections::hash_map::Entry::Vacant(_) if full => Err(()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert((i64::MIN, now));
+                Ok(None)
+            }
+        }
+    }
+
+    fn set(&mut self, key: &K, value: i64) {
+        if let Some((remembered, _)) = self.values.get_mut(key) {
+            *remembered = value;
+        }
+    }
+}
+
 /// Whether to send a resource's `target_info` now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Advance {
@@ -125,43 +171,60 @@ pub enum Advance {
 /// keyed by metric name), so its records arrive out of time order; `target_info` only moves forward. A resource
 /// not seen for `expiration` is forgotten, so that pods that come and go do not fill the map for good.
 pub struct TargetInfo {
-    latest: HashMap<(Tenant, Vec<Label>), (i64, Instant)>,
-    limit: usize,
-    expiration: Duration,
-    swept: Instant,
+    latest: Remembered<(Tenant, Vec<Label>)>,
 }
 
 impl TargetInfo {
     pub fn new(limit: usize, expiration: Duration) -> TargetInfo {
-        TargetInfo { latest: HashMap::new(), limit: limit.max(1), expiration, swept: Instant::now() }
+        TargetInfo { latest: Remembered::new(limit, expiration) }
     }
 
     /// Whether to send the resource's `target_info` at `time` (milliseconds): only if it is later than the last one
     /// sent, and the resource is remembered or there is room to remember it.
     pub fn advance(&mut self, tenant: &Tenant, labels: &[Label], time: i64, now: Instant) -> Advance {
-        if now.duration_since(self.swept) >= self.expiration
-            || (self.latest.len() >= self.limit && now.duration_since(self.swept) >= SWEEP_AT_LIMIT)
-        {
-            let expiration = self.expiration;
-            self.latest.retain(|_, (_, seen)| now.duration_since(*seen) < expiration);
-            self.swept = now;
-        }
-        let key = (tenant.clone(), labels.to_vec());
-        let full = self.latest.len() >= self.limit;
-        match self.latest.get_mut(&key) {
-            Some((last, seen)) => {
-                *seen = now;
-                if *last < time {
-                    *last = time;
-                    Advance::Send
-                } else {
-                    Advance::Old
-                }
-            }
-            None if full => Advance::Limit,
-            None => {
-                self.latest.insert(key, (time, now));
+        match self.latest.entry((tenant.clone(), labels.to_vec()), now) {
+            Err(()) => Advance::Limit,
+            Ok(Some(last)) if *last >= time => Advance::Old,
+            Ok(Some(last)) => {
+                *last = time;
                 Advance::Send
+            }
+            Ok(None) => {
+                self.latest.set(&(tenant.clone(), labels.to_vec()), time);
+                Advance::Send
+            }
+        }
+    }
+}
+
+/// Per exponential-histogram series, the scale its points are translated at: the lowest seen. An SDK lowers a
+/// series' scale as its values spread (and a point of too many buckets is lowered here); translating each point at
+/// its own scale would give its `_bucket` series another `le` set every time — half the buckets stopping without a
+/// staleness marker, `histogram_quantile` over the window wrong. At the series' lowest scale the `le` set only
+/// changes when the scale goes down, and then for good. A series not seen for `expiration` is forgotten; past
+/// `limit` series, a new one is translated at its points' own scales.
+pub struct Scales {
+    lowest: Remembered<(Tenant, String, Vec<Label>)>,
+}
+
+impl Scales {
+    pub fn new(limit: usize, expiration: Duration) -> Scales {
+        Scales { lowest: Remembered::new(limit, expiration) }
+    }
+
+    /// The scale to translate a point of `series` at, when its own (after the bucket limit) is `scale`: the lowest
+    /// either has seen, remembered.
+    pub fn fix(&mut self, tenant: &Tenant, name: &str, labels: &[Label], scale: i64, now: Instant) -> i64 {
+        let key = (tenant.clone(), name.to_owned(), labels.to_vec());
+        match self.lowest.entry(key.clone(), now) {
+            Err(()) => scale,
+            Ok(Some(lowest)) => {
+                *lowest = (*lowest).min(scale);
+                *lowest
+            }
+            Ok(None) => {
+                self.lowest.set(&key, scale);
+                scale
             }
         }
     }
@@ -239,6 +302,17 @@ mod tests {
         assert_eq!(info.advance(&None, &series("old-pod"), 10, start), Advance::Send);
         assert_eq!(info.advance(&None, &series("new-pod"), 10, soon), Advance::Limit);
         assert_eq!(info.advance(&None, &series("new-pod"), 10, later), Advance::Send, "the stale one went");
+    }
+
+    /// An SDK lowering a series' scale from 3 to 1 and back up: translated at 3, then at 1 for good.
+    #[test]
+    fn a_series_keeps_its_lowest_scale() {
+        let (mut scales, now) = (Scales::new(10, MINUTE), Instant::now());
+        let labels = series("latency");
+        assert_eq!(scales.fix(&None, "h", &labels, 3, now), 3);
+        assert_eq!(scales.fix(&None, "h", &labels, 1, now), 1);
+        assert_eq!(scales.fix(&None, "h", &labels, 3, now), 1, "a finer point joins the series' scale");
+        assert_eq!(scales.fix(&None, "other", &labels, 3, now), 3, "another series keeps its own");
     }
 
     #[test]

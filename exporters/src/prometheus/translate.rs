@@ -10,7 +10,7 @@ use tailgate_proto::prometheus::Sample;
 
 use super::labels::{insert, label_vec, ResourceLabels};
 use super::points::{self, ms, Families, Out, Translated};
-use super::state::{Advance, DeltaTotals, TargetInfo};
+use super::state::{Advance, DeltaTotals, Scales, TargetInfo};
 use crate::backend::Batch;
 use crate::delivery::Tenant;
 
@@ -34,13 +34,15 @@ pub struct Translator {
     translation: Translation,
     totals: DeltaTotals,
     target_info: TargetInfo,
+    scales: Scales,
 }
 
 impl Translator {
     pub fn new(translation: Translation) -> Translator {
         let (limit, expiration) = (translation.max_series, translation.expiration);
         let totals = DeltaTotals::new(limit, expiration);
-        Translator { translation, totals, target_info: TargetInfo::new(limit, expiration) }
+        let (target_info, scales) = (TargetInfo::new(limit, expiration), Scales::new(limit, expiration));
+        Translator { translation, totals, target_info, scales }
     }
 
     /// Adds the series (and exemplars) of one record of `partition` and `tenant` to `items`, and notes its metric families in
@@ -56,8 +58,17 @@ impl Translator {
         let request = ExportMetricsServiceRequest::decode(payload).map_err(|e| format!("not OTLP metric data: {e}"))?;
         let limit = self.translation.max_record_bytes;
         let now = std::time::Instant::now();
-        let mut out =
-            Out { items, batch: Batch::default(), totals: &mut self.totals, now, partition, tenant, limit, families };
+        let mut out = Out {
+            items,
+            batch: Batch::default(),
+            totals: &mut self.totals,
+            scales: &mut self.scales,
+            now,
+            partition,
+            tenant,
+            limit,
+            families,
+        };
         for resource_metrics in &request.resource_metrics {
             let attributes = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
             let resource = ResourceLabels::new(attributes, &self.translation);
