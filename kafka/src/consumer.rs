@@ -29,6 +29,8 @@ use crate::{client_config, KafkaConfig};
 /// holds in memory.
 const CHANNEL_RECORDS: usize = 256;
 const POLL: Duration = Duration::from_millis(100);
+/// Lookups of a look-back start before reading from the end instead.
+const LOOK_BACK_ATTEMPTS: u32 = 3;
 /// How often librdkafka reports its statistics.
 const STATISTICS_INTERVAL_MS: u64 = 1000;
 /// Patience for the offset lookup and seek of [`Start::LookBack`], on the consumer's thread during a rebalance.
@@ -160,8 +162,10 @@ impl<P: Partitions> ShellContext<P> {
 
     /// Sets the newly assigned partitions `new` of `assigned` to start at the first record within `look_back` of
     /// now (or their end, if none is), in the assignment itself, before it is given to librdkafka: no fetch can
-    /// start from the group's position first. If the broker cannot say, reading starts where the group would: a
-    /// warning, not a stop.
+    /// start from the group's position first. The lookup is tried [`LOOK_BACK_ATTEMPTS`] times; if the broker
+    /// still cannot say, reading starts at the partitions' end — a warning, not a stop. Not at the group's
+    /// position: a look-back consumer commits nothing, so that would be the start of the retention, and a scrape
+    /// endpoint would sum every delta it holds.
     fn start_at_look_back(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -175,13 +179,26 @@ impl<P: Partitions> ShellContext<P> {
         for partition in new {
             let _ = query.add_partition_offset(&topic, *partition, Offset::Offset(since));
         }
-        let found = match consumer.offsets_for_times(query, POSITION_TIMEOUT) {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(%error, topic, partitions = ?new,
-                    "cannot look up the look-back start; reading from the group's position instead");
-                return;
+        let mut attempt = 1;
+        let found = loop {
+            match consumer.offsets_for_times(query.clone(), POSITION_TIMEOUT) {
+                Ok(found) => break Some(found),
+                Err(error) if attempt < LOOK_BACK_ATTEMPTS => {
+                    tracing::warn!(%error, topic, partitions = ?new, attempt, "cannot look up the look-back start; trying again");
+                    attempt += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic, partitions = ?new,
+                        "cannot look up the look-back start; reading from the partitions' end, not the look-back");
+                    break None;
+                }
             }
+        };
+        let Some(found) = found else {
+            for partition in new {
+                let _ = assigned.set_partition_offset(&topic, *partition, Offset::End);
+            }
+            return;
         };
         for partition in new {
             let start = match found.find_partition(&topic, *partition).map(|e| e.offset()) {

@@ -58,6 +58,7 @@ impl Prometheus {
                 labels: config.external_labels,
                 max_series: config.max_delta_series,
                 expiration: config.delta_expiration.get(),
+                rebuilds_store: false,
                 max_record_bytes: (config.batch.max_bytes.get() as usize)
                     .saturating_mul(crate::backend::MAX_RECORD_EXPANSION),
             }),

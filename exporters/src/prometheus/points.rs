@@ -40,6 +40,8 @@ pub struct Out<'a> {
     pub scales: &'a mut Scales,
     /// When the record is translated: what the delta totals' expiration is measured against.
     pub now: std::time::Instant,
+    /// See [`super::Translation::rebuilds_store`].
+    pub rebuilds_store: bool,
     /// The record's partition and tenant, which its delta totals belong to.
     pub partition: i32,
     pub tenant: &'a Tenant,
@@ -110,7 +112,9 @@ impl Out<'_> {
                                 self.drop("delta_series_limit", 1);
                                 continue;
                             }
-                            Err(Refused::OutOfOrder) => {
+                            // Read again into a store being rebuilt: the total as it stands, counted once.
+                            Err(Refused::OutOfOrder { total }) if self.rebuilds_store => value = total,
+                            Err(Refused::OutOfOrder { .. }) => {
                                 self.drop("delta_out_of_order", 1);
                                 continue;
                             }

@@ -12,13 +12,14 @@ use crate::delivery::Tenant;
 const SWEEP_AT_LIMIT: Duration = Duration::from_secs(1);
 
 /// Why a delta point was not added.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Refused {
     /// The series is new and `limit` series are remembered, none stale (`delta_series_limit`).
     Limit,
     /// The point starts before the last one added ended: read twice (Kafka delivers at least once) or out of order
     /// (`delta_out_of_order`). Adding it would count twice, or make the counter go down (a reset to `rate()`).
-    OutOfOrder,
+    /// `total` is the series' total as it stands.
+    OutOfOrder { total: f64 },
 }
 
 struct Total {
@@ -70,7 +71,7 @@ impl DeltaTotals {
             // Without a start, a point is the instant it ends: the same end twice is the same point.
             let overlaps = if start == 0 { end <= total.end } else { start < total.end };
             if overlaps {
-                return Err(Refused::OutOfOrder);
+                return Err(Refused::OutOfOrder { total: total.value });
             }
             total.value += delta;
             total.end = end;
@@ -274,14 +275,22 @@ mod tests {
         let (mut totals, now) = (DeltaTotals::new(10, MINUTE), Instant::now());
         let a = series("a");
         assert_eq!(totals.add(0, &None, &a, at(0, 10), 2.0, now), Ok(2.0));
-        assert_eq!(totals.add(0, &None, &a, at(0, 10), 2.0, now), Err(Refused::OutOfOrder), "the same point again");
+        assert_eq!(
+            totals.add(0, &None, &a, at(0, 10), 2.0, now),
+            Err(Refused::OutOfOrder { total: 2.0 }),
+            "the same point again"
+        );
         assert_eq!(totals.add(0, &None, &a, at(20, 30), 5.0, now), Ok(7.0), "a gap is fine");
-        assert_eq!(totals.add(0, &None, &a, at(10, 20), 3.0, now), Err(Refused::OutOfOrder), "t2 before t1");
+        assert_eq!(
+            totals.add(0, &None, &a, at(10, 20), 3.0, now),
+            Err(Refused::OutOfOrder { total: 7.0 }),
+            "t2 before t1"
+        );
         assert_eq!(totals.add(0, &None, &a, at(30, 40), 1.0, now), Ok(8.0));
         // Without a start time, a point is its end: the same end twice is the same point.
         let b = series("b");
         assert_eq!(totals.add(0, &None, &b, (0, 5), 1.0, now), Ok(1.0));
-        assert_eq!(totals.add(0, &None, &b, (0, 5), 1.0, now), Err(Refused::OutOfOrder));
+        assert_eq!(totals.add(0, &None, &b, (0, 5), 1.0, now), Err(Refused::OutOfOrder { total: 1.0 }));
         assert_eq!(totals.add(0, &None, &b, (0, 6), 1.0, now), Ok(2.0));
     }
 

@@ -27,6 +27,12 @@ pub struct Translation {
     pub max_record_bytes: usize,
     /// A delta series or a resource not updated for this long is forgotten (the Collector's `max_stale`).
     pub expiration: std::time::Duration,
+    /// The series feed a store that keeps each partition's newest samples and is rebuilt from the records a
+    /// partition owned again re-reads (the scrape endpoint), not a backend that keeps what it was sent: every record
+    /// gives its resources' `target_info` (not only the first newer one), delta totals outlive a revoke, and a
+    /// delta point read again gives its series' total as it stands instead of being dropped — so a re-read neither
+    /// counts a delta twice nor leaves the series out.
+    pub rebuilds_store: bool,
 }
 
 /// Translates records, remembering what the next records of the same partitions need.
@@ -64,6 +70,7 @@ impl Translator {
             totals: &mut self.totals,
             scales: &mut self.scales,
             now,
+            rebuilds_store: self.translation.rebuilds_store,
             partition,
             tenant,
             limit,
@@ -88,7 +95,11 @@ impl Translator {
                 let labels = label_vec(info);
                 let time = ms(latest);
                 if latest > 0 {
-                    match self.target_info.advance(tenant, &labels, time, now) {
+                    let advance = match self.translation.rebuilds_store {
+                        true => Advance::Send,
+                        false => self.target_info.advance(tenant, &labels, time, now),
+                    };
+                    match advance {
                         Advance::Send => {
                             out.batch.bytes += points::series_bytes(&labels) + 20;
                             out.items.series.entry(labels).or_default().push(Sample { value: 1.0, timestamp: time });
@@ -105,6 +116,8 @@ impl Translator {
 
     /// Forgets what was learnt from `partitions`' records (delta totals): their next owner reads them again.
     pub fn revoked(&mut self, partitions: &[i32]) {
-        self.totals.revoke(partitions);
+        if !self.translation.rebuilds_store {
+            self.totals.revoke(partitions);
+        }
     }
 }

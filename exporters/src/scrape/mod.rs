@@ -114,6 +114,7 @@ pub(crate) async fn build(config: &ScrapeConfig, kafka: &KafkaConfig) -> Result<
         max_series: config.max_series,
         max_record_bytes: MAX_RECORD_BYTES,
         expiration: config.metric_expiration.get(),
+        rebuilds_store: true,
     });
     let stats = Arc::new(ExporterStats::default());
     let scraper = Scraper {
@@ -341,6 +342,110 @@ mod tests {
             ]
         );
         assert!(families.contains_key("shop_orders_total"));
+    }
+
+    /// After a rebalance the partition's store is rebuilt from the records re-read, and `target_info` must be among
+    /// them: the translator sent a resource's `target_info` once per newer time, process-wide, so a partition owned
+    /// again never got it back until the resource's next export. For the scrape endpoint every record gives it.
+    #[test]
+    fn every_record_gives_its_target_info_to_the_store() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint};
+        use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+        use prost::Message as _;
+        let attribute = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        };
+        let point = NumberDataPoint {
+            time_unix_nano: 1_000_000_000,
+            value: Some(number_data_point::Value::AsInt(1)),
+            ..Default::default()
+        };
+        let gauge = Gauge { data_points: vec![point] };
+        let metric = Metric { name: "carts".into(), data: Some(metric::Data::Gauge(gauge)), ..Default::default() };
+        let record = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![attribute("service.name", "cart"), attribute("k8s.pod.name", "cart-1")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let translation = |per_record| Translation {
+            resource_to_telemetry_conversion: false,
+            labels: Default::default(),
+            max_series: 100,
+            max_record_bytes: 1 << 20,
+            expiration: Duration::from_secs(300),
+            rebuilds_store: per_record,
+        };
+        let has_target_info = |translator: &mut Translator| {
+            let mut items = Translated::default();
+            translator.add(&mut items, None, 0, &None, &record).unwrap();
+            items.series.keys().flatten().any(|l| l.name == "__name__" && l.value == "target_info")
+        };
+        let mut scrape = Translator::new(translation(true));
+        assert!(has_target_info(&mut scrape) && has_target_info(&mut scrape), "read again: given again");
+        let mut remote_write = Translator::new(translation(false));
+        assert!(has_target_info(&mut remote_write) && !has_target_info(&mut remote_write), "sent once per time");
+    }
+
+    /// A partition revoked and owned again re-reads its look-back: the delta sums must come back as they stood,
+    /// not start again from the look-back (a counter reset, `increase()` jumping) nor count the re-read twice.
+    #[test]
+    fn a_partition_owned_again_serves_its_delta_sums_as_they_stood() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+            Sum,
+        };
+        use prost::Message as _;
+        let delta = |value: i64, second: u64| {
+            let point = NumberDataPoint {
+                start_time_unix_nano: (second - 1) * 1_000_000_000,
+                time_unix_nano: second * 1_000_000_000,
+                value: Some(number_data_point::Value::AsInt(value)),
+                ..Default::default()
+            };
+            let sum = Sum {
+                data_points: vec![point],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            };
+            let metric = Metric { name: "orders".into(), data: Some(metric::Data::Sum(sum)), ..Default::default() };
+            ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        };
+        let mut translator = Translator::new(Translation {
+            resource_to_telemetry_conversion: false,
+            labels: Default::default(),
+            max_series: 100,
+            max_record_bytes: 1 << 20,
+            expiration: Duration::from_secs(300),
+            rebuilds_store: true,
+        });
+        let served = |translator: &mut Translator, records: &[Vec<u8>]| {
+            let mut items = Translated::default();
+            for record in records {
+                translator.add(&mut items, None, 0, &None, record).unwrap();
+            }
+            items.series.into_values().flatten().map(|s| s.value).collect::<Vec<f64>>()
+        };
+        // 10 before the look-back, then 3 and 2 within it.
+        assert_eq!(served(&mut translator, &[delta(10, 1), delta(3, 2), delta(2, 3)]), [10.0, 13.0, 15.0]);
+        translator.revoked(&[0]);
+        // Owned again: the look-back's two records re-read, then a new one.
+        assert_eq!(served(&mut translator, &[delta(3, 2), delta(2, 3), delta(1, 4)]), [15.0, 15.0, 16.0]);
     }
 
     /// The default tenant's series carry no `tenant` label; a data point attribute `tenant: checkout` must not give

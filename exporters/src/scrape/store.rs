@@ -111,8 +111,17 @@ impl Store {
         self.series == 0
     }
 
+    /// Each series once, with its newest point: a resource's `target_info` comes from every partition with its
+    /// metrics, and one series in two partitions' stores must not be served twice in one scrape.
     pub fn iter(&self) -> impl Iterator<Item = (&Vec<Label>, &Point)> {
-        self.partitions.values().flat_map(|values| values.iter())
+        let mut newest: HashMap<&Vec<Label>, &Point> = HashMap::with_capacity(self.series);
+        for (labels, point) in self.partitions.values().flat_map(|values| values.iter()) {
+            let held = newest.entry(labels).or_insert(point);
+            if point.timestamp > held.timestamp {
+                *held = point;
+            }
+        }
+        newest.into_iter()
     }
 
     /// The family a series of metric `name` belongs to, by the families its records declared: the name itself
@@ -183,6 +192,19 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.update(1, one(series("x", "c"), 1.0, 1), &mut Families::new()), 0);
         assert_eq!(store.len(), 2);
+    }
+
+    /// A resource with metrics on two partitions of one worker has its `target_info` in both partitions' stores;
+    /// a scrape served both lines, the same series twice. Once, with the newest point.
+    #[test]
+    fn a_series_held_by_two_partitions_is_served_once() {
+        let mut store = Store::new(10);
+        let info = series("target_info", "a");
+        store.update(0, one(info.clone(), 1.0, 1_000), &mut Families::new());
+        store.update(1, one(info.clone(), 1.0, 2_000), &mut Families::new());
+        let served: Vec<_> = store.iter().filter(|(labels, _)| **labels == info).collect();
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].1.timestamp, 2_000);
     }
 
     #[test]
