@@ -226,7 +226,7 @@ impl<P: Partitions> ClientContext for ShellContext<P> {
             }
             if let Some(owned) = ownership.current_mut(*partition) {
                 if fetching(&statistics, stats) {
-                    owned.fetch = Some(Fetch { high_watermark: stats.hi_offset, position: stats.next_offset, at: now });
+                    owned.fetch = Some(Fetch { high_watermark: stats.hi_offset, position: stats.app_offset, at: now });
                 }
             }
         }

@@ -36,7 +36,10 @@ pub struct Partition<S> {
 pub struct Fetch {
     /// The partition's high watermark in the last fetch response.
     pub high_watermark: i64,
-    /// The fetcher's next offset.
+    /// The offset after the last record librdkafka handed to the application (its `app_offset`): not the
+    /// fetcher's position, which runs ahead of records still queued inside librdkafka — a process thawed from a
+    /// freeze reads a fetch response full of new records, and its fetcher is at the end before one of them has
+    /// been seen. Negative until a record was handed over.
     pub position: i64,
     /// When the statistics said so.
     pub at: std::time::Instant,
