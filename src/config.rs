@@ -41,11 +41,19 @@ pub struct EmbeddedBrokerConfig {
     pub listen: String,
     /// Where the broker keeps its log (a SQLite database), so data outlives a restart.
     pub data_dir: PathBuf,
+    /// How long records are kept: older ones are deleted (every tenth of it, at most every minute) and their space
+    /// reused, so the disk holds about this much of the pipeline's traffic.
+    pub retention: Duration,
 }
 
 impl Default for EmbeddedBrokerConfig {
     fn default() -> Self {
-        EmbeddedBrokerConfig { enabled: true, listen: "127.0.0.1:9092".to_owned(), data_dir: PathBuf::from("./data") }
+        EmbeddedBrokerConfig {
+            enabled: true,
+            listen: "127.0.0.1:9092".to_owned(),
+            data_dir: PathBuf::from("./data"),
+            retention: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -115,6 +123,9 @@ impl Config {
                 "embedded_broker.listen",
                 format!("`{}` is not an address like 127.0.0.1:9092", self.embedded_broker.listen),
             );
+        }
+        if self.embedded_broker.retention.get() < std::time::Duration::from_secs(10) {
+            problems.push("embedded_broker.retention", "must be at least 10s");
         }
         if self.shutdown.grace.get().is_zero() {
             problems.push("shutdown.grace", "must be longer than 0s");

@@ -34,10 +34,24 @@ pub enum BrokerError {
 
 /// Where the broker keeps its log.
 pub enum Storage<'a> {
-    /// A SQLite database in this directory: survives restarts.
-    Dir(&'a Path),
+    /// A SQLite database in this directory: survives restarts. Records older than `retention` are deleted (by
+    /// Tansu's maintenance, which runs every tenth of it, at most every minute) from topics created with
+    /// `cleanup.policy=delete` and their `retention.ms` — what [`topic_config`] gives every topic Tailgate creates.
+    Dir { dir: &'a Path, retention: Duration },
     /// In memory, for tests.
     Memory,
+}
+
+/// The topic settings under which Tansu deletes a topic's old records: both must be set on the topic (Tansu reads
+/// no broker-wide default).
+pub fn topic_config(retention: Duration) -> [(&'static str, String); 2] {
+    [("cleanup.policy", "delete".to_owned()), ("retention.ms", retention.as_millis().to_string())]
+}
+
+/// How often Tansu's maintenance (deleting records past their retention) runs: every tenth of the retention,
+/// between one second and one minute.
+fn maintenance_interval(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// A running broker. Dropping the handle does not stop it (see the module docs).
@@ -60,14 +74,15 @@ impl EmbeddedBroker {
     ) -> Result<EmbeddedBroker, BrokerError> {
         let storage_url = match storage {
             Storage::Memory => "memory://tansu/".to_owned(),
-            Storage::Dir(dir) => {
+            Storage::Dir { dir, retention } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
                 let dir = std::fs::canonicalize(dir)
                     .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
                 // Tansu resolves the URL's path against the working directory unless, after dropping one leading
                 // slash, it is still absolute: hence four slashes.
-                format!("sqlite:///{}", dir.join("tansu.db").display())
+                let every = maintenance_interval(retention).as_millis();
+                format!("sqlite:///{}?maintenance_interval={every}ms", dir.join("tansu.db").display())
             }
         };
         let parse = |text: &str| url::Url::parse(text).map_err(|e| BrokerError::Url(format!("{text}: {e}")));

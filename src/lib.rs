@@ -64,6 +64,13 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
     }
     if role == Role::Broker {
         start_embedded_broker(&mut config)?;
+        let retention = config.embedded_broker.retention.get().as_millis();
+        println!(
+            "Kafka-API broker on {}. Records are deleted after embedded_broker.retention ({}) from topics created with\n\
+             cleanup.policy=delete and retention.ms: give the roles that use it `kafka.topic_config: {{ cleanup.policy: delete,\n\
+             retention.ms: \"{retention}\" }}` (all-in-one does this itself).",
+            config.kafka.brokers, config.embedded_broker.retention
+        );
         shutdown.cancelled().await;
         return Ok(());
     }
@@ -120,12 +127,20 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
         let scheme = |tls: bool| if tls { "https" } else { "http" };
         let loopback = gateway.grpc_addr().ip().is_loopback() && gateway.http_addr().ip().is_loopback();
         println!(
-            "Tailgate is running.\n  send OTLP/gRPC to  {}://localhost:{}\n  send OTLP/HTTP to  {}://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}\n  sampled traces     topic {}\n  exporters          {}\n  metrics & health   {}://localhost:{}/metrics  /health  /ready",
+            "Tailgate is running.\n  send OTLP/gRPC to  {}://localhost:{}\n  send OTLP/HTTP to  {}://localhost:{}/v1/traces (…/v1/metrics, …/v1/logs)\n  Kafka brokers      {}{}\n  sampled traces     topic {}\n  exporters          {}\n  metrics & health   {}://localhost:{}/metrics  /health  /ready",
             scheme(config.ingest.grpc.tls.is_some()),
             gateway.grpc_addr().port(),
             scheme(config.ingest.http.tls.is_some()),
             gateway.http_addr().port(),
             config.kafka.brokers,
+            match config.embedded_broker.enabled {
+                true => format!(
+                    " (embedded; keeps {} of data in {}, embedded_broker.retention)",
+                    config.embedded_broker.retention,
+                    config.embedded_broker.data_dir.display()
+                ),
+                false => String::new(),
+            },
             config.kafka.topics.sampled_spans,
             match config.exporters.configured() {
                 names if names.is_empty() => "none configured (add exporters: to a config file)".to_owned(),
@@ -224,11 +239,18 @@ async fn replay(
 #[cfg(feature = "embedded-broker")]
 fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
     let listen = config.embedded_broker.listen.parse().context("embedded_broker.listen")?;
-    let broker =
-        embedded_broker::EmbeddedBroker::start(listen, embedded_broker::Storage::Dir(&config.embedded_broker.data_dir))
-            .context("cannot start the embedded broker")?;
-    tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), "embedded Kafka-API broker (Tansu) started");
+    let retention = config.embedded_broker.retention.get();
+    let storage = embedded_broker::Storage::Dir { dir: &config.embedded_broker.data_dir, retention };
+    let broker = embedded_broker::EmbeddedBroker::start(listen, storage).context("cannot start the embedded broker")?;
+    tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), ?retention, "embedded Kafka-API broker (Tansu) started");
     config.kafka.brokers = broker.addr.to_string();
+    // Tansu deletes old records only from topics that say so themselves.
+    for (key, value) in embedded_broker::topic_config(retention) {
+        config.kafka.topic_config.entry(key.to_owned()).or_insert(value);
+    }
+    // One process owns the broker and every member of its groups: a member that died with a crashed process is
+    // given up after 6 s, not Kafka's 45 s, so a restarted all-in-one samples again within seconds.
+    config.kafka.consumer.session_timeout.get_or_insert(tailgate_config::Duration::from_secs(6));
     // Tansu 0.6's idempotent producer support panics its storage (see kafka.producer.idempotence).
     config.kafka.producer.idempotence.get_or_insert(false);
     // Tansu 0.6 has handed one partition to two members at once under cooperative rebalancing.

@@ -16,4 +16,5 @@ mod sampler;
 
 mod cli;
 mod deploy;
+mod embedded;
 mod loadgen;

@@ -28,6 +28,10 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties for every client, for the rare one Tailgate has no key for (e.g.
     /// `socket.keepalive.enable`). Security properties belong in `security`.
     pub client: BTreeMap<String, String>,
+    /// Settings of every topic Tailgate creates (`retention.ms`, `cleanup.policy`, …), below the ones a topic
+    /// needs for itself (the decisions topic's compaction). `all-in-one` sets the embedded broker's retention here.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub topic_config: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -42,6 +46,7 @@ impl Default for KafkaConfig {
             consumer: ConsumerConfig::default(),
             security: SecurityConfig::default(),
             client: BTreeMap::new(),
+            topic_config: BTreeMap::new(),
         }
     }
 }

@@ -85,7 +85,8 @@ impl ClientContext for LastError {
 }
 
 /// Makes sure each topic exists with `config.partitions` partitions, creating missing ones when allowed.
-/// `extra_config` holds topic settings for topics created here (e.g. `cleanup.policy=compact`).
+/// `extra_config` holds topic settings for topics created here (e.g. `cleanup.policy=compact`), over
+/// `config.topic_config`.
 pub async fn ensure_topics(
     config: &KafkaConfig,
     topics: &[(&str, &[(&str, &str)])],
@@ -119,6 +120,11 @@ pub async fn ensure_topics(
         }
         let mut new_topic =
             NewTopic::new(topic, config.partitions as i32, TopicReplication::Fixed(config.replication_factor));
+        for (key, value) in &config.topic_config {
+            if !extra.iter().any(|(own, _)| own == key) {
+                new_topic = new_topic.set(key, value);
+            }
+        }
         for (key, value) in *extra {
             new_topic = new_topic.set(key, value);
         }

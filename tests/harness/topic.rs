@@ -125,3 +125,20 @@ fn count<S: tailgate_proto::Signal>(records: &[Record]) -> usize {
         .map(|r| tailgate_proto::count_items(&mut S::decode(r.value.as_slice()).expect("records are OTLP")))
         .sum()
 }
+
+/// The span IDs of each trace ID in `records` (OTLP trace records).
+pub fn spans_by_trace(records: &[Record]) -> std::collections::HashMap<Vec<u8>, std::collections::HashSet<Vec<u8>>> {
+    let mut by_trace: std::collections::HashMap<Vec<u8>, std::collections::HashSet<Vec<u8>>> = Default::default();
+    for record in records {
+        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).expect("OTLP traces");
+        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
+            by_trace.entry(span.trace_id).or_default().insert(span.span_id);
+        }
+    }
+    by_trace
+}
+
+/// The trace IDs in `records` (OTLP trace records).
+pub fn trace_ids(records: &[Record]) -> std::collections::HashSet<Vec<u8>> {
+    spans_by_trace(records).into_keys().collect()
+}

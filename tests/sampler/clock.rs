@@ -2,7 +2,6 @@
 //! hour ahead, on every partition, then traces whose error span arrives 1.5 s after their root: with the clock
 //! pushed an hour ahead, each trace would be decided the moment its root arrives — before its error — and dropped.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -167,7 +166,8 @@ async fn a_frozen_sampler_reads_what_arrived_before_deciding() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     sampler.signal("-CONT");
 
-    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
+    let whole =
+        |records: &[harness::Record]| harness::topic::spans_by_trace(records).values().filter(|s| s.len() == 2).count();
     let records = {
         let kafka = kafka.clone();
         tokio::task::spawn_blocking(move || {
@@ -178,7 +178,7 @@ async fn a_frozen_sampler_reads_what_arrived_before_deciding() {
         .await
         .unwrap()
     };
-    let by_trace = spans_by_trace(&records);
+    let by_trace = harness::topic::spans_by_trace(&records);
     let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
     assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete after the thaw: {lost:?}", lost.len());
     sampler.stop();
@@ -201,7 +201,8 @@ async fn assert_every_error_trace_kept_whole(
     kafka: &tailgate_kafka::KafkaConfig,
     sampler: &harness::roles::RunningSampler,
 ) {
-    let whole = |records: &[harness::Record]| spans_by_trace(records).values().filter(|s| s.len() == 2).count();
+    let whole =
+        |records: &[harness::Record]| harness::topic::spans_by_trace(records).values().filter(|s| s.len() == 2).count();
     let records = {
         let kafka = kafka.clone();
         tokio::task::spawn_blocking(move || {
@@ -212,7 +213,7 @@ async fn assert_every_error_trace_kept_whole(
         .await
         .unwrap()
     };
-    let by_trace = spans_by_trace(&records);
+    let by_trace = harness::topic::spans_by_trace(&records);
     let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
     assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete: {lost:?}", lost.len());
     assert_eq!(by_trace.len(), TRACES as usize, "only the error traces are kept");
@@ -221,16 +222,4 @@ async fn assert_every_error_trace_kept_whole(
         u64::from(PARTITIONS),
         "each foreign record's timestamp was found implausible"
     );
-}
-
-/// Span names seen per trace ID.
-fn spans_by_trace(records: &[harness::Record]) -> HashMap<Vec<u8>, HashSet<String>> {
-    let mut by_trace: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
-    for record in records {
-        let request = ExportTraceServiceRequest::decode(record.value.as_slice()).unwrap();
-        for span in request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans) {
-            by_trace.entry(span.trace_id).or_default().insert(span.name);
-        }
-    }
-    by_trace
 }
