@@ -11,16 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::ledger::{Sent, SpanKey};
 
 pub const PERCENTAGE: f64 = 10.0;
-const SALT: &str = "default-hash-seed";
-
 pub fn probabilistic_keeps(trace_id_hex: &str) -> bool {
-    let id = hex::decode(trace_id_hex).unwrap();
-    let hash = SALT
-        .as_bytes()
-        .iter()
-        .chain(&id)
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
-    hash <= tailgate_sampler::policy::probabilistic_threshold(PERCENTAGE)
+    crate::harness::sampling::probabilistic_keeps(&hex::decode(trace_id_hex).unwrap(), PERCENTAGE)
 }
 
 /// What the sampled stage must hold, and what it may.

@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod processes;
 pub mod python;
 pub mod roles;
+pub mod sampling;
 pub mod topic;
 pub mod wait;
 

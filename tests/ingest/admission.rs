@@ -189,6 +189,10 @@ async fn concurrent_large_requests_stay_within_the_budget() {
         grown / MIB
     );
     assert!(outcomes.other.is_empty(), "only acceptance and throttling are right answers: {outcomes:?}");
+    // Bounds, not exact counts: which of the 16 fit depends on how their bodies' chunks interleave as they arrive and
+    // on how soon Kafka acknowledges the admitted ones' records, which hold their share until then — a request pays
+    // as it reads, and `Permit::grow` refuses at once, never waits. README's 8 accepted and 8 throttled is one run;
+    // with 4 requests a transport, all 8 were admitted one after the other.
     assert!(outcomes.accepted >= 1, "the budget holds one such request at a time: {outcomes:?}");
     let grpc_throttled = grpc.iter().filter(|a| **a == Err(tonic::Code::ResourceExhausted)).count();
     assert!(grpc_throttled >= 1, "the state this test is about — the budget spent, requests turned away — was reached");
