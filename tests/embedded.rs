@@ -2,7 +2,6 @@
 //! disk bounded by `embedded_broker.retention`, and a crashed process sampling again within seconds of its restart.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -10,42 +9,10 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::harness::{self, binary, wait};
+use crate::harness;
+use crate::harness::binary::{self, AllInOne};
 
-/// `all-in-one` on `dir` with `broker` settings (`retention: 10s, `) and `extra` config, started and `/ready`.
-struct Running {
-    child: Child,
-    kafka: u16,
-    grpc: u16,
-}
-
-async fn start(dir: &Path, ports: (u16, u16, u16, u16), broker: &str, extra: &str) -> Running {
-    let (kafka, grpc, http, metrics) = ports;
-    let config = dir.join("tailgate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "embedded_broker: {{ {broker}listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
-             ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n{extra}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = binary::tailgate()
-        .args(["all-in-one", "--config"])
-        .arg(&config)
-        .env_remove("TAILGATE_KAFKA_BROKERS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let telemetry = format!("127.0.0.1:{metrics}").parse().unwrap();
-    wait::until_serving(telemetry, "/ready", &mut child, Duration::from_secs(60)).await;
-    Running { child, kafka, grpc }
-}
-
-fn ports() -> (u16, u16, u16, u16) {
+fn ports() -> binary::Ports {
     (harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port())
 }
 
@@ -81,7 +48,7 @@ fn span(trace: u64, child: bool, error: bool) -> Span {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_keeps_its_retention_and_its_disk_stops_growing() {
     let dir = harness::temp_dir("aio-retention");
-    let mut aio = start(&dir, ports(), "retention: 10s, ", "").await;
+    let mut aio = AllInOne::start_with(dir.clone(), ports(), "retention: 10s, ", "").await;
     let brokers = format!("127.0.0.1:{}", aio.kafka);
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
     let data = dir.join("data");
@@ -143,14 +110,14 @@ async fn a_crashed_all_in_one_samples_again_within_seconds_of_its_restart() {
     let ports = ports();
     let policies = "sampler:\n  decision_wait: 2s\n  policies: [{ name: errors, type: status_code, status_code: { \
                     status_codes: [ERROR] } }]\n";
-    let mut aio = start(&dir, ports, "", policies).await;
+    let mut aio = AllInOne::start_with(dir.clone(), ports, "", policies).await;
     let brokers = format!("127.0.0.1:{}", aio.kafka);
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
     client.export(harness::trace_request((0..TRACES).map(|t| span(t, false, false)).collect())).await.unwrap();
     aio.child.kill().unwrap();
     aio.child.wait().unwrap();
 
-    let mut aio = start(&dir, ports, "", policies).await;
+    let mut aio = AllInOne::start_with(dir.clone(), ports, "", policies).await;
     let restarted = Instant::now();
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
     client.export(harness::trace_request((0..TRACES).map(|t| span(t, true, true)).collect())).await.unwrap();

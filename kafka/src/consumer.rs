@@ -426,9 +426,13 @@ impl<P: Partitions> Consumer<P> {
     /// the last few statistics intervals, with its leader answering, and no record waits in the channel. A fetch
     /// that stalled (the leader gone or unreachable, this process frozen) is not at its end, however long ago it
     /// last was.
-    pub fn handed_over_to_end(&self, owned: &crate::ownership::Partition<P::State>) -> bool {
+    ///
+    /// Statistics from before `since` are not taken: a caller that was itself frozen passes when it thawed (plus a
+    /// fetch round), since a fetch answered during the freeze is read only after it and speaks of the partition
+    /// as it was then.
+    pub fn handed_over_to_end(&self, owned: &crate::ownership::Partition<P::State>, since: std::time::Instant) -> bool {
         let max_age = Duration::from_millis(3 * STATISTICS_INTERVAL_MS);
-        let at_end = owned.fetch.is_some_and(|fetch| fetch.at_end_within(max_age));
+        let at_end = owned.fetch.is_some_and(|fetch| fetch.at >= since && fetch.at_end_within(max_age));
         at_end && self.events.as_ref().is_some_and(|events| events.is_empty())
     }
 

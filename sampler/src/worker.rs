@@ -44,6 +44,11 @@ use crate::SamplerConfig;
 /// due at once.
 const MAX_CLOCK_AHEAD_MS: i64 = 1_000;
 const TICK: Duration = Duration::from_millis(100);
+/// A gap between ticks that means the process did not run.
+const STALL: Duration = Duration::from_secs(1);
+/// After a stall, how long until fetch statistics speak of fetches sent after it: two long-polls of an idle fetch
+/// (`fetch.wait.max.ms`, 500 ms) and a statistics interval (1 s), with room.
+const FETCH_ROUND: Duration = Duration::from_millis(2500);
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Decisions at least this recent are loaded when a partition is assigned (or ten decision waits, if longer).
 const DECISION_LOOKBACK: Duration = Duration::from_secs(600);
@@ -191,6 +196,9 @@ pub struct Sampler {
     stats: Arc<SamplerStats>,
     /// Identifies this worker's RED series.
     instance: String,
+    /// When the last tick ran, and from when fetch statistics are trusted again (after a stall).
+    last_tick: Instant,
+    trust_fetch_from: Instant,
     /// Resampling this range instead of following the group.
     window: Option<Window>,
     /// In a resample: the traces the normal sampler kept (and delivered) in the range, skipped.
@@ -341,6 +349,8 @@ impl Sampler {
             kafka: kafka.clone(),
             stats,
             instance,
+            last_tick: Instant::now(),
+            trust_fetch_from: Instant::now(),
             window: mode.ok(),
             prior,
             reading,
@@ -847,10 +857,19 @@ impl Sampler {
 
     fn advance_idle_clocks(&mut self) {
         let now = now_ms();
+        // Ticks come every 100 ms; a gap of a second means this process did not run (frozen, or starved). What
+        // the fetcher said until a fetch round after that is stale: a response the broker gave during the freeze
+        // is read only after it, and knows nothing of what was written meanwhile.
+        let tick = Instant::now();
+        if tick.duration_since(self.last_tick) > STALL {
+            self.trust_fetch_from = tick + FETCH_ROUND;
+        }
+        self.last_tick = tick;
+        let since = self.trust_fetch_from;
         let owned_count = {
             let mut partitions = self.partitions();
             for (_, owned) in partitions.iter_mut() {
-                let fetching_at_end = self.consumer.handed_over_to_end(owned);
+                let fetching_at_end = self.consumer.handed_over_to_end(owned, since);
                 owned.state.buffer.follow_wall_clock(now, fetching_at_end);
             }
             partitions.len()

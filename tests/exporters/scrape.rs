@@ -381,3 +381,49 @@ async fn the_endpoint_serves_only_scrapers_with_a_certificate_of_its_client_ca()
     assert!(!plaintext.is_ok_and(|answer| answer.starts_with(b"HTTP/")), "plaintext HTTP was answered");
     exporter.stop().await;
 }
+
+/// When the look-back start cannot be looked up (the broker refuses ListOffsets), a newly owned partition is read
+/// from its end: before, it was read from the group's position — the start of the retention, since this exporter
+/// commits nothing — and every delta the topic held was summed into the counter (600 here, before the new 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_look_back_lookup_reads_from_the_end_not_the_whole_retention() {
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+    let mock = harness::mock_cluster();
+    let kafka = harness::mock_kafka(&mock, 1);
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let write = |value: i64, time_ns: u64| {
+        let (producer, topic) = (producer.clone(), kafka.topics.metrics.clone());
+        async move {
+            let request =
+                otlp::metrics_request_with(service_resource("orders"), None, vec![delta("orders", value, time_ns)]);
+            let headers = tailgate_kafka::contract_headers(tailgate_proto::headers::ENCODING_OTLP_PROTO);
+            let payload = request.encode_to_vec();
+            let record = FutureRecord::<[u8], [u8]>::to(&topic).partition(0).payload(&payload).headers(headers);
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("written");
+        }
+    };
+    let hour_ago = now_ns() - 3_600_000_000_000;
+    for (n, value) in [100, 200, 300].into_iter().enumerate() {
+        write(value, hour_ago + n as u64 * 1_000_000_000).await;
+    }
+    // Every lookup of the look-back start refused: the exporter tries three times.
+    let refused = [rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN; 3];
+    mock.request_errors(rdkafka::types::RDKafkaApiKey::ListOffsets, &refused);
+
+    let port = harness::free_port();
+    let exporter = harness::start_exporter(&scrape_config(port), &kafka, PROMETHEUS_SCRAPE).await;
+    // The partition is assigned some time after start: a new delta is written until one is served. Each is 1, so
+    // the total is at most the writes made, never the retention's 600.
+    until("the exporter serves a delta written after it started", Duration::from_secs(30), || async {
+        write(1, now_ns()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        served(port).await.keys().any(|s| s.starts_with("orders_total"))
+    })
+    .await;
+    let series = served(port).await;
+    let total = series.iter().find(|(s, _)| s.starts_with("orders_total")).map(|(_, v)| *v).unwrap();
+    assert!(total < 100.0, "the retention's deltas were summed: orders_total = {total}");
+    exporter.stop().await;
+}

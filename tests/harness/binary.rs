@@ -61,18 +61,27 @@ pub struct AllInOne {
     pub dir: PathBuf,
 }
 
+/// The ports of an `all-in-one`: its broker, gRPC and HTTP receivers, and telemetry.
+pub type Ports = (u16, u16, u16, u16);
+
 impl AllInOne {
     /// Starts it and waits until `/ready`.
     pub async fn start() -> AllInOne {
-        let dir = temp_dir("aio");
-        let (kafka, grpc, http, metrics) = (free_port(), free_port(), free_port(), free_port());
+        let ports = (free_port(), free_port(), free_port(), free_port());
+        AllInOne::start_with(temp_dir("aio"), ports, "", "").await
+    }
+
+    /// Starts it on `dir` (its data in `dir/data`, kept across starts) and `ports`, with `broker` settings inside
+    /// `embedded_broker:` (`retention: 10s, `) and `extra` config, and waits until `/ready`.
+    pub async fn start_with(dir: PathBuf, ports: Ports, broker: &str, extra: &str) -> AllInOne {
+        let (kafka, grpc, http, metrics) = ports;
         let config = dir.join("tailgate.yaml");
         std::fs::write(
             &config,
             format!(
-                "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
+                "embedded_broker: {{ {broker}listen: 127.0.0.1:{kafka}, data_dir: {} }}\nkafka: {{ partitions: 2 }}\n\
                  ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-                 telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n",
+                 telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n{extra}",
                 dir.join("data").display()
             ),
         )

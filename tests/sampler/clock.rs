@@ -166,6 +166,15 @@ async fn a_frozen_sampler_reads_what_arrived_before_deciding() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     sampler.signal("-CONT");
 
+    let (lost, _) = error_traces_not_whole(&kafka).await;
+    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete after the thaw: {lost:?}", lost.len());
+    sampler.stop();
+    gateway.stop().await;
+}
+
+/// The error traces not in the sampled topic whole (root and child) once all are or 40 s passed, and how many traces
+/// the topic holds.
+async fn error_traces_not_whole(kafka: &tailgate_kafka::KafkaConfig) -> (Vec<u32>, usize) {
     let whole =
         |records: &[harness::Record]| harness::topic::spans_by_trace(records).values().filter(|s| s.len() == 2).count();
     let records = {
@@ -179,10 +188,8 @@ async fn a_frozen_sampler_reads_what_arrived_before_deciding() {
         .unwrap()
     };
     let by_trace = harness::topic::spans_by_trace(&records);
-    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
-    assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete after the thaw: {lost:?}", lost.len());
-    sampler.stop();
-    gateway.stop().await;
+    let lost = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
+    (lost, by_trace.len())
 }
 
 /// Keeps error traces, decided 5 s after their first span.
@@ -201,22 +208,9 @@ async fn assert_every_error_trace_kept_whole(
     kafka: &tailgate_kafka::KafkaConfig,
     sampler: &harness::roles::RunningSampler,
 ) {
-    let whole =
-        |records: &[harness::Record]| harness::topic::spans_by_trace(records).values().filter(|s| s.len() == 2).count();
-    let records = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || {
-            harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, PARTITIONS, Duration::from_secs(40), |r| {
-                whole(r) == TRACES as usize
-            })
-        })
-        .await
-        .unwrap()
-    };
-    let by_trace = harness::topic::spans_by_trace(&records);
-    let lost: Vec<u32> = (0..TRACES).filter(|t| by_trace.get(&trace_id(*t)).is_none_or(|s| s.len() < 2)).collect();
+    let (lost, kept) = error_traces_not_whole(kafka).await;
     assert!(lost.is_empty(), "{} of {TRACES} error traces lost or incomplete: {lost:?}", lost.len());
-    assert_eq!(by_trace.len(), TRACES as usize, "only the error traces are kept");
+    assert_eq!(kept, TRACES as usize, "only the error traces are kept");
     assert_eq!(
         sampler.stats.clamped_timestamps.load(std::sync::atomic::Ordering::SeqCst),
         u64::from(PARTITIONS),

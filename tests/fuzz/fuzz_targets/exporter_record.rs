@@ -26,8 +26,14 @@ fn twice<B: Backend>(backend: &mut B, payload: &[u8]) {
 }
 
 fn scraped(payload: &[u8]) {
-    let translation =
-        Translation { resource_to_telemetry_conversion: true, labels: Default::default(), max_series: 1000, max_record_bytes: 1 << 20 };
+    let translation = Translation {
+        resource_to_telemetry_conversion: true,
+        labels: Default::default(),
+        max_series: 1000,
+        max_record_bytes: 1 << 20,
+        expiration: std::time::Duration::from_secs(300),
+        rebuilds_store: true,
+    };
     let mut translator = Translator::new(translation);
     let mut store = Store::new(1000);
     for partition in [0, 1] {
