@@ -121,7 +121,9 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
     let ready: telemetry::Readiness = Arc::new(move || health.as_ref().is_none_or(|h| h.ready()));
     let telemetry_addr = telemetry_listener.local_addr()?;
     let telemetry_stop = CancellationToken::new();
-    let telemetry_server = tokio::spawn(telemetry::serve(telemetry_listener, handle, ready, telemetry_stop.clone()));
+    let telemetry_auth = config.telemetry.metrics.auth.clone();
+    let telemetry_server =
+        tokio::spawn(telemetry::serve(telemetry_listener, handle, telemetry_auth, ready, telemetry_stop.clone()));
 
     if let (Role::AllInOne, Some(gateway)) = (role, &gateway) {
         let scheme = |tls: bool| if tls { "https" } else { "http" };

@@ -28,11 +28,15 @@ pub struct MetricsConfig {
     pub endpoint: String,
     /// TLS (and with `client_ca_file`, mutual TLS: Prometheus scrapes with `tls_config.cert_file`) on this port.
     pub tls: Option<ServerTlsConfig>,
+    /// Credentials a scraper must send for `/metrics` (Prometheus's `authorization: { credentials_file }` or
+    /// `basic_auth`); `/health` and `/ready` stay open to probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<tailgate_tls::ScrapeAuth>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { endpoint: "127.0.0.1:8888".to_owned(), tls: None }
+        MetricsConfig { endpoint: "127.0.0.1:8888".to_owned(), tls: None, auth: None }
     }
 }
 
@@ -68,6 +72,9 @@ impl TelemetryConfig {
         }
         if let Some(tls) = &self.metrics.tls {
             tls.validate(&format!("{path}.metrics.tls"), problems);
+        }
+        if let Some(auth) = &self.metrics.auth {
+            auth.validate(&format!("{path}.metrics.auth"), problems);
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.logs.level.as_str()) {
             problems.push(
@@ -137,24 +144,27 @@ pub async fn bind(config: &MetricsConfig) -> anyhow::Result<Listener> {
 pub async fn serve(
     listener: Listener,
     handle: PrometheusHandle,
+    auth: Option<tailgate_tls::ScrapeAuth>,
     ready: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/health", get(|| async { "ok\n" }))
-        .route(
-            "/ready",
-            get(move || {
-                let ready = ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
+    let mut metrics = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    if let Some(auth) = auth {
+        metrics =
+            metrics.layer(axum::middleware::from_fn_with_state(Arc::new(auth), tailgate_tls::scrape_auth::require));
+    }
+    let router = metrics.route("/health", get(|| async { "ok\n" })).route(
+        "/ready",
+        get(move || {
+            let ready = ready();
+            async move {
+                if ready {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
-            }),
-        );
+            }
+        }),
+    );
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

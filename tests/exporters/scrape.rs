@@ -427,3 +427,28 @@ async fn a_failed_look_back_lookup_reads_from_the_end_not_the_whole_retention() 
     assert!(total < 100.0, "the retention's deltas were summed: orders_total = {total}");
     exporter.stop().await;
 }
+
+/// `exporters.prometheus.auth`: a scraper without the bearer token (or with another) is answered 401, one with it
+/// is served. Before, the endpoint had no credentials of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_serves_only_scrapers_with_its_bearer_token() {
+    let dir = harness::temp_dir("scrape-auth");
+    let token = dir.join("token");
+    std::fs::write(&token, "scrape-T0KEN\n").unwrap();
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    let port = harness::free_port();
+    let mut exporters = scrape_config(port);
+    exporters.prometheus.as_mut().unwrap().auth = Some(tailgate_tls::ScrapeAuth {
+        bearer_token: Some(tailgate_config::SecretSource { file: Some(token), env: None }),
+        basic: None,
+    });
+    let exporter = harness::start_exporter(&exporters, &kafka, PROMETHEUS_SCRAPE).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let status = |headers: &'static [(&'static str, &'static str)]| async move {
+        http::request(addr, "GET", "/metrics", headers, b"").await.status
+    };
+    assert_eq!(status(&[]).await, 401);
+    assert_eq!(status(&[("Authorization", "Bearer wrong")]).await, 401);
+    assert_eq!(status(&[("Authorization", "Bearer scrape-T0KEN")]).await, 200);
+    exporter.stop().await;
+}

@@ -22,6 +22,7 @@ mod handshake;
 mod listener;
 mod pem;
 mod reload;
+pub mod scrape_auth;
 mod server;
 mod version;
 
@@ -30,6 +31,7 @@ pub use handshake::{Handshakes, Stream};
 pub use listener::{Connection, Limits, Listener};
 pub use pem::TlsError;
 pub use reload::ServerTls;
+pub use scrape_auth::ScrapeAuth;
 pub use server::ServerTlsConfig;
 pub use version::TlsVersion;
 

@@ -18,6 +18,9 @@ pub struct ScrapeConfig {
     /// certificate of that CA (Prometheus's `tls_config.cert_file`) is served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<tailgate_tls::ServerTlsConfig>,
+    /// Credentials a scraper must send (Prometheus's `authorization: { credentials_file }` or `basic_auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<tailgate_tls::ScrapeAuth>,
     /// Prefix of every metric name, joined with `_` (not `target_info`).
     pub namespace: String,
     /// Labels on every series.
@@ -44,6 +47,7 @@ impl Default for ScrapeConfig {
         ScrapeConfig {
             endpoint: "127.0.0.1:8889".to_owned(),
             tls: None,
+            auth: None,
             namespace: String::new(),
             const_labels: BTreeMap::new(),
             resource_to_telemetry_conversion: false,
@@ -66,6 +70,9 @@ impl ScrapeConfig {
     pub fn validate(&self, path: &str, problems: &mut Problems) {
         if let Some(tls) = &self.tls {
             tls.validate(&format!("{path}.tls"), problems);
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate(&format!("{path}.auth"), problems);
         }
         let port = self.endpoint.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
         if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {

@@ -146,6 +146,7 @@ impl Scraper {
             listener,
             Served {
                 store: Arc::clone(&self.store),
+                auth: self.config.auth.clone(),
                 open_metrics: self.config.enable_open_metrics,
                 timestamps: self.config.send_timestamps,
                 expiration: self.config.metric_expiration.get(),
@@ -275,13 +276,18 @@ fn relabel(translated: Translated, families: Families, namespace: &str, tenant: 
 #[derive(Clone)]
 struct Served {
     store: Arc<Mutex<Store>>,
+    auth: Option<tailgate_tls::ScrapeAuth>,
     open_metrics: bool,
     timestamps: bool,
     expiration: Duration,
 }
 
 async fn serve(listener: tailgate_tls::Listener, served: Served, shutdown: CancellationToken) {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_page)).with_state(served);
+    let auth = served.auth.clone();
+    let mut app = axum::Router::new().route("/metrics", axum::routing::get(metrics_page)).with_state(served);
+    if let Some(auth) = auth {
+        app = app.layer(axum::middleware::from_fn_with_state(Arc::new(auth), tailgate_tls::scrape_auth::require));
+    }
     let stop = async move { shutdown.cancelled().await };
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(exporter = NAME, %error, "scrape endpoint failed");
