@@ -32,6 +32,13 @@ use crate::outcome::{Done, ExporterStats};
 use crate::source::Source;
 
 const TICK: Duration = Duration::from_millis(50);
+
+/// What arrived while the sealed queue was full, kept in order until there is room.
+enum Arrived {
+    Record(u64, OwnedMessage),
+    /// A partition's end, after the records before it.
+    End(i32),
+}
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Tenants with a batch open at once; a record of one more seals the oldest batch.
 const MAX_OPEN_BATCHES: usize = 64;
@@ -152,7 +159,7 @@ impl<B: Backend> Worker<B> {
         let range = matches!(self.source, Source::Range { .. });
         let mut fatal = None;
         // Records read while the sealed queue was full, in order.
-        let mut waiting: VecDeque<(u64, OwnedMessage)> = VecDeque::new();
+        let mut waiting: VecDeque<Arrived> = VecDeque::new();
         tracing::info!(exporter = self.name, topic = %self.consumer.topic(), ?self.source, "exporter consuming");
         loop {
             tokio::select! {
@@ -168,16 +175,16 @@ impl<B: Backend> Worker<B> {
                     // thread must go on polling (or the member leaves the group), fetching is paused, so what
                     // arrives is what librdkafka had prefetched.
                     Some(Event::Record { epoch, message }) if sealed.len() >= MAX_SEALED || !waiting.is_empty() => {
-                        waiting.push_back((epoch, message));
+                        waiting.push_back(Arrived::Record(epoch, message));
                     }
                     Some(Event::Record { epoch, message }) => {
                         self.take(epoch, message, &mut opens, &mut sealed, &mut in_flight);
                     }
-                    Some(Event::End { partition, .. }) => {
-                        if self.reading.remove(&partition) {
-                            tracing::debug!(exporter = self.name, partition, "end of partition");
-                        }
+                    // After the records before it: a replay's partition ends once they are taken, not before.
+                    Some(Event::End { partition, .. }) if !waiting.is_empty() => {
+                        waiting.push_back(Arrived::End(partition));
                     }
+                    Some(Event::End { partition, .. }) => self.end_of(partition),
                     Some(Event::Revoked { partitions }) => {
                         tracing::debug!(exporter = self.name, partitions = ?partitions, "partitions revoked; their state dropped");
                         self.backend.revoked(&partitions);
@@ -213,8 +220,13 @@ impl<B: Backend> Worker<B> {
                 in_flight.push(self.request(batch, &shutdown));
             }
             while sealed.len() < MAX_SEALED {
-                let Some((epoch, message)) = waiting.pop_front() else { break };
-                self.take(epoch, message, &mut opens, &mut sealed, &mut in_flight);
+                match waiting.pop_front() {
+                    Some(Arrived::Record(epoch, message)) => {
+                        self.take(epoch, message, &mut opens, &mut sealed, &mut in_flight)
+                    }
+                    Some(Arrived::End(partition)) => self.end_of(partition),
+                    None => break,
+                }
             }
             paused = self.backpressure(paused, sealed.len());
             if !range && last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -237,6 +249,13 @@ impl<B: Backend> Worker<B> {
         }
         tracing::info!(exporter = self.name, "exporter stopped");
         fatal.map_or(Ok(()), Err)
+    }
+
+    /// A partition read to its end: a replay's is done.
+    fn end_of(&mut self, partition: i32) {
+        if self.reading.remove(&partition) {
+            tracing::debug!(exporter = self.name, partition, "end of partition");
+        }
     }
 
     /// Translates a record into its tenant's open batch. Past [`MAX_OPEN_BATCHES`] tenants, or when the open

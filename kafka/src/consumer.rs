@@ -201,7 +201,12 @@ impl<P: Partitions> ShellContext<P> {
             return;
         };
         for partition in new {
-            let start = match found.find_partition(&topic, *partition).map(|e| e.offset()) {
+            let element = found.find_partition(&topic, *partition);
+            if let Some(Err(error)) = element.as_ref().map(|e| e.error()) {
+                // Answered for the others but not for this one (its leader moving): its end, said so.
+                tracing::warn!(%error, topic, partition, "cannot look up the look-back start; reading from the end");
+            }
+            let start = match element.map(|e| e.offset()) {
                 Some(Offset::Offset(offset)) => Offset::Offset(offset),
                 _ => Offset::End,
             };
@@ -226,7 +231,7 @@ impl<P: Partitions> ClientContext for ShellContext<P> {
             }
             if let Some(owned) = ownership.current_mut(*partition) {
                 if fetching(&statistics, stats) {
-                    owned.fetch = Some(Fetch { high_watermark: stats.hi_offset, position: stats.app_offset, at: now });
+                    owned.fetch = Some(Fetch { high_watermark: stats.hi_offset, at: now });
                 }
             }
         }
@@ -244,9 +249,13 @@ const FETCH_SILENCE_US: i64 = 2_000_000;
 /// Whether `partition`'s fetch is working: the fetcher active, its leader up and heard from within
 /// [`FETCH_SILENCE_US`]. A leader that is gone, unreachable or frozen is not.
 fn fetching(statistics: &rdkafka::Statistics, partition: &rdkafka::statistics::Partition) -> bool {
-    let leader = statistics.brokers.values().find(|broker| broker.nodeid == partition.leader);
-    partition.fetch_state == "active"
-        && leader.is_some_and(|leader| leader.state == "UP" && (0..FETCH_SILENCE_US).contains(&leader.rxidle))
+    // The broker the partition is fetched from (its leader, or a follower with `client.rack`). Without one (-1,
+    // a leader being elected) nothing is fetched: the bootstrap and coordinator entries, also -1, must not match.
+    let from = if partition.broker >= 0 { partition.broker } else { partition.leader };
+    let broker = statistics.brokers.values().find(|broker| broker.nodeid >= 0 && broker.nodeid == from);
+    from >= 0
+        && partition.fetch_state == "active"
+        && broker.is_some_and(|broker| broker.state == "UP" && (0..FETCH_SILENCE_US).contains(&broker.rxidle))
 }
 
 /// Reaching a partition's end is not an error; everything else is logged as librdkafka reports it.
@@ -422,18 +431,21 @@ impl<P: Partitions> Consumer<P> {
         }
     }
 
-    /// Whether every record of `partition` up to its end has been handed over: the fetcher was at the end within
-    /// the last few statistics intervals, with its leader answering, and no record waits in the channel. A fetch
-    /// that stalled (the leader gone or unreachable, this process frozen) is not at its end, however long ago it
-    /// last was.
+    /// The partition's high watermark, if its fetch was working within the last few statistics intervals (the
+    /// broker it fetches from answering): the caller is at the end once it has handled every record below it. A
+    /// fetch that stalled (the broker gone or unreachable, this process frozen) gives `None`, however long ago it
+    /// last worked.
     ///
     /// Statistics from before `since` are not taken: a caller that was itself frozen passes when it thawed (plus a
     /// fetch round), since a fetch answered during the freeze is read only after it and speaks of the partition
     /// as it was then.
-    pub fn handed_over_to_end(&self, owned: &crate::ownership::Partition<P::State>, since: std::time::Instant) -> bool {
+    pub fn fresh_high_watermark(
+        &self,
+        owned: &crate::ownership::Partition<P::State>,
+        since: std::time::Instant,
+    ) -> Option<i64> {
         let max_age = Duration::from_millis(3 * STATISTICS_INTERVAL_MS);
-        let at_end = owned.fetch.is_some_and(|fetch| fetch.at >= since && fetch.at_end_within(max_age));
-        at_end && self.events.as_ref().is_some_and(|events| events.is_empty())
+        owned.fetch.filter(|fetch| fetch.at >= since && fetch.fresh(max_age)).map(|fetch| fetch.high_watermark)
     }
 
     /// The owned partitions and their state. Held briefly: the consumer thread takes it on every rebalance.

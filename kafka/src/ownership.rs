@@ -30,25 +30,20 @@ pub struct Partition<S> {
     pub state: S,
 }
 
-/// A partition's fetch as librdkafka's statistics last saw it working: its leader connected and answering, the
-/// fetcher active.
+/// A partition's fetch as librdkafka's statistics last saw it working: the broker it fetches from connected and
+/// answering, the fetcher active.
 #[derive(Clone, Copy, Debug)]
 pub struct Fetch {
     /// The partition's high watermark in the last fetch response.
     pub high_watermark: i64,
-    /// The offset after the last record librdkafka handed to the application (its `app_offset`): not the
-    /// fetcher's position, which runs ahead of records still queued inside librdkafka — a process thawed from a
-    /// freeze reads a fetch response full of new records, and its fetcher is at the end before one of them has
-    /// been seen. Negative until a record was handed over.
-    pub position: i64,
     /// When the statistics said so.
     pub at: std::time::Instant,
 }
 
 impl Fetch {
-    /// Whether, within `max_age`, the fetcher was answered by the partition's leader and stood at its end.
-    pub fn at_end_within(&self, max_age: std::time::Duration) -> bool {
-        self.at.elapsed() < max_age && self.high_watermark >= 0 && self.position >= self.high_watermark
+    /// Whether the statistics are at most `max_age` old and know the high watermark.
+    pub fn fresh(&self, max_age: std::time::Duration) -> bool {
+        self.at.elapsed() < max_age && self.high_watermark >= 0
     }
 }
 

@@ -283,6 +283,9 @@ pub struct PartitionBuffer {
     roots: VecDeque<(i64, TraceId)>,
     /// Event time: the newest record timestamp, or the wall clock once caught up.
     pub clock_ms: i64,
+    /// The offset after the newest record handled: with the fetch's high watermark, whether the partition is read
+    /// to its end. `None` until a record was handled (nothing buffered, nothing to decide).
+    pub next_offset: Option<i64>,
     /// Bytes of the buffered spans; see [`PartitionBuffer::buffered_bytes`] for everything held.
     span_bytes: usize,
     /// Bytes of the resources and scopes the buffered spans share, while any trace holds them.
@@ -375,6 +378,7 @@ impl PartitionBuffer {
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> Added {
+        self.handled(offset);
         let time = time.into();
         let timestamp_ms = time.ms;
         if time.moves_clock {
@@ -492,6 +496,11 @@ impl PartitionBuffer {
         let late_kept = late_kept.finish();
         let units = new_units + u32::from(!late_kept.is_empty());
         Added { late_kept, late_dropped, late_kept_spans, units, invalid_trace_id }
+    }
+
+    /// The record at `offset` is being handled.
+    pub fn handled(&mut self, offset: i64) {
+        self.next_offset = Some(self.next_offset.map_or(offset + 1, |next| next.max(offset + 1)));
     }
 
     /// The consumer reached the partition's end (its position is the high watermark): nothing older is waiting.

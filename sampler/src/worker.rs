@@ -45,7 +45,7 @@ use crate::SamplerConfig;
 const MAX_CLOCK_AHEAD_MS: i64 = 1_000;
 const TICK: Duration = Duration::from_millis(100);
 /// A gap between ticks that means the process did not run.
-const STALL: Duration = Duration::from_secs(1);
+const STALL: Duration = Duration::from_secs(2);
 /// After a stall, how long until fetch statistics speak of fetches sent after it: two long-polls of an idle fetch
 /// (`fetch.wait.max.ms`, 500 ms) and a statistics interval (1 s), with room.
 const FETCH_ROUND: Duration = Duration::from_millis(2500);
@@ -111,7 +111,11 @@ impl Partitions for Assigner {
             Load::KeptIn { since_ms, until_ms } => (since_ms, Some(until_ms), true),
         };
         tracing::info!(partitions = ?partitions, "loading recent decisions before consuming");
-        let capacity = self.decisions.lock().unwrap_or_else(|e| e.into_inner()).capacity();
+        // The new partitions' share of the cache: loading a whole cache's worth would evict the live decisions of
+        // the partitions already owned, whose late spans would then be decided afresh.
+        let cache = self.decisions.lock().unwrap_or_else(|e| e.into_inner()).capacity();
+        let owned = self.stats.owned_partitions.load(Ordering::SeqCst) as usize;
+        let capacity = cache * partitions.len() / (owned + partitions.len()).max(1);
         let window = decisions::Window { since_ms: since, until_ms: until, only_kept, capacity };
         let loaded = decisions::load(&self.kafka, partitions, window);
         let count = loaded.len();
@@ -529,7 +533,11 @@ impl Sampler {
             self.stats.records_read.fetch_add(1, Ordering::Relaxed);
         }
         let clock_ms = match self.partitions().get_mut(partition, epoch) {
-            Some(owned) => owned.state.buffer.clock_ms,
+            Some(owned) => {
+                // Handled from here, whatever becomes of it (buffered, dead-lettered).
+                owned.state.buffer.handled(offset);
+                owned.state.buffer.clock_ms
+            }
             None => return,
         };
         let timestamp = self.event_time(message.timestamp().to_millis(), clock_ms);
@@ -857,7 +865,7 @@ impl Sampler {
 
     fn advance_idle_clocks(&mut self) {
         let now = now_ms();
-        // Ticks come every 100 ms; a gap of a second means this process did not run (frozen, or starved). What
+        // Ticks come every 100 ms; a gap of two seconds means this process did not run (frozen, or starved). What
         // the fetcher said until a fetch round after that is stale: a response the broker gave during the freeze
         // is read only after it, and knows nothing of what was written meanwhile.
         let tick = Instant::now();
@@ -869,7 +877,13 @@ impl Sampler {
         let owned_count = {
             let mut partitions = self.partitions();
             for (_, owned) in partitions.iter_mut() {
-                let fetching_at_end = self.consumer.handed_over_to_end(owned, since);
+                // At the end: every record below the high watermark the fetch last reported was handled here.
+                // Per partition, so one busy partition does not hold up a quiet one.
+                let handled = owned.state.buffer.next_offset;
+                let fetching_at_end = self
+                    .consumer
+                    .fresh_high_watermark(owned, since)
+                    .is_some_and(|end| handled.is_some_and(|next| next >= end));
                 owned.state.buffer.follow_wall_clock(now, fetching_at_end);
             }
             partitions.len()

@@ -75,6 +75,9 @@ struct Credentials {
     /// SHA-256 of each static token, and its tenant: compared in constant time, and of equal length whatever the
     /// token's.
     tokens: Vec<([u8; 32], Tenant)>,
+    /// Each `bearer_tokens` entry's digest as last read, by entry: what a read that fails for a passing reason
+    /// (no file descriptor left, an I/O error) keeps.
+    read: Vec<Option<[u8; 32]>>,
     jwks: Option<Arc<jwt::Keys>>,
 }
 
@@ -95,19 +98,46 @@ impl Credentials {
         }
     }
 
-    /// Each entry on its own, so that one bad file touches only its own entry: a token whose file is missing,
-    /// unreadable or empty is revoked (deleting a revoked token's file revokes it), and a token that two entries
-    /// hold names no tenant, so every entry holding it is refused. A JWKS that cannot be read keeps the keys of
-    /// `before` (an issuer's keys are not revoked by a broken file).
+    /// Each entry on its own, so that one bad file touches only its own entry: a token whose file is missing or
+    /// empty is revoked (deleting or emptying a revoked token's file revokes it); a file that exists but cannot be
+    /// read now (no file descriptor left under a connection flood, an I/O error) keeps the token read before, so
+    /// a passing fault does not lock its clients out; a token that two entries hold names no tenant, so every
+    /// entry holding it is refused. A JWKS that cannot be read keeps the keys of `before` (an issuer's keys are not
+    /// revoked by a broken file).
     fn reread(config: &AuthConfig, before: Option<&Credentials>) -> Reading {
         let mut refused = BTreeMap::new();
         let mut read = Vec::with_capacity(config.bearer_tokens.len());
+        let mut digests = Vec::with_capacity(config.bearer_tokens.len());
         for (i, entry) in config.bearer_tokens.iter().enumerate() {
             let key = format!("bearer_tokens[{i}].token");
-            match entry.token.read().and_then(|secret| Ok((digest(secret.expose()), Tenant::new(&entry.tenant)?))) {
-                Ok(token) => read.push((key, token)),
+            let tenant = match Tenant::new(&entry.tenant) {
+                Ok(tenant) => tenant,
                 Err(message) => {
                     refused.insert(key, message);
+                    digests.push(None);
+                    continue;
+                }
+            };
+            let passing =
+                entry.token.file.as_ref().is_some_and(|file| std::fs::metadata(file).is_ok_and(|meta| meta.len() > 0));
+            match entry.token.read() {
+                Ok(secret) => {
+                    let token = digest(secret.expose());
+                    digests.push(Some(token));
+                    read.push((key, (token, tenant)));
+                }
+                Err(message) => {
+                    let kept = before.and_then(|before| before.read.get(i).copied().flatten()).filter(|_| passing);
+                    digests.push(kept);
+                    match kept {
+                        Some(token) => {
+                            tracing::warn!(entry = %key, error = %message, "token file unreadable for now; keeping its token");
+                            read.push((key, (token, tenant)));
+                        }
+                        None => {
+                            refused.insert(key, message);
+                        }
+                    }
                 }
             }
         }
@@ -127,7 +157,7 @@ impl Credentials {
                 before.and_then(|before| before.jwks.clone())
             }
         });
-        Reading { credentials: Credentials { tokens, jwks }, refused }
+        Reading { credentials: Credentials { tokens, read: digests, jwks }, refused }
     }
 }
 
@@ -310,6 +340,17 @@ mod tests {
         assert_eq!(tenant_of(&credentials, "token-c"), None, "a rotated token is replaced");
         assert_eq!(tenant_of(&credentials, "token-c2").as_deref(), Some("cart"), "the rotation is picked up");
         assert_eq!(refused.keys().collect::<Vec<_>>(), ["bearer_tokens[0].token", "bearer_tokens[1].token"]);
+
+        // c's path there but unreadable for now (here: a directory in its place, as root reads any file): the
+        // token read before stays, where a missing file revoked it.
+        let Reading { credentials: read_before, .. } = Credentials::reread(&config, Some(&start));
+        std::fs::remove_file(dir.join("c")).unwrap();
+        std::fs::create_dir(dir.join("c")).unwrap();
+        let Reading { credentials, refused } = Credentials::reread(&config, Some(&read_before));
+        assert_eq!(tenant_of(&credentials, "token-c2").as_deref(), Some("cart"), "a passing read error keeps it");
+        assert!(!refused.contains_key("bearer_tokens[2].token"), "{refused:?}");
+        std::fs::remove_dir(dir.join("c")).unwrap();
+        std::fs::write(dir.join("c"), "token-c2").unwrap();
 
         // b's file now holds c's token: neither entry can say whose it is.
         std::fs::write(dir.join("b"), "token-c2").unwrap();
