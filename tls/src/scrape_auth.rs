@@ -1,6 +1,8 @@
-//! Credentials a scraper must send to a port that serves `/metrics` — the telemetry port and the Prometheus scrape
-//! endpoint — as Prometheus sends them (`authorization: { credentials_file }` or `basic_auth`). The secret is read
-//! from its file for every request, so a rotated file holds from the next scrape on; compared in constant time.
+//! Credentials in an `Authorization` header — a bearer token, or basic auth — each secret read from its file (or
+//! the environment) for every request, so a rotated file holds from the next request on. One type for both ends:
+//! what a scraper must send to a port that serves `/metrics` (the telemetry port, the Prometheus scrape endpoint;
+//! Prometheus's `authorization: { credentials_file }` or `basic_auth`), checked in constant time; and what an
+//! exporter sends its backend (the exporters' `auth`).
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tailgate_config::{Problems, SecretSource};
 
-/// The `auth:` of a scraped port: `{ bearer_token: { file: … } }` or `{ basic: { username: …, password: { file: … } } }`.
+/// An `auth:` section: `{ bearer_token: { file: … } }` or `{ basic: { username: …, password: { file: … } } }`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScrapeAuth {
@@ -36,12 +38,20 @@ impl ScrapeAuth {
             (Some(_), None) => "bearer_token",
             (None, Some(_)) => "basic.password",
         };
-        if let Err(message) = self.expected() {
+        if let Err(message) = self.authorization() {
             problems.push(format!("{path}.{key}"), message);
         }
     }
 
-    /// The `Authorization` value a scraper must send, read now.
+    /// The `Authorization` value, read now, marked sensitive (never logged by hyper, never in HPACK tables).
+    pub fn authorization(&self) -> Result<HeaderValue, String> {
+        let text = self.expected()?;
+        let mut value = HeaderValue::from_str(&text).map_err(|_| "holds characters a header cannot".to_owned())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The `Authorization` value, read now.
     fn expected(&self) -> Result<String, String> {
         use base64::Engine as _;
         match (&self.bearer_token, &self.basic) {
