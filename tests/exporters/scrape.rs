@@ -322,14 +322,16 @@ async fn a_new_owner_reads_only_the_look_back() {
     let request = |metrics| otlp::metrics_request_with(service_resource("inventory"), None, metrics);
     let sent = Instant::now();
     client.export(request(vec![gauge("before_look_back", 1, now_ns())])).await.unwrap();
-    // The record's age is the subject here: it must be older than the 2 s look-back when the worker starts.
-    tokio::time::sleep(Duration::from_secs(3).saturating_sub(sent.elapsed())).await;
+    // The record's age is the subject here: it must be older than the 10 s look-back when the worker starts, and
+    // the next one younger when its partition is assigned (a 2 s look-back was shorter than a loaded machine's
+    // group join, and the younger record was not read either).
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(sent.elapsed())).await;
     client.export(request(vec![gauge("within_look_back", 1, now_ns())])).await.unwrap();
 
     let port = harness::free_port();
     let mut exporters = scrape_config(port);
     let scrape = exporters.prometheus.as_mut().unwrap();
-    scrape.look_back = Some(tailgate_config::Duration::from_secs(2));
+    scrape.look_back = Some(tailgate_config::Duration::from_secs(10));
     scrape.metric_expiration = tailgate_config::Duration::from_secs(600);
     let exporter = harness::start_exporter(&exporters, &kafka, PROMETHEUS_SCRAPE).await;
     until("the worker serves the record within the look-back", Duration::from_secs(30), || async {
