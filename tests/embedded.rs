@@ -10,11 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 use crate::harness;
-use crate::harness::binary::{self, AllInOne};
-
-fn ports() -> binary::Ports {
-    (harness::free_port(), harness::free_port(), harness::free_port(), harness::free_port())
-}
+use crate::harness::binary::AllInOne;
 
 /// Bytes under `dir`.
 fn size(dir: &Path) -> u64 {
@@ -48,7 +44,7 @@ fn span(trace: u64, child: bool, error: bool) -> Span {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_keeps_its_retention_and_its_disk_stops_growing() {
     let dir = harness::temp_dir("aio-retention");
-    let mut aio = AllInOne::start_with(dir.clone(), ports(), "retention: 10s, ", "").await;
+    let mut aio = AllInOne::start_with(dir.clone(), AllInOne::ports(), "retention: 10s, ", "").await;
     let brokers = format!("127.0.0.1:{}", aio.kafka);
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
     let data = dir.join("data");
@@ -107,7 +103,7 @@ async fn the_embedded_broker_keeps_its_retention_and_its_disk_stops_growing() {
 async fn a_crashed_all_in_one_samples_again_within_seconds_of_its_restart() {
     const TRACES: u64 = 40;
     let dir = harness::temp_dir("aio-restart");
-    let ports = ports();
+    let ports = AllInOne::ports();
     let policies = "sampler:\n  decision_wait: 2s\n  policies: [{ name: errors, type: status_code, status_code: { \
                     status_codes: [ERROR] } }]\n";
     let mut aio = AllInOne::start_with(dir.clone(), ports, "", policies).await;

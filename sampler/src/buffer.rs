@@ -378,7 +378,6 @@ impl PartitionBuffer {
         limits: TraceLimits,
         decided: impl Fn(&TraceId) -> Option<bool>,
     ) -> Added {
-        self.handled(offset);
         let time = time.into();
         let timestamp_ms = time.ms;
         if time.moves_clock {
@@ -498,7 +497,7 @@ impl PartitionBuffer {
         Added { late_kept, late_dropped, late_kept_spans, units, invalid_trace_id }
     }
 
-    /// The record at `offset` is being handled.
+    /// The record at `offset` is being handled (buffered or not: the worker calls this for every record it reads).
     pub fn handled(&mut self, offset: i64) {
         self.next_offset = Some(self.next_offset.map_or(offset + 1, |next| next.max(offset + 1)));
     }

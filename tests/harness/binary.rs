@@ -67,8 +67,12 @@ pub type Ports = (u16, u16, u16, u16);
 impl AllInOne {
     /// Starts it and waits until `/ready`.
     pub async fn start() -> AllInOne {
-        let ports = (free_port(), free_port(), free_port(), free_port());
-        AllInOne::start_with(temp_dir("aio"), ports, "", "").await
+        AllInOne::start_with(temp_dir("aio"), AllInOne::ports(), "", "").await
+    }
+
+    /// Free ports for one.
+    pub fn ports() -> Ports {
+        (free_port(), free_port(), free_port(), free_port())
     }
 
     /// Starts it on `dir` (its data in `dir/data`, kept across starts) and `ports`, with `broker` settings inside

@@ -126,9 +126,9 @@ impl<K: std::hash::Hash + Eq> Remembered<K> {
         Remembered { values: HashMap::new(), limit: limit.max(1), expiration, swept: Instant::now() }
     }
 
-    /// The value remembered for `key` (touched, so kept), or room made for it: `Err(())` when it is new and
-    /// `limit` keys are remembered, none stale.
-    fn entry(&mut self, key: K, now: Instant) -> Result<Option<&mut i64>, ()> {
+    /// The value remembered for `key` (touched, so kept) and whether it was remembered before; a new key is
+    /// remembered with `initial`. `None` when it is new and `limit` keys are remembered, none stale.
+    fn entry(&mut self, key: K, now: Instant, initial: i64) -> Option<(&mut i64, bool)> {
         if now.duration_since(self.swept) >= self.expiration
             || (self.values.len() >= self.limit && now.duration_since(self.swept) >= SWEEP_AT_LIMIT)
         {
@@ -141,19 +141,10 @@ impl<K: std::hash::Hash + Eq> Remembered<K> {
             std::collections::hash_map::Entry::Occupied(entry) => {
                 let (value, seen) = entry.into_mut();
                 *seen = now;
-                Ok(Some(value))
+                Some((value, true))
             }
-            std::collections::hash_map::Entry::Vacant(_) if full => Err(()),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert((i64::MIN, now));
-                Ok(None)
-            }
-        }
-    }
-
-    fn set(&mut self, key: &K, value: i64) {
-        if let Some((remembered, _)) = self.values.get_mut(key) {
-            *remembered = value;
+            std::collections::hash_map::Entry::Vacant(_) if full => None,
+            std::collections::hash_map::Entry::Vacant(entry) => Some((&mut entry.insert((initial, now)).0, false)),
         }
     }
 }
@@ -183,15 +174,12 @@ impl TargetInfo {
     /// Whether to send the resource's `target_info` at `time` (milliseconds): only if it is later than the last one
     /// sent, and the resource is remembered or there is room to remember it.
     pub fn advance(&mut self, tenant: &Tenant, labels: &[Label], time: i64, now: Instant) -> Advance {
-        match self.latest.entry((tenant.clone(), labels.to_vec()), now) {
-            Err(()) => Advance::Limit,
-            Ok(Some(last)) if *last >= time => Advance::Old,
-            Ok(Some(last)) => {
+        match self.latest.entry((tenant.clone(), labels.to_vec()), now, time) {
+            None => Advance::Limit,
+            Some((_, false)) => Advance::Send,
+            Some((last, true)) if *last >= time => Advance::Old,
+            Some((last, true)) => {
                 *last = time;
-                Advance::Send
-            }
-            Ok(None) => {
-                self.latest.set(&(tenant.clone(), labels.to_vec()), time);
                 Advance::Send
             }
         }
@@ -216,16 +204,11 @@ impl Scales {
     /// The scale to translate a point of `series` at, when its own (after the bucket limit) is `scale`: the lowest
     /// either has seen, remembered.
     pub fn fix(&mut self, tenant: &Tenant, name: &str, labels: &[Label], scale: i64, now: Instant) -> i64 {
-        let key = (tenant.clone(), name.to_owned(), labels.to_vec());
-        match self.lowest.entry(key.clone(), now) {
-            Err(()) => scale,
-            Ok(Some(lowest)) => {
+        match self.lowest.entry((tenant.clone(), name.to_owned(), labels.to_vec()), now, scale) {
+            None => scale,
+            Some((lowest, _)) => {
                 *lowest = (*lowest).min(scale);
                 *lowest
-            }
-            Ok(None) => {
-                self.lowest.set(&key, scale);
-                scale
             }
         }
     }

@@ -118,8 +118,6 @@ impl Credentials {
                     continue;
                 }
             };
-            let passing =
-                entry.token.file.as_ref().is_some_and(|file| std::fs::metadata(file).is_ok_and(|meta| meta.len() > 0));
             match entry.token.read() {
                 Ok(secret) => {
                     let token = digest(secret.expose());
@@ -127,6 +125,12 @@ impl Credentials {
                     read.push((key, (token, tenant)));
                 }
                 Err(message) => {
+                    // There and not empty, yet unreadable: a passing fault, not a revocation.
+                    let passing = entry
+                        .token
+                        .file
+                        .as_ref()
+                        .is_some_and(|file| std::fs::metadata(file).is_ok_and(|meta| meta.len() > 0));
                     let kept = before.and_then(|before| before.read.get(i).copied().flatten()).filter(|_| passing);
                     digests.push(kept);
                     match kept {
