@@ -166,5 +166,5 @@ pub async fn serve(
             }
         }),
     );
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    tailgate_tls::serve(listener, router, tailgate_tls::HttpTimers::SCRAPED, shutdown.cancelled_owned()).await
 }

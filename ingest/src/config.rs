@@ -106,8 +106,9 @@ impl Default for GrpcConfig {
     }
 }
 
-/// The `ingest.grpc.keepalive:` section (the Collector's `keepalive.server_parameters`). None of it is on by
-/// default, as in the Collector: `ingest.idle_timeout` already closes a connection nothing passes over.
+/// The `ingest.grpc.keepalive:` and `ingest.http.keepalive:` sections (the Collector's
+/// `keepalive.server_parameters`). None of it is on by default, as in the Collector: `ingest.idle_timeout` already
+/// closes a connection nothing passes over.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Keepalive {
@@ -131,6 +132,35 @@ pub struct ServerParameters {
     /// How long requests in flight on a connection past its age may take before it is closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connection_age_grace: Option<Duration>,
+}
+
+impl ServerParameters {
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        for (key, value) in [
+            ("time", self.time),
+            ("timeout", Some(self.timeout)),
+            ("max_connection_age", self.max_connection_age),
+            ("max_connection_age_grace", self.max_connection_age_grace),
+        ] {
+            if value.is_some_and(|value| value.get().is_zero()) {
+                problems.push(format!("{path}.{key}"), "must be more than 0s (leave it out for never)");
+            }
+        }
+        if self.max_connection_age_grace.is_some() && self.max_connection_age.is_none() {
+            problems.push(format!("{path}.max_connection_age_grace"), "is set without max_connection_age");
+        }
+    }
+
+    /// The timers of an HTTP port with these parameters; a request's headers must arrive within `header_read`.
+    pub fn http_timers(&self, header_read: std::time::Duration) -> tailgate_tls::HttpTimers {
+        tailgate_tls::HttpTimers {
+            header_read_timeout: header_read,
+            keepalive_interval: self.time.map(|time| time.get()),
+            keepalive_timeout: self.timeout.get(),
+            max_connection_age: self.max_connection_age.map(|age| age.get()),
+            max_connection_age_grace: self.max_connection_age_grace.map(|grace| grace.get()),
+        }
+    }
 }
 
 impl Default for ServerParameters {
@@ -158,6 +188,9 @@ pub struct HttpConfig {
     pub auth: Option<AuthConfig>,
     /// As `grpc.tenant_header`.
     pub tenant_header: Option<String>,
+    /// As `grpc.keepalive`: pings apply to HTTP/2 connections; the maximum age to both versions (HTTP/1.1 gets
+    /// `Connection: close` on its next response).
+    pub keepalive: Keepalive,
 }
 
 impl Default for HttpConfig {
@@ -168,6 +201,7 @@ impl Default for HttpConfig {
             tls: None,
             auth: None,
             tenant_header: None,
+            keepalive: Keepalive::default(),
         }
     }
 }
@@ -240,21 +274,8 @@ impl IngestConfig {
                 format!("must be at most max_connections ({}); 0 for no bound per host", self.max_connections),
             );
         }
-        let keepalive = &self.grpc.keepalive.server_parameters;
-        let keepalive_path = format!("{path}.grpc.keepalive.server_parameters");
-        for (key, value) in [
-            ("time", keepalive.time),
-            ("timeout", Some(keepalive.timeout)),
-            ("max_connection_age", keepalive.max_connection_age),
-            ("max_connection_age_grace", keepalive.max_connection_age_grace),
-        ] {
-            if value.is_some_and(|value| value.get().is_zero()) {
-                problems.push(format!("{keepalive_path}.{key}"), "must be more than 0s (leave it out for never)");
-            }
-        }
-        if keepalive.max_connection_age_grace.is_some() && keepalive.max_connection_age.is_none() {
-            problems.push(format!("{keepalive_path}.max_connection_age_grace"), "is set without max_connection_age");
-        }
+        self.grpc.keepalive.server_parameters.validate(&format!("{path}.grpc.keepalive.server_parameters"), problems);
+        self.http.keepalive.server_parameters.validate(&format!("{path}.http.keepalive.server_parameters"), problems);
         if self.grpc.max_concurrent_streams == 0 {
             problems.push(format!("{path}.grpc.max_concurrent_streams"), "must be at least 1");
         }

@@ -30,7 +30,6 @@ mod resource;
 mod sink;
 mod tenant;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -251,9 +250,10 @@ impl Gateway {
             http_identify,
             &config.http.cors_allowed_origins,
         );
-        let mut http_server = tokio::spawn(
-            axum::serve(http, router).with_graceful_shutdown(stop_serving.clone().cancelled_owned()).into_future(),
-        );
+        // A request's headers, like its first byte, must arrive within `first_byte_timeout`.
+        let timers = config.http.keepalive.server_parameters.http_timers(config.first_byte_timeout.get());
+        let mut http_server =
+            tokio::spawn(tailgate_tls::serve(http, router, timers, stop_serving.clone().cancelled_owned()));
 
         // Either a server fails, or we are told to stop.
         let failure = tokio::select! {

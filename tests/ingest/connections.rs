@@ -173,41 +173,101 @@ impl H2 {
     }
 }
 
-/// `ingest.grpc.keepalive.server_parameters` as the Collector's: the gateway pings a connection `time` after its
-/// last frame and closes it when the ping goes unanswered for `timeout`; a connection `max_connection_age` old is
-/// sent GOAWAY. Before these keys existed, the server pinged nobody and connections lived for ever (the raw
+/// `ingest.{grpc,http}.keepalive.server_parameters` as the Collector's: the gateway pings an HTTP/2 connection
+/// `time` after its last frame and closes it when the ping goes unanswered for `timeout`; a connection
+/// `max_connection_age` old is sent GOAWAY. Before these keys existed on the gRPC port, and before OTLP/HTTP was
+/// served with timers (`axum::serve` sets none), the server pinged nobody and connections lived for ever (the raw
 /// connections here would have seen nothing but SETTINGS until the 120 s idle timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_pings_idle_connections_and_retires_old_ones() {
+async fn http2_pings_idle_connections_and_retires_old_ones() {
+    let listeners = |gateway: &harness::RunningGateway| [("grpc", gateway.grpc), ("http", gateway.http)];
     let mut ingest = harness::ingest_config();
-    let keepalive = &mut ingest.grpc.keepalive.server_parameters;
-    keepalive.time = Some(tailgate_config::Duration::from_millis(500));
-    keepalive.timeout = tailgate_config::Duration::from_millis(500);
+    for keepalive in [&mut ingest.grpc.keepalive.server_parameters, &mut ingest.http.keepalive.server_parameters] {
+        keepalive.time = Some(tailgate_config::Duration::from_millis(500));
+        keepalive.timeout = tailgate_config::Duration::from_millis(500);
+    }
     let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
-    let mut h2 = H2::open(gateway.grpc).await;
-    let started = std::time::Instant::now();
-    let ping = tokio::time::timeout(Duration::from_secs(10), h2.frame(false)).await.expect("pinged within 10 s");
-    assert_eq!(ping.as_ref().map(|(kind, flags, _)| (*kind, *flags)), Some((0x6, 0)), "a PING: {ping:?}");
-    // Unanswered: the connection is closed (a GOAWAY may come first).
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some((kind, ..)) = h2.frame(false).await {
-            assert!(kind == 0x7 || kind == 0x6, "frame {kind} on a connection whose ping went unanswered");
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "an unanswered ping did not close the connection");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(900), "closed after {waited:?}: before time + timeout");
+    for (listener, addr) in listeners(&gateway) {
+        let mut h2 = H2::open(addr).await;
+        let started = std::time::Instant::now();
+        let ping = tokio::time::timeout(Duration::from_secs(10), h2.frame(false)).await;
+        let ping = ping.unwrap_or_else(|_| panic!("{listener}: not pinged within 10 s"));
+        assert_eq!(ping.as_ref().map(|(kind, flags, _)| (*kind, *flags)), Some((0x6, 0)), "{listener}: {ping:?}");
+        // Unanswered: the connection is closed (a GOAWAY may come first).
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some((kind, ..)) = h2.frame(false).await {
+                assert!(kind == 0x7 || kind == 0x6, "{listener}: frame {kind} after an unanswered ping");
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{listener}: an unanswered ping did not close the connection");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900), "{listener}: closed after {waited:?}, before time + timeout");
+    }
     gateway.stop().await;
 
     let mut ingest = harness::ingest_config();
     ingest.grpc.keepalive.server_parameters.max_connection_age = Some(tailgate_config::Duration::from_secs(1));
+    ingest.http.keepalive.server_parameters.max_connection_age = Some(tailgate_config::Duration::from_secs(1));
     let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
-    let mut h2 = H2::open(gateway.grpc).await;
+    for (listener, addr) in listeners(&gateway) {
+        let mut h2 = H2::open(addr).await;
+        let started = std::time::Instant::now();
+        let frame = tokio::time::timeout(Duration::from_secs(10), h2.frame(true)).await;
+        let frame = frame.unwrap_or_else(|_| panic!("{listener}: no frame within 10 s"));
+        assert_eq!(frame.as_ref().map(|(kind, ..)| *kind), Some(0x7), "{listener}: GOAWAY at max age: {frame:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900), "{listener}: GOAWAY after {waited:?}, before the max age");
+    }
+    // HTTP/1.1 has no GOAWAY: an idle keep-alive connection past its age is closed.
+    let mut kept_alive = served_connection(gateway.http).await;
     let started = std::time::Instant::now();
-    let frame = tokio::time::timeout(Duration::from_secs(10), h2.frame(true)).await.expect("a frame within 10 s");
-    assert_eq!(frame.as_ref().map(|(kind, ..)| *kind), Some(0x7), "GOAWAY at max_connection_age: {frame:?}");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(900), "GOAWAY after {waited:?}, before max_connection_age");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut chunk = [0u8; 1024];
+            match kept_alive.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an HTTP/1.1 connection past max_connection_age was still open after 10 s");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    gateway.stop().await;
+}
+
+/// An HTTP/1.1 request's headers must arrive whole within `ingest.first_byte_timeout`, however steadily they
+/// trickle in: a client sending a byte every 200 ms (never silent for `idle_timeout`) is cut off, its slot given
+/// back. Before OTLP/HTTP was served with a timer, hyper's header-read timeout never fired and it held the slot for
+/// as long as it kept trickling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_trickled_in_are_cut_off() {
+    let mut ingest = harness::ingest_config();
+    ingest.first_byte_timeout = tailgate_config::Duration::from_secs(1);
+    let gateway = harness::start_gateway(ingest, harness::kafka_config(&harness::apache_kafka(), 1)).await;
+    let mut stream = TcpStream::connect(gateway.http).await.unwrap();
+    let started = std::time::Instant::now();
+    let headers = format!("POST /v1/traces HTTP/1.1\r\nHost: {}\r\nX-Slow: {}", gateway.http, "a".repeat(200));
+    let mut cut_off = None;
+    for byte in headers.as_bytes() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Closed by the server: a read sees the end (or a 408 first).
+        let mut peek = [0u8; 64];
+        if let Ok(Ok(read)) = tokio::time::timeout(Duration::from_millis(1), stream.peek(&mut peek)).await {
+            let _ = read;
+            cut_off = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut_off = cut_off.expect("headers trickled for 40 s were never cut off");
+    assert!(cut_off >= Duration::from_millis(900), "cut off after {cut_off:?}, before the timeout");
+    assert!(cut_off < Duration::from_secs(5), "cut off after {cut_off:?}");
     gateway.stop().await;
 }

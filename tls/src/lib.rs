@@ -23,6 +23,7 @@ mod listener;
 mod pem;
 mod reload;
 pub mod scrape_auth;
+mod serve;
 mod server;
 mod version;
 
@@ -32,6 +33,7 @@ pub use listener::{Connection, Limits, Listener};
 pub use pem::TlsError;
 pub use reload::ServerTls;
 pub use scrape_auth::ScrapeAuth;
+pub use serve::{serve, HttpTimers};
 pub use server::ServerTlsConfig;
 pub use version::TlsVersion;
 
@@ -42,7 +44,7 @@ pub const RELOADS: &str = "tailgate_tls_reloads_total";
 
 /// Connections open, by listener.
 pub const CONNECTIONS: &str = "tailgate_connections";
-/// Connections closed for silence, by listener and reason (`first_byte`, `idle`).
+/// Connections closed for silence or age, by listener and reason (`first_byte`, `idle`, `max_age`).
 pub const CONNECTIONS_TIMED_OUT: &str = "tailgate_connections_timed_out_total";
 /// Connections closed at accept, by listener and reason (`per_source`).
 pub const CONNECTIONS_REFUSED: &str = "tailgate_connections_refused_total";
@@ -52,7 +54,7 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(CONNECTIONS, "Connections open, by listener (at most its max_connections).");
     metrics::describe_counter!(
         CONNECTIONS_TIMED_OUT,
-        "Connections closed because they sent no first byte in time, or nothing passed for the idle timeout."
+        "Connections closed because they sent no first byte in time, nothing passed for the idle timeout, or they reached their maximum age."
     );
     metrics::describe_counter!(
         CONNECTIONS_REFUSED,

@@ -180,6 +180,11 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
+
+    /// The name that labels this listener's metrics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// The next TCP connection, once there is room for it, with its slot. A connection from a host that already has
@@ -216,19 +221,6 @@ async fn accept_tcp(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-    }
-}
-
-impl axum::serve::Listener for Listener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
-        Listener::accept(self).await
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Listener::local_addr(self)
     }
 }
 

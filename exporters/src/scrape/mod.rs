@@ -288,8 +288,8 @@ async fn serve(listener: tailgate_tls::Listener, served: Served, shutdown: Cance
     if let Some(auth) = auth {
         app = app.layer(axum::middleware::from_fn_with_state(Arc::new(auth), tailgate_tls::scrape_auth::require));
     }
-    let stop = async move { shutdown.cancelled().await };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    let stop = shutdown.cancelled_owned();
+    if let Err(error) = tailgate_tls::serve(listener, app, tailgate_tls::HttpTimers::SCRAPED, stop).await {
         tracing::error!(exporter = NAME, %error, "scrape endpoint failed");
     }
 }
