@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tailgate_config::{Duration, Problems};
+use tailgate_config::{ByteSize, Duration, Problems};
 use tailgate_exporters::ExportersConfig;
 use tailgate_ingest::IngestConfig;
 use tailgate_kafka::KafkaConfig;
@@ -44,6 +44,10 @@ pub struct EmbeddedBrokerConfig {
     /// How long records are kept: older ones are deleted (every tenth of it, at most every minute) and their space
     /// reused, so the disk holds about this much of the pipeline's traffic.
     pub retention: Duration,
+    /// How much the broker's database may hold: past it, records are kept for less than `retention` (in
+    /// proportion, never less than a hundredth of it) until it fits, oldest deleted first. Kafka's
+    /// `retention.bytes` bounds each partition; this bounds the whole data directory.
+    pub retention_bytes: ByteSize,
 }
 
 impl Default for EmbeddedBrokerConfig {
@@ -53,6 +57,7 @@ impl Default for EmbeddedBrokerConfig {
             listen: "127.0.0.1:9092".to_owned(),
             data_dir: PathBuf::from("./data"),
             retention: Duration::from_secs(24 * 3600),
+            retention_bytes: ByteSize::mib(10 << 10),
         }
     }
 }
@@ -126,6 +131,9 @@ impl Config {
         }
         if self.embedded_broker.retention.get() < std::time::Duration::from_secs(10) {
             problems.push("embedded_broker.retention", "must be at least 10s");
+        }
+        if self.embedded_broker.retention_bytes.get() < 1 << 20 {
+            problems.push("embedded_broker.retention_bytes", "must be at least 1MiB");
         }
         if self.shutdown.grace.get().is_zero() {
             problems.push("shutdown.grace", "must be longer than 0s");

@@ -66,10 +66,10 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
         start_embedded_broker(&mut config)?;
         let retention = config.embedded_broker.retention.get().as_millis();
         println!(
-            "Kafka-API broker on {}. Records are deleted after embedded_broker.retention ({}) from topics created with\n\
+            "Kafka-API broker on {}. Records are deleted after embedded_broker.retention ({}, sooner past retention_bytes: {}) from topics created with\n\
              cleanup.policy=delete and retention.ms: give the roles that use it `kafka.topic_config: {{ cleanup.policy: delete,\n\
              retention.ms: \"{retention}\" }}` (all-in-one does this itself).",
-            config.kafka.brokers, config.embedded_broker.retention
+            config.kafka.brokers, config.embedded_broker.retention, config.embedded_broker.retention_bytes
         );
         shutdown.cancelled().await;
         return Ok(());
@@ -137,8 +137,9 @@ pub async fn run(role: Role, mut config: Config, path: Option<std::path::PathBuf
             config.kafka.brokers,
             match config.embedded_broker.enabled {
                 true => format!(
-                    " (embedded; keeps {} of data in {}, embedded_broker.retention)",
+                    " (embedded; keeps {} of data, at most {}, in {}: embedded_broker.retention, retention_bytes)",
                     config.embedded_broker.retention,
+                    config.embedded_broker.retention_bytes,
                     config.embedded_broker.data_dir.display()
                 ),
                 false => String::new(),
@@ -242,7 +243,8 @@ async fn replay(
 fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
     let listen = config.embedded_broker.listen.parse().context("embedded_broker.listen")?;
     let retention = config.embedded_broker.retention.get();
-    let storage = embedded_broker::Storage::Dir { dir: &config.embedded_broker.data_dir, retention };
+    let retention_bytes = config.embedded_broker.retention_bytes.get();
+    let storage = embedded_broker::Storage::Dir { dir: &config.embedded_broker.data_dir, retention, retention_bytes };
     let broker = embedded_broker::EmbeddedBroker::start(listen, storage).context("cannot start the embedded broker")?;
     tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), ?retention, "embedded Kafka-API broker (Tansu) started");
     config.kafka.brokers = broker.addr.to_string();

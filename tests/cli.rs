@@ -96,8 +96,9 @@ fn every_shipped_config_validates() {
 /// `tailgate all-in-one` starts its broker, becomes ready, takes data, and on SIGTERM drains and exits by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_in_one_serves_and_exits_on_sigterm() {
-    let aio = binary::AllInOne::start().await;
-    let (mut child, telemetry, http_port, kafka, dir) = (aio.child, aio.telemetry, aio.http, aio.kafka, aio.dir);
+    let mut aio = binary::AllInOne::start().await;
+    let (telemetry, http_port, kafka, dir) = (aio.telemetry, aio.http, aio.kafka, aio.dir.clone());
+    let child = &mut aio.child;
     assert_eq!(http::request(telemetry, "GET", "/health", &[], b"").await.status, 200);
     let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x"}]}]}]}"#;
     let response =
@@ -112,7 +113,7 @@ async fn all_in_one_serves_and_exits_on_sigterm() {
         harness::read_topic(&format!("127.0.0.1:{kafka}"), "otlp_spans", 2, Duration::from_secs(20), |r| !r.is_empty());
     assert_eq!(records.len(), 1);
 
-    binary::signal(&child, "-TERM");
+    binary::signal(child, "-TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -37,6 +37,53 @@ fn span(trace: u64, child: bool, error: bool) -> Span {
     }
 }
 
+/// Steady load for `seconds`: one 50-span trace per request, about 25 requests a second. Returns the data
+/// directory's size every 25 requests (with when) and when each trace was acknowledged.
+async fn steady_load(aio: &AllInOne, seconds: u64) -> (Vec<(Duration, u64)>, Vec<(Instant, u64)>) {
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
+    let data = aio.dir.join("data");
+    let mut sizes = Vec::new();
+    let mut acknowledged: Vec<(Instant, u64)> = Vec::new();
+    let started = Instant::now();
+    let mut trace = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        // One trace per request, 50 spans: the decisions topic (kept for its own 20-minute look-back, whatever
+        // the broker's retention) grows by one small record per request, not fifty.
+        let spans: Vec<Span> =
+            (0..50u8).map(|i| Span { span_id: vec![i + 1; 8], ..span(trace, i > 0, false) }).collect();
+        client.export(harness::trace_request(spans)).await.expect("acknowledged");
+        acknowledged.push((Instant::now(), trace));
+        trace += 1;
+        if trace % 25 == 0 {
+            sizes.push((started.elapsed(), size(&data)));
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    (sizes, acknowledged)
+}
+
+/// Nothing acknowledged in the last 5 s (younger than any retention here) is missing from the spans topic.
+fn recent_spans_are_all_present(brokers: &str, acknowledged: &[(Instant, u64)]) {
+    let recent: std::collections::HashSet<Vec<u8>> = acknowledged
+        .iter()
+        .filter(|(at, _)| at.elapsed() < Duration::from_secs(5))
+        .map(|(_, t)| harness::otlp::trace_id(*t))
+        .collect();
+    let records = tokio::task::block_in_place(|| {
+        harness::read_topic(brokers, "otlp_spans", 2, Duration::from_secs(20), |r| {
+            harness::topic::trace_ids(r).is_superset(&recent)
+        })
+    });
+    let present = harness::topic::trace_ids(&records);
+    let lost = recent.iter().filter(|id| !present.contains(*id)).count();
+    assert_eq!(lost, 0, "acknowledged spans younger than the retention lost: {lost} of {}", recent.len());
+}
+
+/// The size at the first measure at or after `seconds`.
+fn size_at(sizes: &[(Duration, u64)], seconds: u64) -> u64 {
+    sizes.iter().find(|(t, _)| *t >= Duration::from_secs(seconds)).map(|(_, s)| *s).unwrap()
+}
+
 /// With `embedded_broker.retention: 10s` under steady load, the oldest offsets move and the data directory stops
 /// growing; everything acknowledged within the retention is still there. Before, Tansu deleted nothing: topics
 /// were created without `cleanup.policy`/`retention.ms` and its maintenance ran every 10 minutes, so the low
@@ -45,53 +92,44 @@ fn span(trace: u64, child: bool, error: bool) -> Span {
 async fn the_embedded_broker_keeps_its_retention_and_its_disk_stops_growing() {
     let dir = harness::temp_dir("aio-retention");
     let mut aio = AllInOne::start_with(dir.clone(), AllInOne::ports(), "retention: 10s, ", "").await;
-    let brokers = format!("127.0.0.1:{}", aio.kafka);
-    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", aio.grpc)).await.unwrap();
-    let data = dir.join("data");
-    let mut sizes = Vec::new();
-    let mut acknowledged: Vec<(Instant, u64)> = Vec::new();
-    let started = Instant::now();
-    let mut trace = 0u64;
-    while started.elapsed() < Duration::from_secs(50) {
-        // One trace per request, 50 spans: the decisions topic (kept for its own 20-minute look-back, whatever
-        // the broker's retention) grows by one small record per request, not fifty.
-        let spans: Vec<Span> =
-            (0..50u8).map(|i| Span { span_id: vec![i + 1; 8], ..span(trace, i > 0, false) }).collect();
-        client.export(harness::trace_request(spans)).await.expect("acknowledged");
-        acknowledged.push((Instant::now(), trace));
-        trace += 1;
-        if trace.is_multiple_of(25) {
-            sizes.push((started.elapsed(), size(&data)));
-        }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let brokers = aio.brokers();
+    let (sizes, acknowledged) = steady_load(&aio, 50).await;
     let marks = tokio::task::block_in_place(|| watermarks(&brokers, "otlp_spans", 2));
-    eprintln!("retention 10s, 50 s of load ({trace} requests): watermarks {marks:?}, sizes {sizes:?}");
+    eprintln!("retention 10s, 50 s of load ({} requests): watermarks {marks:?}, sizes {sizes:?}", acknowledged.len());
     assert!(marks.iter().all(|(low, _)| *low > 0), "the oldest offsets never moved: {marks:?}");
-
-    // Everything acknowledged in the last 5 s (well within the retention) is still there.
-    let recent: std::collections::HashSet<Vec<u8>> = acknowledged
-        .iter()
-        .filter(|(at, _)| at.elapsed() < Duration::from_secs(5))
-        .map(|(_, t)| harness::otlp::trace_id(*t))
-        .collect();
-    let records = tokio::task::block_in_place(|| {
-        harness::read_topic(&brokers, "otlp_spans", 2, Duration::from_secs(20), |r| {
-            harness::topic::trace_ids(r).is_superset(&recent)
-        })
-    });
-    let present = harness::topic::trace_ids(&records);
-    let lost = recent.iter().filter(|id| !present.contains(*id)).count();
-    assert_eq!(lost, 0, "acknowledged spans younger than the retention lost: {lost} of {}", recent.len());
+    recent_spans_are_all_present(&brokers, &acknowledged);
 
     // The disk: after the first deletions (from about the 11th second) the database reuses the pages they freed.
     // Without them it grew by the same amount in every interval.
-    let at = |seconds: u64| sizes.iter().find(|(t, _)| *t >= Duration::from_secs(seconds)).map(|(_, s)| *s).unwrap();
-    let (early, middle, end) = (at(5), at(25), sizes.last().unwrap().1);
+    let (early, middle, end) = (size_at(&sizes, 5), size_at(&sizes, 25), sizes.last().unwrap().1);
     assert!(
         end - middle < (middle - early) / 4,
         "the data directory kept growing: {early} B at 5 s, {middle} B at 25 s, {end} B at 50 s"
     );
+    aio.child.kill().unwrap();
+    aio.child.wait().unwrap();
+}
+
+/// With `embedded_broker.retention_bytes: 2MiB` and a retention (60 s) longer than the test's 50 s, the size bound
+/// alone deletes: the oldest offsets move, the database stays within a few checks' worth of traffic of the bound
+/// and stops growing, and nothing of the last seconds is lost. Before the bound existed, nothing was deleted before
+/// the retention and the directory grew with every span (about 25 MB in 50 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_size_bound_the_embedded_broker_deletes_the_oldest_records() {
+    let dir = harness::temp_dir("aio-retention-bytes");
+    let mut aio =
+        AllInOne::start_with(dir.clone(), AllInOne::ports(), "retention: 60s, retention_bytes: 2MiB, ", "").await;
+    let brokers = aio.brokers();
+    let (sizes, acknowledged) = steady_load(&aio, 50).await;
+    let marks = tokio::task::block_in_place(|| watermarks(&brokers, "otlp_spans", 2));
+    eprintln!(
+        "retention_bytes 2MiB, 50 s of load ({} requests): watermarks {marks:?}, sizes {sizes:?}",
+        acknowledged.len()
+    );
+    assert!(marks.iter().all(|(low, _)| *low > 0), "nothing was deleted under the size bound: {marks:?}");
+    recent_spans_are_all_present(&brokers, &acknowledged);
+    let (middle, end) = (size_at(&sizes, 30), sizes.last().unwrap().1);
+    assert!(end - middle < 4 << 20, "the data directory kept growing: {middle} B at 30 s, {end} B at 50 s");
     aio.child.kill().unwrap();
     aio.child.wait().unwrap();
 }

@@ -61,6 +61,16 @@ pub struct AllInOne {
     pub dir: PathBuf,
 }
 
+/// A test that fails must not leave its process running (using CPU and ports for the rest of the suite).
+impl Drop for AllInOne {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The ports of an `all-in-one`: its broker, gRPC and HTTP receivers, and telemetry.
 pub type Ports = (u16, u16, u16, u16);
 

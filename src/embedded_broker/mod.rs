@@ -6,6 +6,9 @@
 //! from outside, so the process exits (after the roles drained and flushed) without waiting for it. Its SQLite
 //! storage commits each write, so nothing acknowledged is lost by that.
 
+mod admin;
+mod disk;
+
 use std::net::SocketAddr;
 
 use tansu_broker::broker::Broker;
@@ -37,7 +40,8 @@ pub enum Storage<'a> {
     /// A SQLite database in this directory: survives restarts. Records older than `retention` are deleted (by
     /// Tansu's maintenance, which runs every tenth of it, at most every minute) from topics created with
     /// `cleanup.policy=delete` and their `retention.ms` — what [`topic_config`] gives every topic Tailgate creates.
-    Dir { dir: &'a Path, retention: Duration },
+    /// Past `retention_bytes`, every topic's retention is shortened until the database fits (see `disk`).
+    Dir { dir: &'a Path, retention: Duration, retention_bytes: u64 },
     /// In memory, for tests.
     Memory,
 }
@@ -72,17 +76,21 @@ impl EmbeddedBroker {
         advertised: &str,
         storage: Storage<'_>,
     ) -> Result<EmbeddedBroker, BrokerError> {
+        let mut size_bound = None;
         let storage_url = match storage {
             Storage::Memory => "memory://tansu/".to_owned(),
-            Storage::Dir { dir, retention } => {
+            Storage::Dir { dir, retention, retention_bytes } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
                 let dir = std::fs::canonicalize(dir)
                     .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
                 // Tansu resolves the URL's path against the working directory unless, after dropping one leading
                 // slash, it is still absolute: hence four slashes.
-                let every = maintenance_interval(retention).as_millis();
-                format!("sqlite:///{}?maintenance_interval={every}ms", dir.join("tansu.db").display())
+                let every = maintenance_interval(retention);
+                let db = dir.join("tansu.db");
+                // Checked every other maintenance, so that a shortened retention has taken effect before the next.
+                size_bound = Some((db.clone(), disk::Bound::new(retention_bytes, retention), every * 2));
+                format!("sqlite:///{}?maintenance_interval={}ms", db.display(), every.as_millis())
             }
         };
         let parse = |text: &str| url::Url::parse(text).map_err(|e| BrokerError::Url(format!("{text}: {e}")));
@@ -107,6 +115,9 @@ impl EmbeddedBroker {
                     }
                 };
                 let result = runtime.block_on(async move {
+                    if let Some((db, bound, every)) = size_bound {
+                        tokio::spawn(disk::keep_within(db, listen, bound, every));
+                    }
                     let mut broker = TansuBroker::builder()
                         .node_id(111)
                         .cluster_id("tailgate")

@@ -1,0 +1,228 @@
+//! The embedded broker's size bound, `embedded_broker.retention_bytes`: Tansu deletes records by age only, so when
+//! its database holds more than the bound, every topic's `retention.ms` is set to a share of the age of the oldest
+//! record held (the share the bound is of what is held) — the oldest records go first, at Tansu's next
+//! maintenance — and lengthened again, up to what the topic was created with,
+//! once the database is well under it. SQLite reuses the pages of deleted records, so the file stops growing at
+//! about the bound (plus what arrives between two checks).
+//!
+//! What the database holds is read from its header (page size, page count, free pages), with no connection of
+//! our own to Tansu's database: in WAL mode the header lags by at most one checkpoint (about 4 MiB of writes).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::admin::Admin;
+
+/// Bytes of the database in use: its pages less its free pages, from the header
+/// (<https://www.sqlite.org/fileformat.html#the_database_header>).
+pub(super) fn used_bytes(db: &Path) -> std::io::Result<u64> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(db)?;
+    let length = file.metadata()?.len();
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header)?;
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        size => u64::from(size),
+    };
+    let word = |at: usize| u64::from(u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]));
+    // The page count in the header is valid only while its version number matches the change counter.
+    let pages = match word(28) {
+        pages if pages > 0 && word(24) == word(92) => pages,
+        _ => length / page_size.max(1),
+    };
+    Ok(pages.saturating_sub(word(36)) * page_size)
+}
+
+/// The retention in force for all topics, between a floor and what the config says.
+#[derive(Debug)]
+pub(super) struct Bound {
+    limit: u64,
+    configured: Duration,
+    effective: Duration,
+}
+
+impl Bound {
+    pub(super) fn new(limit: u64, configured: Duration) -> Bound {
+        Bound { limit, configured, effective: configured }
+    }
+
+    /// Never shorter than a hundredth of the configured retention (nor than a second): past that, what arrives is
+    /// more than the bound can hold, and the disk grows rather than data be deleted as soon as it arrives.
+    fn floor(&self) -> Duration {
+        (self.configured / 100).max(Duration::from_secs(1))
+    }
+
+    /// The retention to set after measuring `used` bytes held over `held` (the age of the oldest record, if
+    /// known), if it changes: over the bound, what is held is cut to 80% of the bound, assuming steady traffic;
+    /// under 60% of it, lengthened by half, up to the configured retention.
+    pub(super) fn next(&mut self, used: u64, held: Option<Duration>) -> Option<Duration> {
+        let next = if used > self.limit {
+            let share = self.limit as f64 * 0.8 / used as f64;
+            let held = held.map_or(self.effective, |held| held.min(self.effective));
+            held.mul_f64(share).max(self.floor())
+        } else if (used as f64) < self.limit as f64 * 0.6 {
+            self.effective.mul_f64(1.5).min(self.configured)
+        } else {
+            self.effective
+        };
+        let next = Duration::from_millis(next.as_millis() as u64);
+        (next != self.effective).then(|| {
+            self.effective = next;
+            next
+        })
+    }
+}
+
+/// Checks the database every `every` and keeps every topic's `retention.ms` at what the bound allows. Runs for as
+/// long as the broker does.
+pub(super) async fn keep_within(db: PathBuf, broker: SocketAddr, mut bound: Bound, every: Duration) {
+    // Each topic's own retention (what it was created with), the most it is ever set to.
+    let mut own: HashMap<String, u64> = HashMap::new();
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned_floor = false;
+    loop {
+        interval.tick().await;
+        let Ok(used) = used_bytes(&db) else { continue };
+        let held = if used > bound.limit { oldest_record_age(broker).await } else { None };
+        let changed = bound.next(used, held);
+        if let Some(retention) = changed {
+            tracing::warn!(
+                used_bytes = used,
+                retention_bytes = bound.limit,
+                ?retention,
+                "the embedded broker's data is {} its size bound (embedded_broker.retention_bytes): \
+                 records are kept for {retention:?}",
+                if used > bound.limit { "over" } else { "well under" }
+            );
+        }
+        if used > bound.limit && bound.effective == bound.floor() && !warned_floor {
+            warned_floor = true;
+            tracing::warn!(
+                used_bytes = used,
+                "the embedded broker's data is over embedded_broker.retention_bytes with records kept only {:?}: \
+                 the pipeline's traffic is more than the bound holds; raise it, or move to Kafka",
+                bound.effective
+            );
+        }
+        // New topics are brought in line as they appear, changed retention applied to all.
+        if let Err(error) = apply(broker, &mut own, bound.effective, changed.is_some()).await {
+            tracing::debug!(%error, "cannot apply the embedded broker's size bound yet");
+        }
+    }
+}
+
+/// How old the oldest record of any partition is: the first record of each partition, read with a consumer of no
+/// group.
+async fn oldest_record_age(broker: SocketAddr) -> Option<Duration> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::Message as _;
+    let read = move || -> Option<Duration> {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.to_string())
+            .set("group.id", "tailgate-embedded-broker-size-bound")
+            .set("enable.auto.commit", "false")
+            .set("max.partition.fetch.bytes", "1024")
+            .set("log_level", "3")
+            .create()
+            .ok()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                partitions.add_partition_offset(topic.name(), partition.id(), rdkafka::Offset::Beginning).ok()?;
+            }
+        }
+        let mut waiting = partitions.count();
+        consumer.assign(&partitions).ok()?;
+        let mut oldest: Option<i64> = None;
+        let mut seen = std::collections::HashSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while waiting > 0 && std::time::Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
+            if seen.insert((message.topic().to_owned(), message.partition())) {
+                waiting -= 1;
+                if let Some(at) = message.timestamp().to_millis() {
+                    oldest = Some(oldest.map_or(at, |oldest| oldest.min(at)));
+                }
+            }
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+        oldest.map(|at| Duration::from_millis(now.saturating_sub(at).max(0) as u64))
+    };
+    tokio::task::spawn_blocking(read).await.ok().flatten()
+}
+
+async fn apply(
+    broker: SocketAddr,
+    own: &mut HashMap<String, u64>,
+    effective: Duration,
+    changed: bool,
+) -> Result<(), String> {
+    let mut admin = Admin::connect(broker).await?;
+    let effective = effective.as_millis() as u64;
+    for topic in admin.topics().await? {
+        let new = !own.contains_key(&topic);
+        if new {
+            // A topic without retention.ms keeps its records for Tansu's default, a week.
+            let retention = admin.retention_ms(&topic).await?.unwrap_or(7 * 24 * 3_600_000);
+            own.insert(topic.clone(), retention);
+        }
+        let topic_own = own[&topic];
+        if changed || (new && effective < topic_own) {
+            admin.set_retention_ms(&topic, effective.min(topic_own)).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn over_the_bound_retention_shrinks_in_proportion_and_grows_back_to_the_configured() {
+        let day = Duration::from_secs(24 * 3600);
+        let mut bound = Bound::new(100 * MIB, day);
+        assert_eq!(bound.next(50 * MIB, None), None, "under the bound at the configured retention");
+        assert_eq!(bound.next(200 * MIB, Some(day * 2)), Some(day.mul_f64(0.4)), "twice the bound: to 80% of it");
+        assert_eq!(bound.next(70 * MIB, None), None, "between 60% and 100%: kept");
+        assert_eq!(bound.next(50 * MIB, None), Some(day.mul_f64(0.6)));
+        assert_eq!(bound.next(10 * MIB, None), Some(day.mul_f64(0.9)));
+        assert_eq!(bound.next(10 * MIB, None), Some(day), "never past the configured retention");
+        assert_eq!(bound.next(10 * MIB, None), None);
+        // A young database (its oldest record 2 hours old) twice over: what is held is halved, and a bit more.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(bound.next(200 * MIB, Some(hour * 2)), Some(hour.mul_f64(0.8)));
+        // Far over: never below a hundredth of the configured retention.
+        assert_eq!(bound.next(100_000 * MIB, Some(day)), Some(day / 100));
+        assert_eq!(bound.next(100_000 * MIB, Some(day)), None);
+    }
+
+    #[test]
+    fn the_used_size_is_read_from_the_sqlite_header() {
+        let dir = std::env::temp_dir().join(format!("tailgate-sqlite-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("tansu.db");
+        // A 4 KiB-page database of 10 pages, 3 of them free, its page count valid (version = change counter).
+        let mut header = vec![0u8; 10 * 4096];
+        header[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        header[24..28].copy_from_slice(&7u32.to_be_bytes());
+        header[28..32].copy_from_slice(&10u32.to_be_bytes());
+        header[36..40].copy_from_slice(&3u32.to_be_bytes());
+        header[92..96].copy_from_slice(&7u32.to_be_bytes());
+        std::fs::write(&db, &header).unwrap();
+        assert_eq!(used_bytes(&db).unwrap(), 7 * 4096);
+        // A stale page count: the file's length says how many pages there are.
+        header[92..96].copy_from_slice(&6u32.to_be_bytes());
+        header.resize(12 * 4096, 0);
+        std::fs::write(&db, &header).unwrap();
+        assert_eq!(used_bytes(&db).unwrap(), 9 * 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
