@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (the OpenTelemetry Python SDK into
-# target/venv, Debian's prometheus, Apache Kafka's jars from Maven Central into target/kafka/libs, cargo-fuzz),
+# target/venv, Debian's prometheus, Apache Kafka's jars from Maven Central into target/kafka/libs, Jaeger v2 and an
+# OpenTelemetry Collector distribution built from the Go module proxy into target/jaeger and target/collector,
+# cargo-fuzz),
 # runs every fuzz target briefly, then every Rust test. Brokers are started by the tests themselves, on free ports:
 # Apache Kafka (KRaft, a JVM per node) for everything about Kafka's semantics, Tansu in-process for the embedded
 # default, librdkafka's MockCluster for injected protocol errors.
@@ -33,6 +35,10 @@ if [ ! -f "target/kafka/libs/kafka_2.13-$kafka_version.jar" ]; then
   mvn -q -B -f tests/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/target/kafka/libs"
 fi
 export TAILGATE_KAFKA_LIBS="$PWD/target/kafka/libs"
+
+# Jaeger v2 (v1.75.0), the real backend the Jaeger exporter is checked against; built once, then cached.
+TAILGATE_JAEGER=$(tests/jaeger/build.sh | tail -n 1)
+export TAILGATE_JAEGER
 
 # Every cargo-fuzz target, briefly and seeded (longer runs: tests/fuzz/run.sh, see the README's "Fuzzing"). Skipped
 # when the suite is narrowed with arguments.

@@ -3,5 +3,6 @@
 mod delivery;
 mod exemplars;
 mod faults;
+mod jaeger;
 mod refusals;
 mod scrape;
