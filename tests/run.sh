@@ -39,6 +39,10 @@ export TAILGATE_KAFKA_LIBS="$PWD/target/kafka/libs"
 # Jaeger v2 (v1.75.0), the real backend the Jaeger exporter is checked against; built once, then cached.
 TAILGATE_JAEGER=$(tests/jaeger/build.sh | tail -n 1)
 export TAILGATE_JAEGER
+# The OpenTelemetry Collector (contrib v0.162.0: kafka receiver and exporter, tail_sampling, …), the other side of the
+# Kafka interop tests and of the seed's pipeline run side by side.
+TAILGATE_OTELCOL=$(tests/collector/build.sh | tail -n 1)
+export TAILGATE_OTELCOL
 
 # Every cargo-fuzz target, briefly and seeded (longer runs: tests/fuzz/run.sh, see the README's "Fuzzing"). Skipped
 # when the suite is narrowed with arguments.

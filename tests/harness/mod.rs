@@ -2,13 +2,14 @@
 //! and Kafka configs (`kafka`), reading a topic back and counting what is in it (`topic`), OTLP requests (`otlp`),
 //! each role running in this process (`roles`), the real binary (`binary`) and its roles as processes that can be
 //! killed and restarted (`processes`), waiting with a deadline (`wait`), the Python SDK (`python`), HTTP exactly as
-//! the server said it (`http`), backends that can be told to fail (`backends`), real Jaeger v2 (`jaeger`), and free ports and directories
+//! the server said it (`http`), backends that can be told to fail (`backends`), real Jaeger v2 (`jaeger`) and the real Collector (`collector`), and free ports and directories
 //! (`local`).
 
 pub mod apache_kafka;
 pub mod backends;
 pub mod binary;
 pub mod certs;
+pub mod collector;
 pub mod http;
 pub mod jaeger;
 pub mod kafka;

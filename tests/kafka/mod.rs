@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use crate::harness::otlp::{now_ns, trace_id};
 use crate::harness::{self, eventually, topic};
 
+mod collector;
 mod decisions;
 mod durability;
 mod membership;
