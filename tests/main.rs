@@ -18,3 +18,4 @@ mod cli;
 mod deploy;
 mod embedded;
 mod loadgen;
+mod seed;

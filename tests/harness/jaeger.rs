@@ -91,6 +91,13 @@ impl Jaeger {
         }
     }
 
+    /// The services Jaeger has spans of (`GET /api/services`).
+    pub async fn services(&self) -> Vec<String> {
+        let response = http::request(self.query, "GET", "/api/services", &[], b"").await;
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        body["data"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    }
+
     /// The trace `id` as Jaeger's `GET /api/traces/{id}` returns it; `None` when Jaeger has none (404).
     pub async fn trace(&self, id: &[u8]) -> Option<Trace> {
         let response = http::request(self.query, "GET", &format!("/api/traces/{}", hex::encode(id)), &[], b"").await;

@@ -52,7 +52,11 @@ impl GrpcTransport {
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
         }
-        let mut client = tonic::client::Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(4 << 20);
+        // grpc-go servers (Jaeger, the Collector, Tempo) answer a gzip request with a gzip response, whether or not
+        // the client said it accepts one: without this, every export to them fails as UNIMPLEMENTED.
+        let mut client = tonic::client::Grpc::new(endpoint.connect_lazy())
+            .max_decoding_message_size(4 << 20)
+            .accept_compressed(CompressionEncoding::Gzip);
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }

@@ -14,7 +14,7 @@
 //!   histograms;
 //! * `job` = `service.namespace/service.name`, `instance` = `service.instance.id`, the other resource attributes on a
 //!   `target_info` series, and on every series too with `resource_to_telemetry_conversion`; the scope as
-//!   `otel_scope_name`/`otel_scope_version`; `external_labels` on every series;
+//!   `otel_scope_name`/`otel_scope_version`/`otel_scope_schema_url`; `external_labels` on every series;
 //! * label names sanitized (invalid characters → `_`, a leading digit gets `key_`), values of colliding names joined
 //!   with `;`, empty values dropped, labels sorted; samples of a series in timestamp order;
 //! * a point flagged `NO_RECORDED_VALUE` becomes a staleness marker.

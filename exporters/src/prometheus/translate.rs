@@ -86,6 +86,8 @@ impl Translator {
                     insert(&mut base, "otel_scope_name", &scope.name);
                     insert(&mut base, "otel_scope_version", &scope.version);
                 }
+                // As the Collector's `prometheus` exporter (seen side by side with v0.162.0).
+                insert(&mut base, "otel_scope_schema_url", &scope_metrics.schema_url);
                 for metric in &scope_metrics.metrics {
                     latest = latest.max(out.metric(metric, &base));
                 }
