@@ -151,10 +151,16 @@ impl ServerParameters {
         }
     }
 
-    /// The timers of an HTTP port with these parameters; a request's headers must arrive within `header_read`.
-    pub fn http_timers(&self, header_read: std::time::Duration) -> tailgate_tls::HttpTimers {
+    /// The timers of an HTTP port with these parameters; a request's headers must arrive within `header_read`, and
+    /// a stop closes what is still open after `drain`.
+    pub fn http_timers(
+        &self,
+        header_read: std::time::Duration,
+        drain: std::time::Duration,
+    ) -> tailgate_tls::HttpTimers {
         tailgate_tls::HttpTimers {
             header_read_timeout: header_read,
+            drain,
             keepalive_interval: self.time.map(|time| time.get()),
             keepalive_timeout: self.timeout.get(),
             max_connection_age: self.max_connection_age.map(|age| age.get()),
@@ -188,8 +194,9 @@ pub struct HttpConfig {
     pub auth: Option<AuthConfig>,
     /// As `grpc.tenant_header`.
     pub tenant_header: Option<String>,
-    /// As `grpc.keepalive`: pings apply to HTTP/2 connections; the maximum age to both versions (HTTP/1.1 gets
-    /// `Connection: close` on its next response).
+    /// The keys of `grpc.keepalive` (the Collector has them on its gRPC server only), here for OTLP/HTTP: pings
+    /// apply to HTTP/2 connections; the maximum age to both versions (HTTP/1.1 gets `Connection: close` on its next
+    /// response).
     pub keepalive: Keepalive,
 }
 

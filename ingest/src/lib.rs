@@ -251,7 +251,7 @@ impl Gateway {
             &config.http.cors_allowed_origins,
         );
         // A request's headers, like its first byte, must arrive within `first_byte_timeout`.
-        let timers = config.http.keepalive.server_parameters.http_timers(config.first_byte_timeout.get());
+        let timers = config.http.keepalive.server_parameters.http_timers(config.first_byte_timeout.get(), grace);
         let mut http_server =
             tokio::spawn(tailgate_tls::serve(http, router, timers, stop_serving.clone().cancelled_owned()));
 

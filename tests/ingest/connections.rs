@@ -217,7 +217,8 @@ async fn http2_pings_idle_connections_and_retires_old_ones() {
         let frame = frame.unwrap_or_else(|_| panic!("{listener}: no frame within 10 s"));
         assert_eq!(frame.as_ref().map(|(kind, ..)| *kind), Some(0x7), "{listener}: GOAWAY at max age: {frame:?}");
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(900), "{listener}: GOAWAY after {waited:?}, before the max age");
+        // OTLP/HTTP draws each connection's age within ±10% of it.
+        assert!(waited >= Duration::from_millis(800), "{listener}: GOAWAY after {waited:?}, before the max age");
     }
     // HTTP/1.1 has no GOAWAY: an idle keep-alive connection past its age is closed.
     let mut kept_alive = served_connection(gateway.http).await;

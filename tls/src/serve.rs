@@ -7,12 +7,16 @@
 //! * **HTTP/2 keep-alive**: with `keepalive_interval`, a connection is pinged that long after the last frame
 //!   received and closed when the ping is not answered within `keepalive_timeout` — a peer that vanished (a
 //!   half-open connection) frees its slot in seconds.
-//! * **Maximum connection age**: a connection older than `max_connection_age` is told to go away (HTTP/2 GOAWAY;
-//!   HTTP/1.1: `Connection: close` on its next response, or closed at once when idle); requests in flight finish
-//!   within `max_connection_age_grace`. Clients reconnect, so a load balancer in front spreads them again.
-//!   Counted as `tailgate_connections_timed_out_total{reason="max_age"}`.
+//!   hyper runs that timer from the end of one response to the next request's head too, so an HTTP/1.1 keep-alive
+//!   connection idle between requests is closed after it (as Go's server does with `IdleTimeout` unset).
+//! * **Maximum connection age**: a connection older than `max_connection_age` (±10%, so that clients connected
+//!   together do not all reconnect together, as grpc-go does) is told to go away (HTTP/2 GOAWAY; HTTP/1.1:
+//!   `Connection: close` on its next response, or closed at once when idle); requests in flight finish within
+//!   `max_connection_age_grace`. Clients reconnect, so a load balancer in front spreads them again. Counted as
+//!   `tailgate_connections_timed_out_total{reason="max_age"}`.
 //! * **Graceful stop**: when `shutdown` completes, no connection is accepted any more, every open one is told to go
-//!   away, and `serve` returns once they have all closed.
+//!   away, and `serve` returns once they have all closed, or after `drain` closing what is left (an HTTP/2 peer
+//!   that never answers the GOAWAY's ping would otherwise hold it open).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub struct HttpTimers {
     pub max_connection_age: Option<Duration>,
     /// `None`: requests in flight on an aged connection may take as long as they take.
     pub max_connection_age_grace: Option<Duration>,
+    /// How long a stop waits for open connections to finish before closing them.
+    pub drain: Duration,
 }
 
 impl HttpTimers {
@@ -47,6 +53,7 @@ impl HttpTimers {
         keepalive_timeout: Duration::from_secs(20),
         max_connection_age: None,
         max_connection_age_grace: None,
+        drain: Duration::from_secs(5),
     };
 }
 
@@ -81,7 +88,11 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(timers.drain, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::debug!(listener = name, open = connections.len(), "closing connections still open after the drain");
+        connections.shutdown().await;
+    }
     Ok(())
 }
 
@@ -97,7 +108,7 @@ async fn serve_connection(
     let mut connection = std::pin::pin!(connection);
     let aged = async {
         match timers.max_connection_age {
-            Some(age) => tokio::time::sleep(age).await,
+            Some(age) => tokio::time::sleep(jittered(age)).await,
             None => std::future::pending().await,
         }
     };
@@ -118,13 +129,23 @@ async fn serve_connection(
             connection.as_mut().graceful_shutdown();
         }
     }
-    // Past its age: what is in flight finishes, within the grace if there is one.
-    match timers.max_connection_age_grace {
-        Some(grace) => {
-            let _ = tokio::time::timeout(grace, connection).await;
+    // Past its age: what is in flight finishes, within the grace if there is one, and not past a stop's drain.
+    let grace = async {
+        match timers.max_connection_age_grace {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
         }
-        None => {
-            let _ = connection.await;
-        }
+    };
+    tokio::select! {
+        _ = connection => {}
+        () = grace => {}
+        () = async { drop(stopping.wait_for(|stop| *stop).await) } => {}
     }
+}
+
+/// `age` ±10%, drawn per connection.
+fn jittered(age: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    age.mul_f64(0.9 + 0.2 * (random as f64 / u64::MAX as f64))
 }
