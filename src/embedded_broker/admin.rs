@@ -3,6 +3,7 @@
 //! crate. rust-rdkafka offers only the older AlterConfigs, which Tansu 0.6 does not serve; it serves
 //! IncrementalAlterConfigs.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use tansu_sans_io::describe_configs_request::DescribeConfigsResource;
@@ -20,7 +21,7 @@ pub(super) struct Admin {
     correlation_id: i32,
 }
 
-const RETENTION_MS: &str = "retention.ms";
+pub(super) const RETENTION_MS: &str = "retention.ms";
 
 impl Admin {
     pub(super) async fn connect(addr: SocketAddr) -> Result<Admin, String> {
@@ -58,8 +59,8 @@ impl Admin {
         Ok(response.topics.unwrap_or_default().into_iter().filter_map(|topic| topic.name).collect())
     }
 
-    /// A topic's `retention.ms`, if it has one.
-    pub(super) async fn retention_ms(&mut self, topic: &str) -> Result<Option<u64>, String> {
+    /// A topic's configuration: what it was created with or set to.
+    pub(super) async fn topic_config(&mut self, topic: &str) -> Result<HashMap<String, String>, String> {
         let resource = DescribeConfigsResource::default()
             .resource_type(ConfigResource::Topic.into())
             .resource_name(topic.to_owned())
@@ -68,9 +69,7 @@ impl Admin {
         let request = DescribeConfigsRequest::default().resources(Some(vec![resource])).include_synonyms(Some(false));
         let response: DescribeConfigsResponse = self.call(1, request).await?;
         let configs = response.results.unwrap_or_default().into_iter().flat_map(|r| r.configs.unwrap_or_default());
-        Ok(configs
-            .filter(|config| config.name == RETENTION_MS)
-            .find_map(|config| config.value.and_then(|value| value.parse().ok())))
+        Ok(configs.filter_map(|config| Some((config.name, config.value?))).collect())
     }
 
     /// Sets a topic's `retention.ms`.
@@ -114,8 +113,9 @@ mod tests {
 
         let mut ours = Admin::connect(addr).await.unwrap();
         assert!(ours.topics().await.unwrap().contains(&"spans".to_owned()));
-        assert_eq!(ours.retention_ms("spans").await.unwrap(), Some(60_000));
+        let retention = |config: HashMap<String, String>| config.get(RETENTION_MS).cloned();
+        assert_eq!(retention(ours.topic_config("spans").await.unwrap()).as_deref(), Some("60000"));
         ours.set_retention_ms("spans", 5_000).await.unwrap();
-        assert_eq!(ours.retention_ms("spans").await.unwrap(), Some(5_000));
+        assert_eq!(retention(ours.topic_config("spans").await.unwrap()).as_deref(), Some("5000"));
     }
 }

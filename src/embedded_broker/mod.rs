@@ -89,7 +89,7 @@ impl EmbeddedBroker {
                 let every = maintenance_interval(retention);
                 let db = dir.join("tansu.db");
                 // Checked every other maintenance, so that a shortened retention has taken effect before the next.
-                size_bound = Some((db.clone(), disk::Bound::new(retention_bytes, retention), every * 2));
+                size_bound = Some((db.clone(), disk::Bound::new(retention_bytes, retention, every), every * 2));
                 format!("sqlite:///{}?maintenance_interval={}ms", db.display(), every.as_millis())
             }
         };

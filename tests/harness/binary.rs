@@ -105,7 +105,7 @@ impl AllInOne {
             .arg(&config)
             .env_remove("TAILGATE_KAFKA_BROKERS")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("all-in-one.log")).unwrap())
             .spawn()
             .unwrap();
         let telemetry: SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
@@ -115,5 +115,10 @@ impl AllInOne {
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.kafka)
+    }
+
+    /// What it has logged so far (its standard error, `all-in-one.log` in its directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("all-in-one.log")).unwrap_or_default()
     }
 }
