@@ -4,23 +4,21 @@
 //! migrating would: the traces each Jaeger holds, the series each `:8889` serves, the lines each Loki receives.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::harness::backends::LokiReceiver;
 use crate::harness::collector::Collector;
 use crate::harness::jaeger::Jaeger;
-use crate::harness::{self, binary, free_port, http, python, python_script, temp_dir};
+use crate::harness::processes::{Process, Ready};
+use crate::harness::{self, free_port, http, python, python_script, sampling, temp_dir};
 
 const CHECKOUTS: usize = 60;
 
-/// The sample lines of an exposition page: `name{labels}` → value, for the metric families named.
-fn series(page: &str, families: &[&str]) -> BTreeMap<String, String> {
-    page.lines()
-        .filter(|line| !line.starts_with('#') && families.iter().any(|f| line.starts_with(f)))
-        .filter_map(|line| line.rsplit_once(' '))
-        .map(|(series, value)| (series.to_owned(), value.to_owned()))
-        .collect()
+/// The series of the metric families named that `127.0.0.1:{port}/metrics` serves, with their values.
+async fn series(port: u16, families: &[&str]) -> BTreeMap<String, f64> {
+    let mut all = http::metrics(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    all.retain(|series, _| families.iter().any(|family| series.starts_with(family)));
+    all
 }
 
 /// Label names and values of one series, sorted; a label with an empty value is no label (as Prometheus stores it).
@@ -71,18 +69,10 @@ async fn the_seeds_pipeline_side_by_side() {
     config["exporters"]["prometheus"]["endpoint"] = format!("127.0.0.1:{tailgate_scrape}").into();
     config["exporters"]["loki"]["endpoint"] = loki_tailgate.endpoint().into();
     config["telemetry"]["metrics"]["endpoint"] = format!("127.0.0.1:{telemetry}").into();
-    let dir = temp_dir("seed");
-    let path = dir.join("seed.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let mut tailgate = binary::tailgate()
-        .args(["all-in-one", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("tailgate.log")).unwrap())
-        .spawn()
-        .unwrap();
     let telemetry = format!("127.0.0.1:{telemetry}").parse().unwrap();
-    harness::wait::until_serving(telemetry, "/ready", &mut tailgate, Duration::from_secs(60)).await;
+    let config = serde_yaml::to_string(&config).unwrap();
+    let mut tailgate = Process::new(&temp_dir("seed"), "seed", "all-in-one", &config, Ready::Health(telemetry));
+    tailgate.start().await;
 
     // One SDK client, every item to both.
     let output = python()
@@ -118,38 +108,45 @@ async fn the_seeds_pipeline_side_by_side() {
             }
         }
     }
-    // The rest were decided at the same time; a moment more for their batches.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let mut kept = [BTreeSet::new(), BTreeSet::new()];
-    for (jaeger, kept) in [&jaeger_collector, &jaeger_tailgate].into_iter().zip(&mut kept) {
-        for id in &rest {
-            if let Some(trace) = jaeger.trace(id).await {
-                assert_eq!(trace.spans.len(), 6, "a kept trace is whole");
-                kept.insert(hex::encode(id));
+    // Of the rest, both keep exactly those the probabilistic policy's hash of the trace ID keeps (the Collector's
+    // hash), whole, and no other.
+    let hashed: BTreeSet<&Vec<u8>> = rest.iter().filter(|id| sampling::probabilistic_keeps(id, 10.0)).collect();
+    for (name, jaeger) in [("Collector", &jaeger_collector), ("Tailgate", &jaeger_tailgate)] {
+        for id in &hashed {
+            loop {
+                let trace = jaeger.trace(id).await;
+                if trace.as_ref().is_some_and(|t| t.spans.len() == 6) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: {} (hashed) not whole within 90 s", hex::encode(id));
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+        // A moment more: a trace kept wrongly would have been exported with the others.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut kept = BTreeSet::new();
+        for id in &rest {
+            if jaeger.trace(id).await.is_some() {
+                kept.insert(id);
+            }
+        }
+        assert_eq!(kept, hashed, "{name}: of the {} other traces, those the hash keeps", rest.len());
     }
-    eprintln!("of {} other traces, the Collector kept {:?}, Tailgate {:?}", rest.len(), kept[0], kept[1]);
-    assert_eq!(kept[0], kept[1], "the probabilistic policy keeps the same traces in both");
+    eprintln!("of {} other traces, both kept the {} the hash keeps", rest.len(), hashed.len());
 
     // Metrics: what each `:8889` serves for the SDK's two instruments.
     let families = ["checkout_orders", "payment_amount"];
-    let page = |port: u16| async move {
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        String::from_utf8(http::request(addr, "GET", "/metrics", &[], b"").await.body).unwrap()
-    };
     let deadline = Instant::now() + Duration::from_secs(60);
     let (from_collector, from_tailgate) = loop {
-        let (c, t) =
-            (series(&page(collector_scrape).await, &families), series(&page(tailgate_scrape).await, &families));
+        let (c, t) = (series(collector_scrape, &families).await, series(tailgate_scrape, &families).await);
         if !c.is_empty() && c.len() == t.len() {
             break (c, t);
         }
         assert!(Instant::now() < deadline, "series: Collector {c:#?}, Tailgate {t:#?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let shapes = |series: &BTreeMap<String, String>| -> BTreeMap<(String, BTreeSet<String>), String> {
-        series.iter().map(|(s, v)| (labels(s), v.clone())).collect()
+    let shapes = |series: &BTreeMap<String, f64>| -> BTreeMap<(String, BTreeSet<String>), String> {
+        series.iter().map(|(s, v)| (labels(s), v.to_string())).collect()
     };
     let (tailgate_shapes, collector_shapes) = (shapes(&from_tailgate), shapes(&from_collector));
     let only = |a: &BTreeMap<(String, BTreeSet<String>), String>, b: &BTreeMap<(String, BTreeSet<String>), String>| {
@@ -215,6 +212,5 @@ async fn the_seeds_pipeline_side_by_side() {
     let streams: BTreeSet<String> = loki_tailgate.entries().into_iter().map(|(labels, ..)| labels).collect();
     eprintln!("Tailgate's Loki streams: {streams:?}");
 
-    let _ = tailgate.kill();
-    let _ = tailgate.wait();
+    tailgate.stop();
 }

@@ -65,7 +65,7 @@ async fn kept_traces_are_whole_in_real_jaeger_and_dropped_ones_absent() {
     let kafka = harness::kafka_config(&harness::apache_kafka(), 4);
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let sampler_config = tailgate_sampler::SamplerConfig {
-        decision_wait: tailgate_config::Duration::from_secs(2),
+        decision_wait: tailgate_config::Duration::from_secs(5),
         record_policy: true,
         ..Default::default()
     };

@@ -43,21 +43,7 @@ fn scrape_config(port: u16) -> ExportersConfig {
 
 /// What the endpoint serves in the text format: each series (`name{labels}`) and its value.
 async fn served(port: u16) -> BTreeMap<String, f64> {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let Ok(Ok(response)) =
-        tokio::time::timeout(Duration::from_secs(2), http::try_request(addr, "GET", "/metrics", &[], b"")).await
-    else {
-        return BTreeMap::new();
-    };
-    String::from_utf8(response.body)
-        .unwrap()
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            (series.to_owned(), value.parse().unwrap())
-        })
-        .collect()
+    http::metrics(format!("127.0.0.1:{port}").parse().unwrap()).await
 }
 
 /// The inventory series `port` serves, by metric name (each name is one series).

@@ -117,3 +117,22 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[end + 2 + size + 2..];
     }
 }
+
+/// The series of the Prometheus text page `GET {addr}/metrics` serves — each `name{labels}` and its value — or none
+/// if it does not answer within 2 s.
+pub async fn metrics(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let Ok(Ok(response)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), try_request(addr, "GET", "/metrics", &[], b"")).await
+    else {
+        return std::collections::BTreeMap::new();
+    };
+    String::from_utf8(response.body)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}

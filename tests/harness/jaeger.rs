@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{free_port, http, temp_dir};
 
@@ -76,19 +76,13 @@ impl Jaeger {
             query: format!("127.0.0.1:{query}").parse().unwrap(),
             log,
         };
-        // Its receivers start last: once the OTLP port is open and the query API answers, it is ready.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = jaeger.child.try_wait() {
-                panic!("Jaeger exited ({status}): {}", std::fs::read_to_string(&jaeger.log).unwrap_or_default());
-            }
-            let receiving = tokio::net::TcpStream::connect(jaeger.otlp_grpc).await.is_ok();
-            if receiving && http::try_request(jaeger.query, "GET", "/api/services", &[], b"").await.is_ok() {
-                return jaeger;
-            }
-            assert!(Instant::now() < deadline, "Jaeger not ready within 60 s: {}", jaeger.log.display());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Its receivers start last: once the query API answers and the OTLP port is open, it is ready.
+        super::wait::until_serving(jaeger.query, "/api/services", &mut jaeger.child, Duration::from_secs(60)).await;
+        let receiving =
+            super::wait::eventually(Duration::from_secs(30), || std::net::TcpStream::connect(jaeger.otlp_grpc).is_ok())
+                .await;
+        assert!(receiving, "Jaeger's OTLP receiver not listening: {}", jaeger.log.display());
+        jaeger
     }
 
     /// The services Jaeger has spans of (`GET /api/services`).

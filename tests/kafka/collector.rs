@@ -389,7 +389,7 @@ async fn tailgate_reads_the_topics_the_collectors_kafka_exporter_writes() {
     let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     // The roles create their topics; the Collector writes into them.
     let sampler_config = tailgate_sampler::SamplerConfig {
-        decision_wait: tailgate_config::Duration::from_secs(2),
+        decision_wait: tailgate_config::Duration::from_secs(5),
         ..Default::default()
     };
     let sampler = harness::start_sampler(&sampler_config, &kafka, "tailgate-sampler").await;

@@ -6,7 +6,7 @@ Usage: side_by_side.py GRPC_ENDPOINT_A GRPC_ENDPOINT_B CHECKOUTS
 Checkout i: gateway → cart, inventory, payments, notifications, shipping (six services, one span each). Every 10th
 checkout's payment fails, and its failing span ends (so is exported) after the root; every 10th, offset by 5, takes
 3 s. Prints one JSON object: {"errors": [...], "slow": [...], "rest": [...]} (hex trace IDs), "logs": the log lines.
-Exits non-zero if an export failed.
+Exits non-zero if an export of spans, metrics or logs failed.
 """
 
 import json
@@ -21,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -50,6 +50,30 @@ class Checked:
         return True
 
 
+class CheckedMetrics(OTLPMetricExporter):
+    """The OTLP metric exporter, counting failed exports."""
+
+    failures = 0
+
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+        result = super().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result != MetricExportResult.SUCCESS:
+            self.failures += 1
+        return result
+
+
+class CheckedLogs(OTLPLogExporter):
+    """The OTLP log exporter, counting failed exports."""
+
+    failures = 0
+
+    def export(self, batch):
+        result = super().export(batch)
+        if result.name != "SUCCESS":
+            self.failures += 1
+        return result
+
+
 class Service:
     def __init__(self, name, endpoints):
         resource = Resource.create({"service.name": name, "service.version": "2.3.1"})
@@ -58,17 +82,19 @@ class Service:
         for exporter in self.exporters:
             self.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         self.tracer = self.tracer_provider.get_tracer(f"{name}.instrumentation", "1.0.0")
+        self.metric_exporters = [CheckedMetrics(endpoint=e, insecure=True) for e in endpoints]
         self.readers = [
-            PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=e, insecure=True), export_interval_millis=3_600_000)
-            for e in endpoints
+            PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+            for exporter in self.metric_exporters
         ]
         self.meter_provider = MeterProvider(resource=resource, metric_readers=self.readers)
         self.meter = self.meter_provider.get_meter(
             f"{name}.metrics", "1.0.0", schema_url="https://opentelemetry.io/schemas/1.26.0"
         )
         self.logger_provider = LoggerProvider(resource=resource)
-        for e in endpoints:
-            self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=e, insecure=True)))
+        self.log_exporters = [CheckedLogs(endpoint=e, insecure=True) for e in endpoints]
+        for exporter in self.log_exporters:
+            self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
         self.log = logging.getLogger(name)
         self.log.propagate = False
         self.log.addHandler(LoggingHandler(logger_provider=self.logger_provider))
@@ -116,7 +142,9 @@ def main():
             services["gateway"].log.info(line)
             out["logs"].append(line)
     flushed = all(service.close() for service in services.values())
-    failures = sum(e.failures for s in services.values() for e in s.exporters)
+    failures = sum(
+        e.failures for s in services.values() for e in s.exporters + s.metric_exporters + s.log_exporters
+    )
     print(json.dumps(out))
     return 1 if failures or not flushed else 0
 
