@@ -45,9 +45,10 @@ pub struct EmbeddedBrokerConfig {
     /// reused, so the disk holds about this much of the pipeline's traffic.
     pub retention: Duration,
     /// How much the broker's database may hold (its pages in use): past it, records are kept for less than
-    /// `retention` (in proportion, never less than a hundredth of it) until it fits, oldest deleted first; compacted
-    /// topics are left alone. Kafka's `retention.bytes` bounds each partition; this bounds the whole database. The
-    /// file keeps its largest size (SQLite reuses freed pages), and its write-ahead log comes on top.
+    /// `retention` (in proportion, never less than a hundredth of it) until it fits, oldest deleted first; the
+    /// decisions topic (the sampler's lookback) and compacted topics are left alone. Kafka's `retention.bytes`
+    /// bounds each partition; this bounds the whole database. The file keeps its largest size (SQLite reuses freed
+    /// pages), and its write-ahead log comes on top.
     pub retention_bytes: ByteSize,
 }
 

@@ -244,7 +244,9 @@ fn start_embedded_broker(config: &mut Config) -> anyhow::Result<()> {
     let listen = config.embedded_broker.listen.parse().context("embedded_broker.listen")?;
     let retention = config.embedded_broker.retention.get();
     let retention_bytes = config.embedded_broker.retention_bytes.get();
-    let storage = embedded_broker::Storage::Dir { dir: &config.embedded_broker.data_dir, retention, retention_bytes };
+    let own_retention = vec![config.kafka.topics.decisions.clone()];
+    let dir = &config.embedded_broker.data_dir;
+    let storage = embedded_broker::Storage::Dir { dir, retention, retention_bytes, own_retention };
     let broker = embedded_broker::EmbeddedBroker::start(listen, storage).context("cannot start the embedded broker")?;
     tracing::info!(addr = %broker.addr, data_dir = %config.embedded_broker.data_dir.display(), ?retention, "embedded Kafka-API broker (Tansu) started");
     config.kafka.brokers = broker.addr.to_string();

@@ -114,8 +114,11 @@ fn the_topic_creation_step_creates_every_topic_the_pipeline_uses_with_its_partit
             "{topic} not created"
         );
     }
-    assert!(script.contains(&format!("--topic {} {partitions}", topics.decisions)), "compacted decisions topic");
-    assert!(script.contains("cleanup.policy=compact"));
+    assert!(script.contains(&format!("--topic {} {partitions}", topics.decisions)), "decisions topic");
+    assert!(
+        script.contains("cleanup.policy=delete --config retention.ms="),
+        "decisions deleted by time, not compacted"
+    );
     assert_eq!(script.matches(&partitions).count(), 2, "every create uses kafka.partitions");
 }
 

@@ -9,7 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tailgate_kafka::{client_config, KafkaConfig, ReaderContext};
-use tailgate_proto::decisions::Decision;
+use tailgate_proto::decisions;
 
 use crate::buffer::TraceId;
 
@@ -145,14 +145,13 @@ fn try_load(
                     remaining -= 1;
                     continue;
                 }
-                let decision = message.payload().and_then(Decision::decode);
-                let trace_id = crate::tenant::of(&message).ok().zip(message.key()).and_then(|(tenant, key)| {
-                    let id = tailgate_proto::decisions::trace_id(key, crate::tenant::name(tenant).as_deref())?;
-                    TraceId::new(tenant, id)
-                });
-                if let (Some(decision), Some(trace_id)) = (decision, trace_id) {
+                let Ok(tenant) = crate::tenant::of(&message) else { continue };
+                let name = crate::tenant::name(tenant);
+                let value = message.payload().unwrap_or_default();
+                let entries = decisions::entries(message.key(), value, name.as_deref()).unwrap_or_default();
+                for (id, decision) in entries {
                     if decision.keep || !only_kept {
-                        loaded.push_back((trace_id, decision.keep));
+                        loaded.push_back((TraceId { tenant, id }, decision.keep));
                         if loaded.len() > capacity {
                             loaded.pop_front();
                             older_left_out += 1;

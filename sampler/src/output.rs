@@ -14,7 +14,7 @@ use rdkafka::producer::FutureProducer;
 use tailgate_kafka::{send_all, DeadLetters, KafkaConfig, OutgoingRecord};
 use tailgate_proto::decisions::Decision;
 use tailgate_proto::wire::WireSignal;
-use tailgate_proto::{headers, partition_for_key, split, wire, Record, RecordLimit, Split};
+use tailgate_proto::{headers, split, wire, Record, RecordLimit, Split};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +37,29 @@ pub fn split_kept(request: &[u8], partitions: u32, limit: RecordLimit) -> Split 
 }
 
 /// The `tailgate.encoding` of decision records (`tailgate_proto::decisions`).
-const DECISION_ENCODING: &str = "tailgate_decision_v1";
+const DECISION_ENCODING: &str = "tailgate_decision_v2";
+
+/// What a decision tick decided on one partition for one tenant, or the late spans of kept traces one record
+/// brought: written together.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    /// The offsets of every trace in it.
+    pub settled: Settled,
+    pub tenant: Tenant,
+    pub kept: Vec<Kept>,
+    /// The decisions made (none in a resample, or for late spans).
+    pub decisions: Vec<(TraceId, Decision)>,
+}
+
+/// A kept trace's spans, or the late spans of kept traces one record brought.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    /// An encoded `ExportTraceServiceRequest`.
+    pub spans: Vec<u8>,
+    /// For a dead letter: the trace (when one), and the first record its spans came from.
+    pub trace_id: Option<TraceId>,
+    pub offset: i64,
+}
 
 /// Output of a partition's ownership `epoch` that Kafka acknowledged: each of `offsets` is released once.
 #[derive(Debug)]
@@ -53,6 +75,8 @@ pub(crate) struct Output {
     dead_letters: DeadLetters,
     /// The whole-record limit of OTLP records with the contract's headers, worked out once.
     limit: RecordLimit,
+    /// The same for decision records.
+    decision_limit: RecordLimit,
     settled: mpsc::UnboundedSender<Settled>,
     stats: Arc<SamplerStats>,
     /// Cancelled when the worker stops waiting for its output: writes still retrying give up.
@@ -72,71 +96,90 @@ impl Output {
             kafka: kafka.clone(),
             dead_letters: DeadLetters::new(&kafka.topics.spans, "sampler", max),
             limit: record_limit(max, headers::ENCODING_OTLP_PROTO),
+            decision_limit: record_limit(max, DECISION_ENCODING),
             settled,
             stats,
             abandon: CancellationToken::new(),
         }
     }
 
-    /// Writes a trace's kept spans (if any: an encoded `ExportTraceServiceRequest`) to the sampled topic and its
-    /// decision (if any) to the decisions topic, then settles `offsets`.
-    pub fn emit(
-        &self,
-        settled: Settled,
-        tenant: Tenant,
-        output: Option<Vec<u8>>,
-        decision: Option<(TraceId, Decision)>,
-    ) {
+    /// Writes what one decision tick decided on one partition for one tenant — the kept traces' spans to the
+    /// sampled topic and the decisions to the decisions topic, each in as few records as the record limit allows —
+    /// then settles its offsets.
+    pub fn emit(&self, decided: Decided) {
+        let Decided { settled, tenant, kept, decisions } = decided;
         let tenant = crate::tenant::name(tenant);
-        let partitions = self.kafka.partitions;
-        let sampled = &self.kafka.topics.sampled_spans;
-        let split = output.as_ref().map(|request| split_kept(request, partitions, self.limit));
-        let mut records: Vec<OutgoingRecord> = Vec::new();
-        if let (Some(split), Some(request)) = (split.as_ref().filter(|s| s.rejected() > 0), output) {
-            // Kept spans another producer wrote with invalid IDs, or that the sampler's marks (`ot=th`, the keeping
-            // policy) pushed over the record limit: counted by reason, and the kept trace as the sampler would have
-            // written it goes to the dead-letter topic with them, so that its offsets settle only once it is
-            // somewhere — the sampled topic or the dead letters, never neither.
-            tracing::warn!(
-                partition = settled.partition,
-                invalid_id = split.rejected_invalid_id,
-                too_large = split.rejected_too_large,
-                topic = self.dead_letters.topic(),
-                "kept spans the sampled topic cannot carry; the kept trace goes to the dead-letter topic"
-            );
-            for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)]
-            {
-                if count > 0 {
-                    metrics::counter!(INVALID_SPANS, "reason" => reason).increment(count as u64);
-                    self.stats.invalid_spans.fetch_add(count as u64, Ordering::Relaxed);
-                }
-            }
-            let offset = settled.offsets.first().copied().unwrap_or_default();
-            let reason = if split.rejected_too_large > 0 { "too_large" } else { "invalid_id" };
-            let message = format!(
-                "a kept trace with {} span(s) too large for a record with the sampler's marks and {} with invalid IDs",
-                split.rejected_too_large, split.rejected_invalid_id
-            );
-            let key = decision.as_ref().map(|(trace_id, _)| trace_id.to_vec());
-            records.push(self.dead_letters.record(settled.partition, offset, key, request, reason, &message));
-        }
-        records.extend(
-            split
-                .map(|split| split.records)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO, tenant.as_deref())),
-        );
-        if let Some((trace_id, decision)) = decision {
-            let record = Record {
-                partition: partition_for_key(&trace_id, partitions),
-                key: tailgate_proto::decisions::key(&trace_id, tenant.as_deref()),
-                value: decision.encode(),
-                items: 1,
-            };
-            records.push(contract_record(&self.kafka.topics.decisions, record, DECISION_ENCODING, tenant.as_deref()));
+        let mut records = self.kept_records(settled.partition, tenant.as_deref(), kept);
+        // On the partition the traces' spans came from: the one whose new owner loads them.
+        let partition = settled.partition as u32;
+        let key_bytes = 16 + tenant.as_deref().map_or(0, str::len);
+        let max_value = self.decision_limit.key_and_value().saturating_sub(key_bytes);
+        let entries = decisions.iter().map(|(trace_id, decision)| (&trace_id.id, decision));
+        for (first, value) in tailgate_proto::decisions::encode_batches(entries, max_value) {
+            let key = tailgate_proto::decisions::key(&first, tenant.as_deref());
+            let record = Record { partition, key, value, items: 1 };
+            let topic = &self.kafka.topics.decisions;
+            records.push(contract_record(topic, record, DECISION_ENCODING, tenant.as_deref()));
         }
         self.send_then_settle(records, settled, "sampler output");
+    }
+
+    /// The records of kept traces' spans (each an encoded `ExportTraceServiceRequest`): written together, split
+    /// on the trace's partition into records as large as the limit allows. Should the split refuse spans (another
+    /// producer's invalid IDs, or the sampler's marks pushing a span over the limit), each trace is split on its
+    /// own so that the trace that holds them is the one sent to the dead-letter topic.
+    fn kept_records(&self, partition: i32, tenant: Option<&str>, kept: Vec<Kept>) -> Vec<OutgoingRecord> {
+        let partitions = self.kafka.partitions;
+        let sampled = &self.kafka.topics.sampled_spans;
+        let to_records = |split: Split| {
+            split.records.into_iter().map(|r| contract_record(sampled, r, headers::ENCODING_OTLP_PROTO, tenant))
+        };
+        if kept.len() > 1 {
+            // Concatenated encodings of one message are the message holding all their repeated fields.
+            let mut together = Vec::with_capacity(kept.iter().map(|k| k.spans.len()).sum());
+            for k in &kept {
+                together.extend_from_slice(&k.spans);
+            }
+            let split = split_kept(&together, partitions, self.limit);
+            if split.rejected() == 0 {
+                return to_records(split).collect();
+            }
+        }
+        let mut records = Vec::new();
+        for kept in kept {
+            let split = split_kept(&kept.spans, partitions, self.limit);
+            if split.rejected() > 0 {
+                records.push(self.dead_letter_kept(partition, kept, &split));
+            }
+            records.extend(to_records(split));
+        }
+        records
+    }
+
+    /// The dead letter of a kept trace whose spans the sampled topic cannot carry: counted by reason, and the kept
+    /// trace as the sampler would have written it goes to the dead-letter topic, so that its offsets settle only
+    /// once it is somewhere — the sampled topic or the dead letters, never neither.
+    fn dead_letter_kept(&self, partition: i32, kept: Kept, split: &Split) -> OutgoingRecord {
+        tracing::warn!(
+            partition,
+            invalid_id = split.rejected_invalid_id,
+            too_large = split.rejected_too_large,
+            topic = self.dead_letters.topic(),
+            "kept spans the sampled topic cannot carry; the kept trace goes to the dead-letter topic"
+        );
+        for (reason, count) in [("invalid_id", split.rejected_invalid_id), ("too_large", split.rejected_too_large)] {
+            if count > 0 {
+                metrics::counter!(INVALID_SPANS, "reason" => reason).increment(count as u64);
+                self.stats.invalid_spans.fetch_add(count as u64, Ordering::Relaxed);
+            }
+        }
+        let reason = if split.rejected_too_large > 0 { "too_large" } else { "invalid_id" };
+        let message = format!(
+            "a kept trace with {} span(s) too large for a record with the sampler's marks and {} with invalid IDs",
+            split.rejected_too_large, split.rejected_invalid_id
+        );
+        let key = kept.trace_id.map(|trace_id| trace_id.to_vec());
+        self.dead_letters.record(partition, kept.offset, key, kept.spans, reason, &message)
     }
 
     /// Copies a record the sampler cannot read to the dead-letter topic, then settles its offset.

@@ -9,7 +9,7 @@
 //! dropped, its undecided traces re-read by the next owner. Acknowledgements that arrive for a partition's earlier
 //! ownership are ignored (each ownership has its own epoch).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use crate::annotate::Marks;
 use crate::buffer::{EarlyDecision, EventTime, PartitionBuffer, PendingTrace, TraceId, TraceLimits};
 use crate::decisions::{self, Decisions};
 use crate::metrics::*;
-use crate::output::{Output, Settled};
+use crate::output::{Decided, Kept, Output, Settled};
 use crate::policy::{Policies, TraceView};
 use crate::red::RedMetrics;
 use crate::series_limit::SeriesLimit;
@@ -255,12 +255,12 @@ impl Sampler {
         describe();
         let none: &[(&str, &str)] = &[];
         let dlq = headers::dead_letter_topic(&kafka.topics.spans);
-        // Compacted, so the newest decision per trace survives; and deleted after twice the lookback, because every
-        // trace ID is a new key: compaction alone would keep every decision ever made.
+        // Deleted after twice the lookback: only the lookback's decisions are ever loaded. Not compacted: a record
+        // holds a tick's decisions of many traces, so there is no per-trace key to compact by.
         let lookback = decision_lookback(config);
         let retention_ms = (lookback * 2).as_millis().to_string();
         let decisions_config: &[(&str, &str)] =
-            &[("cleanup.policy", "compact,delete"), ("retention.ms", retention_ms.as_str())];
+            &[("cleanup.policy", "delete"), ("retention.ms", retention_ms.as_str())];
         ensure_topics(
             kafka,
             &[
@@ -273,7 +273,7 @@ impl Sampler {
             Duration::from_secs(30),
         )
         .await?;
-        // A topic made by an earlier version (compact only) or by hand grows forever or loses decisions early.
+        // A topic made by an earlier version (compacted) or by hand grows forever or loses decisions early.
         match config_drift(kafka, &kafka.topics.decisions, decisions_config, Duration::from_secs(10)).await {
             Ok(drift) => {
                 for drift in drift {
@@ -660,7 +660,9 @@ impl Sampler {
             owned.state.buffer.unsettled_output += 1;
             added.late_kept
         };
-        self.output.emit(Settled { partition, epoch, offsets: vec![offset] }, tenant, Some(late_kept), None);
+        let settled = Settled { partition, epoch, offsets: vec![offset] };
+        let kept = vec![Kept { spans: late_kept, trace_id: None, offset }];
+        self.output.emit(Decided { settled, tenant, kept, decisions: Vec::new() });
     }
 
     /// Decides the traces that are due (`decision_wait` passed in event time, for `only` or every partition), that
@@ -669,7 +671,8 @@ impl Sampler {
         let wait_ms = self.config.decision_wait.get().as_millis() as i64;
         let after_root = self.config.decision_wait_after_root.map(|d| d.get().as_millis() as i64);
         let max_buffered = self.config.max_buffered_bytes.get() as usize;
-        let mut to_emit = Vec::new();
+        // What this tick decides, per partition and tenant: written together.
+        let mut to_emit: BTreeMap<(i32, Tenant), Decided> = BTreeMap::new();
         {
             let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
             let mut partitions = self.consumer.ownership();
@@ -722,9 +725,7 @@ impl Sampler {
                         // Began outside the range (read only to tell it apart): not resampled, and its later spans
                         // are not either.
                         decisions.insert(trace_id, false);
-                        owned.state.buffer.unsettled_output += 1;
-                        let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
-                        to_emit.push((settled, trace_id.tenant, None, None));
+                        batch(&mut to_emit, owned, partition, trace_id.tenant).settled.offsets.extend(trace.offsets);
                         continue;
                     }
                 }
@@ -777,18 +778,19 @@ impl Sampler {
                     };
                     trace.encode(|span, out| marks.write_span(span, out))
                 });
+                let decided = batch(&mut to_emit, owned, partition, trace_id.tenant);
+                let offset = trace.offsets.first().copied().unwrap_or_default();
+                decided.kept.extend(output.map(|spans| Kept { spans, trace_id: Some(trace_id), offset }));
+                decided.settled.offsets.extend(trace.offsets);
                 // A resample records no decision: the live sampler's stand.
-                let decision = self
-                    .window
-                    .is_none()
-                    .then(|| (trace_id, Decision { keep, policy: if keep { keeper } else { String::new() } }));
-                owned.state.buffer.unsettled_output += 1;
-                let settled = Settled { partition, epoch: owned.epoch, offsets: trace.offsets };
-                to_emit.push((settled, trace_id.tenant, output, decision));
+                if self.window.is_none() {
+                    let policy = if keep { keeper } else { String::new() };
+                    decided.decisions.push((trace_id, Decision { keep, policy }));
+                }
             }
         }
-        for (settled, tenant, output, decision) in to_emit {
-            self.output.emit(settled, tenant, output, decision);
+        for decided in to_emit.into_values() {
+            self.output.emit(decided);
         }
     }
 
@@ -894,4 +896,18 @@ impl Sampler {
             policies.set_rate_share(share.clamp(0.0, 1.0));
         }
     }
+}
+
+/// The output of `partition` for `tenant` in this decision tick, begun (and counted as unsettled) on first use.
+fn batch<'b>(
+    to_emit: &'b mut BTreeMap<(i32, Tenant), Decided>,
+    owned: &mut tailgate_kafka::ownership::Partition<PartitionState>,
+    partition: i32,
+    tenant: Tenant,
+) -> &'b mut Decided {
+    to_emit.entry((partition, tenant)).or_insert_with(|| {
+        owned.state.buffer.unsettled_output += 1;
+        let settled = Settled { partition, epoch: owned.epoch, offsets: Vec::new() };
+        Decided { settled, tenant, kept: Vec::new(), decisions: Vec::new() }
+    })
 }

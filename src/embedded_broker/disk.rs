@@ -5,8 +5,9 @@
 //! with, once the database is well under it. SQLite reuses the pages of deleted records, so the file stops growing
 //! at about the bound (plus what arrives between two checks).
 //!
-//! * Compacted topics (the sampler's decisions) are left alone: they hold state, not traffic, and their own
-//!   retention is what the sampler needs.
+//! * The sampler's decisions topic, and compacted topics, are left alone: they hold state, not traffic (a
+//!   decision tick's decisions in a record or a few), and their own retention is what their readers need — the
+//!   decision lookback, which a shortened retention would cut into.
 //! * What each topic was created with is kept in `retention-by-topic` beside the database, so that a restart while
 //!   topics are shortened does not take the shortened value for the topic's own.
 //! * A retention that could not be set is tried again at the next check (and logged), never forgotten.
@@ -86,7 +87,7 @@ impl Bound {
     }
 }
 
-/// Each topic's own retention (ms), `None` for a topic left alone (compacted), kept in a file beside the database.
+/// Each topic's own retention (ms), `None` for a topic left alone, kept in a file beside the database.
 struct Own {
     path: PathBuf,
     topics: BTreeMap<String, Option<u64>>,
@@ -117,7 +118,13 @@ impl Own {
 
 /// Checks the database every `every` and keeps every topic's `retention.ms` at what the bound allows. Runs for as
 /// long as the broker does.
-pub(super) async fn keep_within(db: PathBuf, broker: SocketAddr, mut bound: Bound, every: Duration) {
+pub(super) async fn keep_within(
+    db: PathBuf,
+    broker: SocketAddr,
+    mut bound: Bound,
+    every: Duration,
+    own_retention: Vec<String>,
+) {
     let mut own = Own::load(db.with_file_name("retention-by-topic"));
     // What was last set on each topic: set again whenever it differs from what the bound allows.
     let mut applied: HashMap<String, u64> = HashMap::new();
@@ -126,7 +133,7 @@ pub(super) async fn keep_within(db: PathBuf, broker: SocketAddr, mut bound: Boun
     let (mut warned_floor, mut failing) = (false, false);
     loop {
         interval.tick().await;
-        let check = check(&db, broker, &mut bound, &mut own, &mut applied, &mut warned_floor);
+        let check = check(&db, broker, &mut bound, &mut own, &own_retention, &mut applied, &mut warned_floor);
         match tokio::time::timeout(Duration::from_secs(30), check).await {
             Ok(Ok(())) => failing = false,
             Ok(Err(error)) if !failing => {
@@ -147,6 +154,7 @@ async fn check(
     broker: SocketAddr,
     bound: &mut Bound,
     own: &mut Own,
+    own_retention: &[String],
     applied: &mut HashMap<String, u64>,
     warned_floor: &mut bool,
 ) -> Result<(), String> {
@@ -158,10 +166,11 @@ async fn check(
             continue;
         }
         let config = admin.topic_config(&topic).await?;
-        let compacted = config.get("cleanup.policy").is_some_and(|policy| policy.contains("compact"));
+        let left_alone = own_retention.contains(&topic)
+            || config.get("cleanup.policy").is_some_and(|policy| policy.contains("compact"));
         // A topic without retention.ms keeps its records for Tansu's default, a week.
         let retention = config.get(RETENTION_MS).and_then(|ms| ms.parse().ok()).unwrap_or(7 * 24 * 3_600_000);
-        own.topics.insert(topic, (!compacted).then_some(retention));
+        own.topics.insert(topic, (!left_alone).then_some(retention));
         learned = true;
     }
     if learned {

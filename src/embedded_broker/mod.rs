@@ -40,8 +40,10 @@ pub enum Storage<'a> {
     /// A SQLite database in this directory: survives restarts. Records older than `retention` are deleted (by
     /// Tansu's maintenance, which runs every tenth of it, at most every minute) from topics created with
     /// `cleanup.policy=delete` and their `retention.ms` — what [`topic_config`] gives every topic Tailgate creates.
-    /// Past `retention_bytes`, every topic's retention is shortened until the database fits (see `disk`).
-    Dir { dir: &'a Path, retention: Duration, retention_bytes: u64 },
+    /// Past `retention_bytes`, every topic's retention is shortened until the database fits (see `disk`), but those
+    /// of `own_retention`: topics that hold state, not traffic, whose own retention is what their readers need (the
+    /// sampler's decisions topic: the decision lookback).
+    Dir { dir: &'a Path, retention: Duration, retention_bytes: u64, own_retention: Vec<String> },
     /// In memory, for tests.
     Memory,
 }
@@ -79,7 +81,7 @@ impl EmbeddedBroker {
         let mut size_bound = None;
         let storage_url = match storage {
             Storage::Memory => "memory://tansu/".to_owned(),
-            Storage::Dir { dir, retention, retention_bytes } => {
+            Storage::Dir { dir, retention, retention_bytes, own_retention } => {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| BrokerError::DataDir { path: dir.display().to_string(), source })?;
                 let dir = std::fs::canonicalize(dir)
@@ -89,7 +91,8 @@ impl EmbeddedBroker {
                 let every = maintenance_interval(retention);
                 let db = dir.join("tansu.db");
                 // Checked every other maintenance, so that a shortened retention has taken effect before the next.
-                size_bound = Some((db.clone(), disk::Bound::new(retention_bytes, retention, every), every * 2));
+                size_bound =
+                    Some((db.clone(), disk::Bound::new(retention_bytes, retention, every), every * 2, own_retention));
                 format!("sqlite:///{}?maintenance_interval={}ms", db.display(), every.as_millis())
             }
         };
@@ -115,8 +118,8 @@ impl EmbeddedBroker {
                     }
                 };
                 let result = runtime.block_on(async move {
-                    if let Some((db, bound, every)) = size_bound {
-                        tokio::spawn(disk::keep_within(db, listen, bound, every));
+                    if let Some((db, bound, every, own_retention)) = size_bound {
+                        tokio::spawn(disk::keep_within(db, listen, bound, every, own_retention));
                     }
                     let mut broker = TansuBroker::builder()
                         .node_id(111)

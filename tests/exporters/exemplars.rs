@@ -87,12 +87,12 @@ async fn every_exemplar_opens_a_kept_trace_in_remote_write_and_on_the_scrape_end
     assert_eq!(expected.len(), 34, "the seed's policies keep 34 of these 200 traces");
 
     // What the sampler kept: its decisions, then the kept spans.
-    let decisions =
-        harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| r.len() >= 200);
-    let kept_count = decisions
-        .iter()
-        .filter(|r| tailgate_proto::decisions::Decision::decode(&r.value).is_some_and(|d| d.keep))
-        .count();
+    let decisions = harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| {
+        topic::decisions(r).len() >= 200
+    });
+    let decisions = topic::decisions(&decisions);
+    assert_eq!(decisions.len(), 200, "one decision per trace");
+    let kept_count = decisions.iter().filter(|d| d.keep).count();
     assert_eq!(kept_count, expected.len(), "one decision per trace, keeping exactly the expected traces");
     let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(30), |r| {
         topic::count_spans(r) >= 2 * kept_count

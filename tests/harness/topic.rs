@@ -74,6 +74,36 @@ pub fn read_topic(
     records
 }
 
+/// One decision read from the decisions topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    pub partition: i32,
+    /// The record's `tailgate.tenant`; `None` for the default tenant.
+    pub tenant: Option<String>,
+    pub trace_id: Vec<u8>,
+    pub keep: bool,
+    pub policy: String,
+}
+
+/// Every decision in `records` of the decisions topic, in the order recorded (a record holds many).
+pub fn decisions(records: &[Record]) -> Vec<Decided> {
+    records
+        .iter()
+        .flat_map(|r| {
+            let tenant = r.header(tailgate_proto::headers::TENANT);
+            let entries = tailgate_proto::decisions::entries(Some(&r.key), &r.value, tenant.as_deref())
+                .unwrap_or_else(|| panic!("a decision record: {r:?}"));
+            entries.into_iter().map(move |(id, d)| Decided {
+                partition: r.partition,
+                tenant: tenant.clone(),
+                trace_id: id.to_vec(),
+                keep: d.keep,
+                policy: d.policy,
+            })
+        })
+        .collect()
+}
+
 /// Every span in `records` (OTLP trace records), with the partition of the record it was in.
 pub fn spans(records: &[Record]) -> Vec<(i32, Span)> {
     records

@@ -1,6 +1,7 @@
-//! The decisions topic as Apache Kafka keeps it: compacted (a trace's older decision removed, leaving gaps in the
-//! offsets) and expired (its oldest segments deleted, the low watermark moving). Tansu does neither, so only here
-//! can a worker be seen loading decisions from a topic whose offsets are not contiguous.
+//! The decisions topic as an earlier version made it, as Apache Kafka keeps it: version-1 records, one per trace,
+//! compacted (a trace's older decision removed, leaving gaps in the offsets) and expired (its oldest segments
+//! deleted, the low watermark moving). After an upgrade a worker must still load them; Tansu neither compacts nor
+//! expires, so only here can a worker be seen loading decisions from a topic whose offsets are not contiguous.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -27,7 +28,7 @@ const EXPIRED: std::ops::Range<u64> = 0..100;
 const REDECIDED: std::ops::Range<u64> = 100..200;
 
 async fn write(producer: &FutureProducer, topic: &str, traces: std::ops::Range<u64>, keep: bool) {
-    let value = Decision { keep, policy: if keep { "errors-always".into() } else { String::new() } }.encode();
+    let value = Decision { keep, policy: if keep { "errors-always".into() } else { String::new() } }.encode_v1();
     for t in traces {
         let key = trace_id(t);
         let partition = partition_for_key(&key, PARTITIONS) as i32;

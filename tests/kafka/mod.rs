@@ -1,5 +1,5 @@
 //! Kafka's promises proven on Apache Kafka, the broker users run (`harness::apache_kafka`): group membership
-//! (`membership`), the decisions topic compacting and expiring (`decisions`), broker restarts, leader failover and
+//! (`membership`), an earlier version's compacted, expiring decisions topic still loaded (`decisions`), broker restarts, leader failover and
 //! the idempotent producer under the running pipeline (`durability`), SASL/SCRAM, TLS and ACLs enforced by the broker (`security`), and topic-level limits and
 //! timestamp types (`topics`). `pom.xml` beside this file names the broker's jars.
 //!

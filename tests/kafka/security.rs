@@ -349,7 +349,7 @@ async fn each_role_works_with_exactly_its_documented_acls_and_names_a_missing_on
     let t = &base.topics;
     let dlq = tailgate_proto::headers::dead_letter_topic;
     let none: &[(&str, &str)] = &[];
-    let decisions: &[(&str, &str)] = &[("cleanup.policy", "compact,delete"), ("retention.ms", "1200000")];
+    let decisions: &[(&str, &str)] = &[("cleanup.policy", "delete"), ("retention.ms", "1200000")];
     let dead_letters = [&t.spans, &t.sampled_spans, &t.metrics, &t.logs].map(|topic| dlq(topic));
     let mut topics: Vec<(&str, &[(&str, &str)])> = vec![
         (&t.spans, none),

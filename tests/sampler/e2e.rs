@@ -261,12 +261,10 @@ async fn decisions_outlive_the_worker() {
         client.export(request_of_span(s)).await.unwrap();
     }
     let decisions = harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| {
-        r.iter().map(|r| r.key.clone()).collect::<BTreeSet<_>>().len() >= TRACES as usize
+        topic::decisions(r).iter().map(|d| d.trace_id.clone()).collect::<BTreeSet<_>>().len() >= TRACES as usize
     });
-    let first: HashMap<Vec<u8>, bool> = decisions
-        .iter()
-        .map(|r| (r.key.clone(), tailgate_proto::decisions::Decision::decode(&r.value).unwrap().keep))
-        .collect();
+    let first: HashMap<Vec<u8>, bool> =
+        topic::decisions(&decisions).into_iter().map(|d| (d.trace_id, d.keep)).collect();
     assert_eq!(first.len(), TRACES as usize);
     sampler.stop().await;
 
@@ -328,20 +326,15 @@ async fn two_tenants_traces_of_one_trace_id_are_decided_and_written_apart() {
         let headers = [("Content-Type", "application/x-protobuf"), ("X-Scope-OrgID", tenant)];
         assert_eq!(harness::http::request(gateway.http, "POST", "/v1/traces", &headers, &body).await.status, 200);
     }
-    let decisions =
-        harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| r.len() >= 2);
-    let mut decided: Vec<(Option<String>, bool)> = decisions
-        .iter()
-        .map(|r| {
-            (
-                r.header(tailgate_proto::headers::TENANT),
-                tailgate_proto::decisions::Decision::decode(&r.value).unwrap().keep,
-            )
-        })
-        .collect();
+    let decisions = harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 2, Duration::from_secs(30), |r| {
+        topic::decisions(r).len() >= 2
+    });
+    let mut decided: Vec<(Option<String>, bool)> =
+        topic::decisions(&decisions).into_iter().map(|d| (d.tenant, d.keep)).collect();
     decided.sort();
     assert_eq!(decided, [(Some("cart".into()), false), (Some("payments".into()), true)], "one decision per tenant");
-    // The same trace ID for both: on a compacted topic one key would leave only the newer tenant's decision.
+    // The same trace ID for both, in records of their own: on a topic an earlier version made compacted, one key
+    // would leave only the newer tenant's decision.
     let keys: std::collections::BTreeSet<&Vec<u8>> = decisions.iter().map(|r| &r.key).collect();
     assert_eq!(keys.len(), 2, "each tenant's decision under a key of its own");
     let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 2, Duration::from_secs(10), |r| {

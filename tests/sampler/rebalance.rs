@@ -33,7 +33,7 @@ async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() 
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
-    let value = Decision { keep: false, policy: String::new() }.encode();
+    let value = Decision { keep: false, policy: String::new() }.encode_v1();
     let sends: Vec<_> = (0..BACKLOG)
         .map(|i| {
             let mut key = [0u8; 16];

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{span, status, Span, Status};
-use tailgate_proto::decisions::Decision;
 use tailgate_sampler::SamplerConfig;
 use tonic::transport::Channel;
 
 use crate::harness::backends::TraceReceiver;
 use crate::harness::otlp::{service_resource, trace_id, trace_request_with};
-use crate::harness::{self, binary};
+use crate::harness::{self, binary, topic};
 
 /// Window traces: 40, numbered from 100; every fifth has an error in a child span that arrives after its root;
 /// every third calls inventory.
@@ -113,12 +112,14 @@ async fn resample_delivers_every_trace_of_a_thinned_window_whole_and_once() {
     children(&mut client, 200..210).await;
 
     // What the live sampler decided, from the decisions topic: every trace once.
-    let decisions =
-        harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 4, Duration::from_secs(30), |r| r.len() >= 70);
+    let decisions = harness::read_topic(&kafka.brokers, &kafka.topics.decisions, 4, Duration::from_secs(30), |r| {
+        topic::decisions(r).len() >= 70
+    });
+    let decisions = topic::decisions(&decisions);
     let kept_live: BTreeSet<u64> = decisions
         .iter()
-        .filter(|r| Decision::decode(&r.value).is_some_and(|d| d.keep))
-        .filter_map(|r| WINDOW.clone().find(|n| trace_id(*n) == r.key))
+        .filter(|d| d.keep)
+        .filter_map(|d| WINDOW.clone().find(|n| trace_id(*n) == d.trace_id))
         .collect();
     let errors: BTreeSet<u64> = WINDOW.filter(|t| t % 5 == 0).collect();
     assert!(kept_live.is_superset(&errors), "the live sampler keeps every error trace: {kept_live:?}");
@@ -149,8 +150,8 @@ async fn resample_delivers_every_trace_of_a_thinned_window_whole_and_once() {
     // time lookup started later, the straddling traces were not read; Apache Kafka's lookup is exact.)
     let kept_read = decisions
         .iter()
-        .filter(|r| Decision::decode(&r.value).is_some_and(|d| d.keep))
-        .filter(|r| (10..20).chain(WINDOW).any(|n| trace_id(n) == r.key))
+        .filter(|d| d.keep)
+        .filter(|d| (10..20).chain(WINDOW).any(|n| trace_id(n) == d.trace_id))
         .count();
     let (n, k) = (expected.len(), kept_read);
     assert!(stderr.contains("resample: "), "a progress line: {stderr}");
