@@ -86,6 +86,9 @@ impl TelemetryConfig {
 }
 
 pub fn init_logs(config: &LogsConfig) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // librdkafka and the embedded broker are chatty below warn.
         tracing_subscriber::EnvFilter::new(format!(
@@ -93,11 +96,45 @@ pub fn init_logs(config: &LogsConfig) {
             config.level
         ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.format {
+        LogFormat::Json => layer.json().boxed(),
+        LogFormat::Text => layer.boxed(),
     };
+    use tracing_subscriber::filter::FilterExt as _;
+    let _ = tracing_subscriber::registry().with(layer.with_filter(filter.and(NotBrokerNoise))).try_init();
+}
+
+/// Leaves out what the embedded broker logs as an ERROR but is none: a topic created that exists already (two
+/// roles starting together both create it; the client is told, and the topic is there).
+struct NotBrokerNoise;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NotBrokerNoise {
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        true
+    }
+
+    /// No bound of its own: the level filter beside it keeps its own (the broker logs much at debug, with whole
+    /// requests as fields; they must not be built only to be left out).
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        let metadata = event.metadata();
+        if *metadata.level() != tracing::Level::ERROR || !metadata.target().starts_with("tansu") {
+            return true;
+        }
+        struct Finds(bool);
+        impl tracing::field::Visit for Finds {
+            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0 |= format!("{value:?}").contains("TopicAlreadyExists");
+            }
+        }
+        let mut finds = Finds(false);
+        event.record(&mut finds);
+        !finds.0
+    }
 }
 
 /// Installs the global Prometheus recorder, once per process.

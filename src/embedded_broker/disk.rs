@@ -128,7 +128,8 @@ pub(super) async fn keep_within(
     let mut own = Own::load(db.with_file_name("retention-by-topic"));
     // What was last set on each topic: set again whenever it differs from what the bound allows.
     let mut applied: HashMap<String, u64> = HashMap::new();
-    let mut interval = tokio::time::interval(every);
+    // The first check one interval after the start: the broker is not listening yet when this begins.
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut warned_floor, mut failing) = (false, false);
     loop {

@@ -8,6 +8,7 @@
 
 mod admin;
 mod disk;
+mod indexes;
 
 use std::net::SocketAddr;
 
@@ -118,6 +119,7 @@ impl EmbeddedBroker {
                     }
                 };
                 let result = runtime.block_on(async move {
+                    let index = size_bound.as_ref().map(|bound| bound.0.clone());
                     if let Some((db, bound, every, own_retention)) = size_bound {
                         tokio::spawn(disk::keep_within(db, listen, bound, every, own_retention));
                     }
@@ -132,6 +134,10 @@ impl EmbeddedBroker {
                         .build()
                         .await
                         .map_err(|e| format!("{e:?}"))?;
+                    if let Some(db) = index {
+                        // Without them the broker slows as its store grows, and stops while retention deletes.
+                        indexes::add(&db).await.map_err(|e| format!("cannot index the broker's database: {e}"))?;
+                    }
                     broker.serve(tokio::time::Instant::now()).await.map_err(|e| format!("{e:?}"))
                 });
                 if let Err(error) = result {
