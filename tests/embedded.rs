@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 
 use crate::harness;
 use crate::harness::binary::AllInOne;
+use crate::harness::processes::{Process, Ready};
 
 /// Bytes under `dir`.
 fn size(dir: &Path) -> u64 {
@@ -181,4 +182,35 @@ async fn a_crashed_all_in_one_samples_again_within_seconds_of_its_restart() {
     assert!(took < Duration::from_secs(12), "sampling again took {took:?} (decision_wait 2 s of it)");
     aio.child.kill().unwrap();
     aio.child.wait().unwrap();
+}
+
+/// `tailgate broker` with two roles starting together: both create the pipeline's topics, and the second creation
+/// of each is refused as `TopicAlreadyExists` — which Tansu logs as an ERROR. An operator reads ERROR as broken;
+/// the broker's log must not say it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_twice_is_no_error_in_the_brokers_log() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let dir = harness::temp_dir("broker-noise");
+    let port = harness::free_port();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = format!("embedded_broker: {{ listen: {listen}, data_dir: '{}' }}\n", dir.join("data").display());
+    let mut broker = Process::new(&dir, "broker", "broker", &config, Ready::Listening(listen));
+    broker.start().await;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", listen.to_string()).create().unwrap();
+    let topic = NewTopic::new("created_twice", 2, TopicReplication::Fixed(1));
+    let first = admin.create_topics([&topic], &AdminOptions::new()).await.unwrap();
+    assert!(first[0].is_ok(), "{first:?}");
+    let second = admin.create_topics([&topic], &AdminOptions::new()).await.unwrap();
+    assert_eq!(
+        second[0],
+        Err(("created_twice".to_owned(), RDKafkaErrorCode::TopicAlreadyExists)),
+        "refused as existing"
+    );
+    broker.stop();
+    let log = std::fs::read_to_string(broker.log()).unwrap();
+    assert!(!log.contains("ERROR"), "the broker logged an ERROR: {log}");
 }

@@ -41,13 +41,13 @@ async fn jaeger_receives_every_kept_trace_whole() {
     };
     let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
 
-    // 100 traces of 6 spans (one per checkout service); every 5th fails, so the seed policies keep at least 20.
+    // 100 traces of 6 spans (one per checkout service); every 5th fails.
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let start = now_ns();
     for service in 0..6u64 {
         let spans = (0..100u64)
             .map(|t| Span {
-                trace_id: (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes().repeat(2),
+                trace_id: checkout_trace_id(t),
                 span_id: (t * 10 + service + 1).to_be_bytes().to_vec(),
                 name: format!("service-{service}"),
                 start_time_unix_nano: start,
@@ -60,16 +60,29 @@ async fn jaeger_receives_every_kept_trace_whole() {
         client.export(harness::trace_request(spans)).await.unwrap();
     }
 
-    // What the sampler kept, read back from Kafka, is exactly what Jaeger received.
+    // What the seed's policies keep, known from the spans alone: the 20 failing traces, none for being slow (each
+    // takes 1 ms of the 2 s), and of the other 80 exactly those whose trace ID the probabilistic policy's hash keeps
+    // (10%, default salt): 26 traces, each whole. Pinned, so that a change to the IDs or to the seed's policies
+    // shows here first, not as an exporter failure.
+    let expected_kept: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = (0..100u64)
+        .filter(|t| t % 5 == 0 || harness::sampling::probabilistic_keeps(&checkout_trace_id(*t), 10.0))
+        .map(|t| {
+            let spans: BTreeSet<Vec<u8>> =
+                (0..6u64).map(|service| (t * 10 + service + 1).to_be_bytes().to_vec()).collect();
+            (checkout_trace_id(t), spans)
+        })
+        .collect();
+    assert_eq!(expected_kept.len(), 26, "the seed's policies keep 26 of these 100 traces");
+
+    // What the sampler kept, read back from Kafka, is exactly that, and exactly what Jaeger received.
     let records = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 4, Duration::from_secs(30), |r| {
-        topic::count_spans(r) >= 120
+        topic::count_spans(r) >= 6 * expected_kept.len()
     });
     let mut kept: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
     for (_, span) in topic::spans(&records) {
         kept.entry(span.trace_id).or_default().insert(span.span_id);
     }
-    assert!(kept.len() >= 20, "errors are always kept: {}", kept.len());
-    assert!(kept.values().all(|spans| spans.len() == 6), "kept traces are whole in Kafka");
+    assert_eq!(kept, expected_kept, "the sampled topic holds exactly the traces the seed's policies keep, whole");
     let expected: usize = kept.values().map(BTreeSet::len).sum();
     assert!(eventually(Duration::from_secs(30), || jaeger.span_count() >= expected).await, "all kept spans arrive");
     let mut received: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -82,6 +95,11 @@ async fn jaeger_receives_every_kept_trace_whole() {
     exporter.stop().await;
     sampler.stop().await;
     gateway.stop().await;
+}
+
+/// The ID of trace `t` of `jaeger_receives_every_kept_trace_whole`.
+fn checkout_trace_id(t: u64) -> Vec<u8> {
+    (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes().repeat(2)
 }
 
 fn metric_of(name: &str, unit: &str, data: metric::Data) -> Metric {
@@ -173,10 +191,6 @@ pub(super) fn checkout_metrics(time: u64, delta: i64) -> ExportMetricsServiceReq
     otlp::metrics_request_with(service_resource("checkout"), Some(scope), metrics)
 }
 
-fn value(result: &serde_json::Value) -> f64 {
-    result["value"][1].as_str().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_stores_every_kind_of_metric_as_the_compatibility_spec_says() {
     let prometheus = Prometheus::start().await;
@@ -196,10 +210,29 @@ async fn prometheus_stores_every_kind_of_metric_as_the_compatibility_spec_says()
     let t0 = now_ns() - 20_000_000_000;
     client.export(checkout_metrics(t0, 3)).await.unwrap();
     client.export(checkout_metrics(t0 + 10_000_000_000, 2)).await.unwrap();
-    // Each request becomes a record per partition its metrics map to (keyed by resource, scope and name).
-    let records =
-        harness::read_topic(&kafka.brokers, &kafka.topics.metrics, 2, Duration::from_secs(10), |r| r.len() >= 4);
-    let delivered = eventually(Duration::from_secs(30), || exporter.delivered() >= records.len() as u64).await;
+    // Each request becomes a record per partition its metrics map to (keyed by resource, scope and name): the six
+    // metrics fall on both partitions (checkout.completed, db.query.duration and payment.latency on 0, the rest on
+    // 1), so the two requests make 4 records. Pinned, so that a change to the routing shows here first.
+    let resource = tailgate_proto::split::resource_key(service_resource("checkout").as_ref());
+    let metric_partitions: BTreeSet<u32> = checkout_metrics(t0, 3).resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .map(|m| {
+            let mut key = resource.clone();
+            key.push(0xff);
+            key.extend_from_slice(b"shop.checkout");
+            key.push(0xff);
+            key.extend_from_slice(m.name.as_bytes());
+            tailgate_proto::partition_for_key(&key, 2)
+        })
+        .collect();
+    let expected_records = 2 * metric_partitions.len();
+    assert_eq!(expected_records, 4, "two requests, each on both partitions");
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.metrics, 2, Duration::from_secs(10), |r| {
+        r.len() >= expected_records
+    });
+    assert_eq!(records.len(), expected_records, "one record per request and partition, no more");
+    let delivered = eventually(Duration::from_secs(30), || exporter.delivered() == records.len() as u64).await;
     assert!(delivered, "every record delivered: {:?}", exporter.stats);
     assert_eq!(exporter.stats.records_dead_lettered.load(std::sync::atomic::Ordering::SeqCst), 0);
     assert_eq!(exporter.stats.items_rejected.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -214,34 +247,34 @@ async fn prometheus_stores_every_kind_of_metric_as_the_compatibility_spec_says()
     assert_eq!(labels["otel_scope_name"], "shop.checkout");
     assert_eq!(labels["cluster"], "eu-1");
     assert!(labels.get("deployment_environment").is_none(), "resource attributes only on target_info by default");
-    assert_eq!(value(&completed[0]), 42.0);
+    assert_eq!(Prometheus::value(&completed[0]), 42.0);
 
     let info = prometheus.query("target_info").await;
     assert_eq!(info[0]["metric"]["deployment_environment"], "test");
-    assert_eq!(value(&prometheus.query("cart_items").await[0]), 7.0);
+    assert_eq!(Prometheus::value(&prometheus.query("cart_items").await[0]), 7.0);
 
     // Histogram buckets are cumulative, with +Inf = count.
     let buckets = prometheus.query("checkout_value_bucket").await;
     let by_le: HashMap<String, f64> =
-        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), value(b))).collect();
+        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), Prometheus::value(b))).collect();
     assert_eq!(by_le, HashMap::from([("1000".into(), 1.0), ("5000".into(), 3.0), ("+Inf".into(), 6.0)]));
-    assert_eq!(value(&prometheus.query("checkout_value_sum").await[0]), 27_000.0);
-    assert_eq!(value(&prometheus.query("checkout_value_count").await[0]), 6.0);
+    assert_eq!(Prometheus::value(&prometheus.query("checkout_value_sum").await[0]), 27_000.0);
+    assert_eq!(Prometheus::value(&prometheus.query("checkout_value_count").await[0]), 6.0);
 
     // Exponential histogram (scale 0): zero bucket at le=0, then upper bounds 2 and 4.
     let buckets = prometheus.query("db_query_duration_seconds_bucket").await;
     let by_le: HashMap<String, f64> =
-        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), value(b))).collect();
+        buckets.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), Prometheus::value(b))).collect();
     assert_eq!(by_le, HashMap::from([("0".into(), 1.0), ("2".into(), 3.0), ("4".into(), 6.0), ("+Inf".into(), 6.0)]));
 
     // Summary quantiles, and the unit suffix.
     let quantiles = prometheus.query("payment_latency_milliseconds").await;
     assert_eq!(quantiles[0]["metric"]["quantile"], "0.99");
-    assert_eq!(value(&quantiles[0]), 250.0);
-    assert_eq!(value(&prometheus.query("payment_latency_milliseconds_count").await[0]), 10.0);
+    assert_eq!(Prometheus::value(&quantiles[0]), 250.0);
+    assert_eq!(Prometheus::value(&prometheus.query("payment_latency_milliseconds_count").await[0]), 10.0);
 
     // Delta sums become a cumulative counter: 3 then 3 + 2.
-    assert_eq!(value(&prometheus.query("cart_abandoned_total").await[0]), 5.0);
+    assert_eq!(Prometheus::value(&prometheus.query("cart_abandoned_total").await[0]), 5.0);
 
     exporter.stop().await;
     gateway.stop().await;
@@ -523,7 +556,7 @@ async fn red_metrics_of_every_partition_add_up_in_prometheus() {
     let mut total = 0.0;
     for _ in 0..300 {
         let sum = prometheus.query("sum(traces_span_metrics_calls_total{job=\"cart\"})").await;
-        total = sum.first().map(value).unwrap_or(0.0);
+        total = sum.first().map(Prometheus::value).unwrap_or(0.0);
         if total == 100.0 {
             break;
         }

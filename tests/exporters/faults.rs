@@ -1,5 +1,6 @@
 //! What the exporters promise when backends fail: an outage becomes lag, not loss; other exporters are not slowed;
-//! back-off honours the backend; refusals and garbage go to the dead-letter topic; replay restores a lost range.
+//! back-off honours the backend; refusals and garbage go to the dead-letter topic; replay restores a lost range, and
+//! exits non-zero when the backend refuses what it replays.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -110,6 +111,8 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
     assert_eq!(unique, sent, "lost = 0");
     let duplicates = received.len() - unique.len();
     eprintln!("outage: {} spans, {duplicates} duplicates", unique.len());
+    // Nothing reached Jaeger before the restart, so nothing the new worker re-reads was delivered before.
+    assert_eq!(duplicates, 0, "duplicated");
     assert!(eventually(Duration::from_secs(5), || second.health.down_since().is_none()).await);
 
     second.stop().await;
@@ -193,6 +196,9 @@ async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, b"\xff\xff not protobuf");
     assert!(records[0].header(headers::DLQ_ERROR).unwrap().starts_with("undecodable: not OTLP log data"));
+    // Where it came from (partition 0, the topic's first record) and who refused it.
+    assert_eq!(records[0].header(headers::DLQ_SOURCE).as_deref(), Some("0:0"));
+    assert_eq!(records[0].header(headers::DLQ_STAGE).as_deref(), Some("exporter.loki"));
     exporter.stop().await;
 }
 
@@ -375,6 +381,88 @@ async fn a_record_stamped_ahead_does_not_end_a_replay_early() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let expected: BTreeSet<String> = (0..10).chain(11..21).map(|n| format!("line {n}")).collect();
     assert_eq!(lines(&loki), expected, "every line of the range, and not the one stamped ahead: {stderr}");
+}
+
+/// A replay whose records the backend refuses for good (Loki's 400 for a request it cannot parse) does not report
+/// success: the README promises an exit code of 0 only if every record was delivered and nothing was rejected. The
+/// refused records go to the dead-letter topic, as the live exporter's would, and the summary says how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_whose_records_the_backend_refuses_exits_non_zero() {
+    use prost::Message as _;
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.logs, &[])], Duration::from_secs(30)).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    // Ten minutes ago, as above: a range that ended, so each partition ends where it stood when the replay started.
+    let base = tailgate_kafka::now_ms() - 600_000;
+    let values: Vec<Vec<u8>> = (0..5).map(|n| logs_request("checkout", vec![line(n)]).encode_to_vec()).collect();
+    for (n, value) in values.iter().enumerate() {
+        let record = FutureRecord::to(&kafka.topics.logs)
+            .partition(0)
+            .key(b"k".as_slice())
+            .payload(value)
+            .timestamp(base + n as i64 * 100);
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("written");
+    }
+    // Loki refuses every request the replay makes: each carries at least one record and a refusal is not retried,
+    // so one 400 per record covers them however they are batched. The body says neither "too old" nor "limit", so
+    // the whole request is refused (`bad_request`), not some of its entries counted and the rest stored.
+    let loki = LokiReceiver::start().await;
+    let refusal = "error parsing labels: unexpected character";
+    loki.script(std::iter::repeat_n((400, None, refusal), values.len()));
+    let path = harness::temp_dir("replay-refused").join("tailgate.yaml");
+    let config =
+        format!("{}exporters:\n  loki: {{ endpoint: '{}' }}\n", harness::kafka::kafka_yaml(&kafka), loki.endpoint());
+    std::fs::write(&path, config).unwrap();
+    let (from, to) = (otlp::rfc3339(base - 1_000), otlp::rfc3339(base + 5_000));
+    let output = tokio::task::spawn_blocking(move || {
+        binary::tailgate()
+            .args(["replay", "--config"])
+            .arg(&path)
+            .args(["--exporter", "loki", "--from", &from, "--to", &to])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    // `replay` (src/lib.rs) returns an error unless the summary is complete; `main` exits 1 on any error.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(lines(&loki).is_empty(), "Loki stored nothing: {stderr}");
+    // The replay's summary (exporters/src/replay.rs), then the error `main` prints.
+    assert!(
+        stderr.contains(
+            "5 records (0.0 MiB) read, 0 delivered, 5 dead-lettered; 0 items delivered, 5 rejected — INCOMPLETE: see \
+             the dead-letter topic and tailgate_exporter_rejected_items_total"
+        ),
+        "a summary naming the refusal: {stderr}"
+    );
+    assert!(
+        stderr.contains("error: replay incomplete: 0 of 5 records delivered, 5 dead-lettered, 5 items rejected"),
+        "the error: {stderr}"
+    );
+
+    // Every refused record, once, copied to `<logs topic>.dlq` with where it came from, who refused it and why
+    // (the reason, then the backend's answer).
+    let dlq = headers::dead_letter_topic(&kafka.topics.logs);
+    let records = harness::read_topic(&kafka.brokers, &dlq, 1, Duration::from_secs(10), |r| r.len() >= values.len());
+    let mut copies: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let source = r.header(headers::DLQ_SOURCE);
+            (source, r.key.clone(), r.value.clone(), r.header(headers::DLQ_STAGE), r.header(headers::DLQ_ERROR))
+        })
+        .collect();
+    copies.sort();
+    let expected: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(n, value)| {
+            let error = format!("bad_request: HTTP 400 Bad Request: {refusal}");
+            (Some(format!("0:{n}")), b"k".to_vec(), value.clone(), Some("exporter.loki".to_owned()), Some(error))
+        })
+        .collect();
+    assert_eq!(copies, expected, "the dead-letter topic holds each refused record once");
 }
 
 /// While the backend is down, the exporter stops translating once its sealed queue is full: one batch in flight,

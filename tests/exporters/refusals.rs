@@ -18,12 +18,9 @@ use tailgate_exporters::prometheus::PrometheusConfig;
 use tailgate_exporters::ExportersConfig;
 
 use crate::harness::backends::{LokiReceiver, Prometheus};
+use crate::harness::otlp::now_ns;
 use crate::harness::otlp::{kv, logs_request, service_resource as resource};
 use crate::harness::{self, eventually};
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
 
 /// Gauge `queue.depth` with one point per `(series, value, time)`; `series` is the `queue` attribute.
 fn gauges(points: &[(&str, i64, u64)]) -> ExportMetricsServiceRequest {
@@ -48,10 +45,6 @@ fn gauges(points: &[(&str, i64, u64)]) -> ExportMetricsServiceRequest {
             ..Default::default()
         }],
     }
-}
-
-fn value(result: &serde_json::Value) -> f64 {
-    result["value"][1].as_str().unwrap().parse().unwrap()
 }
 
 /// Prometheus rolls back a whole remote-write request for one out-of-order sample and answers 400; the exporter
@@ -83,11 +76,15 @@ async fn one_out_of_order_sample_does_not_cost_prometheus_the_rest_of_the_reques
     assert!(eventually(Duration::from_secs(30), || exporter.delivered() == 2).await, "{:?}", exporter.stats);
     let b = prometheus.query("queue_depth{queue=\"b\"}").await;
     assert_eq!(b.len(), 1, "B is stored: {b:?}");
-    assert_eq!(value(&b[0]), 3.0);
+    assert_eq!(Prometheus::value(&b[0]), 3.0);
     assert_eq!(exporter.stats.items_rejected.load(Ordering::SeqCst), 1, "exactly A's old sample refused");
     assert_eq!(exporter.stats.items_delivered.load(Ordering::SeqCst), 3, "A and target_info at t, then B");
     assert_eq!(exporter.stats.records_dead_lettered.load(Ordering::SeqCst), 0);
-    assert_eq!(value(&prometheus.query("queue_depth{queue=\"a\"}").await[0]), 1.0, "A keeps its stored sample");
+    assert_eq!(
+        Prometheus::value(&prometheus.query("queue_depth{queue=\"a\"}").await[0]),
+        1.0,
+        "A keeps its stored sample"
+    );
 
     exporter.stop().await;
     gateway.stop().await;

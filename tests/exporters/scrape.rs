@@ -4,7 +4,6 @@
 //! over its HTTP API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,20 +18,8 @@ use tailgate_exporters::{ExportersConfig, PROMETHEUS_SCRAPE};
 use super::delivery::checkout_metrics;
 use crate::harness::backends::Prometheus;
 use crate::harness::otlp::{self, now_ns, service_resource};
+use crate::harness::wait::until;
 use crate::harness::{self, http};
-
-/// Waits for an asynchronous condition; panics with `what` if it never holds.
-async fn until<F: Future<Output = bool>>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn value(result: &serde_json::Value) -> f64 {
-    result["value"][1].as_str().unwrap().parse().unwrap()
-}
 
 fn scrape_config(port: u16) -> ExportersConfig {
     ExportersConfig {
@@ -124,12 +111,12 @@ async fn prometheus_scrapes_every_kind_of_metric_with_the_seeds_config() {
 
     // Delta sums accumulated: 3 then 3 + 2.
     until("Prometheus scraped cart_abandoned_total = 5", Duration::from_secs(60), || async {
-        prometheus.query("cart_abandoned_total").await.first().map(value) == Some(5.0)
+        prometheus.query("cart_abandoned_total").await.first().map(Prometheus::value) == Some(5.0)
     })
     .await;
     let up = prometheus.query("up{job=\"otel-collector\"}").await;
     assert_eq!(up.len(), 1, "{up:?}");
-    assert_eq!(value(&up[0]), 1.0, "the scrape succeeds: OpenMetrics parsed");
+    assert_eq!(Prometheus::value(&up[0]), 1.0, "the scrape succeeds: OpenMetrics parsed");
 
     // The target's job and instance, the data's as exported_*, every resource attribute as a label.
     let completed = prometheus.query("checkout_completed_total").await;
@@ -142,30 +129,30 @@ async fn prometheus_scrapes_every_kind_of_metric_with_the_seeds_config() {
     assert_eq!(labels["deployment_environment"], "test");
     assert_eq!(labels["payment_method"], "card");
     assert_eq!(labels["otel_scope_name"], "shop.checkout");
-    assert_eq!(value(&completed[0]), 42.0);
-    assert_eq!(value(&prometheus.query("cart_items").await[0]), 7.0);
+    assert_eq!(Prometheus::value(&completed[0]), 42.0);
+    assert_eq!(Prometheus::value(&prometheus.query("cart_items").await[0]), 7.0);
     let info = prometheus.query("target_info").await;
     assert_eq!(info.len(), 1, "{info:?}");
     assert_eq!(info[0]["metric"]["deployment_environment"], "test");
 
     // Histogram buckets cumulative with +Inf = count; exponential histograms as classic buckets; summaries.
     let by_le = |results: Vec<serde_json::Value>| -> HashMap<String, f64> {
-        results.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), value(b))).collect()
+        results.iter().map(|b| (b["metric"]["le"].as_str().unwrap().to_owned(), Prometheus::value(b))).collect()
     };
     assert_eq!(
         by_le(prometheus.query("checkout_value_bucket").await),
         HashMap::from([("1000".into(), 1.0), ("5000".into(), 3.0), ("+Inf".into(), 6.0)])
     );
-    assert_eq!(value(&prometheus.query("checkout_value_sum").await[0]), 27_000.0);
-    assert_eq!(value(&prometheus.query("checkout_value_count").await[0]), 6.0);
+    assert_eq!(Prometheus::value(&prometheus.query("checkout_value_sum").await[0]), 27_000.0);
+    assert_eq!(Prometheus::value(&prometheus.query("checkout_value_count").await[0]), 6.0);
     assert_eq!(
         by_le(prometheus.query("db_query_duration_seconds_bucket").await),
         HashMap::from([("0".into(), 1.0), ("2".into(), 3.0), ("4".into(), 6.0), ("+Inf".into(), 6.0)])
     );
     let quantiles = prometheus.query("payment_latency_milliseconds").await;
     assert_eq!(quantiles[0]["metric"]["quantile"], "0.99");
-    assert_eq!(value(&quantiles[0]), 250.0);
-    assert_eq!(value(&prometheus.query("payment_latency_milliseconds_count").await[0]), 10.0);
+    assert_eq!(Prometheus::value(&quantiles[0]), 250.0);
+    assert_eq!(Prometheus::value(&prometheus.query("payment_latency_milliseconds_count").await[0]), 10.0);
 
     // The families' types reached Prometheus (its metadata API), so Grafana knows a histogram from a gauge.
     let metadata = http::request(prometheus.addr, "GET", "/api/v1/metadata", &[], b"").await.json();
@@ -220,7 +207,7 @@ async fn two_workers_serve_every_series_once_and_a_moved_partition_moves_its_ser
         for result in &results {
             let name = result["metric"]["__name__"].as_str().unwrap().to_owned();
             instances.insert(result["metric"]["instance"].as_str().unwrap().to_owned());
-            assert!(seen.insert(name.clone(), value(result)).is_none(), "{name} twice: {results:?}");
+            assert!(seen.insert(name.clone(), Prometheus::value(result)).is_none(), "{name} twice: {results:?}");
         }
         seen == expected && instances.len() == 2
     })

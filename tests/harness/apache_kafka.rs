@@ -277,6 +277,17 @@ impl Node {
     }
 }
 
+/// A test's own cluster stops with the test (its log directories removed), not when the test process exits: a
+/// suite's clusters would otherwise all run to its end. The shared cluster is a static, never dropped.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            node.kill();
+            let _ = std::fs::remove_dir_all(&node.dir);
+        }
+    }
+}
+
 /// `java` with Kafka's classpath, in `dir`.
 fn java(libs: &Path, dir: &Path) -> Command {
     let mut command = Command::new("java");

@@ -414,6 +414,11 @@ impl Prometheus {
         json["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The value of one result of an instant query (`query`), as a number.
+    pub fn value(result: &serde_json::Value) -> f64 {
+        result["value"][1].as_str().unwrap().parse().unwrap()
+    }
+
     /// An instant query; the `data.result` array.
     pub async fn query(&self, expr: &str) -> Vec<serde_json::Value> {
         let path = format!("/api/v1/query?query={}", percent_encode(expr));

@@ -136,3 +136,8 @@ pub async fn metrics(addr: SocketAddr) -> std::collections::BTreeMap<String, f64
         })
         .collect()
 }
+
+/// Whether `series` (`name{labels}` or `name`) is of metric `family`.
+pub fn in_family(series: &str, family: &str) -> bool {
+    series.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+}

@@ -1,7 +1,7 @@
 //! Reading a topic back with a consumer of its own, and counting what is in it: the tests' view of what a role
 //! wrote to Kafka.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -30,8 +30,9 @@ impl Record {
     }
 }
 
-/// Reads `topic` from the beginning with a separate consumer until `done(records)` holds (then half a second more,
-/// to catch duplicates) or `timeout` passes.
+/// Reads `topic` from the beginning with a separate consumer until `done(records)` holds, then on to the end of
+/// every partition as it stands then (its high watermark: whatever was written by that moment, duplicates
+/// included, is read), or until `timeout` passes.
 pub fn read_topic(
     brokers: &str,
     topic: &str,
@@ -52,23 +53,40 @@ pub fn read_topic(
     consumer.assign(&assignment).unwrap();
     let mut records = Vec::new();
     let deadline = Instant::now() + timeout;
-    let mut settle: Option<Instant> = None;
-    while Instant::now() < deadline && settle.is_none_or(|s| Instant::now() < s) {
+    // The next offset to read of each partition, once known; and, once `done` held, the ends to read up to.
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut ends: Option<HashMap<i32, i64>> = None;
+    while Instant::now() < deadline {
+        if let Some(ends) = &ends {
+            if ends.iter().all(|(p, end)| next.get(p).is_some_and(|n| n >= end)) {
+                break;
+            }
+        }
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => records.push(Record {
-                partition: message.partition(),
-                key: message.key().unwrap_or_default().to_vec(),
-                value: message.payload().unwrap_or_default().to_vec(),
-                headers: message
-                    .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(message)) => {
+                next.insert(message.partition(), message.offset() + 1);
+                records.push(Record {
+                    partition: message.partition(),
+                    key: message.key().unwrap_or_default().to_vec(),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers: message
+                        .headers()
+                        .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                        .unwrap_or_default(),
+                })
+            }
             Some(Err(error)) => panic!("consumer error: {error}"),
             None => {}
         }
-        if settle.is_none() && done(&records) {
-            settle = Some(Instant::now() + Duration::from_millis(500));
+        if ends.is_none() && done(&records) {
+            let mut at_end = HashMap::new();
+            for p in 0..partitions as i32 {
+                let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+                // A partition with nothing left to read (empty, or its records deleted) is at its end.
+                next.entry(p).or_insert(low);
+                at_end.insert(p, high);
+            }
+            ends = Some(at_end);
         }
     }
     records

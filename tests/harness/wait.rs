@@ -18,6 +18,16 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     condition()
 }
 
+/// Waits until the asynchronous `check` holds — a query of another process, say; panics with `what` if it does not
+/// within `timeout`.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `GET path` on `addr` answers 200; panics if `child` exits first or `timeout` passes.
 pub async fn until_serving(addr: SocketAddr, path: &str, child: &mut Child, timeout: Duration) {
     let deadline = Instant::now() + timeout;

@@ -2,7 +2,7 @@
 //! producer's, and `message.timestamp.type=LogAppendTime`, where the broker stamps every record itself.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -12,7 +12,7 @@ use rdkafka::ClientConfig;
 
 use super::{expected, send_traces};
 use crate::harness::backends::TraceReceiver;
-use crate::harness::otlp::{now_ns, trace_id};
+use crate::harness::otlp::{now_ms, now_ns, rfc3339, trace_id};
 use crate::harness::{self, binary, topic};
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32, settings: &[(&str, &str)]) {
@@ -81,14 +81,6 @@ async fn a_topic_taking_smaller_records_than_the_producer_still_takes_every_requ
     let largest = records.iter().map(|r| r.value.len()).max().unwrap();
     assert!(largest < TOPIC_LIMIT, "a record of {largest} bytes in a topic that takes {TOPIC_LIMIT}");
     gateway.stop().await;
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
 }
 
 /// `tailgate <args…> --config <yaml>`; its exit code and stderr.

@@ -19,7 +19,7 @@ const PARTITIONS: u32 = 2;
 const TRACES: u32 = 60;
 
 fn trace_id(t: u32) -> Vec<u8> {
-    (t as u128 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).to_be_bytes().to_vec()
+    harness::otlp::trace_id(u64::from(t) + 6)
 }
 
 /// The root (OK) or the failing child of every trace.

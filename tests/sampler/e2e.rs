@@ -234,6 +234,9 @@ async fn poison_records_are_dead_lettered_and_huge_traces_decided_early() {
     assert_eq!(dlq[0].value, [0xff, 0xff, 0xff]);
     let error = dlq[0].header(tailgate_proto::headers::DLQ_ERROR);
     assert!(error.is_some_and(|e| !e.is_empty()), "the error travels with the record");
+    // Where it came from (partition 0, written before anything else) and who refused it.
+    assert_eq!(dlq[0].header(tailgate_proto::headers::DLQ_SOURCE).as_deref(), Some("0:0"));
+    assert_eq!(dlq[0].header(tailgate_proto::headers::DLQ_STAGE).as_deref(), Some("sampler"));
 
     sampler.stop().await;
     gateway.stop().await;

@@ -3,7 +3,6 @@
 //! under floods and output outages. The promise: lost = 0; duplicates are allowed and reported.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,8 @@ use tailgate_sampler::SamplerConfig;
 use tonic::transport::Channel;
 
 use crate::harness::otlp::trace_id;
-use crate::harness::{self, binary, topic, wait};
+use crate::harness::processes::{Process, Ready};
+use crate::harness::{self, http, topic, wait};
 
 const PARTITIONS: u32 = 4;
 const SPANS: u32 = 4;
@@ -93,19 +93,29 @@ async fn workers_joining_and_leaving_mid_window_lose_nothing() {
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
     let a = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
+    let stats_a = a.stats.clone();
     send(&mut client, 0..100, 0..2).await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let read =
+        harness::eventually(Duration::from_secs(20), || stats_a.max_buffered_bytes.load(Ordering::SeqCst) > 0).await;
+    assert!(read, "A buffered the first halves");
+    assert_eq!(stats_a.traces_decided.load(Ordering::SeqCst), 0, "A holds them undecided when B joins");
 
     // B joins while A holds half-buffered traces.
     let b = harness::start_sampler(&config(), &kafka, "tailgate-sampler").await;
     send(&mut client, 0..100, 2..4).await;
     send(&mut client, 100..200, 0..2).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stats_b = b.stats.clone();
+    // The rebalance moved partitions from A to B mid-window.
+    let joined = harness::eventually(Duration::from_secs(30), || {
+        stats_b.owned_partitions.load(Ordering::SeqCst) > 0
+            && stats_a.owned_partitions.load(Ordering::SeqCst) < u64::from(PARTITIONS)
+    })
+    .await;
+    assert!(joined, "B was given some of A's partitions");
 
-    // A leaves while B holds half-buffered traces.
+    // A leaves while B holds half-buffered traces (the second halves of 100..200 are not sent yet).
     send(&mut client, 100..200, 2..4).await;
     send(&mut client, 200..300, 0..2).await;
-    let stats_a = a.stats.clone();
     a.stop().await;
     send(&mut client, 200..300, 2..4).await;
 
@@ -118,36 +128,9 @@ async fn workers_joining_and_leaving_mid_window_lose_nothing() {
     gateway.stop().await;
 }
 
-struct Worker(Child);
-
-impl Worker {
-    /// `tailgate sampler` as its own process, so it can be SIGKILLed.
-    async fn start(config: &std::path::Path, telemetry: std::net::SocketAddr) -> Worker {
-        let mut child = binary::tailgate()
-            .args(["sampler", "--config"])
-            .arg(config)
-            .env_remove("TAILGATE_KAFKA_BROKERS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait::until_serving(telemetry, "/health", &mut child, Duration::from_secs(30)).await;
-        Worker(child)
-    }
-
-    fn kill(mut self, signal: &str) {
-        binary::signal(&self.0, signal);
-        self.0.wait().unwrap();
-    }
-}
-
-/// A test that fails must not leave its worker running: it would hold what the test process held (the cargo lock
-/// of a build script that started it, a port) long after.
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The sum of every series of `family` the sampler at `telemetry` serves.
+async fn served(telemetry: std::net::SocketAddr, family: &str) -> f64 {
+    http::metrics(telemetry).await.iter().filter(|(series, _)| http::in_family(series, family)).map(|(_, v)| v).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,31 +140,41 @@ async fn a_worker_killed_mid_window_loses_nothing() {
     let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
 
     let dir = harness::temp_dir("kill");
-    let metrics_port = harness::free_port();
-    let telemetry: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let config = dir.join("sampler.yaml");
+    let telemetry: std::net::SocketAddr = format!("127.0.0.1:{}", harness::free_port()).parse().unwrap();
     let sampler =
         format!("sampler: {{ decision_wait: 3s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n");
-    std::fs::write(&config, format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka))).unwrap();
+    let config = format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka));
+    let mut worker = Process::new(&dir, "sampler", "sampler", &config, Ready::Health(telemetry));
 
-    let worker = Worker::start(&config, telemetry).await;
+    worker.start().await;
     send(&mut client, 0..100, 0..2).await;
-    tokio::time::sleep(Duration::from_millis(4_500)).await; // some traces decided and committed, others not
+    // The first 100 traces decided (their late halves will follow the decisions), ...
+    wait::until("the first 100 traces decided", Duration::from_secs(30), || async {
+        served(telemetry, "tailgate_sampler_traces_total").await >= 100.0
+    })
+    .await;
     send(&mut client, 100..200, 0..2).await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    worker.kill("-KILL");
+    // ... and the next 100 read and waiting for their decision when the worker dies.
+    wait::until("the next 100 traces buffered", Duration::from_secs(30), || async {
+        served(telemetry, "tailgate_sampler_buffered_traces").await >= 100.0
+    })
+    .await;
+    assert_eq!(served(telemetry, "tailgate_sampler_traces_total").await, 100.0, "the next 100 still undecided");
+    worker.kill();
 
     // Late spans of decided traces, and the rest of the undecided ones, arrive while no worker runs.
     send(&mut client, 0..200, 2..4).await;
     let restarted = Instant::now();
-    let worker = Worker::start(&config, telemetry).await;
+    worker.start().await;
     let duplicates = nothing_lost(&kafka, 200).await;
+    // Only what the dead worker had read and not committed is read again: at most the 400 spans sent before it died.
+    assert!(duplicates <= 400, "{duplicates} duplicate spans: more than the worker had read when it died");
     eprintln!(
         "SIGKILL mid-window: duplicate spans = {duplicates}, lost = 0; every trace complete {:.1}s after the restart \
          (decision_wait 3s included)",
         restarted.elapsed().as_secs_f64()
     );
-    worker.kill("-TERM");
+    worker.stop();
     gateway.stop().await;
 }
 
@@ -201,18 +194,18 @@ async fn a_killed_worker_consumes_again_within_its_session_timeout() {
 
     let dir = harness::temp_dir("session");
     let telemetry: std::net::SocketAddr = format!("127.0.0.1:{}", harness::free_port()).parse().unwrap();
-    let config = dir.join("sampler.yaml");
     let sampler =
         format!("sampler: {{ decision_wait: 1s }}\ntelemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n");
-    std::fs::write(&config, format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka))).unwrap();
+    let config = format!("{}{sampler}", harness::kafka::kafka_yaml(&kafka));
+    let mut worker = Process::new(&dir, "sampler", "sampler", &config, Ready::Health(telemetry));
 
-    let worker = Worker::start(&config, telemetry).await;
+    worker.start().await;
     send(&mut client, 0..50, 0..SPANS).await;
     nothing_lost(&kafka, 50).await; // the worker owns every partition and has decided
-    worker.kill("-KILL");
+    worker.kill();
 
     let restarted = Instant::now();
-    let worker = Worker::start(&config, telemetry).await;
+    worker.start().await;
     send(&mut client, 50..100, 0..SPANS).await;
     nothing_lost(&kafka, 100).await;
     let resumed = restarted.elapsed();
@@ -225,7 +218,7 @@ async fn a_killed_worker_consumes_again_within_its_session_timeout() {
         resumed < Duration::from_secs(30),
         "the restarted worker took {resumed:?}: kafka.consumer.session_timeout did not reach the consumer"
     );
-    worker.kill("-TERM");
+    worker.stop();
     gateway.stop().await;
 }
 

@@ -12,7 +12,7 @@ use rdkafka::ClientConfig;
 use tailgate_proto::partition_for_key;
 use tailgate_sampler::SamplerConfig;
 
-use crate::harness;
+use crate::harness::{self, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_with_invalid_ids_are_counted_by_reason() {
@@ -111,6 +111,18 @@ async fn error_trace_with_headers(headers: rdkafka::message::OwnedHeaders) -> (V
     let record =
         FutureRecord::to(&kafka.topics.spans).partition(0).key(&trace[..]).payload(&value[..]).headers(headers);
     producer.send(record, Duration::from_secs(10)).await.expect("written");
+    // Then an error trace without headers, as the Collector writes them, after it on the partition: once it is in
+    // the sampled topic, the record before it has been handled too.
+    let sentinel = vec![6u8; 16];
+    let sentinel_value = harness::trace_request(vec![Span {
+        trace_id: sentinel.clone(),
+        span_id: vec![2; 8],
+        status: Some(Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        ..Default::default()
+    }])
+    .encode_to_vec();
+    let record = FutureRecord::to(&kafka.topics.spans).partition(0).key(&sentinel[..]).payload(&sentinel_value[..]);
+    producer.send(record, Duration::from_secs(10)).await.expect("written");
 
     let dlq = tailgate_proto::headers::dead_letter_topic(&kafka.topics.spans);
     let brokers = kafka.brokers.clone();
@@ -120,10 +132,13 @@ async fn error_trace_with_headers(headers: rdkafka::message::OwnedHeaders) -> (V
     .await
     .unwrap();
     let errors = dead.iter().map(|r| r.header("tailgate.error").unwrap_or_default()).collect();
-    let sampled =
-        harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 1, Duration::from_secs(3), |_| false);
+    let sampled = harness::read_topic(&kafka.brokers, &kafka.topics.sampled_spans, 1, Duration::from_secs(30), |r| {
+        topic::spans(r).iter().any(|(_, s)| s.trace_id == sentinel)
+    });
+    let spans = topic::spans(&sampled);
+    assert!(spans.iter().any(|(_, s)| s.trace_id == sentinel), "the sentinel trace was kept: the sampler got past");
     sampler.stop().await;
-    (errors, sampled.len())
+    (errors, spans.iter().filter(|(_, s)| s.trace_id == trace).count())
 }
 
 /// A record of a contract major version this build does not know may mean anything: it is dead-lettered with the

@@ -6,7 +6,7 @@
 //! thread would leave no thread to answer requests until it finished.
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use tailgate_proto::decisions::Decision;
 use tailgate_proto::partition_for_key;
 
-use crate::harness::{self, http};
+use crate::harness::{self, binary, http};
 
 const PARTITIONS: u32 = 2;
 /// Decisions waiting in the decisions topic: enough that loading them takes a while.
@@ -49,24 +49,20 @@ async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() 
         send.await.unwrap().expect("decision written");
     }
 
-    let dir = std::env::temp_dir().join(format!("tailgate-rebalance-{}-{}", std::process::id(), harness::free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = harness::temp_dir("rebalance");
     let (http_port, grpc, metrics) = (harness::free_port(), harness::free_port(), harness::free_port());
-    let topics = &kafka.topics;
     let config = dir.join("tailgate.yaml");
     std::fs::write(
         &config,
         format!(
-            "embedded_broker: {{ enabled: false }}\n\
-             kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {}, metrics: {}, logs: {}, \
-             sampled_spans: {}, decisions: {} }} }}\n\
+            "embedded_broker: {{ enabled: false }}\n{}\
              ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http_port} }} }}\n\
              telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }} }}\n",
-            topics.spans, topics.metrics, topics.logs, topics.sampled_spans, topics.decisions
+            harness::kafka::kafka_yaml(&kafka)
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+    let mut child = binary::tailgate()
         .args(["all-in-one", "--config"])
         .arg(&config)
         .env_remove("TAILGATE_KAFKA_BROKERS")
@@ -117,7 +113,7 @@ async fn the_gateway_answers_while_a_rebalance_loads_a_large_decision_backlog() 
         answers.push((sent, Instant::now(), response.status));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    binary::signal(&child, "-TERM");
     let _ = child.wait();
     assert_eq!(errors.lock().unwrap().as_slice(), &[] as &[String], "no ERROR while starting and rebalancing");
 
