@@ -9,9 +9,10 @@
 //! `embedded_broker.retention`, default 10m, so that the disk bound is reached within the run).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod child;
 // Shared with the other benches; this one reads other processes' CPU only.
 #[allow(dead_code)]
 mod cpu;
@@ -22,22 +23,7 @@ mod http;
 #[path = "../harness/local.rs"]
 mod local;
 
-/// A child process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tailgate_binary() -> String {
-    std::env::var("TAILGATE_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("tailgate").display().to_string()
-    })
-}
+use child::{tailgate_binary, Process};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -159,5 +145,7 @@ async fn main() {
         println!("loadgen: {line}");
     }
     drop((load, aio));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The logs stay for a look at what happened; the data does not (gigabytes).
+    let _ = std::fs::remove_dir_all(dir.join("data"));
+    println!("logs: {}", dir.display());
 }

@@ -6,6 +6,10 @@
 //!   its Kafka exporter, `acks=all`, lz4. It does not partition by trace ID (its records are not usable by a tail
 //!   sampler), and it answers clients before Kafka acknowledged, so its CPU is read once it has gone idle, and the
 //!   spans in its topic are counted and printed;
+//! * **collector**: the OpenTelemetry Collector (the distribution in `tests/collector`, built by its `build.sh`
+//!   into `target/collector` when missing), `otlp` receiver → `kafka` exporter, twice: with Tailgate's guarantees
+//!   (`partition_traces_by_id`, all replicas acknowledging, lz4, no sending queue: it answers after Kafka) and with
+//!   its defaults (sending queue on: it answers before Kafka, so its CPU is read once idle);
 //! * **sampler**, afterwards and on librdkafka's MockCluster (see [`sampler_backlog`]): `tailgate sampler` on a
 //!   backlog `tailgate ingest` wrote, its CPU per span from its start until every span is decided;
 //! * **raw**: the floor of the same work in this process: check each request on its wire format (as any receiver
@@ -18,7 +22,7 @@
 //! `TAILGATE_BENCH=sampler` runs the sampler's part alone; `TAILGATE_BENCH=resample` measures `tailgate resample`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -37,7 +41,10 @@ const PARTITIONS: i32 = 12;
 const TAILGATE_TOPIC: &str = "bench_spans";
 const ROTEL_TOPIC: &str = "rotel_spans";
 const RAW_TOPIC: &str = "raw_spans";
+const COLLECTOR_TOPIC: &str = "collector_spans";
+const COLLECTOR_DEFAULTS_TOPIC: &str = "collector_defaults_spans";
 
+mod child;
 mod cpu;
 #[path = "../harness/local.rs"]
 mod local;
@@ -54,6 +61,7 @@ mod topic;
 #[path = "../harness/http.rs"]
 mod http;
 
+use child::{tailgate_binary, Process};
 use cpu::cpu_seconds;
 use otlp::kv;
 
@@ -91,23 +99,6 @@ fn requests(total_spans: usize, span_bytes: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// A child process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tailgate_binary() -> String {
-    std::env::var("TAILGATE_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("tailgate").display().to_string()
-    })
-}
-
 fn wait_listening(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -129,6 +120,35 @@ fn start_tailgate(dir: &Path, subcommand: &str, config: String, port: u16) -> Pr
         .unwrap_or_else(|e| panic!("cannot start {binary}: {e}; build it with cargo build --release"));
     wait_listening(port, subcommand);
     Process(child)
+}
+
+/// The Collector distribution of `tests/collector`, built by its `build.sh` (cached under `target/collector`).
+fn collector_binary() -> Option<PathBuf> {
+    if let Some(binary) = std::env::var_os("TAILGATE_OTELCOL") {
+        return Some(PathBuf::from(binary));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector/build.sh");
+    let output = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().ok()?;
+    let path = String::from_utf8(output.stdout).ok()?.lines().last()?.trim().to_owned();
+    (output.status.success() && Path::new(&path).exists()).then(|| PathBuf::from(path))
+}
+
+/// The Collector with `tests/collector/{config}` writing to `topic`; its OTLP/gRPC port.
+fn start_collector(binary: &Path, dir: &Path, config: &str, brokers: &str, topic: &str) -> (Process, u16) {
+    let (grpc, http) = (local::free_port(), local::free_port());
+    let child = Command::new(binary)
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector").join(config))
+        .env("OTLP_GRPC", format!("127.0.0.1:{grpc}"))
+        .env("OTLP_HTTP", format!("127.0.0.1:{http}"))
+        .env("KAFKA_BROKERS", brokers)
+        .env("TRACES_TOPIC", topic)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{topic}.log"))).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    wait_listening(grpc, "the Collector");
+    (Process(child), grpc)
 }
 
 /// Rotel's binary from its PyPI package in `target/venv`, installed there first when missing.
@@ -156,7 +176,7 @@ fn rotel_binary() -> Option<PathBuf> {
 
 async fn create_topics(brokers: &str) {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
-    let topics: Vec<NewTopic> = [TAILGATE_TOPIC, ROTEL_TOPIC, RAW_TOPIC]
+    let topics: Vec<NewTopic> = [TAILGATE_TOPIC, ROTEL_TOPIC, RAW_TOPIC, COLLECTOR_TOPIC, COLLECTOR_DEFAULTS_TOPIC]
         .iter()
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
@@ -542,6 +562,25 @@ async fn main() {
     if rotel.is_none() {
         println!("rotel: not installed and could not be installed (pip install rotel); its rows are left out");
     }
+    let collectors: Vec<(&str, Process, u16, &str, bool)> = match collector_binary() {
+        Some(binary) => [
+            ("collector", "bench-otlp-to-kafka.yaml", COLLECTOR_TOPIC, false),
+            ("otelcol-default", "bench-otlp-to-kafka-defaults.yaml", COLLECTOR_DEFAULTS_TOPIC, true),
+        ]
+        .into_iter()
+        .map(|(name, config, topic, queued)| {
+            let (process, port) = start_collector(&binary, &dir, config, &brokers, topic);
+            (name, process, port, topic, queued)
+        })
+        .collect(),
+        None => {
+            println!(
+                "collector: tests/collector/build.sh failed (Go and the module proxy needed); its rows are left out"
+            );
+            Vec::new()
+        }
+    };
+    let mut collector_sent = vec![0usize; collectors.len()];
 
     println!(
         "ingest benchmark: {total} spans per size, {SPANS_PER_REQUEST} spans per request, {CONCURRENCY} concurrent \
@@ -576,6 +615,15 @@ async fn main() {
             let note = format!("tailgate is {:.2}x rotel in spans per CPU-second", rotel_cpu / tailgate_cpu);
             row(&label, "rotel", spans, wall, rotel_cpu, raw_cpu, &note);
         }
+        for ((name, process, port, _, queued), sent) in collectors.iter().zip(&mut collector_sent) {
+            let pid = process.0.id();
+            let before = cpu_seconds(pid, &[]);
+            let wall = send_all(&format!("http://127.0.0.1:{port}"), &bodies).await;
+            let after = if *queued { cpu_when_idle(pid).await } else { cpu_seconds(pid, &[]) };
+            *sent += spans as usize;
+            let note = format!("tailgate is {:.2}x it in spans per CPU-second", (after - before) / tailgate_cpu);
+            row(&label, name, spans, wall, after - before, raw_cpu, &note);
+        }
         all_bodies.extend(bodies);
     }
     println!(
@@ -589,7 +637,14 @@ async fn main() {
             println!("rotel: {line}");
         }
     }
-    drop((gateway, rotel));
+    for ((name, _, _, topic, _), sent) in collectors.iter().zip(&collector_sent) {
+        println!("spans in Kafka: {name} {} of {sent} acknowledged", spans_in(&brokers, topic, *sent));
+        let log = std::fs::read_to_string(dir.join(format!("{topic}.log"))).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("error")).take(3) {
+            println!("{name}: {line}");
+        }
+    }
+    drop((gateway, rotel, collectors));
     sampler_backlog(&dir, &all_bodies).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

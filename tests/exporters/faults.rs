@@ -332,6 +332,31 @@ async fn exporters_joining_and_leaving_the_group_lose_nothing() {
     gateway.stop().await;
 }
 
+/// `tailgate replay --exporter loki` of the records stamped `from_ms..to_ms`, to `loki`, as an operator runs it.
+async fn replay_to_loki(
+    kafka: &tailgate_kafka::KafkaConfig,
+    loki: &LokiReceiver,
+    name: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> std::process::Output {
+    let path = harness::temp_dir(name).join("tailgate.yaml");
+    let config =
+        format!("{}exporters:\n  loki: {{ endpoint: '{}' }}\n", harness::kafka::kafka_yaml(kafka), loki.endpoint());
+    std::fs::write(&path, config).unwrap();
+    let (from, to) = (otlp::rfc3339(from_ms), otlp::rfc3339(to_ms));
+    tokio::task::spawn_blocking(move || {
+        binary::tailgate()
+            .args(["replay", "--config"])
+            .arg(&path)
+            .args(["--exporter", "loki", "--from", &from, "--to", &to])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// A record stamped an hour ahead (a gateway whose clock ran ahead) in the middle of a replay's range: the replay
 /// skips it and goes on to the range's end, instead of ending the partition there and exiting 0 with the rest of
 /// the range undelivered (as before).
@@ -359,24 +384,7 @@ async fn a_record_stamped_ahead_does_not_end_a_replay_early() {
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("written");
     }
     let loki = LokiReceiver::start().await;
-    let path = harness::temp_dir("replay-skew").join("tailgate.yaml");
-    let config =
-        format!("{}exporters:\n  loki: {{ endpoint: '{}' }}\n", harness::kafka::kafka_yaml(&kafka), loki.endpoint());
-    std::fs::write(&path, config).unwrap();
-    let rfc3339 = |ms: i64| {
-        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
-    };
-    let (from, to) = (rfc3339(base - 1_000), rfc3339(base + 5_000));
-    let output = tokio::task::spawn_blocking(move || {
-        binary::tailgate()
-            .args(["replay", "--config"])
-            .arg(&path)
-            .args(["--exporter", "loki", "--from", &from, "--to", &to])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = replay_to_loki(&kafka, &loki, "replay-skew", base - 1_000, base + 5_000).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     let expected: BTreeSet<String> = (0..10).chain(11..21).map(|n| format!("line {n}")).collect();
@@ -409,21 +417,7 @@ async fn a_replay_whose_records_the_backend_refuses_exits_non_zero() {
     let loki = LokiReceiver::start().await;
     let refusal = "error parsing labels: unexpected character";
     loki.script(std::iter::repeat_n((400, None, refusal), values.len()));
-    let path = harness::temp_dir("replay-refused").join("tailgate.yaml");
-    let config =
-        format!("{}exporters:\n  loki: {{ endpoint: '{}' }}\n", harness::kafka::kafka_yaml(&kafka), loki.endpoint());
-    std::fs::write(&path, config).unwrap();
-    let (from, to) = (otlp::rfc3339(base - 1_000), otlp::rfc3339(base + 5_000));
-    let output = tokio::task::spawn_blocking(move || {
-        binary::tailgate()
-            .args(["replay", "--config"])
-            .arg(&path)
-            .args(["--exporter", "loki", "--from", &from, "--to", &to])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = replay_to_loki(&kafka, &loki, "replay-refused", base - 1_000, base + 5_000).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
 
     // `replay` (src/lib.rs) returns an error unless the summary is complete; `main` exits 1 on any error.
