@@ -39,7 +39,7 @@ pub fn kept(sent: &Sent, decision_wait_s: f64) -> Kept {
         kind_unacked: bool,
     }
     let mut traces: BTreeMap<&str, Trace> = BTreeMap::new();
-    for ((trace, _), span) in &sent.spans {
+    for ((trace, _, _), span) in &sent.spans {
         let t = traces.entry(trace).or_insert(Trace { first_sent: f64::MAX, deciding: None, kind_unacked: false });
         t.first_sent = t.first_sent.min(span.first_sent);
         if !span.root && span.kind != "ok" {
@@ -72,6 +72,6 @@ pub fn kept(sent: &Sent, decision_wait_s: f64) -> Kept {
         kept.traces.entry(reason).or_default().insert(id);
     }
     let keep: HashSet<&String> = kept.traces.values().flatten().collect();
-    kept.must = sent.acked_spans().into_iter().filter(|(t, _)| keep.contains(t)).collect();
+    kept.must = sent.acked_spans().into_iter().filter(|(t, _, _)| keep.contains(t)).collect();
     kept
 }

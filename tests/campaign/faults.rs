@@ -1,90 +1,106 @@
-//! The fault scheduler: during the load, at seeded intervals (5–15 s apart), one fault at a time dealt from a seeded
-//! shuffle of the kinds, each healed before the next
-//! and every one logged with its offset from the start of the load. The same seed gives the same faults at the same
-//! offsets.
+//! The fault scheduler: during the load, at seeded intervals (4–10 s apart), faults dealt from a seeded shuffle of
+//! the kinds, each healed before the next (a role's two processes down together is one fault), every one logged with
+//! its offset from the start of the load and **the effect it had**: the counter, the leadership or the exit status
+//! the fault must move. A fault that moved nothing proves nothing, and the run fails on it. The same seed gives the
+//! same faults at the same offsets.
 //!
-//! The kinds: a worker (gateway, sampler, exporter) SIGKILLed and restarted, or SIGSTOPped then SIGCONTed; Jaeger
-//! answering `UNAVAILABLE` for a while; Loki answering 503s, or 429 with `Retry-After`; the broker SIGKILLed and
-//! restarted on the same data directory; a foreign record with a timestamp an hour ahead written straight to the
-//! spans topic; records that are not OTLP written straight to the spans, logs and metrics topics.
+//! The kinds, on the workers: one SIGKILLed and restarted, SIGSTOPped then SIGCONTed, SIGTERMed under load (the
+//! drain) and restarted; both gateways or both samplers SIGKILLed together. On the backends: Jaeger answering
+//! `UNAVAILABLE`, Jaeger hanging (takes requests, answers nothing), Loki answering 503s, or 429 with `Retry-After`,
+//! Prometheus SIGKILLed and restarted on its data. On the brokers (Apache Kafka): a node SIGKILLed and restarted on
+//! its log directory, the leader of a spans, decisions or sampled partition SIGSTOPped past its session, a
+//! controlled leader change (the leader's SIGTERM: Kafka's controlled shutdown). In the data: a foreign record
+//! stamped an hour ahead, and records that are not OTLP, written straight to the topics.
+//!
+//! After each heal, a task of its own measures the recovery (see [`Recovery`]) while the schedule goes on.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::pipeline::{Broker, Pipeline};
+use super::pipeline::{Broker, Pipeline, DECISION_WAIT_S, PARTITIONS};
 use crate::harness::backends::Answer;
+use crate::harness::http;
 use crate::harness::otlp::{now_ns, trace_request};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     KillWorker,
     PauseWorker,
+    TermWorker,
+    KillRole,
     JaegerDown,
+    JaegerHangs,
     LokiDown,
     Loki429,
     PrometheusDown,
     KillBroker,
+    PauseLeader,
+    LeaderChange,
     FutureRecord,
     NotOtlp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 14] = [
         Kind::KillWorker,
         Kind::PauseWorker,
+        Kind::TermWorker,
+        Kind::KillRole,
         Kind::JaegerDown,
+        Kind::JaegerHangs,
         Kind::LokiDown,
         Kind::Loki429,
         Kind::PrometheusDown,
         Kind::KillBroker,
+        Kind::PauseLeader,
+        Kind::LeaderChange,
         Kind::FutureRecord,
         Kind::NotOtlp,
     ];
 
-    /// The kinds a run without `TAILGATE_CAMPAIGN_FAULTS` injects: the schedule the short run in the suite is known
-    /// to pass on Tansu. `prometheus_down` (Prometheus SIGKILLed and restarted on its data) and `kill_broker` are
-    /// in `all`; see `pipeline.rs` for what Tansu and MockCluster do under the schedules that include them.
-    pub const DEFAULT: [Kind; 7] = [
-        Kind::KillWorker,
-        Kind::PauseWorker,
-        Kind::JaegerDown,
-        Kind::LokiDown,
-        Kind::Loki429,
-        Kind::FutureRecord,
-        Kind::NotOtlp,
-    ];
+    /// The kinds of the brokers that only Apache Kafka's cluster has: a leader to pause, a leadership to hand over.
+    const CLUSTER_ONLY: [Kind; 2] = [Kind::PauseLeader, Kind::LeaderChange];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::KillWorker => "kill_worker",
             Kind::PauseWorker => "pause_worker",
+            Kind::TermWorker => "term_worker",
+            Kind::KillRole => "kill_role",
             Kind::JaegerDown => "jaeger_down",
+            Kind::JaegerHangs => "jaeger_hangs",
             Kind::LokiDown => "loki_down",
             Kind::Loki429 => "loki_429",
             Kind::PrometheusDown => "prometheus_down",
             Kind::KillBroker => "kill_broker",
+            Kind::PauseLeader => "pause_leader",
+            Kind::LeaderChange => "leader_change",
             Kind::FutureRecord => "future_record",
             Kind::NotOtlp => "not_otlp",
         }
     }
 
-    /// `TAILGATE_CAMPAIGN_FAULTS` (names, comma-separated; `none` for a run without faults; `all`), else
-    /// [`Kind::DEFAULT`].
-    pub fn from_env() -> Vec<Kind> {
+    /// `TAILGATE_CAMPAIGN_FAULTS` (names, comma-separated; `none` for a run without faults), else every kind the
+    /// run's broker has (on Tansu and MockCluster, the cluster-only kinds are left out).
+    pub fn from_env(on_kafka: bool) -> Vec<Kind> {
         match std::env::var("TAILGATE_CAMPAIGN_FAULTS") {
-            Err(_) => Kind::DEFAULT.to_vec(),
+            Err(_) => Kind::ALL.into_iter().filter(|k| on_kafka || !Kind::CLUSTER_ONLY.contains(k)).collect(),
             Ok(text) if text.trim() == "none" => Vec::new(),
-            Ok(text) if text.trim() == "all" => Kind::ALL.to_vec(),
             Ok(text) => text
                 .split(',')
                 .map(|name| {
-                    *Kind::ALL
+                    let kind = *Kind::ALL
                         .iter()
                         .find(|k| k.name() == name.trim())
-                        .unwrap_or_else(|| panic!("TAILGATE_CAMPAIGN_FAULTS: no fault kind `{name}`"))
+                        .unwrap_or_else(|| panic!("TAILGATE_CAMPAIGN_FAULTS: no fault kind `{name}`"));
+                    assert!(on_kafka || !Kind::CLUSTER_ONLY.contains(&kind), "{name} needs the Apache Kafka cluster");
+                    kind
                 })
                 .collect(),
         }
@@ -117,12 +133,56 @@ impl Rng {
     }
 }
 
-/// What the faults left behind that is not the client's: trace IDs (hex) written straight to the spans topic.
+/// How long the pipeline took to get over a fault, from its heal: until every sampler had consumed a record again
+/// (its spans counter rose between two polls, 250 ms apart), and until the samplers' lag was back under one decision
+/// wait's worth of records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovery {
+    pub consuming: Option<Duration>,
+    pub caught_up: Option<Duration>,
+}
+
+/// One fault as it happened.
+pub struct Fault {
+    pub kind: Kind,
+    /// From the start of the load to the fault, and to its heal.
+    pub at: Duration,
+    pub healed: Duration,
+    pub what: String,
+    /// What the fault moved (`Ok`), or why it is not known to have had any effect (`Err`).
+    pub effect: Result<String, String>,
+    pub recovery: Arc<Mutex<Recovery>>,
+}
+
+/// What the faults left behind: the faults, and the records that are not the client's.
 #[derive(Default)]
 pub struct Injected {
+    pub faults: Vec<Fault>,
+    /// Trace IDs (hex) written straight to the spans topic.
     pub foreign_traces: Vec<String>,
-    pub log: Vec<(Duration, String)>,
+    /// Records that are not OTLP written to each of the spans, logs and metrics topics.
+    pub not_otlp: u64,
 }
+
+impl Injected {
+    /// How often each kind was injected.
+    pub fn counts(&self) -> BTreeMap<Kind, usize> {
+        let mut counts = BTreeMap::new();
+        for fault in &self.faults {
+            *counts.entry(fault.kind).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The time windows, from the load's start, in which a fault was on or the pipeline still recovering from it:
+    /// from `before` ahead of each fault (records read before it may be read again after it) to `after` past its heal.
+    pub fn windows(&self, before: Duration, after: Duration) -> Vec<(Duration, Duration)> {
+        self.faults.iter().map(|f| (f.at.saturating_sub(before), f.healed + after)).collect()
+    }
+}
+
+/// The samplers' records per decision wait at the campaign's rate: two spans a trace.
+const CAUGHT_UP_RECORDS: f64 = 2.0 * super::RATE * DECISION_WAIT_S as f64;
 
 /// Injects faults from `kinds` until `until` after `started` (the load's start), then returns with every fault
 /// healed.
@@ -138,7 +198,7 @@ pub async fn run(pipeline: &mut Pipeline, seed: u64, kinds: &[Kind], started: In
     let mut deck: Vec<Kind> = Vec::new();
     loop {
         tokio::time::sleep_until(next.into()).await;
-        if started.elapsed() + Duration::from_secs(15) > until {
+        if started.elapsed() + Duration::from_secs(20) > until {
             return injected;
         }
         if deck.is_empty() {
@@ -148,15 +208,105 @@ pub async fn run(pipeline: &mut Pipeline, seed: u64, kinds: &[Kind], started: In
             }
         }
         let kind = deck.pop().unwrap();
-        let what = inject(pipeline, kind, &mut rng, &mut injected).await;
-        let at = next - started;
-        eprintln!("fault at {:>6.1}s: {what} (healed at {:.1}s)", at.as_secs_f64(), started.elapsed().as_secs_f64());
-        injected.log.push((at, what));
-        next = Instant::now() + rng.millis(5_000, 15_000);
+        let at = started.elapsed();
+        let (what, effect) = inject(pipeline, kind, &mut rng, &mut injected).await;
+        let healed = started.elapsed();
+        eprintln!(
+            "fault at {:>6.1}s: {what} (healed at {:.1}s) — {}",
+            at.as_secs_f64(),
+            healed.as_secs_f64(),
+            match &effect {
+                Ok(effect) => format!("effect: {effect}"),
+                Err(why) => format!("NO EFFECT SEEN: {why}"),
+            }
+        );
+        let recovery = Arc::new(Mutex::new(Recovery::default()));
+        tokio::spawn(measure_recovery(sampler_telemetry(pipeline), Arc::clone(&recovery)));
+        injected.faults.push(Fault { kind, at, healed, what, effect, recovery });
+        next = Instant::now() + rng.millis(4_000, 10_000);
     }
 }
 
-async fn inject(pipeline: &mut Pipeline, kind: Kind, rng: &mut Rng, injected: &mut Injected) -> String {
+fn sampler_telemetry(pipeline: &Pipeline) -> Vec<SocketAddr> {
+    pipeline.samplers.iter().filter_map(|s| s.telemetry()).collect()
+}
+
+/// Polls the samplers' pages for up to two minutes after a heal (see [`Recovery`]).
+async fn measure_recovery(samplers: Vec<SocketAddr>, recovery: Arc<Mutex<Recovery>>) {
+    let healed = Instant::now();
+    let mut consumed: Vec<Option<f64>> = vec![None; samplers.len()];
+    let mut rose = vec![false; samplers.len()];
+    while healed.elapsed() < Duration::from_secs(120) {
+        let mut lag = 0.0;
+        let mut answered = 0;
+        for (n, addr) in samplers.iter().enumerate() {
+            let page = http::metrics(*addr).await;
+            if page.is_empty() {
+                continue;
+            }
+            answered += 1;
+            let spans = family_sum(&page, "tailgate_sampler_spans_total", "");
+            lag += family_sum(&page, "tailgate_sampler_consumer_lag_records", "");
+            // A sampler restarted since the last poll starts its counter again from 0: a rise from where it is.
+            rose[n] |= consumed[n].is_some_and(|before| spans > before);
+            consumed[n] = Some(spans);
+            if rose.iter().all(|r| *r) {
+                recovery.lock().unwrap().consuming.get_or_insert(healed.elapsed());
+            }
+        }
+        {
+            let mut r = recovery.lock().unwrap();
+            if answered == samplers.len() && r.consuming.is_some() && lag <= CAUGHT_UP_RECORDS {
+                r.caught_up.get_or_insert(healed.elapsed());
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The sum of the series of `family` whose labels contain `labels` (`""`: every series).
+pub fn family_sum(page: &BTreeMap<String, f64>, family: &str, labels: &str) -> f64 {
+    page.iter().filter(|(series, _)| http::in_family(series, family) && series.contains(labels)).map(|(_, v)| v).sum()
+}
+
+/// `family_sum` over the pages of `addrs` now.
+async fn sum_over(addrs: &[SocketAddr], family: &str, labels: &str) -> f64 {
+    let mut total = 0.0;
+    for addr in addrs {
+        total += family_sum(&http::metrics(*addr).await, family, labels);
+    }
+    total
+}
+
+/// Waits up to `timeout` for the sum of `family{labels}` over `addrs` to rise above `before`.
+async fn rises(
+    addrs: &[SocketAddr],
+    family: &str,
+    labels: &str,
+    before: f64,
+    timeout: Duration,
+) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = sum_over(addrs, family, labels).await;
+        if now > before {
+            return Ok(format!("{family}{{{labels}}} {before} → {now}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{family}{{{labels}}} stayed at {now} (was {before}) for {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn inject(
+    pipeline: &mut Pipeline,
+    kind: Kind,
+    rng: &mut Rng,
+    injected: &mut Injected,
+) -> (String, Result<String, String>) {
+    let exporter = pipeline.exporter.telemetry().into_iter().collect::<Vec<_>>();
     match kind {
         Kind::KillWorker => {
             let n = rng.below(pipeline.workers_mut().count());
@@ -164,64 +314,210 @@ async fn inject(pipeline: &mut Pipeline, kind: Kind, rng: &mut Rng, injected: &m
             let worker = pipeline.workers_mut().nth(n).unwrap();
             worker.kill();
             tokio::time::sleep(down).await;
+            let restarting = Instant::now();
             worker.start().await;
-            format!("SIGKILL {}, restarted after {down:?}", worker.name)
+            let effect = assigned_again(worker.name.as_str(), worker.telemetry().unwrap(), restarting).await;
+            (format!("SIGKILL {}, restarted after {down:?}", worker.name), effect)
         }
         Kind::PauseWorker => {
             let n = rng.below(pipeline.workers_mut().count());
             let paused = rng.millis(2_000, 6_000);
             let worker = pipeline.workers_mut().nth(n).unwrap();
             worker.signal("-STOP");
-            tokio::time::sleep(paused).await;
+            let probe = tokio::time::timeout(
+                Duration::from_secs(1),
+                http::try_request(worker.telemetry().unwrap(), "GET", "/health", &[], b""),
+            )
+            .await;
+            tokio::time::sleep(paused.saturating_sub(Duration::from_secs(1))).await;
             worker.signal("-CONT");
-            format!("SIGSTOP {} for {paused:?}, then SIGCONT", worker.name)
+            let effect = match probe {
+                Err(_) => Ok("its /health did not answer while it was stopped".to_owned()),
+                Ok(answer) => Err(format!("its /health answered while stopped: {:?}", answer.map(|r| r.status))),
+            };
+            (format!("SIGSTOP {} for {paused:?}, then SIGCONT", worker.name), effect)
         }
-        Kind::JaegerDown => {
-            let down = rng.millis(3_000, 10_000);
-            pipeline.jaeger.answer(Answer::Unavailable);
+        Kind::TermWorker => {
+            let n = rng.below(pipeline.workers_mut().count());
+            let worker = pipeline.workers_mut().nth(n).unwrap();
+            let draining = Instant::now();
+            let status = tokio::task::block_in_place(|| worker.stop());
+            let drained = draining.elapsed();
+            worker.start().await;
+            let effect = match status {
+                Some(status) if status.success() => Ok(format!("drained and exited 0 in {drained:.1?}")),
+                other => Err(format!("exited {other:?} after {drained:.1?}")),
+            };
+            (format!("SIGTERM {} under load (the drain), restarted", worker.name), effect)
+        }
+        Kind::KillRole => {
+            let gateways = rng.below(2) == 0;
+            let down = rng.millis(1_000, 4_000);
+            let role = if gateways { &mut pipeline.gateways } else { &mut pipeline.samplers };
+            for process in role.iter_mut() {
+                process.kill();
+            }
+            tokio::time::sleep(down).await;
+            let effect = if gateways {
+                let refused = pipeline.gateway_addrs.iter().all(|a| std::net::TcpStream::connect(a).is_err());
+                match refused {
+                    true => Ok("neither gateway took a connection while both were down".to_owned()),
+                    false => Err("a gateway took a connection while both were killed".to_owned()),
+                }
+            } else {
+                let (brokers, group, topic) = (
+                    pipeline.kafka.brokers.clone(),
+                    pipeline.kafka.consumer.sampler_group(),
+                    pipeline.kafka.topics.spans.clone(),
+                );
+                let lag = tokio::task::spawn_blocking(move || super::lag::lag(&brokers, &group, &topic, PARTITIONS))
+                    .await
+                    .unwrap();
+                match lag {
+                    Some(lag) if lag > 0 => Ok(format!("the sampler group's lag rose to {lag} with both down")),
+                    other => Err(format!("the sampler group's lag with both down: {other:?}")),
+                }
+            };
+            let role = if gateways { &mut pipeline.gateways } else { &mut pipeline.samplers };
+            for process in role.iter_mut() {
+                process.start().await;
+            }
+            (
+                format!("SIGKILL both {}, restarted after {down:?}", if gateways { "gateways" } else { "samplers" }),
+                effect,
+            )
+        }
+        Kind::JaegerDown | Kind::JaegerHangs => {
+            let before = sum_over(&exporter, "tailgate_exporter_retries_total", "exporter=\"jaeger\"").await;
+            let (answer, low, high) = match kind {
+                Kind::JaegerDown => (Answer::Unavailable, 3_000, 10_000),
+                // Longer than the exporter's 5 s timeout: the request must time out.
+                _ => (Answer::Hang, 7_000, 12_000),
+            };
+            let down = rng.millis(low, high);
+            pipeline.jaeger.answer(answer);
             tokio::time::sleep(down).await;
             pipeline.jaeger.answer(Answer::Accept);
-            format!("Jaeger answers UNAVAILABLE for {down:?}")
+            let effect =
+                rises(&exporter, "tailgate_exporter_retries_total", "exporter=\"jaeger\"", before, Duration::ZERO)
+                    .await;
+            let what = match answer {
+                Answer::Hang => format!("Jaeger takes requests and answers nothing for {down:?}"),
+                _ => format!("Jaeger answers UNAVAILABLE for {down:?}"),
+            };
+            (what, effect)
         }
-        Kind::LokiDown => {
-            let answers = 3 + rng.below(8);
-            pipeline.loki.script(std::iter::repeat_n((503, None, "Loki is restarting"), answers));
+        Kind::LokiDown | Kind::Loki429 => {
+            let before = sum_over(&exporter, "tailgate_exporter_retries_total", "exporter=\"loki\"").await;
+            let what = if kind == Kind::LokiDown {
+                let answers = 3 + rng.below(8);
+                pipeline.loki.script(std::iter::repeat_n((503, None, "Loki is restarting"), answers));
+                format!("Loki answers 503 to the next {answers} pushes")
+            } else {
+                let retry_after = 1 + rng.below(3) as u64;
+                pipeline.loki.script([(429, Some(retry_after), "ingestion rate limit exceeded")]);
+                format!("Loki answers 429 with Retry-After: {retry_after}")
+            };
             let loki = pipeline.loki.clone();
-            crate::harness::eventually(Duration::from_secs(60), || loki.state.lock().unwrap().script.is_empty()).await;
-            format!("Loki answers 503 to the next {answers} pushes")
-        }
-        Kind::Loki429 => {
-            let retry_after = 1 + rng.below(3) as u64;
-            pipeline.loki.script([(429, Some(retry_after), "ingestion rate limit exceeded")]);
-            let loki = pipeline.loki.clone();
-            crate::harness::eventually(Duration::from_secs(60), || loki.state.lock().unwrap().script.is_empty()).await;
-            format!("Loki answers 429 with Retry-After: {retry_after}")
+            let answered =
+                crate::harness::eventually(Duration::from_secs(60), || loki.state.lock().unwrap().script.is_empty())
+                    .await;
+            let effect = match answered {
+                true => {
+                    rises(
+                        &exporter,
+                        "tailgate_exporter_retries_total",
+                        "exporter=\"loki\"",
+                        before,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                }
+                false => Err("Loki was never asked within 60 s".to_owned()),
+            };
+            (what, effect)
         }
         Kind::PrometheusDown => {
+            let labels = "exporter=\"prometheus_remote_write\"";
+            let before = sum_over(&exporter, "tailgate_exporter_retries_total", labels).await;
             let down = rng.millis(2_000, 8_000);
             pipeline.prometheus.kill();
             tokio::time::sleep(down).await;
             pipeline.prometheus.restart().await;
-            format!("SIGKILL Prometheus, restarted on its data directory after {down:?}")
+            // The metrics come every few seconds: the retry may be the first request after the restart.
+            let effect =
+                rises(&exporter, "tailgate_exporter_retries_total", labels, before, Duration::from_secs(10)).await;
+            (format!("SIGKILL Prometheus, restarted on its data directory after {down:?}"), effect)
         }
         Kind::KillBroker => {
-            let down = rng.millis(500, 3_000);
+            let down = rng.millis(1_000, 5_000);
+            let spans = pipeline.kafka.topics.spans.clone();
             match &mut pipeline.broker {
+                Broker::Kafka(cluster) => {
+                    // The leader of a spans partition: its leadership must move while it is gone.
+                    let partition = rng.below(PARTITIONS as usize) as i32;
+                    let Some(node) = leader(cluster, &spans, partition) else {
+                        return (format!("kill the leader of spans {partition}"), Err("it had no leader".to_owned()));
+                    };
+                    let killed = Instant::now();
+                    tokio::task::block_in_place(|| cluster.node(node).kill());
+                    let effect = moved(cluster, &spans, partition, node, killed, Duration::from_secs(20)).await;
+                    tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
+                    tokio::task::block_in_place(|| cluster.node(node).restart());
+                    (
+                        format!(
+                            "SIGKILL Kafka node {node} (leading spans {partition}), restarted on its log directory"
+                        ),
+                        effect,
+                    )
+                }
                 Broker::Tansu(broker) => {
                     broker.kill();
                     tokio::time::sleep(down).await;
                     broker.start().await;
-                    format!("SIGKILL the broker, restarted on the same data directory after {down:?}")
+                    let effect = Ok("the broker answered again after its restart".to_owned());
+                    (format!("SIGKILL the broker, restarted on the same data directory after {down:?}"), effect)
                 }
                 Broker::Mock(mock) => {
                     mock.broker_down(1).unwrap();
                     tokio::time::sleep(down).await;
                     mock.broker_up(1).unwrap();
-                    format!("the broker down for {down:?}, then up with its log (MockCluster)")
+                    (format!("the broker down for {down:?}, then up with its log (MockCluster)"), Ok("down".to_owned()))
                 }
             }
         }
+        Kind::PauseLeader | Kind::LeaderChange => {
+            let Broker::Kafka(cluster) = &pipeline.broker else { unreachable!("cluster-only kinds need the cluster") };
+            let t = &pipeline.kafka.topics;
+            let topic = [&t.spans, &t.decisions, &t.sampled_spans][rng.below(3)].clone();
+            let partition = rng.below(PARTITIONS as usize) as i32;
+            let Some(node) = leader(cluster, &topic, partition) else {
+                return (format!("{} on {topic} {partition}", kind.name()), Err("it had no leader".to_owned()));
+            };
+            let since = Instant::now();
+            if kind == Kind::PauseLeader {
+                // Past `broker.session.timeout.ms` (6 s here): the controller fences it and moves its leaderships.
+                let paused = rng.millis(9_000, 13_000);
+                cluster.node(node).signal("-STOP");
+                let effect = moved(cluster, &topic, partition, node, since, paused).await;
+                tokio::time::sleep(paused.saturating_sub(since.elapsed())).await;
+                cluster.node(node).signal("-CONT");
+                (format!("SIGSTOP Kafka node {node}, leader of {topic} {partition}, for {paused:?}"), effect)
+            } else {
+                tokio::task::block_in_place(|| cluster.node(node).terminate());
+                let effect = moved(cluster, &topic, partition, node, since, Duration::from_secs(5)).await;
+                tokio::task::block_in_place(|| cluster.node(node).restart());
+                (
+                    format!(
+                        "SIGTERM Kafka node {node}, leader of {topic} {partition} (controlled shutdown), restarted"
+                    ),
+                    effect,
+                )
+            }
+        }
         Kind::FutureRecord => {
+            let samplers = sampler_telemetry(pipeline);
+            let before = sum_over(&samplers, "tailgate_sampler_clamped_timestamps_total", "").await;
             let trace_id: Vec<u8> = (0..16).map(|_| rng.next() as u8).collect();
             let span = opentelemetry_proto::tonic::trace::v1::Span {
                 trace_id: trace_id.clone(),
@@ -236,21 +532,80 @@ async fn inject(pipeline: &mut Pipeline, kind: Kind, rng: &mut Rng, injected: &m
                 as i64
                 + 3_600_000;
             let value = trace_request(vec![span]).encode_to_vec();
-            let partition = rng.below(super::pipeline::PARTITIONS as usize) as i32;
+            let partition = rng.below(PARTITIONS as usize) as i32;
             produce(pipeline, &pipeline.kafka.topics.spans.clone(), partition, &trace_id, &value, Some(hour_ahead))
                 .await;
             injected.foreign_traces.push(hex::encode(&trace_id));
-            format!(
-                "a foreign ERROR span with a record timestamp an hour ahead, straight to spans partition {partition}"
-            )
+            let effect =
+                rises(&samplers, "tailgate_sampler_clamped_timestamps_total", "", before, Duration::from_secs(30))
+                    .await;
+            (format!("a foreign ERROR span stamped an hour ahead, straight to spans partition {partition}"), effect)
         }
         Kind::NotOtlp => {
+            let samplers = sampler_telemetry(pipeline);
+            let undecodable = sum_over(&samplers, "tailgate_sampler_undecodable_records_total", "").await;
+            let dead_letters = sum_over(&exporter, "tailgate_exporter_dead_letter_records_total", "").await;
             let t = pipeline.kafka.topics.clone();
             for topic in [&t.spans, &t.logs, &t.metrics] {
-                let partition = rng.below(super::pipeline::PARTITIONS as usize) as i32;
+                let partition = rng.below(PARTITIONS as usize) as i32;
                 produce(pipeline, topic, partition, b"garbage", b"\xff\xfe this is not OTLP", None).await;
             }
-            "a record that is not OTLP, straight to each of the spans, logs and metrics topics".to_owned()
+            injected.not_otlp += 1;
+            let timeout = Duration::from_secs(30);
+            let effect = match (
+                rises(&samplers, "tailgate_sampler_undecodable_records_total", "", undecodable, timeout).await,
+                rises(&exporter, "tailgate_exporter_dead_letter_records_total", "", dead_letters, timeout).await,
+            ) {
+                (Ok(a), Ok(b)) => Ok(format!("{a}; {b}")),
+                (a, b) => Err(format!("{a:?}; {b:?}")),
+            };
+            ("a record that is not OTLP, straight to each of the spans, logs and metrics topics".to_owned(), effect)
+        }
+    }
+}
+
+/// A sampler or exporter restarted is consuming again when its page shows a lag per partition it was given; a
+/// gateway, when it answers (which `start` waited for).
+async fn assigned_again(name: &str, telemetry: SocketAddr, restarting: Instant) -> Result<String, String> {
+    let family = match name {
+        n if n.starts_with("sampler") => "tailgate_sampler_consumer_lag_records",
+        "exporter" => "tailgate_exporter_consumer_lag_records",
+        _ => return Ok(format!("serving again {:.1?} after the restart began", restarting.elapsed())),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http::metrics(telemetry).await.keys().any(|series| http::in_family(series, family)) {
+            return Ok(format!("assigned partitions again {:.1?} after the restart began", restarting.elapsed()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no partition assigned 60 s after its restart (no {family})"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn leader(cluster: &crate::harness::apache_kafka::Cluster, topic: &str, partition: i32) -> Option<u32> {
+    tokio::task::block_in_place(|| cluster.leaders(topic).get(partition as usize).copied().flatten())
+}
+
+/// Waits up to `timeout` (from `since`) for `topic`'s `partition` to be led by a node other than `from`.
+async fn moved(
+    cluster: &crate::harness::apache_kafka::Cluster,
+    topic: &str,
+    partition: i32,
+    from: u32,
+    since: Instant,
+    timeout: Duration,
+) -> Result<String, String> {
+    loop {
+        match leader(cluster, topic, partition) {
+            Some(now) if now != from => {
+                return Ok(format!("{topic} {partition} led by node {now} {:.1?} later", since.elapsed()))
+            }
+            other if since.elapsed() > timeout => {
+                return Err(format!("{topic} {partition} still led by {other:?} after {timeout:?}"))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
 }

@@ -12,8 +12,25 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// Span identity: (trace ID, span ID), hex as the SDK prints them.
-pub type SpanKey = (String, String);
+/// A span as the ledger knows it: trace ID and span ID (hex, as the SDK prints them) and its content —
+/// `name|status code|campaign.kind|start ns|end ns` — so a span found with its status or attributes stripped, or its
+/// times changed, is not present: it is `unexpected`, and the span sent is `lost`.
+pub type SpanKey = (String, String, String);
+
+/// The content part of a [`SpanKey`] of a span as a stage holds it.
+pub fn span_content(span: &opentelemetry_proto::tonic::trace::v1::Span) -> String {
+    let kind = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "campaign.kind")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or("ok");
+    let status = span.status.as_ref().map_or(0, |s| s.code);
+    format!("{}|{status}|{kind}|{}|{}", span.name, span.start_time_unix_nano, span.end_time_unix_nano)
+}
 
 /// One export call of the client.
 #[derive(Debug)]
@@ -41,6 +58,12 @@ pub struct Sent {
     pub spans: HashMap<SpanKey, SentSpan>,
     /// Log bodies: whether acknowledged.
     pub logs: HashMap<String, bool>,
+    /// Log bodies: when the first call that carried it started.
+    pub log_first_sent: HashMap<String, f64>,
+    /// Every export call: signal, acknowledged, start, end (Unix seconds).
+    pub call_times: Vec<(String, bool, f64, f64)>,
+    /// Every `campaign.orders` delta sent: when its call started, its value.
+    pub orders_sent: Vec<(f64, f64)>,
     /// Sum of the acknowledged deltas of `campaign.orders`, and of those sent but not acknowledged.
     pub orders_acked: f64,
     pub orders_unacked: f64,
@@ -70,10 +93,15 @@ impl Sent {
 
     fn add(&mut self, call: Call) {
         *self.calls.entry((call.signal.clone(), call.ok)).or_default() += 1;
+        self.call_times.push((call.signal.clone(), call.ok, call.start, call.end));
         match call.signal.as_str() {
             "spans" => {
                 for item in &call.items {
-                    let key = (item[0].as_str().unwrap().to_owned(), item[1].as_str().unwrap().to_owned());
+                    let key = (
+                        item[0].as_str().unwrap().to_owned(),
+                        item[1].as_str().unwrap().to_owned(),
+                        item[4].as_str().unwrap().to_owned(),
+                    );
                     let span = self.spans.entry(key).or_insert_with(|| SentSpan {
                         kind: item[2].as_str().unwrap().to_owned(),
                         root: item[3].as_bool().unwrap(),
@@ -89,6 +117,8 @@ impl Sent {
             "logs" => {
                 for item in &call.items {
                     *self.logs.entry(item.as_str().unwrap().to_owned()).or_default() |= call.ok;
+                    let first = self.log_first_sent.entry(item.as_str().unwrap().to_owned()).or_insert(call.start);
+                    *first = first.min(call.start);
                 }
             }
             "metrics" => {
@@ -96,6 +126,7 @@ impl Sent {
                     match (item[0].as_str().unwrap(), item[1].as_str().unwrap()) {
                         ("campaign.orders", "sum") => {
                             let value = item[2].as_f64().unwrap();
+                            self.orders_sent.push((call.start, value));
                             match call.ok {
                                 true => self.orders_acked += value,
                                 false => self.orders_unacked += value,
@@ -164,6 +195,35 @@ pub fn compare<K: std::hash::Hash + Eq + Clone>(
         indeterminate: copies.keys().filter(|k| sent.contains(k) && !expected.contains(k)).count() as u64,
     };
     (row, lost)
+}
+
+/// Copies at a stage beyond what the faults explain. Copies come from re-reading after a fault: a worker that
+/// restarts, or loses or gets back partitions, reads again what it had not committed; a client whose call failed
+/// retries it. So every copy beyond the first must be of an item first sent within a fault's window (`windows`, Unix
+/// seconds), and an item may have at most one extra copy per window holding it. Returns the duplicates, those beyond
+/// that bound, and a few of the latter.
+pub fn unexplained_copies<K: std::hash::Hash + Eq + std::fmt::Debug>(
+    found: &[K],
+    first_sent: impl Fn(&K) -> Option<f64>,
+    windows: &[(f64, f64)],
+) -> (u64, u64, Vec<String>) {
+    let mut copies: HashMap<&K, u64> = HashMap::new();
+    for key in found {
+        *copies.entry(key).or_default() += 1;
+    }
+    let (mut duplicated, mut beyond, mut examples) = (0, 0, Vec::new());
+    for (key, n) in copies {
+        duplicated += n - 1;
+        let Some(sent) = first_sent(key) else { continue };
+        let allowed = windows.iter().filter(|(from, to)| (*from..=*to).contains(&sent)).count() as u64;
+        if n - 1 > allowed {
+            beyond += n - 1 - allowed;
+            if examples.len() < 5 {
+                examples.push(format!("{key:?}: {n} copies, first sent at {sent:.1}, {allowed} fault windows"));
+            }
+        }
+    }
+    (duplicated, beyond, examples)
 }
 
 /// The table, as the campaign prints it.

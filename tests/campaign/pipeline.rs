@@ -1,11 +1,12 @@
-//! The whole pipeline the campaign runs: one broker, two gateways, two samplers, one
+//! The whole pipeline the campaign runs: a broker cluster, two gateways, two samplers, one
 //! exporter process delivering to Jaeger (the OTLP/gRPC receiver), Prometheus (the real one) and Loki (the push
 //! receiver) — every role a process of the real binary, every backend one the test can tell to fail.
 //!
-//! The broker is `tailgate broker` — Tansu on a data directory, its own process — or, with
-//! `TAILGATE_CAMPAIGN_BROKER=mock`, librdkafka's MockCluster in the test process (its log in memory; its broker
-//! fault a broker down and up again; the roles keep the idempotent producer). Neither lasts every schedule, and
-//! the note of each finding is here so that a failing run can be read:
+//! The brokers are, by default, **Apache Kafka**: three KRaft nodes, every topic at replication factor 3 with
+//! `min.insync.replicas=2`, the roles with the product's defaults (the idempotent producer, the cooperative-sticky
+//! assignment) — the cluster the README tells production to run. `TAILGATE_CAMPAIGN_BROKER=tansu` runs on
+//! `tailgate broker` (Tansu on a data directory, its own process), `=mock` on librdkafka's MockCluster. Neither
+//! lasts every schedule; what each did, so that a failing run on them can be read:
 //! * Tansu 0.6's idempotent-producer support panics its storage when a batch carries a producer epoch it did not
 //!   record (a paused or reconnecting producer sends one), and then refuses every request: the roles run with
 //!   `kafka.producer.idempotence: false` on it, as all-in-one does.
@@ -25,6 +26,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tailgate_kafka::KafkaConfig;
 
+use crate::harness::apache_kafka::{Cluster, Options};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::kafka::{kafka_config, kafka_yaml};
 use crate::harness::processes::{local_addr, Process, Ready};
@@ -44,9 +46,11 @@ const EXPORTER_BATCH_MIB: u64 = 2;
 
 /// What a process of this debug build takes besides the data it is configured to hold: the binary's touched pages,
 /// the Tokio runtime, librdkafka's threads and its fetch and produce queues (bounded by the roles), allocator slack.
-/// Measured at 29–46 MiB across roles in quiet runs of this campaign; 180 MiB leaves room for bursts after faults
-/// (a restarted worker catching up, a backend's backlog) without hiding a leak of the configured size.
-pub const OVERHEAD_MIB: u64 = 180;
+/// Peaks (`VmHWM`) measured in the 240 s run on Apache Kafka, every fault kind injected: exporter 44 MiB (6 MiB of
+/// batches configured), gateways 38 MiB (32 MiB in flight allowed), samplers 39 MiB (40 MiB of buffer and output).
+/// So 48 MiB: every process's bound is within 50 MiB of its measured peak (exporter 54, gateways 80, samplers 88),
+/// where a 180 MiB allowance hid leaks of several times the configured sizes.
+pub const OVERHEAD_MIB: u64 = 48;
 
 pub struct Pipeline {
     pub dir: PathBuf,
@@ -66,39 +70,71 @@ impl Pipeline {
     /// Writes every config and starts the backends; the processes start with [`Pipeline::start`].
     pub async fn new() -> Pipeline {
         let dir = temp_dir("campaign");
-        let (broker, kafka) = if std::env::var("TAILGATE_CAMPAIGN_BROKER").is_ok_and(|b| b == "mock") {
-            let mock = MockCluster::new(1).expect("mock cluster starts");
-            let kafka = kafka_config(&mock.bootstrap_servers(), PARTITIONS);
-            // The mock cannot create topics; the roles find them there.
-            let t = &kafka.topics;
-            for topic in [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions] {
-                mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
-                mock.create_topic(&tailgate_proto::headers::dead_letter_topic(topic), PARTITIONS as i32, 1).unwrap();
+        let choice = std::env::var("TAILGATE_CAMPAIGN_BROKER").unwrap_or_else(|_| "kafka".to_owned());
+        let (broker, kafka) = match choice.as_str() {
+            "kafka" => {
+                let cluster = tokio::task::block_in_place(|| {
+                    Cluster::start(
+                        Options { nodes: 3, ..Options::default() }
+                            .property("min.insync.replicas", 2)
+                            // A node that stops answering loses its leaderships in 6 s, not Kafka's default 9 s:
+                            // the campaign's pauses are seconds long.
+                            .property("broker.session.timeout.ms", 6000)
+                            .property("broker.heartbeat.interval.ms", 1000),
+                    )
+                });
+                let mut kafka = kafka_config(&cluster.bootstrap(), PARTITIONS);
+                kafka.replication_factor = 3;
+                assert_eq!(kafka.producer.idempotence, None, "the product's default: idempotent");
+                assert_eq!(kafka.consumer.assignment_strategy, None, "the product's default assignment");
+                (Broker::Kafka(cluster), kafka)
             }
-            (Broker::Mock(mock), kafka)
-        } else {
-            let broker_addr = local_addr();
-            let mut kafka = kafka_config(&broker_addr.to_string(), PARTITIONS);
-            // Tansu differs from Kafka here: its idempotent producer support panics the broker's storage when a
-            // batch carries a producer epoch it did not record, which a SIGSTOPped or reconnecting producer sends.
-            // Seen in a long run: broker dead 240 s in, lite.rs:503 "more or less than one row". So the roles run
-            // with `kafka.producer.idempotence: false`, as all-in-one does for its embedded Tansu.
-            kafka.producer.idempotence = Some(false);
-            // And eager rebalancing: under the cooperative protocol Tansu has handed one partition to two members.
-            kafka.consumer.assignment_strategy = Some(tailgate_kafka::AssignmentStrategy::Range);
-            let data = dir.join("data");
-            let broker = Process::new(
-                &dir,
-                "broker",
-                "broker",
-                &format!("embedded_broker: {{ listen: '{broker_addr}', data_dir: '{}' }}\n", data.display()),
-                Ready::Listening(broker_addr),
-            );
-            (Broker::Tansu(broker), kafka)
+            "mock" => {
+                let mock = MockCluster::new(1).expect("mock cluster starts");
+                let kafka = kafka_config(&mock.bootstrap_servers(), PARTITIONS);
+                // The mock cannot create topics; the roles find them there.
+                let t = &kafka.topics;
+                for topic in [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions] {
+                    mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
+                    mock.create_topic(&tailgate_proto::headers::dead_letter_topic(topic), PARTITIONS as i32, 1)
+                        .unwrap();
+                }
+                (Broker::Mock(mock), kafka)
+            }
+            "tansu" => {
+                let broker_addr = local_addr();
+                let mut kafka = kafka_config(&broker_addr.to_string(), PARTITIONS);
+                // Tansu differs from Kafka here: its idempotent producer support panics the broker's storage when a
+                // batch carries a producer epoch it did not record, which a SIGSTOPped or reconnecting producer
+                // sends. Seen in a long run: broker dead 240 s in, lite.rs:503 "more or less than one row". So the
+                // roles run with `kafka.producer.idempotence: false`, as all-in-one does for its embedded Tansu.
+                kafka.producer.idempotence = Some(false);
+                // And eager rebalancing: under the cooperative protocol Tansu has handed one partition to two
+                // members.
+                kafka.consumer.assignment_strategy = Some(tailgate_kafka::AssignmentStrategy::Range);
+                let data = dir.join("data");
+                let broker = Process::new(
+                    &dir,
+                    "broker",
+                    "broker",
+                    &format!("embedded_broker: {{ listen: '{broker_addr}', data_dir: '{}' }}\n", data.display()),
+                    Ready::Listening(broker_addr),
+                );
+                (Broker::Tansu(broker), kafka)
+            }
+            other => panic!("TAILGATE_CAMPAIGN_BROKER `{other}`: one of kafka (the default), tansu, mock"),
         };
         let (jaeger, loki, prometheus) =
             (TraceReceiver::start().await, LokiReceiver::start().await, Prometheus::start().await);
-        let common = |telemetry: SocketAddr| {
+        // Samplers and the exporter as a StatefulSet would run them on Kafka: static members named after their pod
+        // (the README's advice), so a restarted worker gets its partitions back at once. Tansu and MockCluster run
+        // them as dynamic members, as they did before.
+        let static_members = matches!(broker, Broker::Kafka(_));
+        let common = |telemetry: SocketAddr, name: &str| {
+            let mut kafka = kafka.clone();
+            if static_members && !name.starts_with("gateway") {
+                kafka.consumer.group_instance_id = Some(name.to_owned());
+            }
             format!(
                 "{}telemetry: {{ metrics: {{ endpoint: '{telemetry}' }}, logs: {{ level: info }} }}\nshutdown: {{ grace: 5s }}\n",
                 kafka_yaml(&kafka)
@@ -111,7 +147,7 @@ impl Pipeline {
             let (grpc, http, telemetry) = (local_addr(), local_addr(), local_addr());
             let config = format!(
                 "{}ingest: {{ grpc: {{ endpoint: '{grpc}' }}, http: {{ endpoint: '{http}' }}, max_in_flight_bytes: {GATEWAY_IN_FLIGHT_MIB}MiB }}\n",
-                common(telemetry)
+                common(telemetry, &format!("gateway-{n}"))
             );
             gateways.push(Process::new(&dir, &format!("gateway-{n}"), "ingest", &config, Ready::Health(telemetry)));
             gateway_addrs.push(grpc);
@@ -126,7 +162,7 @@ impl Pipeline {
                  - {{ name: errors-always, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    \
                  - {{ name: slow-requests, type: latency, latency: {{ threshold_ms: 2000 }} }}\n    \
                  - {{ name: sample-rest, type: probabilistic, probabilistic: {{ sampling_percentage: {} }} }}\n",
-                common(telemetry),
+                common(telemetry, &format!("sampler-{n}")),
                 super::expectation::PERCENTAGE
             );
             samplers.push(Process::new(&dir, &format!("sampler-{n}"), "sampler", &config, Ready::Health(telemetry)));
@@ -140,7 +176,7 @@ impl Pipeline {
         let config = format!(
             "{}exporters:\n  jaeger: {{ endpoint: '{}', {shared} }}\n  prometheus_remote_write: {{ endpoint: '{}', {shared} }}\n  \
              loki: {{ endpoint: '{}', {shared} }}\n",
-            common(telemetry),
+            common(telemetry, "exporter"),
             jaeger.endpoint(),
             prometheus.endpoint(),
             loki.endpoint()
@@ -187,6 +223,7 @@ impl Pipeline {
 
 /// The Kafka-API broker of a run (see the module docs).
 pub enum Broker {
+    Kafka(Cluster),
     Tansu(Process),
     Mock(MockCluster<'static, DefaultProducerContext>),
 }

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 
 use super::lag;
-use super::ledger::SpanKey;
+use super::ledger::{span_content, SpanKey};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::{read_topic, Record};
 
@@ -34,12 +34,16 @@ pub fn span_keys(records: &[Record]) -> Vec<SpanKey> {
         .flat_map(|request| request.resource_spans)
         .flat_map(|rs| rs.scope_spans)
         .flat_map(|ss| ss.spans)
-        .map(|span| (hex::encode(span.trace_id), hex::encode(span.span_id)))
+        .map(|span| key(&span))
         .collect()
 }
 
+fn key(span: &opentelemetry_proto::tonic::trace::v1::Span) -> SpanKey {
+    (hex::encode(&span.trace_id), hex::encode(&span.span_id), span_content(span))
+}
+
 pub fn jaeger_keys(jaeger: &TraceReceiver) -> Vec<SpanKey> {
-    jaeger.traces.lock().unwrap().spans.iter().map(|(t, s)| (hex::encode(t), hex::encode(s))).collect()
+    jaeger.traces.lock().unwrap().received.iter().map(key).collect()
 }
 
 /// The string bodies of the log records in `records`.
@@ -61,10 +65,17 @@ pub fn loki_lines(loki: &LokiReceiver) -> Vec<String> {
     loki.entries().into_iter().map(|(_, line, _)| line).collect()
 }
 
-/// Sum of the `campaign.orders` delta points in `records`, each point once (by its time: the SDK exports one point
-/// per interval), and the largest `campaign.latency` count.
-pub fn metric_totals(records: &[Record]) -> (f64, u64) {
-    let (mut orders, mut count) = (0.0, 0);
+/// What the metrics topic holds of the client's: the sum of the `campaign.orders` delta points, each point once
+/// (by its time: the SDK exports one point per interval), the times (Unix seconds) of the points found again beyond
+/// their first copy (duplicates, counted, not hidden), and the largest `campaign.latency` count.
+pub struct MetricTotals {
+    pub orders: f64,
+    pub repeated_points: Vec<f64>,
+    pub latency_count: u64,
+}
+
+pub fn metric_totals(records: &[Record]) -> MetricTotals {
+    let mut totals = MetricTotals { orders: 0.0, repeated_points: Vec::new(), latency_count: 0 };
     let mut seen = std::collections::HashSet::new();
     let metrics = records
         .iter()
@@ -75,8 +86,12 @@ pub fn metric_totals(records: &[Record]) -> (f64, u64) {
     for m in metrics {
         match (m.name.as_str(), m.data) {
             ("campaign.orders", Some(metric::Data::Sum(sum))) => {
-                for point in sum.data_points.into_iter().filter(|p| seen.insert(p.time_unix_nano)) {
-                    orders += match point.value {
+                for point in sum.data_points {
+                    if !seen.insert(point.time_unix_nano) {
+                        totals.repeated_points.push(point.time_unix_nano as f64 / 1e9);
+                        continue;
+                    }
+                    totals.orders += match point.value {
                         Some(number_data_point::Value::AsInt(v)) => v as f64,
                         Some(number_data_point::Value::AsDouble(v)) => v,
                         None => 0.0,
@@ -84,21 +99,21 @@ pub fn metric_totals(records: &[Record]) -> (f64, u64) {
                 }
             }
             ("campaign.latency", Some(metric::Data::Histogram(h))) => {
-                count = h.data_points.iter().map(|p| p.count).fold(count, u64::max);
+                totals.latency_count = h.data_points.iter().map(|p| p.count).fold(totals.latency_count, u64::max);
             }
             _ => {}
         }
     }
-    (orders, count)
+    totals
 }
 
 /// The latest value of the single series `name` in Prometheus (`None` if there is none), and every raw sample of it
-/// over the last hour, in time order.
-pub async fn prometheus_series(prometheus: &Prometheus, name: &str) -> (Option<f64>, Vec<f64>) {
+/// over the last `window` (the whole run), in time order.
+pub async fn prometheus_series(prometheus: &Prometheus, name: &str, window: Duration) -> (Option<f64>, Vec<f64>) {
     let latest = prometheus.query(name).await;
     assert!(latest.len() <= 1, "one series of {name}: {latest:?}");
     let value = latest.first().map(|s| s["value"][1].as_str().unwrap().parse().unwrap());
-    let range = prometheus.query(&format!("{name}[1h]")).await;
+    let range = prometheus.query(&format!("{name}[{}s]", window.as_secs() + 60)).await;
     let samples = range
         .first()
         .map(|s| s["values"].as_array().unwrap().iter().map(|v| v[1].as_str().unwrap().parse().unwrap()).collect())

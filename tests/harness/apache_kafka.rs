@@ -214,6 +214,21 @@ impl Cluster {
         (leader >= 0).then_some(leader as u32)
     }
 
+    /// The leader of each partition of `topic` (index = partition), `None` where the metadata names none.
+    pub fn leaders(&self, topic: &str) -> Vec<Option<u32>> {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().expect("metadata client");
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return Vec::new() };
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == topic) else { return Vec::new() };
+        let mut leaders = vec![None; topic.partitions().len()];
+        for p in topic.partitions() {
+            if let Some(slot) = leaders.get_mut(p.id() as usize) {
+                *slot = (p.leader() >= 0).then_some(p.leader() as u32);
+            }
+        }
+        leaders
+    }
+
     /// Runs one of Kafka's command-line tools (`org.apache.kafka.tools.AclCommand`, …) with `args`; panics with
     /// its output if it fails.
     pub fn tool(&self, class: &str, args: &[&str]) -> String {
@@ -265,6 +280,25 @@ impl Node {
     pub fn kill(&self) {
         if let Some(mut child) = self.process.lock().unwrap().take() {
             child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the node's JVM: SIGSTOP is a broker that stops answering with its
+    /// connections open (a long GC pause, a frozen VM), which only its session timeout tells the controller.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = self.process.lock().unwrap().as_ref() {
+            let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().expect("kill runs");
+            assert!(status.success(), "kill {signal} node {}", self.id);
+        }
+    }
+
+    /// SIGTERM, and waits for it to exit: Kafka's controlled shutdown, which moves the leadership of every
+    /// partition the node leads to another in-sync replica before it goes (a rolling restart's first half).
+    pub fn terminate(&self) {
+        if let Some(mut child) = self.process.lock().unwrap().take() {
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             child.wait().unwrap();
         }
     }

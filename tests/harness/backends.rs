@@ -28,12 +28,17 @@ use super::free_port;
 pub enum Answer {
     Accept,
     Unavailable,
+    /// Takes the request and answers nothing for as long as this is the answer (a backend stuck on its storage);
+    /// then `UNAVAILABLE`, long after the caller's timeout.
+    Hang,
 }
 
 #[derive(Default)]
 pub struct Traces {
     /// Every (trace ID, span ID) accepted, duplicates included.
     pub spans: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every span accepted, whole, duplicates included.
+    pub received: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
     /// Every request accepted, in order.
     pub requests: Vec<TraceRequest>,
 }
@@ -65,9 +70,15 @@ impl TraceService for TraceHandler {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let answer = *self.answer.lock().unwrap();
+        if answer == Answer::Hang {
+            while *self.answer.lock().unwrap() == Answer::Hang {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            return Err(tonic::Status::unavailable("jaeger was stuck"));
+        }
         let mut traces = self.traces.lock().unwrap();
         match answer {
-            Answer::Unavailable => Err(tonic::Status::unavailable("jaeger is restarting")),
+            Answer::Unavailable | Answer::Hang => Err(tonic::Status::unavailable("jaeger is restarting")),
             Answer::Accept => {
                 let text = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let (tenant, authorization) = (text("x-scope-orgid"), text("authorization"));
@@ -75,7 +86,8 @@ impl TraceService for TraceHandler {
                 for resource in request.into_inner().resource_spans {
                     for scope in resource.scope_spans {
                         for span in scope.spans {
-                            traces.spans.push((span.trace_id, span.span_id));
+                            traces.spans.push((span.trace_id.clone(), span.span_id.clone()));
+                            traces.received.push(span);
                         }
                     }
                 }

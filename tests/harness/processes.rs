@@ -1,6 +1,7 @@
 //! The pipeline as an operator runs it: every role its own process of the real binary, each with its own config
 //! file, its stderr appended to `<name>.log` in the run's directory (so a restart's output follows the crash's), and
-//! its resident memory sampled from `/proc/<pid>/status` for as long as the campaign runs.
+//! its peak resident memory (`VmHWM` in `/proc/<pid>/status`, the kernel's own high-water mark) read for as long as
+//! the campaign runs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,7 +24,7 @@ pub struct Process {
     ready: Ready,
     child: Option<Child>,
     pid: Arc<AtomicU32>,
-    /// Largest `VmRSS` seen, in KiB, over every incarnation.
+    /// Largest `VmHWM` seen, in KiB, over every incarnation.
     pub peak_rss_kib: Arc<AtomicU64>,
     pub starts: u32,
 }
@@ -81,22 +82,40 @@ impl Process {
         binary::signal(self.child.as_ref().expect("running"), signal);
     }
 
+    /// Where it answers `/health` and `/metrics`, if it is a role with telemetry.
+    pub fn telemetry(&self) -> Option<SocketAddr> {
+        match self.ready {
+            Ready::Health(addr) => Some(addr),
+            Ready::Listening(_) => None,
+        }
+    }
+
+    /// Its peak RSS so far, read from the kernel now: the sampler reads it every 100 ms, and this before a kill or
+    /// a stop, so no incarnation's peak is missed.
+    fn record_peak(&self) {
+        if let Some(kib) = vm_hwm_kib(self.pid.load(Ordering::SeqCst)) {
+            self.peak_rss_kib.fetch_max(kib, Ordering::SeqCst);
+        }
+    }
+
     /// SIGKILL, and wait until it is gone (so its ports are free for the restart).
     pub fn kill(&mut self) {
+        self.record_peak();
         let mut child = self.child.take().expect("running");
         binary::signal(&child, "-KILL");
         child.wait().unwrap();
         self.pid.store(0, Ordering::SeqCst);
     }
 
-    /// SIGTERM, and wait for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            binary::signal(&child, "-CONT");
-            binary::signal(&child, "-TERM");
-            child.wait().unwrap();
-            self.pid.store(0, Ordering::SeqCst);
-        }
+    /// SIGTERM, and wait for it to exit; its exit status (`None` if it was not running).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.record_peak();
+        let mut child = self.child.take()?;
+        binary::signal(&child, "-CONT");
+        binary::signal(&child, "-TERM");
+        let status = child.wait().unwrap();
+        self.pid.store(0, Ordering::SeqCst);
+        Some(status)
     }
 
     /// Whether the current process exited on its own (a crash the campaign did not cause).
@@ -118,7 +137,7 @@ impl Drop for Process {
     }
 }
 
-/// Samples every process's `VmRSS` every 100 ms on a thread of its own until dropped.
+/// Reads every process's `VmHWM` every 100 ms on a thread of its own until dropped.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -134,7 +153,7 @@ impl RssSampler {
             move || {
                 while !stop.load(Ordering::SeqCst) {
                     for (pid, peak) in &watched {
-                        if let Some(kib) = vm_rss_kib(pid.load(Ordering::SeqCst)) {
+                        if let Some(kib) = vm_hwm_kib(pid.load(Ordering::SeqCst)) {
                             peak.fetch_max(kib, Ordering::SeqCst);
                         }
                     }
@@ -155,13 +174,14 @@ impl Drop for RssSampler {
     }
 }
 
-/// `VmRSS` of `pid` in KiB; `None` for no process (0) or one that is gone.
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+/// `VmHWM` of `pid` in KiB — the largest its RSS has been, as the kernel counts it, so no spike between two reads
+/// is missed; `None` for no process (0) or one that is gone.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
     if pid == 0 {
         return None;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

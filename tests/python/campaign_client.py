@@ -14,7 +14,8 @@ Each trace also logs one line in its root's context (so the record carries the t
 histograms as unsupported).
 
 The ledger (JSON lines) has one line per export call of each signal: whether the SDK's exporter returned SUCCESS, which
-gateway, when the call started and ended, and the items of the batch. Nothing else counts as acknowledged.
+gateway, when the call started and ended, and the items of the batch (a span with what it says: name, status, kind,
+start and end). Nothing else counts as acknowledged.
 """
 
 import argparse
@@ -96,7 +97,9 @@ class SpanLedger(Alternating):
         for span in spans:
             ctx = span.get_span_context()
             kind = span.attributes.get("campaign.kind", "ok")
-            items.append([format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), kind, span.parent is None])
+            # What the span says, beside who it is: the ledger checks that every stage holds it as sent.
+            content = f"{span.name}|{span.status.status_code.value}|{kind}|{span.start_time}|{span.end_time}"
+            items.append([format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"), kind, span.parent is None, content])
         ok = self.call(items, lambda inner: inner.export(spans) == SpanExportResult.SUCCESS)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
