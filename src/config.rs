@@ -41,7 +41,7 @@ pub struct EmbeddedBrokerConfig {
     pub listen: String,
     /// Where the broker keeps its log (a SQLite database), so data outlives a restart.
     pub data_dir: PathBuf,
-    /// How long records are kept: older ones are deleted (every tenth of it, at most every minute) and their space
+    /// How long records are kept: older ones are deleted (every hundredth of it, at least every 5 s) and their space
     /// reused, so the disk holds about this much of the pipeline's traffic.
     pub retention: Duration,
     /// How much the broker's database may hold (its pages in use): past it, records are kept for less than

@@ -13,7 +13,10 @@
 use std::path::Path;
 
 /// Each index, named so that a later Tansu that adds its own can be told apart.
-const INDEXES: [&str; 1] = ["create index if not exists tailgate_header_record on header (topition, offset_id)"];
+const INDEXES: [&str; 2] = [
+    "create index if not exists tailgate_header_record on header (topition, offset_id)",
+    "create index if not exists tailgate_record_age on record (topition, timestamp, offset_id)",
+];
 
 /// Adds the indexes to the database at `db`, which Tansu has created.
 pub(super) async fn add(db: &Path) -> Result<(), String> {

@@ -56,7 +56,7 @@ async fn main() {
         format!(
             "embedded_broker: {{ listen: 127.0.0.1:{kafka}, data_dir: '{}', retention: {retention} }}\n\
              ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http_port} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n",
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: info }} }}\n",
             dir.join("data").display()
         ),
     )
@@ -117,6 +117,8 @@ async fn main() {
     for minute in 1..=minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let text = page().await;
+        // Every minute's page stays beside the logs: what moved when the figures changed.
+        let _ = std::fs::write(dir.join(format!("metrics-{minute:02}.txt")), &text);
         let (spans, broker_cpu, all) = (accepted(&text), broker(pid), cpu::cpu_seconds(pid, &[]));
         let (d_spans, d_broker) = (spans - last_spans, broker_cpu - last_broker);
         let d_tailgate = (all - last_all) - d_broker;
