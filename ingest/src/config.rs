@@ -371,4 +371,36 @@ mod tests {
         config.http.auth = Some(AuthConfig::default());
         assert_eq!(config.warnings("ingest"), []);
     }
+
+    /// A tenant header beside auth would never be read (the credentials name the tenant): a config that says both
+    /// is refused, at the header's path, as is a header name HTTP does not allow.
+    #[test]
+    fn a_tenant_header_with_auth_or_not_a_header_name_is_refused_at_its_path() {
+        let problems = |config: &IngestConfig| {
+            let mut problems = Problems::default();
+            config.validate("ingest", &mut problems);
+            problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>()
+        };
+        let mut config = IngestConfig::default();
+        config.http.tenant_header = Some("X-Scope-OrgID".to_owned());
+        assert_eq!(problems(&config), Vec::<String>::new(), "a trusted header alone is valid");
+        let file = std::env::temp_dir().join(format!("tailgate-tenant-header-{}", std::process::id()));
+        std::fs::write(&file, "a-token").unwrap();
+        let token = tailgate_config::SecretSource { file: Some(file.clone()), env: None };
+        let auth = AuthConfig {
+            bearer_tokens: vec![crate::auth::BearerToken { tenant: "checkout".to_owned(), token }],
+            ..AuthConfig::default()
+        };
+        config.http.auth = Some(auth);
+        let found = problems(&config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("ingest.http.tenant_header"), "{found:?}");
+        assert!(found[0].contains("only read without auth"), "{found:?}");
+        std::fs::remove_file(file).unwrap();
+        config.http.auth = None;
+        config.grpc.tenant_header = Some("X Scope".to_owned());
+        let found = problems(&config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("ingest.grpc.tenant_header") && found[0].contains("not an HTTP header name"));
+    }
 }
