@@ -1,4 +1,5 @@
-//! The fault scheduler: during the load, at seeded intervals (4–10 s apart), faults dealt from a seeded shuffle of
+//! The fault scheduler: during the load, at seeded intervals (3–8 s apart; 30–50 s in a run of 20 minutes or
+//! more), faults dealt from a seeded shuffle of
 //! the kinds, each healed before the next (a role's two processes down together is one fault), every one logged with
 //! its offset from the start of the load and **the effect it had**: the counter, the leadership or the exit status
 //! the fault must move. A fault that moved nothing proves nothing, and the run fails on it. The same seed gives the
@@ -9,8 +10,10 @@
 //! `UNAVAILABLE`, Jaeger hanging (takes requests, answers nothing), Loki answering 503s, or 429 with `Retry-After`,
 //! Prometheus SIGKILLed and restarted on its data. On the brokers (Apache Kafka): a node SIGKILLed and restarted on
 //! its log directory, the leader of a spans, decisions or sampled partition SIGSTOPped past its session, a
-//! controlled leader change (the leader's SIGTERM: Kafka's controlled shutdown). In the data: a foreign record
-//! stamped an hour ahead, and records that are not OTLP, written straight to the topics.
+//! controlled leader change (the leader's SIGTERM: Kafka's controlled shutdown). On the network between every role
+//! and the brokers (a proxy per node, `harness::proxy`): added latency, one node's path stalled, every connection
+//! reset, and a blackhole longer than the consumers' session (they lose their assignment). In the data: a foreign
+//! record stamped an hour ahead, and records that are not OTLP, written straight to the topics.
 //!
 //! After each heal, a task of its own measures the recovery (see [`Recovery`]) while the schedule goes on.
 
@@ -23,10 +26,12 @@ use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use super::pipeline::{Broker, Pipeline, DECISION_WAIT_S, PARTITIONS};
+use super::pipeline::{Broker, Pipeline, DECISION_WAIT_S, PARTITIONS, SESSION_S};
 use crate::harness::backends::Answer;
 use crate::harness::http;
 use crate::harness::otlp::{now_ns, trace_request};
+use crate::harness::proxy::{Counts, Path as ProxyPath, Proxy};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -42,12 +47,16 @@ pub enum Kind {
     KillBroker,
     PauseLeader,
     LeaderChange,
+    NetworkDelay,
+    NetworkStall,
+    NetworkReset,
+    Blackhole,
     FutureRecord,
     NotOtlp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 18] = [
         Kind::KillWorker,
         Kind::PauseWorker,
         Kind::TermWorker,
@@ -60,12 +69,24 @@ impl Kind {
         Kind::KillBroker,
         Kind::PauseLeader,
         Kind::LeaderChange,
+        Kind::NetworkDelay,
+        Kind::NetworkStall,
+        Kind::NetworkReset,
+        Kind::Blackhole,
         Kind::FutureRecord,
         Kind::NotOtlp,
     ];
 
-    /// The kinds of the brokers that only Apache Kafka's cluster has: a leader to pause, a leadership to hand over.
-    const CLUSTER_ONLY: [Kind; 2] = [Kind::PauseLeader, Kind::LeaderChange];
+    /// The kinds that only Apache Kafka's cluster has: a leader to pause, a leadership to hand over, a proxy between
+    /// each node and its clients.
+    const CLUSTER_ONLY: [Kind; 6] = [
+        Kind::PauseLeader,
+        Kind::LeaderChange,
+        Kind::NetworkDelay,
+        Kind::NetworkStall,
+        Kind::NetworkReset,
+        Kind::Blackhole,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -81,6 +102,10 @@ impl Kind {
             Kind::KillBroker => "kill_broker",
             Kind::PauseLeader => "pause_leader",
             Kind::LeaderChange => "leader_change",
+            Kind::NetworkDelay => "network_delay",
+            Kind::NetworkStall => "network_stall",
+            Kind::NetworkReset => "network_reset",
+            Kind::Blackhole => "blackhole",
             Kind::FutureRecord => "future_record",
             Kind::NotOtlp => "not_otlp",
         }
@@ -223,7 +248,14 @@ pub async fn run(pipeline: &mut Pipeline, seed: u64, kinds: &[Kind], started: In
         let recovery = Arc::new(Mutex::new(Recovery::default()));
         tokio::spawn(measure_recovery(sampler_telemetry(pipeline), Arc::clone(&recovery)));
         injected.faults.push(Fault { kind, at, healed, what, effect, recovery });
-        next = Instant::now() + rng.millis(4_000, 10_000);
+        // Close together in a short run, so that every kind fits; apart in a long one, so that the windows the
+        // ledger explains duplicates and late traces by (see `mod.rs`) leave most of the load outside them.
+        next = Instant::now()
+            + if until >= Duration::from_secs(20 * 60) {
+                rng.millis(30_000, 50_000)
+            } else {
+                rng.millis(4_000, 10_000)
+            };
     }
 }
 
@@ -314,9 +346,14 @@ async fn inject(
             let worker = pipeline.workers_mut().nth(n).unwrap();
             worker.kill();
             tokio::time::sleep(down).await;
+            // Its telemetry port refuses while it is down: the process, not just a task of it, is gone.
+            let gone = std::net::TcpStream::connect(worker.telemetry().unwrap()).is_err();
             let restarting = Instant::now();
             worker.start().await;
-            let effect = assigned_again(worker.name.as_str(), worker.telemetry().unwrap(), restarting).await;
+            let effect = match gone {
+                true => assigned_again(worker.name.as_str(), worker.telemetry().unwrap(), restarting).await,
+                false => Err("its port still took connections after the SIGKILL".to_owned()),
+            };
             (format!("SIGKILL {}, restarted after {down:?}", worker.name), effect)
         }
         Kind::PauseWorker => {
@@ -352,11 +389,20 @@ async fn inject(
         }
         Kind::KillRole => {
             let gateways = rng.below(2) == 0;
-            let down = rng.millis(1_000, 4_000);
+            let down = rng.millis(2_000, 5_000);
             let role = if gateways { &mut pipeline.gateways } else { &mut pipeline.samplers };
             for process in role.iter_mut() {
                 process.kill();
             }
+            let sampler_lag = || {
+                let (brokers, group, topic) = (
+                    pipeline.kafka.brokers.clone(),
+                    pipeline.kafka.consumer.sampler_group(),
+                    pipeline.kafka.topics.spans.clone(),
+                );
+                tokio::task::spawn_blocking(move || super::lag::lag(&brokers, &group, &topic, PARTITIONS))
+            };
+            let lag_at_kill = if gateways { None } else { sampler_lag().await.unwrap() };
             tokio::time::sleep(down).await;
             let effect = if gateways {
                 let refused = pipeline.gateway_addrs.iter().all(|a| std::net::TcpStream::connect(a).is_err());
@@ -365,17 +411,13 @@ async fn inject(
                     false => Err("a gateway took a connection while both were killed".to_owned()),
                 }
             } else {
-                let (brokers, group, topic) = (
-                    pipeline.kafka.brokers.clone(),
-                    pipeline.kafka.consumer.sampler_group(),
-                    pipeline.kafka.topics.spans.clone(),
-                );
-                let lag = tokio::task::spawn_blocking(move || super::lag::lag(&brokers, &group, &topic, PARTITIONS))
-                    .await
-                    .unwrap();
-                match lag {
-                    Some(lag) if lag > 0 => Ok(format!("the sampler group's lag rose to {lag} with both down")),
-                    other => Err(format!("the sampler group's lag with both down: {other:?}")),
+                // Under load the lag is never 0 (a sampler commits a trace's records only once it is decided): with
+                // nobody consuming, it must grow.
+                match (lag_at_kill, sampler_lag().await.unwrap()) {
+                    (Some(then), Some(now)) if now > then => {
+                        Ok(format!("the sampler group's lag grew from {then} to {now} with both down"))
+                    }
+                    (then, now) => Err(format!("the sampler group's lag with both down: {then:?} → {now:?}")),
                 }
             };
             let role = if gateways { &mut pipeline.gateways } else { &mut pipeline.samplers };
@@ -397,10 +439,12 @@ async fn inject(
             let down = rng.millis(low, high);
             pipeline.jaeger.answer(answer);
             tokio::time::sleep(down).await;
-            pipeline.jaeger.answer(Answer::Accept);
+            // Before the heal: a hung request is answered UNAVAILABLE the moment Jaeger accepts again, so only a
+            // retry counted while it still hung shows the exporter's own timeout fired.
             let effect =
                 rises(&exporter, "tailgate_exporter_retries_total", "exporter=\"jaeger\"", before, Duration::ZERO)
                     .await;
+            pipeline.jaeger.answer(Answer::Accept);
             let what = match answer {
                 Answer::Hang => format!("Jaeger takes requests and answers nothing for {down:?}"),
                 _ => format!("Jaeger answers UNAVAILABLE for {down:?}"),
@@ -433,7 +477,10 @@ async fn inject(
                     )
                     .await
                 }
-                false => Err("Loki was never asked within 60 s".to_owned()),
+                false => {
+                    loki.state.lock().unwrap().script.clear();
+                    Err("Loki was never asked within 60 s".to_owned())
+                }
             };
             (what, effect)
         }
@@ -505,7 +552,8 @@ async fn inject(
                 (format!("SIGSTOP Kafka node {node}, leader of {topic} {partition}, for {paused:?}"), effect)
             } else {
                 tokio::task::block_in_place(|| cluster.node(node).terminate());
-                let effect = moved(cluster, &topic, partition, node, since, Duration::from_secs(5)).await;
+                let effect = moved(cluster, &topic, partition, node, Instant::now(), Duration::from_secs(10)).await;
+                let effect = effect.map(|e| format!("{e} (shut down in {:.1?})", since.elapsed()));
                 tokio::task::block_in_place(|| cluster.node(node).restart());
                 (
                     format!(
@@ -513,6 +561,65 @@ async fn inject(
                     ),
                     effect,
                 )
+            }
+        }
+        Kind::NetworkDelay | Kind::NetworkStall | Kind::NetworkReset | Kind::Blackhole => {
+            let Broker::Kafka(cluster) = &pipeline.broker else { unreachable!("cluster-only kinds need the cluster") };
+            let proxies: Vec<&Proxy> = cluster.nodes().iter().filter_map(|n| n.proxy.as_ref()).collect();
+            let count = |f: fn(&Counts) -> &AtomicU64| proxies.iter().map(|p| f(p.counts()).load(SeqCst)).sum::<u64>();
+            let rose = |what: &str, before: u64, after: u64| match after > before {
+                true => Ok(format!("{what} {before} → {after}")),
+                false => Err(format!("{what} stayed at {before}")),
+            };
+            match kind {
+                Kind::NetworkDelay => {
+                    let (delay, lasting) = (rng.millis(200, 800), rng.millis(5_000, 10_000));
+                    let before = count(|c| &c.delayed_chunks);
+                    proxies.iter().for_each(|p| p.set(ProxyPath::Delayed(delay)));
+                    tokio::time::sleep(lasting).await;
+                    proxies.iter().for_each(|p| p.set(ProxyPath::Open));
+                    let effect = rose("chunks delayed", before, count(|c| &c.delayed_chunks));
+                    (format!("{delay:?} added to every packet between the roles and Kafka for {lasting:?}"), effect)
+                }
+                Kind::NetworkStall => {
+                    let node = &cluster.nodes()[rng.below(cluster.nodes().len())];
+                    let proxy = node.proxy.as_ref().expect("a proxied cluster");
+                    let lasting = rng.millis(3_000, 8_000);
+                    let before = proxy.counts().stalled_chunks.load(SeqCst);
+                    proxy.set(ProxyPath::Stalled);
+                    tokio::time::sleep(lasting).await;
+                    proxy.set(ProxyPath::Open);
+                    let effect = rose("chunks held", before, proxy.counts().stalled_chunks.load(SeqCst));
+                    (
+                        format!("the path to Kafka node {} stalled (open, nothing forwarded) for {lasting:?}", node.id),
+                        effect,
+                    )
+                }
+                Kind::NetworkReset => {
+                    let before = count(|c| &c.reset_connections);
+                    proxies.iter().for_each(|p| p.reset());
+                    let reset =
+                        crate::harness::eventually(Duration::from_secs(5), || count(|c| &c.reset_connections) > before)
+                            .await;
+                    let effect = rose("connections reset", before, count(|c| &c.reset_connections));
+                    let _ = reset;
+                    ("every connection between the roles and Kafka reset (RST)".to_owned(), effect)
+                }
+                _ => {
+                    // Longer than the consumers' session: the coordinator hears no heartbeat and gives their
+                    // partitions away, and they find out only when the network is back.
+                    let lasting = rng.millis(SESSION_S * 1000 + 2_000, SESSION_S * 1000 + 6_000);
+                    let samplers = sampler_telemetry(pipeline);
+                    let lost = "lost=\"true\"";
+                    let before = sum_over(&samplers, "tailgate_sampler_revocations_total", lost).await;
+                    proxies.iter().for_each(|p| p.set(ProxyPath::Stalled));
+                    tokio::time::sleep(lasting).await;
+                    proxies.iter().for_each(|p| p.set(ProxyPath::Open));
+                    let effect =
+                        rises(&samplers, "tailgate_sampler_revocations_total", lost, before, Duration::from_secs(30))
+                            .await;
+                    (format!("every path between the roles and Kafka blackholed for {lasting:?}"), effect)
+                }
             }
         }
         Kind::FutureRecord => {
@@ -585,7 +692,17 @@ async fn assigned_again(name: &str, telemetry: SocketAddr, restarting: Instant) 
 }
 
 fn leader(cluster: &crate::harness::apache_kafka::Cluster, topic: &str, partition: i32) -> Option<u32> {
-    tokio::task::block_in_place(|| cluster.leaders(topic).get(partition as usize).copied().flatten())
+    leader_except(cluster, topic, partition, None)
+}
+
+/// As the nodes but `except` see it.
+fn leader_except(
+    cluster: &crate::harness::apache_kafka::Cluster,
+    topic: &str,
+    partition: i32,
+    except: Option<u32>,
+) -> Option<u32> {
+    tokio::task::block_in_place(|| cluster.leaders(topic, except).get(partition as usize).copied().flatten())
 }
 
 /// Waits up to `timeout` (from `since`) for `topic`'s `partition` to be led by a node other than `from`.
@@ -598,7 +715,8 @@ async fn moved(
     timeout: Duration,
 ) -> Result<String, String> {
     loop {
-        match leader(cluster, topic, partition) {
+        // Not asked of `from`: paused, it would take the request and never answer.
+        match leader_except(cluster, topic, partition, Some(from)) {
             Some(now) if now != from => {
                 return Ok(format!("{topic} {partition} led by node {now} {:.1?} later", since.elapsed()))
             }

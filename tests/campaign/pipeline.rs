@@ -4,7 +4,8 @@
 //!
 //! The brokers are, by default, **Apache Kafka**: three KRaft nodes, every topic at replication factor 3 with
 //! `min.insync.replicas=2`, the roles with the product's defaults (the idempotent producer, the cooperative-sticky
-//! assignment) — the cluster the README tells production to run. `TAILGATE_CAMPAIGN_BROKER=tansu` runs on
+//! assignment) — the cluster the README tells production to run — each node behind a TCP proxy of the test's, through
+//! which every role reaches it (so the network between them can fail), and a 10 s consumer session. `TAILGATE_CAMPAIGN_BROKER=tansu` runs on
 //! `tailgate broker` (Tansu on a data directory, its own process), `=mock` on librdkafka's MockCluster. Neither
 //! lasts every schedule; what each did, so that a failing run on them can be read:
 //! * Tansu 0.6's idempotent-producer support panics its storage when a batch carries a producer epoch it did not
@@ -35,6 +36,10 @@ use crate::harness::temp_dir;
 pub const PARTITIONS: u32 = 4;
 /// The samplers' decision wait, in seconds.
 pub const DECISION_WAIT_S: u64 = 10;
+/// The consumers' `kafka.consumer.session_timeout`, in seconds, on Apache Kafka: shorter than the 45 s default, as
+/// an operator who wants a dead worker's partitions moved sooner sets it, so that a blackhole outlasts it in a
+/// short run.
+pub const SESSION_S: u64 = 10;
 
 /// `ingest.max_in_flight_bytes`, MiB.
 const GATEWAY_IN_FLIGHT_MIB: u64 = 32;
@@ -46,8 +51,8 @@ const EXPORTER_BATCH_MIB: u64 = 2;
 
 /// What a process of this debug build takes besides the data it is configured to hold: the binary's touched pages,
 /// the Tokio runtime, librdkafka's threads and its fetch and produce queues (bounded by the roles), allocator slack.
-/// Peaks (`VmHWM`) measured in the 240 s run on Apache Kafka, every fault kind injected: exporter 44 MiB (6 MiB of
-/// batches configured), gateways 38 MiB (32 MiB in flight allowed), samplers 39 MiB (40 MiB of buffer and output).
+/// Peaks (`VmHWM`) measured in the 300 s run on Apache Kafka, every fault kind injected: exporter 44 MiB (6 MiB of
+/// batches configured), gateways 38 MiB (32 MiB in flight allowed), samplers 41 MiB (40 MiB of buffer and output).
 /// So 48 MiB: every process's bound is within 50 MiB of its measured peak (exporter 54, gateways 80, samplers 88),
 /// where a 180 MiB allowance hid leaks of several times the configured sizes.
 pub const OVERHEAD_MIB: u64 = 48;
@@ -75,7 +80,7 @@ impl Pipeline {
             "kafka" => {
                 let cluster = tokio::task::block_in_place(|| {
                     Cluster::start(
-                        Options { nodes: 3, ..Options::default() }
+                        Options { nodes: 3, proxied: true, ..Options::default() }
                             .property("min.insync.replicas", 2)
                             // A node that stops answering loses its leaderships in 6 s, not Kafka's default 9 s:
                             // the campaign's pauses are seconds long.
@@ -85,6 +90,7 @@ impl Pipeline {
                 });
                 let mut kafka = kafka_config(&cluster.bootstrap(), PARTITIONS);
                 kafka.replication_factor = 3;
+                kafka.consumer.session_timeout = Some(tailgate_config::Duration::from_secs(SESSION_S));
                 assert_eq!(kafka.producer.idempotence, None, "the product's default: idempotent");
                 assert_eq!(kafka.consumer.assignment_strategy, None, "the product's default assignment");
                 (Broker::Kafka(cluster), kafka)

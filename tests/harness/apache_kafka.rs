@@ -20,6 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 use super::local::{free_port, temp_dir};
+use super::proxy::Proxy;
 
 /// The Apache Kafka version the suite runs: the one `tests/kafka/pom.xml` resolves, and the image
 /// `docker-compose.yml` and `deploy/kubernetes` pin.
@@ -49,6 +50,10 @@ pub struct Options {
     pub properties: Vec<(String, String)>,
     /// SCRAM-SHA-512 credentials written into the metadata log when the nodes are formatted: (user, password).
     pub scram_users: Vec<(String, String)>,
+    /// Whether clients reach each node through a [`Proxy`] of its own (the node advertises the proxy's port), so
+    /// that a test can delay, stall or reset the network between the clients and the cluster. The brokers and the
+    /// quorum talk to each other directly.
+    pub proxied: bool,
 }
 
 impl Default for Options {
@@ -59,6 +64,7 @@ impl Default for Options {
             advertised_host: "127.0.0.1",
             properties: Vec::new(),
             scram_users: Vec::new(),
+            proxied: false,
         }
     }
 }
@@ -78,7 +84,10 @@ pub struct Cluster {
 pub struct Node {
     pub id: u32,
     host: &'static str,
+    /// The port clients are told: the node's `CLIENT` listener, or its proxy.
     pub port: u16,
+    /// Between the clients and the node, if the cluster is proxied.
+    pub proxy: Option<Proxy>,
     dir: PathBuf,
     process: Mutex<Option<Child>>,
     /// How many "started" lines its log had after the last start: the next start is the next line.
@@ -102,6 +111,8 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, &(port, internal, controller)) in ports.iter().enumerate() {
             let id = i as u32 + 1;
+            let proxy = options.proxied.then(|| Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()));
+            let advertised = proxy.as_ref().map_or(port, |p| p.addr.port());
             let dir = root.join(format!("node-{id}"));
             std::fs::create_dir_all(&dir).unwrap();
             let mut properties: Vec<(String, String)> = [
@@ -116,7 +127,7 @@ impl Cluster {
                 ),
                 (
                     "advertised.listeners",
-                    format!("CLIENT://{}:{port},INTERNAL://127.0.0.1:{internal}", options.advertised_host),
+                    format!("CLIENT://{}:{advertised},INTERNAL://127.0.0.1:{internal}", options.advertised_host),
                 ),
                 (
                     "listener.security.protocol.map",
@@ -175,7 +186,8 @@ impl Cluster {
             nodes.push(Node {
                 host: options.advertised_host,
                 id,
-                port,
+                port: advertised,
+                proxy,
                 dir,
                 process: Mutex::new(None),
                 starts_seen: AtomicUsize::new(0),
@@ -214,10 +226,18 @@ impl Cluster {
         (leader >= 0).then_some(leader as u32)
     }
 
-    /// The leader of each partition of `topic` (index = partition), `None` where the metadata names none.
-    pub fn leaders(&self, topic: &str) -> Vec<Option<u32>> {
+    /// The leader of each partition of `topic` (index = partition), `None` where the metadata names none; asked of
+    /// every node but `except` (a paused node takes the connection and never answers).
+    pub fn leaders(&self, topic: &str, except: Option<u32>) -> Vec<Option<u32>> {
+        let bootstrap = self
+            .nodes
+            .iter()
+            .filter(|n| Some(n.id) != except)
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect::<Vec<_>>()
+            .join(",");
         let consumer: BaseConsumer =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().expect("metadata client");
+            ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("metadata client");
         let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return Vec::new() };
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == topic) else { return Vec::new() };
         let mut leaders = vec![None; topic.partitions().len()];

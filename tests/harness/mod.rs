@@ -2,7 +2,7 @@
 //! and Kafka configs (`kafka`), reading a topic back and counting what is in it (`topic`), OTLP requests (`otlp`),
 //! each role running in this process (`roles`), the real binary (`binary`) and its roles as processes that can be
 //! killed and restarted (`processes`), waiting with a deadline (`wait`), the Python SDK (`python`), HTTP exactly as
-//! the server said it (`http`), backends that can be told to fail (`backends`), real Jaeger v2 (`jaeger`) and the real Collector (`collector`), and free ports and directories
+//! the server said it (`http`), backends that can be told to fail (`backends`), a TCP proxy that can be told to delay, stall or reset (`proxy`), real Jaeger v2 (`jaeger`) and the real Collector (`collector`), and free ports and directories
 //! (`local`).
 
 pub mod apache_kafka;
@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod local;
 pub mod otlp;
 pub mod processes;
+pub mod proxy;
 pub mod python;
 pub mod roles;
 pub mod sampling;
