@@ -77,16 +77,19 @@ impl Kind {
         Kind::NotOtlp,
     ];
 
-    /// The kinds that only Apache Kafka's cluster has: a leader to pause, a leadership to hand over, a proxy between
-    /// each node and its clients.
-    const CLUSTER_ONLY: [Kind; 6] = [
-        Kind::PauseLeader,
-        Kind::LeaderChange,
-        Kind::NetworkDelay,
-        Kind::NetworkStall,
-        Kind::NetworkReset,
-        Kind::Blackhole,
-    ];
+    /// Whether only Apache Kafka's cluster has what the kind needs: a leader to pause, a leadership to hand over,
+    /// a proxy between each node and its clients.
+    fn needs_cluster(self) -> bool {
+        matches!(
+            self,
+            Kind::PauseLeader
+                | Kind::LeaderChange
+                | Kind::NetworkDelay
+                | Kind::NetworkStall
+                | Kind::NetworkReset
+                | Kind::Blackhole
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -115,7 +118,7 @@ impl Kind {
     /// run's broker has (on Tansu and MockCluster, the cluster-only kinds are left out).
     pub fn from_env(on_kafka: bool) -> Vec<Kind> {
         match std::env::var("TAILGATE_CAMPAIGN_FAULTS") {
-            Err(_) => Kind::ALL.into_iter().filter(|k| on_kafka || !Kind::CLUSTER_ONLY.contains(k)).collect(),
+            Err(_) => Kind::ALL.into_iter().filter(|k| on_kafka || !k.needs_cluster()).collect(),
             Ok(text) if text.trim() == "none" => Vec::new(),
             Ok(text) => text
                 .split(',')
@@ -124,7 +127,7 @@ impl Kind {
                         .iter()
                         .find(|k| k.name() == name.trim())
                         .unwrap_or_else(|| panic!("TAILGATE_CAMPAIGN_FAULTS: no fault kind `{name}`"));
-                    assert!(on_kafka || !Kind::CLUSTER_ONLY.contains(&kind), "{name} needs the Apache Kafka cluster");
+                    assert!(on_kafka || !kind.needs_cluster(), "{name} needs the Apache Kafka cluster");
                     kind
                 })
                 .collect(),
@@ -361,6 +364,7 @@ async fn inject(
             let paused = rng.millis(2_000, 6_000);
             let worker = pipeline.workers_mut().nth(n).unwrap();
             worker.signal("-STOP");
+            let stopped = crate::harness::eventually(Duration::from_secs(2), || worker.stopped()).await;
             let probe = tokio::time::timeout(
                 Duration::from_secs(1),
                 http::try_request(worker.telemetry().unwrap(), "GET", "/health", &[], b""),
@@ -369,6 +373,7 @@ async fn inject(
             tokio::time::sleep(paused.saturating_sub(Duration::from_secs(1))).await;
             worker.signal("-CONT");
             let effect = match probe {
+                _ if !stopped => Err("its threads were not all stopped within 2 s of SIGSTOP".to_owned()),
                 Err(_) => Ok("its /health did not answer while it was stopped".to_owned()),
                 Ok(answer) => Err(format!("its /health answered while stopped: {:?}", answer.map(|r| r.status))),
             };

@@ -132,15 +132,11 @@ impl Pipeline {
         };
         let (jaeger, loki, prometheus) =
             (TraceReceiver::start().await, LokiReceiver::start().await, Prometheus::start().await);
-        // Samplers and the exporter as a StatefulSet would run them on Kafka: static members named after their pod
-        // (the README's advice), so a restarted worker gets its partitions back at once. Tansu and MockCluster run
-        // them as dynamic members, as they did before.
-        let static_members = matches!(broker, Broker::Kafka(_));
-        let common = |telemetry: SocketAddr, name: &str| {
-            let mut kafka = kafka.clone();
-            if static_members && !name.starts_with("gateway") {
-                kafka.consumer.group_instance_id = Some(name.to_owned());
-            }
+        // Dynamic members, the product's default. (As static members, named as a StatefulSet would, the exporter
+        // was once fenced by its own rejoin after its session expired under the CI machine's load — librdkafka's
+        // FencedInstanceId, fatal — and exited 1 for an orchestrator to restart; static membership's restart is
+        // measured in tests/kafka/membership.rs.)
+        let common = |telemetry: SocketAddr| {
             format!(
                 "{}telemetry: {{ metrics: {{ endpoint: '{telemetry}' }}, logs: {{ level: info }} }}\nshutdown: {{ grace: 5s }}\n",
                 kafka_yaml(&kafka)
@@ -153,7 +149,7 @@ impl Pipeline {
             let (grpc, http, telemetry) = (local_addr(), local_addr(), local_addr());
             let config = format!(
                 "{}ingest: {{ grpc: {{ endpoint: '{grpc}' }}, http: {{ endpoint: '{http}' }}, max_in_flight_bytes: {GATEWAY_IN_FLIGHT_MIB}MiB }}\n",
-                common(telemetry, &format!("gateway-{n}"))
+                common(telemetry)
             );
             gateways.push(Process::new(&dir, &format!("gateway-{n}"), "ingest", &config, Ready::Health(telemetry)));
             gateway_addrs.push(grpc);
@@ -168,7 +164,7 @@ impl Pipeline {
                  - {{ name: errors-always, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    \
                  - {{ name: slow-requests, type: latency, latency: {{ threshold_ms: 2000 }} }}\n    \
                  - {{ name: sample-rest, type: probabilistic, probabilistic: {{ sampling_percentage: {} }} }}\n",
-                common(telemetry, &format!("sampler-{n}")),
+                common(telemetry),
                 super::expectation::PERCENTAGE
             );
             samplers.push(Process::new(&dir, &format!("sampler-{n}"), "sampler", &config, Ready::Health(telemetry)));
@@ -182,7 +178,7 @@ impl Pipeline {
         let config = format!(
             "{}exporters:\n  jaeger: {{ endpoint: '{}', {shared} }}\n  prometheus_remote_write: {{ endpoint: '{}', {shared} }}\n  \
              loki: {{ endpoint: '{}', {shared} }}\n",
-            common(telemetry, "exporter"),
+            common(telemetry),
             jaeger.endpoint(),
             prometheus.endpoint(),
             loki.endpoint()

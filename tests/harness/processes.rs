@@ -98,6 +98,17 @@ impl Process {
         }
     }
 
+    /// Whether every thread of the running process is stopped: SIGSTOP is delivered to each thread in turn, and on
+    /// a loaded machine one may still answer a request just after `kill -STOP` returned.
+    pub fn stopped(&self) -> bool {
+        let pid = self.pid.load(Ordering::SeqCst);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')))
+        })
+    }
+
     /// SIGKILL, and wait until it is gone (so its ports are free for the restart).
     pub fn kill(&mut self) {
         self.record_peak();
