@@ -603,11 +603,11 @@ async fn inject(
                 Kind::NetworkReset => {
                     let before = count(|c| &c.reset_connections);
                     proxies.iter().for_each(|p| p.reset());
-                    let reset =
-                        crate::harness::eventually(Duration::from_secs(5), || count(|c| &c.reset_connections) > before)
-                            .await;
+                    // The proxies close their connections on their own thread: give them a moment; `rose` says
+                    // whether they did.
+                    crate::harness::eventually(Duration::from_secs(5), || count(|c| &c.reset_connections) > before)
+                        .await;
                     let effect = rose("connections reset", before, count(|c| &c.reset_connections));
-                    let _ = reset;
                     ("every connection between the roles and Kafka reset (RST)".to_owned(), effect)
                 }
                 _ => {

@@ -210,13 +210,12 @@ async fn check(
     let in_window = |at: f64| windows.iter().any(|(from, to)| (*from..=*to).contains(&at));
 
     // The client's calls outside every fault: acknowledged, but for a stated share.
-    let recovering = faulted;
     for signal in ["spans", "logs", "metrics"] {
         let outside: Vec<bool> = sent
             .call_times
             .iter()
             .filter(|(s, _, start, end)| {
-                s == signal && !recovering.iter().any(|(from, to)| *start <= *to && *end >= *from)
+                s == signal && !faulted.iter().any(|(from, to)| *start <= *to && *end >= *from)
             })
             .map(|(_, ok, _, _)| *ok)
             .collect();
