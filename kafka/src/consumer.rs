@@ -354,7 +354,12 @@ pub struct Consumer<P: Partitions> {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     topic: String,
+    /// When every safe offset was last committed again, moved or not.
+    refreshed: Mutex<std::time::Instant>,
 }
+
+/// How often [`Consumer::commit`] commits every safe offset again: a lost commit is mended within this.
+const COMMIT_REFRESH: Duration = Duration::from_secs(5);
 
 impl<P: Partitions> Consumer<P> {
     /// A member of `settings.group_id`, subscribed to `topic`: partitions come and go with rebalances.
@@ -420,6 +425,7 @@ impl<P: Partitions> Consumer<P> {
             stop,
             thread: Some(thread),
             topic: topic.to_owned(),
+            refreshed: Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -461,8 +467,21 @@ impl<P: Partitions> Consumer<P> {
         self.client.as_ref().expect("the client lives until close")
     }
 
-    /// Commits every owned partition's safe offset that moved, without waiting; a failure is retried next time.
+    /// Commits every owned partition's safe offset that moved, without waiting, and every [`COMMIT_REFRESH`] every
+    /// safe offset whether it moved or not: a failed asynchronous commit is not reported back (see
+    /// [`Ownership::recommit_all`]), and a partition gone quiet would otherwise keep its failed commit for good.
     pub fn commit(&self) {
+        let refresh = {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            let due = refreshed.elapsed() >= COMMIT_REFRESH;
+            if due {
+                *refreshed = std::time::Instant::now();
+            }
+            due
+        };
+        if refresh {
+            self.ownership().recommit_all();
+        }
         let tpl = self.ownership().commit_due();
         if tpl.count() > 0 {
             if let Err(error) = self.client().commit(&tpl, CommitMode::Async) {

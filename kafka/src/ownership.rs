@@ -127,6 +127,17 @@ impl<S> Ownership<S> {
         tpl
     }
 
+    /// Forgets which offsets were committed: the next [`Ownership::commit_due`] sends every owned partition's safe
+    /// offset again, moved or not. An asynchronous commit's failure is not reported back (rust-rdkafka's `commit`
+    /// sets no offset-commit callback; librdkafka only logs `COMMITFAIL`), so without this the last commit before a
+    /// quiet spell, if it failed, would stay failed until the next record — Kafka's Java consumer, likewise,
+    /// auto-commits its positions every interval whether they moved or not.
+    pub fn recommit_all(&mut self) {
+        for owned in self.partitions.values_mut() {
+            owned.committed = None;
+        }
+    }
+
     /// A commit of these offsets failed: forget that they were committed, so the next [`Ownership::commit_due`]
     /// sends them again.
     pub fn recommit(&mut self, failed: &TopicPartitionList) {
@@ -291,5 +302,18 @@ mod tests {
         assert_eq!(ownership.commit_due().count(), 0, "nothing moved");
         ownership.recommit(&tpl);
         assert_eq!(ownership.commit_due().count(), 1, "the failed commit is due again");
+    }
+
+    #[test]
+    fn every_safe_offset_is_due_again_after_recommit_all() {
+        let mut ownership: Ownership<()> = Ownership::new("t");
+        for partition in 0..3 {
+            let epoch = ownership.assign(partition, ());
+            ownership.get_mut(partition, epoch).unwrap().tracker.read(5, 0);
+        }
+        assert_eq!(ownership.commit_due().count(), 3);
+        assert_eq!(ownership.commit_due().count(), 0, "nothing moved");
+        ownership.recommit_all();
+        assert_eq!(ownership.commit_due().count(), 3, "every partition's offset is sent again");
     }
 }

@@ -405,7 +405,7 @@ async fn inject(
                     pipeline.kafka.consumer.sampler_group(),
                     pipeline.kafka.topics.spans.clone(),
                 );
-                tokio::task::spawn_blocking(move || super::lag::lag(&brokers, &group, &topic, PARTITIONS))
+                tokio::task::spawn_blocking(move || crate::harness::lag::lag(&brokers, &group, &topic, PARTITIONS))
             };
             let lag_at_kill = if gateways { None } else { sampler_lag().await.unwrap() };
             tokio::time::sleep(down).await;

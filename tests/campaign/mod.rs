@@ -11,7 +11,7 @@
 //! * `ledger`: the client's ledger read back, compared with a stage in the Jepsen vocabulary;
 //! * `expectation`: which traces the sampling policies must keep;
 //! * `stages`: what the topics and the backends hold at the end;
-//! * `lag`: consumer-group lag, waited on until it is 0.
+//! * `harness::lag`: consumer-group lag, waited on until it is 0.
 //!
 //! The run fails unless: nothing acknowledged is lost at any stage (spans compared by what they say, not only by
 //! their IDs); nothing is there that was never sent; duplicates stay within what the faults explain (see
@@ -42,7 +42,6 @@
 
 mod expectation;
 mod faults;
-mod lag;
 mod ledger;
 mod load;
 mod pipeline;
@@ -51,6 +50,7 @@ mod stages;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::harness::lag;
 use ledger::{compare, Row, Sent};
 use pipeline::{Pipeline, DECISION_WAIT_S, PARTITIONS};
 

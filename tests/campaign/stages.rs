@@ -11,9 +11,9 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 
-use super::lag;
 use super::ledger::{span_content, SpanKey};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
+use crate::harness::lag;
 use crate::harness::{read_topic, Record};
 
 /// Every record of `topic`, read until as many as its watermarks say it holds.

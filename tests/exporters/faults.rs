@@ -494,3 +494,49 @@ async fn a_backend_outage_stops_translation_at_the_sealed_queue() {
     exporter.stop().await;
     gateway.stop().await;
 }
+
+/// An offset commit that fails when nothing comes after it — the last commit before a quiet spell, refused by a
+/// coordinator moving or loading — is sent again: the group's lag reaches 0 without another record. (rust-rdkafka's
+/// asynchronous commit reports no failure; before the exporter committed its offsets again every few seconds, the
+/// campaign on Apache Kafka ended with 40 records of a sampler's partition uncommitted for good, read again by
+/// whoever owned the partition next.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_of_a_quiet_partition_is_sent_again() {
+    let mock = harness::mock_cluster();
+    let kafka = harness::mock_kafka(&mock, 1);
+    let loki = LokiReceiver::start().await;
+    let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
+    let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let group = kafka.consumer.exporter_group(tailgate_exporters::LOKI);
+    let lag = |kafka: &tailgate_kafka::KafkaConfig| {
+        let (brokers, group, topic) = (kafka.brokers.clone(), group.clone(), kafka.topics.logs.clone());
+        move || harness::lag::lag(&brokers, &group, &topic, 1)
+    };
+    let send = |n: u32| {
+        let value = prost::Message::encode_to_vec(&logs_request("shop", vec![line(n)]));
+        let producer = producer.clone();
+        let topic = kafka.topics.logs.clone();
+        async move {
+            producer.send(FutureRecord::<(), _>::to(&topic).partition(0).payload(&value), Duration::from_secs(10)).await
+        }
+    };
+
+    send(0).await.unwrap();
+    let committed = lag(&kafka);
+    assert!(
+        eventually(Duration::from_secs(30), || lines(&loki).len() == 1 && committed() == Some(0)).await,
+        "the first record delivered and committed"
+    );
+    // The next commit fails, with an error librdkafka does not retry; then nothing more is written.
+    mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE],
+    );
+    send(1).await.unwrap();
+    assert!(eventually(Duration::from_secs(30), || lines(&loki).len() == 2).await, "the second record delivered");
+    let committed = lag(&kafka);
+    let mended = eventually(Duration::from_secs(20), || committed() == Some(0)).await;
+    assert!(mended, "the group's lag stayed at {:?}: the failed commit was never sent again", lag(&kafka)());
+    exporter.stop().await;
+}

@@ -18,9 +18,9 @@ pub fn mock_cluster() -> MockCluster<'static, DefaultProducerContext> {
 pub fn mock_kafka(mock: &MockCluster<'static, DefaultProducerContext>, partitions: u32) -> KafkaConfig {
     let kafka = kafka_config(&mock.bootstrap_servers(), partitions);
     let t = &kafka.topics;
-    let dead_letters = tailgate_proto::headers::dead_letter_topic(&t.spans);
-    for topic in [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions, &dead_letters] {
+    for topic in [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions] {
         mock.create_topic(topic, partitions as i32, 1).unwrap();
+        mock.create_topic(&tailgate_proto::headers::dead_letter_topic(topic), partitions as i32, 1).unwrap();
     }
     kafka
 }

@@ -13,6 +13,7 @@ pub mod collector;
 pub mod http;
 pub mod jaeger;
 pub mod kafka;
+pub mod lag;
 pub mod local;
 pub mod otlp;
 pub mod processes;
