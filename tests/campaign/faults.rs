@@ -7,13 +7,17 @@
 //!
 //! The kinds, on the workers: one SIGKILLed and restarted, SIGSTOPped then SIGCONTed, SIGTERMed under load (the
 //! drain) and restarted; both gateways or both samplers SIGKILLed together. On the backends: Jaeger answering
-//! `UNAVAILABLE`, Jaeger hanging (takes requests, answers nothing), Loki answering 503s, or 429 with `Retry-After`,
-//! Prometheus SIGKILLed and restarted on its data. On the brokers (Apache Kafka): a node SIGKILLed and restarted on
+//! `UNAVAILABLE`, hanging (takes requests, answers nothing), or refusing some spans of a request it stores (partial
+//! success); Loki answering 503s, 429 with `Retry-After`, or 400 for some lines of a push it stores; Prometheus
+//! SIGKILLed and restarted on its data, and out of the exporter's reach longer than its head's window while it goes
+//! on (the backlog then refused as out of bounds). On the brokers (Apache Kafka): a node SIGKILLed and restarted on
 //! its log directory, the leader of a spans, decisions or sampled partition SIGSTOPped past its session, a
 //! controlled leader change (the leader's SIGTERM: Kafka's controlled shutdown). On the network between every role
 //! and the brokers (a proxy per node, `harness::proxy`): added latency, one node's path stalled, every connection
-//! reset, and a blackhole longer than the consumers' session (they lose their assignment). In the data: a foreign
-//! record stamped an hour ahead, and records that are not OTLP, written straight to the topics.
+//! reset, and a blackhole longer than the consumers' session (they lose their assignment). In the data: foreign
+//! records stamped an hour ahead and an hour ago, and records that are not OTLP, written straight to the topics; a
+//! request naming a tenant that is no tenant ID; the samplers' policies reloaded from a valid file, an invalid one,
+//! and the original.
 //!
 //! After each heal, a task of its own measures the recovery (see [`Recovery`]) while the schedule goes on.
 
@@ -22,14 +26,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint};
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use super::pipeline::{Broker, Pipeline, DECISION_WAIT_S, PARTITIONS, SESSION_S};
-use crate::harness::backends::Answer;
+use crate::harness::backends::{Answer, SHORT_HEAD_WINDOW};
 use crate::harness::http;
-use crate::harness::otlp::{now_ns, trace_request};
+use crate::harness::otlp::{logs_request, metrics_request_with, now_ns, service_resource, trace_request};
 use crate::harness::proxy::{Counts, Path as ProxyPath, Proxy};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -41,9 +48,12 @@ pub enum Kind {
     KillRole,
     JaegerDown,
     JaegerHangs,
+    JaegerPartialSuccess,
     LokiDown,
     Loki429,
+    LokiRefusesLines,
     PrometheusDown,
+    PrometheusTooOld,
     KillBroker,
     PauseLeader,
     LeaderChange,
@@ -52,20 +62,26 @@ pub enum Kind {
     NetworkReset,
     Blackhole,
     FutureRecord,
+    PastRecord,
     NotOtlp,
+    InvalidTenant,
+    PolicyReload,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 24] = [
         Kind::KillWorker,
         Kind::PauseWorker,
         Kind::TermWorker,
         Kind::KillRole,
         Kind::JaegerDown,
         Kind::JaegerHangs,
+        Kind::JaegerPartialSuccess,
         Kind::LokiDown,
         Kind::Loki429,
+        Kind::LokiRefusesLines,
         Kind::PrometheusDown,
+        Kind::PrometheusTooOld,
         Kind::KillBroker,
         Kind::PauseLeader,
         Kind::LeaderChange,
@@ -74,7 +90,10 @@ impl Kind {
         Kind::NetworkReset,
         Kind::Blackhole,
         Kind::FutureRecord,
+        Kind::PastRecord,
         Kind::NotOtlp,
+        Kind::InvalidTenant,
+        Kind::PolicyReload,
     ];
 
     /// Whether only Apache Kafka's cluster has what the kind needs: a leader to pause, a leadership to hand over,
@@ -99,9 +118,12 @@ impl Kind {
             Kind::KillRole => "kill_role",
             Kind::JaegerDown => "jaeger_down",
             Kind::JaegerHangs => "jaeger_hangs",
+            Kind::JaegerPartialSuccess => "jaeger_partial_success",
             Kind::LokiDown => "loki_down",
             Kind::Loki429 => "loki_429",
+            Kind::LokiRefusesLines => "loki_refuses_lines",
             Kind::PrometheusDown => "prometheus_down",
+            Kind::PrometheusTooOld => "prometheus_too_old",
             Kind::KillBroker => "kill_broker",
             Kind::PauseLeader => "pause_leader",
             Kind::LeaderChange => "leader_change",
@@ -110,7 +132,10 @@ impl Kind {
             Kind::NetworkReset => "network_reset",
             Kind::Blackhole => "blackhole",
             Kind::FutureRecord => "future_record",
+            Kind::PastRecord => "past_record",
             Kind::NotOtlp => "not_otlp",
+            Kind::InvalidTenant => "invalid_tenant",
+            Kind::PolicyReload => "policy_reload",
         }
     }
 
@@ -186,10 +211,15 @@ pub struct Fault {
 #[derive(Default)]
 pub struct Injected {
     pub faults: Vec<Fault>,
-    /// Trace IDs (hex) written straight to the spans topic.
+    /// Trace IDs (hex) written straight to the spans topic, to be kept: in every stage, and nobody's
+    /// acknowledgement.
     pub foreign_traces: Vec<String>,
-    /// Records that are not OTLP written to each of the spans, logs and metrics topics.
-    pub not_otlp: u64,
+    /// Trace IDs (hex) written straight to the spans topic with a tenant that is none: in the topic, and in no stage
+    /// after it.
+    pub no_tenant_traces: Vec<String>,
+    /// Records no worker may read written to each of the spans, logs and metrics topics: not OTLP, or of a tenant
+    /// that is no tenant ID. Each must end in its topic's dead-letter topic.
+    pub unreadable: u64,
 }
 
 impl Injected {
@@ -254,11 +284,7 @@ pub async fn run(pipeline: &mut Pipeline, seed: u64, kinds: &[Kind], started: In
         // Close together in a short run, so that every kind fits; apart in a long one, so that the windows the
         // ledger explains duplicates and late traces by (see `mod.rs`) leave most of the load outside them.
         next = Instant::now()
-            + if until >= Duration::from_secs(20 * 60) {
-                rng.millis(30_000, 50_000)
-            } else {
-                rng.millis(4_000, 10_000)
-            };
+            + if until >= Duration::from_secs(20 * 60) { rng.millis(30_000, 50_000) } else { rng.millis(3_000, 8_000) };
     }
 }
 
@@ -334,6 +360,31 @@ async fn rises(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits up to 20 s for the sum of `family{labels}` over `addrs` to reach `before + by`, then says whether it rose
+/// by exactly that.
+async fn rises_by(addrs: &[SocketAddr], family: &str, labels: &str, before: f64, by: f64) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = sum_over(addrs, family, labels).await;
+        if now >= before + by || Instant::now() > deadline {
+            return match now == before + by {
+                true => Ok(format!("{family}{{{labels}}} {before} → {now}")),
+                false => Err(format!("{family}{{{labels}}} {before} → {now}, not +{by}")),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A tenant that is no tenant ID: Loki, Mimir and Tempo take neither a space nor a slash.
+const NO_TENANT: &str = "acme corp/eu";
+
+/// The body of the log record written with [`NO_TENANT`].
+pub const NO_TENANT_LOG: &str = "of a tenant that is none";
+
+/// Items an exporter counted as refused by its backend.
+const REJECTED: &str = "tailgate_exporter_rejected_items_total";
 
 async fn inject(
     pipeline: &mut Pipeline,
@@ -489,6 +540,65 @@ async fn inject(
             };
             (what, effect)
         }
+        Kind::JaegerPartialSuccess => {
+            let labels = "exporter=\"jaeger\",reason=\"partial_success\"";
+            let before = sum_over(&exporter, REJECTED, labels).await;
+            let refused_before = pipeline.jaeger.traces.lock().unwrap().refused.len();
+            let n = 1 + rng.below(3);
+            pipeline.jaeger.answer(Answer::PartialSuccess(n));
+            let jaeger = pipeline.jaeger.clone();
+            let answered = crate::harness::eventually(Duration::from_secs(60), || {
+                jaeger.traces.lock().unwrap().refused.len() > refused_before
+            })
+            .await;
+            pipeline.jaeger.answer(Answer::Accept);
+            let refused = pipeline.jaeger.traces.lock().unwrap().refused.len() - refused_before;
+            let effect = match answered {
+                true => rises_by(&exporter, REJECTED, labels, before, refused as f64).await,
+                false => Err("Jaeger was never asked within 60 s".to_owned()),
+            };
+            (format!("Jaeger refuses {refused} spans of a request it otherwise stores (partial success)"), effect)
+        }
+        Kind::LokiRefusesLines => {
+            let labels = "exporter=\"loki\",reason=\"too_old\"";
+            let before = sum_over(&exporter, REJECTED, labels).await;
+            let refused_before = pipeline.loki.state.lock().unwrap().refused.len();
+            pipeline.loki.state.lock().unwrap().refuse_entries = 2 + rng.below(3);
+            let loki = pipeline.loki.clone();
+            let answered = crate::harness::eventually(Duration::from_secs(60), || {
+                loki.state.lock().unwrap().refused.len() > refused_before
+            })
+            .await;
+            let refused = {
+                let mut state = pipeline.loki.state.lock().unwrap();
+                state.refuse_entries = 0;
+                state.refused.len() - refused_before
+            };
+            let effect = match answered {
+                true => rises_by(&exporter, REJECTED, labels, before, refused as f64).await,
+                false => Err("Loki was never asked within 60 s".to_owned()),
+            };
+            (format!("Loki stores a push but {refused} lines, refused as too old (400, total ignored)"), effect)
+        }
+        Kind::PrometheusTooOld => {
+            // Prometheus goes on (scraping itself, so its newest sample is now) while the exporter cannot reach it
+            // for longer than the window its head takes: the exporter's backlog is then refused as out of bounds,
+            // and it must leave those samples out in a few requests and catch up, not send them one by one.
+            let labels = "exporter=\"prometheus_remote_write\",reason=\"too_old\"";
+            let before = sum_over(&exporter, REJECTED, labels).await;
+            let lasting = SHORT_HEAD_WINDOW + rng.millis(5_000, 10_000);
+            pipeline.prometheus_path.set(ProxyPath::Stalled);
+            tokio::time::sleep(lasting).await;
+            pipeline.prometheus_path.set(ProxyPath::Open);
+            let effect = rises(&exporter, REJECTED, labels, before, Duration::from_secs(20)).await;
+            (
+                format!(
+                    "the exporter's path to Prometheus stalled for {lasting:?}, past the {SHORT_HEAD_WINDOW:?} its head \
+                     takes, while Prometheus went on"
+                ),
+                effect,
+            )
+        }
         Kind::PrometheusDown => {
             let labels = "exporter=\"prometheus_remote_write\"";
             let before = sum_over(&exporter, "tailgate_exporter_retries_total", labels).await;
@@ -587,7 +697,12 @@ async fn inject(
                     (format!("{delay:?} added to every packet between the roles and Kafka for {lasting:?}"), effect)
                 }
                 Kind::NetworkStall => {
-                    let node = &cluster.nodes()[rng.below(cluster.nodes().len())];
+                    // A node with traffic: the leader of a spans partition (the gateways produce to it, the samplers
+                    // fetch from it). A node that leads nothing in use may see no packet in a few seconds.
+                    let partition = rng.below(PARTITIONS as usize) as i32;
+                    let spans = pipeline.kafka.topics.spans.clone();
+                    let id = leader(cluster, &spans, partition).unwrap_or(cluster.nodes()[0].id);
+                    let node = cluster.nodes().iter().find(|n| n.id == id).expect("the leader is a node");
                     let proxy = node.proxy.as_ref().expect("a proxied cluster");
                     let lasting = rng.millis(3_000, 8_000);
                     let before = proxy.counts().stalled_chunks.load(SeqCst);
@@ -653,6 +768,152 @@ async fn inject(
                     .await;
             (format!("a foreign ERROR span stamped an hour ahead, straight to spans partition {partition}"), effect)
         }
+        Kind::PastRecord => {
+            // An hour behind every partition's event time: its trace is due at once, and must still be decided as
+            // its spans say (kept: its span failed), without moving the partition's clock back.
+            let trace_id: Vec<u8> = (0..16).map(|_| rng.next() as u8).collect();
+            let hour_ago = now_ns() - 3_600_000_000_000;
+            let span = opentelemetry_proto::tonic::trace::v1::Span {
+                trace_id: trace_id.clone(),
+                span_id: rng.next().to_be_bytes().to_vec(),
+                name: "from the past".into(),
+                start_time_unix_nano: hour_ago,
+                end_time_unix_nano: hour_ago + 1_000_000,
+                status: Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, message: String::new() }),
+                ..Default::default()
+            };
+            let value = trace_request(vec![span]).encode_to_vec();
+            let partition = rng.below(PARTITIONS as usize) as i32;
+            let stamp = (hour_ago / 1_000_000) as i64;
+            produce(pipeline, &pipeline.kafka.topics.spans.clone(), partition, &trace_id, &value, Some(stamp)).await;
+            injected.foreign_traces.push(hex::encode(&trace_id));
+            let written = Instant::now();
+            let jaeger = pipeline.jaeger.clone();
+            let arrived = crate::harness::eventually(Duration::from_secs(30), || {
+                jaeger.traces.lock().unwrap().spans.iter().any(|(t, _)| *t == trace_id)
+            })
+            .await;
+            let effect = match arrived {
+                true => Ok(format!("decided, kept and in Jaeger {:.1?} after it was written", written.elapsed())),
+                false => Err("not in Jaeger 30 s after it was written".to_owned()),
+            };
+            (format!("a foreign ERROR span stamped an hour ago, straight to spans partition {partition}"), effect)
+        }
+        Kind::InvalidTenant => {
+            // A tenant no backend would take (a space, a slash): a request naming it is refused before its body is
+            // read and counted; records carrying it (another producer's) are dead-lettered by every reader. None
+            // of it may reach a backend (its spans were never the client's: the ledger would find them
+            // `unexpected`).
+            let n = rng.below(pipeline.gateways.len());
+            let telemetry: Vec<SocketAddr> = pipeline.gateways[n].telemetry().into_iter().collect();
+            let refusals = "outcome=\"invalid_tenant\"";
+            let before = sum_over(&telemetry, "tailgate_ingest_requests_total", refusals).await;
+            let samplers = sampler_telemetry(pipeline);
+            let reason = "reason=\"invalid_tenant\"";
+            let unreadable = sum_over(&samplers, "tailgate_sampler_undecodable_records_total", reason).await;
+            let dead_letters = sum_over(&exporter, "tailgate_exporter_dead_letter_records_total", reason).await;
+            let trace_id: Vec<u8> = (0..16).map(|_| rng.next() as u8).collect();
+            let span = opentelemetry_proto::tonic::trace::v1::Span {
+                trace_id: trace_id.clone(),
+                span_id: rng.next().to_be_bytes().to_vec(),
+                name: "of a tenant that is none".into(),
+                start_time_unix_nano: now_ns(),
+                end_time_unix_nano: now_ns() + 1_000_000,
+                status: Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, message: String::new() }),
+                ..Default::default()
+            };
+            let spans = trace_request(vec![span]);
+            let mut request = tonic::Request::new(spans.clone());
+            request.metadata_mut().insert(super::pipeline::TENANT_HEADER, NO_TENANT.parse().unwrap());
+            let answer = match TraceServiceClient::connect(format!("http://{}", pipeline.gateway_addrs[n])).await {
+                Ok(mut client) => client.export(request).await.map(|_| ()),
+                Err(error) => Err(tonic::Status::unavailable(error.to_string())),
+            };
+            let log = opentelemetry_proto::tonic::logs::v1::LogRecord {
+                time_unix_nano: now_ns(),
+                body: Some(AnyValue { value: Some(any_value::Value::StringValue(NO_TENANT_LOG.into())) }),
+                ..Default::default()
+            };
+            let logs = logs_request("campaign", vec![log]);
+            let point = NumberDataPoint {
+                time_unix_nano: now_ns(),
+                value: Some(number_data_point::Value::AsDouble(1.0)),
+                ..Default::default()
+            };
+            let gauge = Metric {
+                name: "tenant_that_is_none".into(),
+                data: Some(metric::Data::Gauge(Gauge { data_points: vec![point] })),
+                ..Default::default()
+            };
+            let metrics = metrics_request_with(service_resource("campaign"), None, vec![gauge]);
+            let t = pipeline.kafka.topics.clone();
+            let header = [(tailgate_proto::headers::TENANT, NO_TENANT)];
+            for (topic, value) in [
+                (&t.spans, spans.encode_to_vec()),
+                (&t.logs, logs.encode_to_vec()),
+                (&t.metrics, metrics.encode_to_vec()),
+            ] {
+                let partition = rng.below(PARTITIONS as usize) as i32;
+                produce_with(pipeline, topic, partition, &trace_id, &value, None, &header).await;
+            }
+            injected.unreadable += 1;
+            injected.no_tenant_traces.push(hex::encode(&trace_id));
+            let timeout = Duration::from_secs(30);
+            let refused = match answer {
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    rises_by(&telemetry, "tailgate_ingest_requests_total", refusals, before, 1.0)
+                        .await
+                        .map(|counted| format!("INVALID_ARGUMENT ({}); {counted}", status.message()))
+                }
+                other => Err(format!("answered {other:?}, not INVALID_ARGUMENT")),
+            };
+            let effect = match (
+                refused,
+                rises(&samplers, "tailgate_sampler_undecodable_records_total", reason, unreadable, timeout).await,
+                rises(&exporter, "tailgate_exporter_dead_letter_records_total", reason, dead_letters, timeout).await,
+            ) {
+                (Ok(a), Ok(b), Ok(c)) => Ok(format!("{a}; {b}; {c}")),
+                (a, b, c) => Err(format!("{a:?}; {b:?}; {c:?}")),
+            };
+            (
+                format!(
+                    "the tenant `{NO_TENANT}`: named in a request to gateway-{n}, and in the header of a record \
+                     straight to each of the spans, logs and metrics topics"
+                ),
+                effect,
+            )
+        }
+        Kind::PolicyReload => {
+            // A valid change (the probabilistic policy renamed: the same decisions), an invalid one (an unknown
+            // policy type: refused, the running policies stay), then the original back: three generations.
+            let samplers = sampler_telemetry(pipeline);
+            let generation = sum_over(&samplers, "tailgate_sampler_config_generation", "").await;
+            let failures = sum_over(&samplers, "tailgate_sampler_config_reload_failures_total", "").await;
+            let files: Vec<std::path::PathBuf> = pipeline.samplers.iter().map(|s| s.config().to_owned()).collect();
+            let originals: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+            let write = |change: &dyn Fn(&str) -> String| {
+                for (file, original) in files.iter().zip(&originals) {
+                    let changed = change(original);
+                    assert_ne!(&changed, original, "the reload changes {}", file.display());
+                    std::fs::write(file, changed).unwrap();
+                }
+            };
+            let per_sampler = samplers.len() as f64;
+            write(&|text| text.replace("name: sample-rest,", "name: sample-rest-reloaded,"));
+            let valid = rises_by(&samplers, "tailgate_sampler_config_generation", "", generation, per_sampler).await;
+            write(&|text| text.replace("type: probabilistic,", "type: probabilistik,"));
+            let invalid =
+                rises_by(&samplers, "tailgate_sampler_config_reload_failures_total", "", failures, per_sampler).await;
+            write(&|text| text.to_owned() + "\n");
+            let back =
+                rises_by(&samplers, "tailgate_sampler_config_generation", "", generation + per_sampler, per_sampler)
+                    .await;
+            let effect = match (valid, invalid, back) {
+                (Ok(a), Ok(b), Ok(c)) => Ok(format!("renamed: {a}; invalid: {b}; back: {c}")),
+                (a, b, c) => Err(format!("renamed: {a:?}; invalid: {b:?}; back: {c:?}")),
+            };
+            ("the samplers' policies reloaded: renamed, an invalid file, the original back".to_owned(), effect)
+        }
         Kind::NotOtlp => {
             let samplers = sampler_telemetry(pipeline);
             let undecodable = sum_over(&samplers, "tailgate_sampler_undecodable_records_total", "").await;
@@ -662,7 +923,7 @@ async fn inject(
                 let partition = rng.below(PARTITIONS as usize) as i32;
                 produce(pipeline, topic, partition, b"garbage", b"\xff\xfe this is not OTLP", None).await;
             }
-            injected.not_otlp += 1;
+            injected.unreadable += 1;
             let timeout = Duration::from_secs(30);
             let effect = match (
                 rises(&samplers, "tailgate_sampler_undecodable_records_total", "", undecodable, timeout).await,
@@ -734,11 +995,28 @@ async fn moved(
 }
 
 async fn produce(pipeline: &Pipeline, topic: &str, partition: i32, key: &[u8], value: &[u8], timestamp: Option<i64>) {
+    produce_with(pipeline, topic, partition, key, value, timestamp, &[]).await
+}
+
+async fn produce_with(
+    pipeline: &Pipeline,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: &[u8],
+    timestamp: Option<i64>,
+    headers: &[(&str, &str)],
+) {
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", &pipeline.kafka.brokers).create().unwrap();
     let mut record = FutureRecord::to(topic).partition(partition).key(key).payload(value);
     if let Some(ms) = timestamp {
         record = record.timestamp(ms);
     }
+    let mut owned = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(rdkafka::message::Header { key: name, value: Some(*value) });
+    }
+    record = record.headers(owned);
     producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("the broker takes the record");
 }

@@ -32,6 +32,31 @@ pub fn span_content(span: &opentelemetry_proto::tonic::trace::v1::Span) -> Strin
     format!("{}|{status}|{kind}|{}|{}", span.name, span.start_time_unix_nano, span.end_time_unix_nano)
 }
 
+/// A log record as the ledger knows it: `body|level|trace ID|span ID|service|tenant` (IDs in hex, as the SDK prints
+/// them; an unset one all zeros; the default tenant empty) — so a line found without its trace, under another
+/// service or another tenant, is not present.
+pub fn log_key(body: &str, level: &str, trace: &str, span: &str, service: &str, tenant: Option<&str>) -> String {
+    let (trace, span) =
+        (if trace.is_empty() { ZERO_TRACE } else { trace }, if span.is_empty() { ZERO_SPAN } else { span });
+    format!("{body}|{level}|{trace}|{span}|{service}|{}", tenant.unwrap_or(""))
+}
+
+const ZERO_TRACE: &str = "00000000000000000000000000000000";
+const ZERO_SPAN: &str = "0000000000000000";
+
+/// The level Grafana shows for a severity number: the log data model's ranges.
+pub fn level(severity_number: i32) -> &'static str {
+    match severity_number {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => "unknown",
+    }
+}
+
 /// One export call of the client.
 #[derive(Debug)]
 pub struct Call {
@@ -56,9 +81,9 @@ pub struct SentSpan {
 #[derive(Default)]
 pub struct Sent {
     pub spans: HashMap<SpanKey, SentSpan>,
-    /// Log bodies: whether acknowledged.
+    /// Log records (see [`log_key`]): whether acknowledged.
     pub logs: HashMap<String, bool>,
-    /// Log bodies: when the first call that carried it started.
+    /// Log records: when the first call that carried it started.
     pub log_first_sent: HashMap<String, f64>,
     /// Every export call: signal, acknowledged, start, end (Unix seconds).
     pub call_times: Vec<(String, bool, f64, f64)>,
@@ -116,8 +141,16 @@ impl Sent {
             }
             "logs" => {
                 for item in &call.items {
-                    *self.logs.entry(item.as_str().unwrap().to_owned()).or_default() |= call.ok;
-                    let first = self.log_first_sent.entry(item.as_str().unwrap().to_owned()).or_insert(call.start);
+                    let key = log_key(
+                        item[0].as_str().unwrap(),
+                        level(item[1].as_i64().unwrap() as i32),
+                        item[2].as_str().unwrap(),
+                        item[3].as_str().unwrap(),
+                        item[4].as_str().unwrap(),
+                        None,
+                    );
+                    *self.logs.entry(key.clone()).or_default() |= call.ok;
+                    let first = self.log_first_sent.entry(key).or_insert(call.start);
                     *first = first.min(call.start);
                 }
             }
@@ -199,13 +232,15 @@ pub fn compare<K: std::hash::Hash + Eq + Clone>(
 
 /// Copies at a stage beyond what the faults explain. Copies come from re-reading after a fault: a worker that
 /// restarts, or loses or gets back partitions, reads again what it had not committed; a client whose call failed
-/// retries it. So every copy beyond the first must be of an item first sent within a fault's window (`windows`, Unix
-/// seconds), and an item may have at most one extra copy per window holding it. Returns the duplicates, those beyond
+/// retries it; a producer whose send failed sends again. So every copy beyond the first must be of an item first sent
+/// within a fault's window (`windows`, Unix seconds), and an item may have at most `allowed(item, windows holding
+/// it)` extra copies (each stage states its own: see the campaign's `check`). Returns the duplicates, those beyond
 /// that bound, and a few of the latter.
 pub fn unexplained_copies<K: std::hash::Hash + Eq + std::fmt::Debug>(
     found: &[K],
     first_sent: impl Fn(&K) -> Option<f64>,
     windows: &[(f64, f64)],
+    allowed: impl Fn(&K, u64) -> u64,
 ) -> (u64, u64, Vec<String>) {
     let mut copies: HashMap<&K, u64> = HashMap::new();
     for key in found {
@@ -215,15 +250,27 @@ pub fn unexplained_copies<K: std::hash::Hash + Eq + std::fmt::Debug>(
     for (key, n) in copies {
         duplicated += n - 1;
         let Some(sent) = first_sent(key) else { continue };
-        let allowed = windows.iter().filter(|(from, to)| (*from..=*to).contains(&sent)).count() as u64;
+        let holding = windows.iter().filter(|(from, to)| (*from..=*to).contains(&sent)).count() as u64;
+        let allowed = allowed(key, holding);
         if n - 1 > allowed {
             beyond += n - 1 - allowed;
             if examples.len() < 5 {
-                examples.push(format!("{key:?}: {n} copies, first sent at {sent:.1}, {allowed} fault windows"));
+                examples.push(format!(
+                    "{key:?}: {n} copies, first sent at {sent:.1}, {holding} fault windows, {allowed} extra allowed"
+                ));
             }
         }
     }
     (duplicated, beyond, examples)
+}
+
+/// How many times each item occurs in `found`.
+pub fn copies<K: std::hash::Hash + Eq + Clone>(found: &[K]) -> HashMap<K, u64> {
+    let mut copies = HashMap::new();
+    for key in found {
+        *copies.entry(key.clone()).or_default() += 1;
+    }
+    copies
 }
 
 /// The table, as the campaign prints it.

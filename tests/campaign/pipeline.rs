@@ -31,6 +31,7 @@ use crate::harness::apache_kafka::{Cluster, Options};
 use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::kafka::{kafka_config, kafka_yaml};
 use crate::harness::processes::{local_addr, Process, Ready};
+use crate::harness::proxy::Proxy;
 use crate::harness::temp_dir;
 
 pub const PARTITIONS: u32 = 4;
@@ -69,6 +70,24 @@ pub struct Pipeline {
     pub jaeger: TraceReceiver,
     pub loki: LokiReceiver,
     pub prometheus: Prometheus,
+    /// The exporter's path to Prometheus, so that Prometheus can go on (scraping itself) while the exporter cannot
+    /// reach it.
+    pub prometheus_path: Proxy,
+}
+
+/// The gateways' `grpc.tenant_header`: a request names its tenant here (the client's name none: the default).
+pub const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// A sampler's section: the seed's policies, the last one named `rest` (a reload renames it: the same decisions).
+pub fn sampler_section(rest: &str) -> String {
+    format!(
+        "sampler:\n  decision_wait: {DECISION_WAIT_S}s\n  max_buffered_bytes: {SAMPLER_BUFFER_MIB}MiB\n  \
+         max_trace_bytes: 1MiB\n  max_output_bytes_in_flight: {SAMPLER_OUTPUT_MIB}MiB\n  policies:\n    \
+         - {{ name: errors-always, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    \
+         - {{ name: slow-requests, type: latency, latency: {{ threshold_ms: 2000 }} }}\n    \
+         - {{ name: {rest}, type: probabilistic, probabilistic: {{ sampling_percentage: {} }} }}\n",
+        super::expectation::PERCENTAGE
+    )
 }
 
 impl Pipeline {
@@ -97,14 +116,8 @@ impl Pipeline {
             }
             "mock" => {
                 let mock = MockCluster::new(1).expect("mock cluster starts");
-                let kafka = kafka_config(&mock.bootstrap_servers(), PARTITIONS);
                 // The mock cannot create topics; the roles find them there.
-                let t = &kafka.topics;
-                for topic in [&t.spans, &t.metrics, &t.logs, &t.sampled_spans, &t.decisions] {
-                    mock.create_topic(topic, PARTITIONS as i32, 1).unwrap();
-                    mock.create_topic(&tailgate_proto::headers::dead_letter_topic(topic), PARTITIONS as i32, 1)
-                        .unwrap();
-                }
+                let kafka = crate::harness::mock_kafka(&mock, PARTITIONS);
                 (Broker::Mock(mock), kafka)
             }
             "tansu" => {
@@ -131,7 +144,8 @@ impl Pipeline {
             other => panic!("TAILGATE_CAMPAIGN_BROKER `{other}`: one of kafka (the default), tansu, mock"),
         };
         let (jaeger, loki, prometheus) =
-            (TraceReceiver::start().await, LokiReceiver::start().await, Prometheus::start().await);
+            (TraceReceiver::start().await, LokiReceiver::start().await, Prometheus::start_with_short_head().await);
+        let prometheus_path = Proxy::start(prometheus.addr);
         // Dynamic members, the product's default. (As static members, named as a StatefulSet would, the exporter
         // was once fenced by its own rejoin after its session expired under the CI machine's load — librdkafka's
         // FencedInstanceId, fatal — and exited 1 for an orchestrator to restart; static membership's restart is
@@ -148,7 +162,7 @@ impl Pipeline {
         for n in 0..2 {
             let (grpc, http, telemetry) = (local_addr(), local_addr(), local_addr());
             let config = format!(
-                "{}ingest: {{ grpc: {{ endpoint: '{grpc}' }}, http: {{ endpoint: '{http}' }}, max_in_flight_bytes: {GATEWAY_IN_FLIGHT_MIB}MiB }}\n",
+                "{}ingest: {{ grpc: {{ endpoint: '{grpc}', tenant_header: {TENANT_HEADER} }}, http: {{ endpoint: '{http}' }}, max_in_flight_bytes: {GATEWAY_IN_FLIGHT_MIB}MiB }}\n",
                 common(telemetry)
             );
             gateways.push(Process::new(&dir, &format!("gateway-{n}"), "ingest", &config, Ready::Health(telemetry)));
@@ -158,15 +172,7 @@ impl Pipeline {
         let mut samplers = Vec::new();
         for n in 0..2 {
             let telemetry = local_addr();
-            let config = format!(
-                "{}sampler:\n  decision_wait: {DECISION_WAIT_S}s\n  max_buffered_bytes: {SAMPLER_BUFFER_MIB}MiB\n  \
-                 max_trace_bytes: 1MiB\n  max_output_bytes_in_flight: {SAMPLER_OUTPUT_MIB}MiB\n  policies:\n    \
-                 - {{ name: errors-always, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n    \
-                 - {{ name: slow-requests, type: latency, latency: {{ threshold_ms: 2000 }} }}\n    \
-                 - {{ name: sample-rest, type: probabilistic, probabilistic: {{ sampling_percentage: {} }} }}\n",
-                common(telemetry),
-                super::expectation::PERCENTAGE
-            );
+            let config = format!("{}{}", common(telemetry), sampler_section("sample-rest"));
             samplers.push(Process::new(&dir, &format!("sampler-{n}"), "sampler", &config, Ready::Health(telemetry)));
         }
 
@@ -176,16 +182,28 @@ impl Pipeline {
              retry_on_failure: {{ initial_interval: 100ms, max_interval: 2s }}"
         );
         let config = format!(
-            "{}exporters:\n  jaeger: {{ endpoint: '{}', {shared} }}\n  prometheus_remote_write: {{ endpoint: '{}', {shared} }}\n  \
+            "{}exporters:\n  jaeger: {{ endpoint: '{}', {shared} }}\n  prometheus_remote_write: {{ endpoint: 'http://{}/api/v1/write', {shared} }}\n  \
              loki: {{ endpoint: '{}', {shared} }}\n",
             common(telemetry),
             jaeger.endpoint(),
-            prometheus.endpoint(),
+            prometheus_path.addr,
             loki.endpoint()
         );
         let exporter = Process::new(&dir, "exporter", "exporter", &config, Ready::Health(telemetry));
 
-        Pipeline { dir, kafka, broker, gateways, gateway_addrs, samplers, exporter, jaeger, loki, prometheus }
+        Pipeline {
+            dir,
+            kafka,
+            broker,
+            gateways,
+            gateway_addrs,
+            samplers,
+            exporter,
+            jaeger,
+            loki,
+            prometheus,
+            prometheus_path,
+        }
     }
 
     /// Starts the broker, then every worker.

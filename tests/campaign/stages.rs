@@ -2,17 +2,18 @@
 //! a consumer of our own, the backends through what they stored (Prometheus through its query API). Records that are
 //! not OTLP (the campaign writes some on purpose) are skipped, not fatal.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message as _;
 
-use super::ledger::{span_content, SpanKey};
-use crate::harness::backends::{LokiReceiver, Prometheus, TraceReceiver};
+use super::ledger::{level, log_key, span_content, SpanKey};
+use crate::harness::backends::{Entry, LokiReceiver, Prometheus, TraceReceiver};
 use crate::harness::lag;
 use crate::harness::{read_topic, Record};
 
@@ -46,23 +47,83 @@ pub fn jaeger_keys(jaeger: &TraceReceiver) -> Vec<SpanKey> {
     jaeger.traces.lock().unwrap().received.iter().map(key).collect()
 }
 
-/// The string bodies of the log records in `records`.
-pub fn log_bodies(records: &[Record]) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(|r| ExportLogsServiceRequest::decode(r.value.as_slice()).ok())
-        .flat_map(|request| request.resource_logs)
-        .flat_map(|rl| rl.scope_logs)
-        .flat_map(|sl| sl.log_records)
-        .filter_map(|log| match log.body?.value? {
-            any_value::Value::StringValue(body) => Some(body),
-            _ => None,
-        })
-        .collect()
+/// The spans Jaeger refused in partial successes.
+pub fn jaeger_refused(jaeger: &TraceReceiver) -> HashSet<SpanKey> {
+    jaeger.traces.lock().unwrap().refused.iter().map(key).collect()
 }
 
+/// The log records in `records`, as [`log_key`]s (the tenant from the record's header).
+pub fn log_keys(records: &[Record]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for record in records {
+        let Ok(request) = ExportLogsServiceRequest::decode(record.value.as_slice()) else { continue };
+        let tenant = record.header(tailgate_proto::headers::TENANT);
+        for resource in request.resource_logs {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| string(kv.value.as_ref()?))
+                .unwrap_or_default();
+            for log in resource.scope_logs.into_iter().flat_map(|sl| sl.log_records) {
+                let Some(body) = log.body.as_ref().and_then(string) else { continue };
+                keys.push(log_key(
+                    &body,
+                    level(log.severity_number),
+                    &hex::encode(&log.trace_id),
+                    &hex::encode(&log.span_id),
+                    &service,
+                    tenant.as_deref(),
+                ));
+            }
+        }
+    }
+    keys
+}
+
+fn string(value: &AnyValue) -> Option<String> {
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Every line Loki stored, as a [`log_key`]: the line, its `level` and `service_name` stream labels, its `trace_id`
+/// and `span_id` structured metadata, the push's tenant.
 pub fn loki_lines(loki: &LokiReceiver) -> Vec<String> {
-    loki.entries().into_iter().map(|(_, line, _)| line).collect()
+    let state = loki.state.lock().unwrap();
+    let stored = state.pushes.iter().flat_map(|push| {
+        push.request.streams.iter().flat_map(move |stream| {
+            stream.entries.iter().map(move |entry| {
+                let metadata = entry.structured_metadata.iter().map(|m| (m.name.clone(), m.value.clone())).collect();
+                loki_key(push.tenant.as_deref(), &(stream.labels.clone(), entry.line.clone(), metadata))
+            })
+        })
+    });
+    stored.collect()
+}
+
+/// The lines Loki refused, as [`log_key`]s.
+pub fn loki_refused(loki: &LokiReceiver) -> HashSet<String> {
+    loki.state.lock().unwrap().refused.iter().map(|(tenant, entry)| loki_key(tenant.as_deref(), entry)).collect()
+}
+
+fn loki_key(tenant: Option<&str>, (labels, line, metadata): &Entry) -> String {
+    // `{level="info", service_name="campaign"}`: the campaign's values need no unescaping.
+    let label = |name: &str| {
+        let start = labels.find(&format!("{name}=\"")).map(|at| at + name.len() + 2)?;
+        labels[start..].split('"').next().map(str::to_owned)
+    };
+    let meta = |name: &str| metadata.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+    log_key(
+        line,
+        &label("level").unwrap_or_default(),
+        &meta("trace_id"),
+        &meta("span_id"),
+        &label("service_name").unwrap_or_default(),
+        tenant,
+    )
 }
 
 /// What the metrics topic holds of the client's: the sum of the `campaign.orders` delta points, each point once

@@ -17,7 +17,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message as _;
 use tailgate_proto::loki::PushRequest;
 
@@ -31,6 +33,9 @@ pub enum Answer {
     /// Takes the request and answers nothing for as long as this is the answer (a backend stuck on its storage);
     /// then `UNAVAILABLE`, long after the caller's timeout.
     Hang,
+    /// Stores the next request but its first `n` spans, answers OK with `partial_success.rejected_spans = n` (as
+    /// Jaeger does for spans its storage refused), then accepts again.
+    PartialSuccess(usize),
 }
 
 #[derive(Default)]
@@ -41,6 +46,8 @@ pub struct Traces {
     pub received: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
     /// Every request accepted, in order.
     pub requests: Vec<TraceRequest>,
+    /// The spans refused by a partial success, not stored.
+    pub refused: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
 }
 
 /// An accepted request's identity: its `x-scope-orgid` and `authorization` metadata, and its span count.
@@ -79,13 +86,26 @@ impl TraceService for TraceHandler {
         let mut traces = self.traces.lock().unwrap();
         match answer {
             Answer::Unavailable | Answer::Hang => Err(tonic::Status::unavailable("jaeger is restarting")),
-            Answer::Accept => {
+            Answer::Accept | Answer::PartialSuccess(_) => {
+                let mut refuse = match answer {
+                    Answer::PartialSuccess(n) => {
+                        *self.answer.lock().unwrap() = Answer::Accept;
+                        n
+                    }
+                    _ => 0,
+                };
+                let refused = refuse;
                 let text = |key: &str| request.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let (tenant, authorization) = (text("x-scope-orgid"), text("authorization"));
                 let before = traces.spans.len();
                 for resource in request.into_inner().resource_spans {
                     for scope in resource.scope_spans {
                         for span in scope.spans {
+                            if refuse > 0 {
+                                refuse -= 1;
+                                traces.refused.push(span);
+                                continue;
+                            }
                             traces.spans.push((span.trace_id.clone(), span.span_id.clone()));
                             traces.received.push(span);
                         }
@@ -93,7 +113,12 @@ impl TraceService for TraceHandler {
                 }
                 let spans = traces.spans.len() - before;
                 traces.requests.push(TraceRequest { tenant, authorization, spans });
-                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+                let refused = refused - refuse;
+                let partial_success = (refused > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: refused as i64,
+                    error_message: format!("{refused} spans refused by the storage"),
+                });
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success }))
             }
         }
     }
@@ -177,6 +202,11 @@ pub struct LokiState {
     pub script: VecDeque<(u16, Option<u64>, String)>,
     /// When every attempt (accepted or not) arrived.
     pub attempts: Vec<Instant>,
+    /// Entries of the next push to refuse, as Loki refuses entries too far behind their stream: it stores the rest
+    /// and answers 400 saying how many it ignored.
+    pub refuse_entries: usize,
+    /// The entries so refused, not stored, with the push's tenant.
+    pub refused: Vec<(Option<String>, Entry)>,
 }
 
 #[derive(Clone)]
@@ -301,8 +331,29 @@ fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (Statu
     };
     let tenant = headers.get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(String::from);
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+    let total = entries(&request);
+    let mut request = request;
+    let refused = std::mem::take(&mut state.refuse_entries).min(total);
+    let mut refuse = refused;
+    for stream in &mut request.streams {
+        let take = refuse.min(stream.entries.len());
+        refuse -= take;
+        for entry in stream.entries.drain(..take) {
+            let metadata = entry.structured_metadata.iter().map(|m| (m.name.clone(), m.value.clone())).collect();
+            state.refused.push((tenant.clone(), (stream.labels.clone(), entry.line, metadata)));
+        }
+    }
     state.pushes.push(Push { request, tenant, authorization });
+    if refused > 0 {
+        // Loki's own words for it (`pkg/validation`), and the total its distributor appends.
+        let text = format!("entry for stream has timestamp too old; total ignored: {refused} out of {total}");
+        return (StatusCode::BAD_REQUEST, HeaderMap::new(), text);
+    }
     (StatusCode::NO_CONTENT, HeaderMap::new(), String::new())
+}
+
+fn entries(request: &PushRequest) -> usize {
+    request.streams.iter().map(|s| s.entries.len()).sum()
 }
 
 /// Loki's OTLP endpoint as OTLP/HTTP specifies it: protobuf, gzip or not; the tenant in `X-Scope-OrgID`.
@@ -337,7 +388,12 @@ pub struct Prometheus {
     pub addr: SocketAddr,
     child: Child,
     dir: std::path::PathBuf,
+    /// Flags beyond the ones every test's server has.
+    flags: Vec<String>,
 }
+
+/// [`Prometheus::start_with_short_head`]'s boundary: samples more than this far behind the newest are refused.
+pub const SHORT_HEAD_WINDOW: Duration = Duration::from_secs(10);
 
 impl Prometheus {
     /// `None` when no `prometheus` binary is installed (`tests/run.sh` installs Debian's).
@@ -357,18 +413,39 @@ impl Prometheus {
         .await
     }
 
-    async fn start_with_config(config: &str) -> Prometheus {
+    /// One whose head, like a production server's an hour behind its newest sample, refuses samples more than
+    /// [`SHORT_HEAD_WINDOW`] behind it (`out of bounds`): blocks cut every 20 s (the head keeps half a block), and
+    /// the server scraping itself every second, as a production one scrapes its targets, so its newest sample is
+    /// always now. What a remote-write client meets after an outage longer than that window.
+    pub async fn start_with_short_head() -> Prometheus {
+        let block = format!("{}s", 2 * SHORT_HEAD_WINDOW.as_secs());
         let port = free_port();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      \
+             - targets: [\"127.0.0.1:{port}\"]\n"
+        );
+        let flags = vec![
+            format!("--storage.tsdb.min-block-duration={block}"),
+            format!("--storage.tsdb.max-block-duration={block}"),
+        ];
+        Self::start_on(port, &config, flags).await
+    }
+
+    async fn start_with_config(config: &str) -> Prometheus {
+        Self::start_on(free_port(), config, Vec::new()).await
+    }
+
+    async fn start_on(port: u16, config: &str, flags: Vec<String>) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("tailgate-prometheus-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut prometheus = Prometheus { addr, child: Self::spawn(addr, &dir), dir };
+        let mut prometheus = Prometheus { addr, child: Self::spawn(addr, &dir, &flags), dir, flags };
         prometheus.until_ready().await;
         prometheus
     }
 
-    fn spawn(addr: SocketAddr, dir: &std::path::Path) -> Child {
+    fn spawn(addr: SocketAddr, dir: &std::path::Path, flags: &[String]) -> Child {
         let binary = std::env::var("TAILGATE_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
         Command::new(&binary)
             .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
@@ -376,6 +453,7 @@ impl Prometheus {
             .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-remote-write-receiver")
             .arg("--enable-feature=exemplar-storage")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -404,7 +482,7 @@ impl Prometheus {
 
     /// Starts it again on the same address and data directory (its write-ahead log replayed), and waits until ready.
     pub async fn restart(&mut self) {
-        self.child = Self::spawn(self.addr, &self.dir);
+        self.child = Self::spawn(self.addr, &self.dir, &self.flags);
         self.until_ready().await;
     }
 

@@ -134,6 +134,11 @@ impl Process {
         self.child.as_mut().and_then(|c| c.try_wait().unwrap())
     }
 
+    /// Its configuration file, read at every start (and watched by a sampler for policy changes).
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
     pub fn log(&self) -> &Path {
         &self.log
     }

@@ -15,7 +15,8 @@ histograms as unsupported).
 
 The ledger (JSON lines) has one line per export call of each signal: whether the SDK's exporter returned SUCCESS, which
 gateway, when the call started and ended, and the items of the batch (a span with what it says: name, status, kind,
-start and end). Nothing else counts as acknowledged.
+start and end; a log record with its severity, trace and span IDs and service). Nothing else counts as
+acknowledged.
 """
 
 import argparse
@@ -111,14 +112,18 @@ class SpanLedger(Alternating):
         return True
 
 
-def log_body(item):
+def log_content(item):
+    """What a log record says: body, severity number, trace and span IDs (hex), its resource's service.name."""
     record = getattr(item, "log_record", item)
-    return str(record.body)
+    resource = getattr(item, "resource", None) or getattr(record, "resource", None)
+    service = resource.attributes.get("service.name", "") if resource is not None else ""
+    severity = record.severity_number.value if record.severity_number is not None else 0
+    return [str(record.body), severity, format(record.trace_id or 0, "032x"), format(record.span_id or 0, "016x"), service]
 
 
 class LogLedger(Alternating):
     def export(self, batch):
-        items = [log_body(item) for item in batch]
+        items = [log_content(item) for item in batch]
         ok = self.call(items, lambda inner: inner.export(batch) == LogExportResult.SUCCESS)
         return LogExportResult.SUCCESS if ok else LogExportResult.FAILURE
 
