@@ -337,7 +337,9 @@ impl<P: Partitions> ConsumerContext for ShellContext<P> {
         }
     }
 
-    /// An asynchronous commit that failed is sent again with the next periodic commit.
+    /// A commit that failed is sent again with the next periodic commit. Only for commits whose result the client
+    /// delivers: rust-rdkafka's asynchronous `commit` sets no callback, so those failures are mended by
+    /// [`Ownership::recommit_all`] instead.
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(error) = result {
             tracing::warn!(%error, "offset commit failed; retrying with the next commit");
@@ -527,6 +529,8 @@ impl<P: Partitions> Consumer<P> {
     /// uncommitted records are read again by the next owner.
     pub async fn close(mut self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
+        // Every safe offset, moved or not: an earlier asynchronous commit may have failed unreported.
+        self.ownership().recommit_all();
         let tpl = self.ownership().commit_due();
         let client = self.client.take().expect("closed once");
         if tpl.count() > 0 {

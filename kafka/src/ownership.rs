@@ -77,16 +77,15 @@ impl<S> Ownership<S> {
     }
 
     /// Gives up `partitions`. Returns their states and, unless the assignment was `lost`, the offsets to commit for
-    /// them: each one's safe offset, if it moved since the last commit.
+    /// them: each one's safe offset, committed before or not — an asynchronous commit's failure is not reported back
+    /// (see [`Ownership::recommit_all`]), and this is the last word before the next owner reads.
     pub fn revoke(&mut self, partitions: &[i32], lost: bool) -> (Vec<(i32, S)>, TopicPartitionList) {
         let mut commit = TopicPartitionList::new();
         let mut states = Vec::new();
         for partition in partitions {
             let Some(owned) = self.partitions.remove(partition) else { continue };
             if let (false, Some(offset)) = (lost, owned.tracker.safe_offset()) {
-                if owned.committed != Some(offset) {
-                    let _ = commit.add_partition_offset(&self.topic, *partition, Offset::Offset(offset));
-                }
+                let _ = commit.add_partition_offset(&self.topic, *partition, Offset::Offset(offset));
             }
             states.push((*partition, owned.state));
         }
