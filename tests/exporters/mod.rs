@@ -3,6 +3,7 @@
 mod delivery;
 mod exemplars;
 mod faults;
+mod identity;
 mod jaeger;
 mod refusals;
 mod scrape;
