@@ -377,6 +377,16 @@ async fn rises_by(addrs: &[SocketAddr], family: &str, labels: &str, before: f64,
     }
 }
 
+/// [`rises_by`] one on each of `addrs` (from its own `before`), so that one process counting twice and another not at
+/// all does not pass as both counting once.
+async fn each_rises_by_one(addrs: &[SocketAddr], family: &str, before: &[f64]) -> Result<String, String> {
+    let mut said = Vec::new();
+    for (addr, before) in addrs.iter().zip(before) {
+        said.push(rises_by(&[*addr], family, "", *before, 1.0).await?);
+    }
+    Ok(said.join(", "))
+}
+
 /// A tenant that is no tenant ID: Loki, Mimir and Tempo take neither a space nor a slash.
 const NO_TENANT: &str = "acme corp/eu";
 
@@ -887,8 +897,12 @@ async fn inject(
             // A valid change (the probabilistic policy renamed: the same decisions), an invalid one (an unknown
             // policy type: refused, the running policies stay), then the original back: three generations.
             let samplers = sampler_telemetry(pipeline);
-            let generation = sum_over(&samplers, "tailgate_sampler_config_generation", "").await;
-            let failures = sum_over(&samplers, "tailgate_sampler_config_reload_failures_total", "").await;
+            let mut generation = Vec::new();
+            let mut failures = Vec::new();
+            for sampler in &samplers {
+                generation.push(sum_over(&[*sampler], "tailgate_sampler_config_generation", "").await);
+                failures.push(sum_over(&[*sampler], "tailgate_sampler_config_reload_failures_total", "").await);
+            }
             let files: Vec<std::path::PathBuf> = pipeline.samplers.iter().map(|s| s.config().to_owned()).collect();
             let originals: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
             let write = |change: &dyn Fn(&str) -> String| {
@@ -898,16 +912,14 @@ async fn inject(
                     std::fs::write(file, changed).unwrap();
                 }
             };
-            let per_sampler = samplers.len() as f64;
             write(&|text| text.replace("name: sample-rest,", "name: sample-rest-reloaded,"));
-            let valid = rises_by(&samplers, "tailgate_sampler_config_generation", "", generation, per_sampler).await;
+            let valid = each_rises_by_one(&samplers, "tailgate_sampler_config_generation", &generation).await;
             write(&|text| text.replace("type: probabilistic,", "type: probabilistik,"));
             let invalid =
-                rises_by(&samplers, "tailgate_sampler_config_reload_failures_total", "", failures, per_sampler).await;
+                each_rises_by_one(&samplers, "tailgate_sampler_config_reload_failures_total", &failures).await;
             write(&|text| text.to_owned() + "\n");
-            let back =
-                rises_by(&samplers, "tailgate_sampler_config_generation", "", generation + per_sampler, per_sampler)
-                    .await;
+            let renamed: Vec<f64> = generation.iter().map(|g| g + 1.0).collect();
+            let back = each_rises_by_one(&samplers, "tailgate_sampler_config_generation", &renamed).await;
             let effect = match (valid, invalid, back) {
                 (Ok(a), Ok(b), Ok(c)) => Ok(format!("renamed: {a}; invalid: {b}; back: {c}")),
                 (a, b, c) => Err(format!("renamed: {a:?}; invalid: {b:?}; back: {c:?}")),

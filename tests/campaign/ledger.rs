@@ -44,7 +44,9 @@ pub fn log_key(body: &str, level: &str, trace: &str, span: &str, service: &str, 
 const ZERO_TRACE: &str = "00000000000000000000000000000000";
 const ZERO_SPAN: &str = "0000000000000000";
 
-/// The level Grafana shows for a severity number: the log data model's ranges.
+/// The level Grafana shows for a severity number: the log data model's ranges. (The exporter falls back to the
+/// severity text when the number is unset; the campaign's client always sets the number, so this oracle needs
+/// only the ranges.)
 pub fn level(severity_number: i32) -> &'static str {
     match severity_number {
         1..=4 => "trace",
@@ -233,14 +235,14 @@ pub fn compare<K: std::hash::Hash + Eq + Clone>(
 /// Copies at a stage beyond what the faults explain. Copies come from re-reading after a fault: a worker that
 /// restarts, or loses or gets back partitions, reads again what it had not committed; a client whose call failed
 /// retries it; a producer whose send failed sends again. So every copy beyond the first must be of an item first sent
-/// within a fault's window (`windows`, Unix seconds), and an item may have at most `allowed(item, windows holding
-/// it)` extra copies (each stage states its own: see the campaign's `check`). Returns the duplicates, those beyond
-/// that bound, and a few of the latter.
+/// within a fault's window (`windows`, Unix seconds), and an item may have at most `allowed(item, indices of the
+/// windows holding it)` extra copies (each stage states its own: see the campaign's `check`). Returns the
+/// duplicates, those beyond that bound, and a few of the latter.
 pub fn unexplained_copies<K: std::hash::Hash + Eq + std::fmt::Debug>(
     found: &[K],
     first_sent: impl Fn(&K) -> Option<f64>,
     windows: &[(f64, f64)],
-    allowed: impl Fn(&K, u64) -> u64,
+    allowed: impl Fn(&K, &[usize]) -> u64,
 ) -> (u64, u64, Vec<String>) {
     let mut copies: HashMap<&K, u64> = HashMap::new();
     for key in found {
@@ -250,8 +252,10 @@ pub fn unexplained_copies<K: std::hash::Hash + Eq + std::fmt::Debug>(
     for (key, n) in copies {
         duplicated += n - 1;
         let Some(sent) = first_sent(key) else { continue };
-        let holding = windows.iter().filter(|(from, to)| (*from..=*to).contains(&sent)).count() as u64;
-        let allowed = allowed(key, holding);
+        let holding: Vec<usize> =
+            (0..windows.len()).filter(|i| (windows[*i].0..=windows[*i].1).contains(&sent)).collect();
+        let allowed = allowed(key, &holding);
+        let holding = holding.len();
         if n - 1 > allowed {
             beyond += n - 1 - allowed;
             if examples.len() < 5 {

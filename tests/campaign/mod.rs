@@ -207,10 +207,10 @@ async fn wait_for_zero_lag(pipeline: &Pipeline) {
     }
 }
 
-/// A stage that reads or is sent an item again at most once per fault: the gateways' topics (a client retries a
-/// failed call once it failed), Loki (the exporter re-reads what it had not committed).
-fn once_per_fault<K>(_: &K, faults: u64) -> u64 {
-    faults
+/// A stage that is sent an item again at most once per fault: the gateways' topics (a client retries a call the
+/// fault failed).
+fn once_per_fault<K>(_: &K, faults: &[usize]) -> u64 {
+    faults.len() as u64
 }
 
 /// Every stage against the ledger: the rows, and what else the ledger shows wrong (duplicates beyond their bound,
@@ -277,13 +277,24 @@ async fn check(
     let sampled = foreign(stages::span_keys(&stages::topic(brokers, &t.sampled_spans, PARTITIONS).await));
     let (row, lost) = compare("traces", "kafka sampled_spans", &kept.must, &sent_spans, &sampled);
     rows.push(row);
-    // A sampler may decide a trace again after a fault (it re-reads what it had not committed) and send again an
-    // output batch the fault failed (which Kafka may have written): two copies per fault.
-    let twice_per_fault = |_: &ledger::SpanKey, faults: u64| 2 * faults;
+    // A sampler may decide a trace again after a fault (it re-reads what it had not committed), and sends again an
+    // output batch whose delivery timed out — once per delivery timeout while the fault lasts: a leader waiting for
+    // a paused replica appends every attempt and commits them all once the replica is fenced (a 10 s pause gave 4
+    // copies). So per fault: one re-decision, and one re-send per started delivery timeout of its duration; of each
+    // copy the spans topic holds (the sampler keeps no span IDs to tell a copy from a retry).
+    let spans_copies = ledger::copies(&spans_topic);
+    let delivery_timeout = pipeline.kafka.producer.delivery_timeout.get().as_secs_f64();
+    let per_fault = |n: &usize| {
+        let fault = &injected.faults[*n];
+        2 + ((fault.healed - fault.at).as_secs_f64() / delivery_timeout) as u64
+    };
+    let resent_per_fault = |k: &ledger::SpanKey, faults: &[usize]| {
+        spans_copies.get(k).copied().unwrap_or(1) * (1 + faults.iter().map(per_fault).sum::<u64>()) - 1
+    };
     bounded(
         &mut problems,
         "kafka sampled_spans",
-        ledger::unexplained_copies(&sampled, span_sent, windows, twice_per_fault),
+        ledger::unexplained_copies(&sampled, span_sent, windows, resent_per_fault),
     );
     let sampled_copies = ledger::copies(&sampled);
     let jaeger = foreign(stages::jaeger_keys(&pipeline.jaeger));
@@ -296,8 +307,9 @@ async fn check(
     rows.push(row);
     // The exporter delivers each copy the sampled topic holds, and again after each fault (it re-reads what it had
     // not committed): copies there times one more per fault.
-    let per_topic_copy =
-        |k: &ledger::SpanKey, faults: u64| sampled_copies.get(k).copied().unwrap_or(1) * (1 + faults) - 1;
+    let per_topic_copy = |k: &ledger::SpanKey, faults: &[usize]| {
+        sampled_copies.get(k).copied().unwrap_or(1) * (1 + faults.len() as u64) - 1
+    };
     bounded(&mut problems, "jaeger", ledger::unexplained_copies(&jaeger, span_sent, windows, per_topic_copy));
     for (reason, traces) in &kept.traces {
         eprintln!("traces kept for {reason}: {}", traces.len());
@@ -358,7 +370,11 @@ async fn check(
     eprintln!("loki: {} lines refused", refused.len());
     let must: HashSet<_> = acked_logs.difference(&refused).cloned().collect();
     rows.push(compare("logs", "loki", &must, &sent_logs, &loki).0);
-    bounded(&mut problems, "loki", ledger::unexplained_copies(&loki, log_sent, windows, once_per_fault));
+    // The exporter delivers each copy the logs topic holds, and again after each fault.
+    let logs_copies = ledger::copies(&logs_topic);
+    let per_log_copy =
+        |k: &String, faults: &[usize]| logs_copies.get(k).copied().unwrap_or(1) * (1 + faults.len() as u64) - 1;
+    bounded(&mut problems, "loki", ledger::unexplained_copies(&loki, log_sent, windows, per_log_copy));
 
     // Metrics: the delta sum and the cumulative histogram's count.
     let totals = stages::metric_totals(&stages::topic(brokers, &t.metrics, PARTITIONS).await);

@@ -110,11 +110,15 @@ pub fn loki_refused(loki: &LokiReceiver) -> HashSet<String> {
 }
 
 fn loki_key(tenant: Option<&str>, (labels, line, metadata): &Entry) -> String {
-    // `{level="info", service_name="campaign"}`: the campaign's values need no unescaping.
-    let label = |name: &str| {
-        let start = labels.find(&format!("{name}=\"")).map(|at| at + name.len() + 2)?;
-        labels[start..].split('"').next().map(str::to_owned)
-    };
+    // `{level="info", service_name="campaign"}`: whole names; the campaign's values hold no `"` or `, `.
+    let pairs: Vec<(&str, &str)> = labels
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(", ")
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.trim(), value.trim_matches('"')))
+        .collect();
+    let label = |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned());
     let meta = |name: &str| metadata.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
     log_key(
         line,

@@ -76,7 +76,20 @@ impl TraceService for TraceHandler {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let answer = *self.answer.lock().unwrap();
+        let answer = {
+            // A partial success is for one request with spans: taken here, under the lock, so no other takes it.
+            let mut answer = self.answer.lock().unwrap();
+            let taken = *answer;
+            let has_spans =
+                request.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).any(|s| !s.spans.is_empty());
+            if matches!(taken, Answer::PartialSuccess(_)) && has_spans {
+                *answer = Answer::Accept;
+            }
+            match taken {
+                Answer::PartialSuccess(_) if !has_spans => Answer::Accept,
+                other => other,
+            }
+        };
         if answer == Answer::Hang {
             while *self.answer.lock().unwrap() == Answer::Hang {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -88,10 +101,7 @@ impl TraceService for TraceHandler {
             Answer::Unavailable | Answer::Hang => Err(tonic::Status::unavailable("jaeger is restarting")),
             Answer::Accept | Answer::PartialSuccess(_) => {
                 let mut refuse = match answer {
-                    Answer::PartialSuccess(n) => {
-                        *self.answer.lock().unwrap() = Answer::Accept;
-                        n
-                    }
+                    Answer::PartialSuccess(n) => n,
                     _ => 0,
                 };
                 let refused = refuse;
@@ -333,7 +343,11 @@ fn push(state: Arc<Mutex<LokiState>>, headers: HeaderMap, body: Bytes) -> (Statu
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
     let total = entries(&request);
     let mut request = request;
-    let refused = std::mem::take(&mut state.refuse_entries).min(total);
+    // For one push with entries.
+    let refused = match total {
+        0 => 0,
+        _ => std::mem::take(&mut state.refuse_entries).min(total),
+    };
     let mut refuse = refused;
     for stream in &mut request.streams {
         let take = refuse.min(stream.entries.len());
