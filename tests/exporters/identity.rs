@@ -7,8 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +33,7 @@ use tailgate_proto::headers;
 use tailgate_proto::prometheus::WriteRequest;
 
 use crate::harness::backends::{LokiReceiver, TraceReceiver};
-use crate::harness::certs::{Issued, Pki};
+use crate::harness::certs::Pki;
 use crate::harness::otlp::{self, kv, logs_request, now_ns};
 use crate::harness::{self, eventually};
 
@@ -397,28 +395,6 @@ async fn an_endless_refusal_is_read_to_64_kib_dead_lettered_and_the_exporter_goe
     exporter.stop().await;
 }
 
-/// Runs `openssl` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl").current_dir(dir).args(args).stderr(Stdio::null()).status().unwrap();
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A server certificate signed by `ca` for `name` only — not for `localhost` or 127.0.0.1, where the test backend
-/// is reached (`harness::certs` issues only those).
-fn certificate_for(pki: &Pki, ca: &Issued, name: &str) -> Issued {
-    let (cert, key, csr, ext) =
-        (format!("{name}.pem"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"));
-    let subject = format!("/CN={name}");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&pki.dir, &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &subject]].concat());
-    let extensions = format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
-    std::fs::write(pki.dir.join(&ext), extensions).unwrap();
-    let (ca_cert, ca_key) = (ca.cert.to_str().unwrap(), ca.key.to_str().unwrap());
-    let sign = ["x509", "-req", "-in", &csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", &cert];
-    openssl(&pki.dir, &[&sign[..], &["-days", "1", "-extfile", &ext]].concat());
-    Issued { cert: pki.dir.join(cert), key: pki.dir.join(key) }
-}
-
 /// `tls.server_name_override`: a backend reached as `localhost` whose certificate names only `loki.internal` is
 /// refused without it — the handshake fails, no request reaches the backend, the exporter retries with the record
 /// kept — and accepted with `server_name_override: loki.internal`, from the same committed offset.
@@ -426,7 +402,7 @@ fn certificate_for(pki: &Pki, ca: &Issued, name: &str) -> Issued {
 async fn server_name_override_checks_the_backends_certificate_for_that_name() {
     let pki = Pki::new("server-name");
     let ca = pki.ca("ca");
-    let internal = certificate_for(&pki, &ca, "loki.internal");
+    let internal = pki.leaf_for(&ca, "loki.internal", "DNS:loki.internal");
     let loki = LokiReceiver::start_with(Some(harness::certs::server_config(&internal, None))).await;
     let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     let exporters = |server_name_override: Option<&str>| ExportersConfig {

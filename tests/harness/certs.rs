@@ -42,12 +42,17 @@ impl Pki {
 
     /// A certificate for `localhost` and 127.0.0.1 signed by `ca`, usable by a server and a client.
     pub fn leaf(&self, ca: &Issued, name: &str) -> Issued {
+        self.leaf_for(ca, name, "DNS:localhost,IP:127.0.0.1")
+    }
+
+    /// A certificate for the subject alternative names `san` (`DNS:loki.internal`) signed by `ca`.
+    pub fn leaf_for(&self, ca: &Issued, name: &str, san: &str) -> Issued {
         let (cert, key, csr, ext) =
             (format!("{name}.pem"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"));
         self.openssl(&[&["req"], &EC[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
         std::fs::write(
             self.dir.join(&ext),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )
         .unwrap();
         let (ca_cert, ca_key) = (path(&ca.cert), path(&ca.key));
