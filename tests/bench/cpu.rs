@@ -1,4 +1,4 @@
-//! CPU time from /proc, for the benchmarks: they report CPU-seconds, not just wall time.
+//! CPU time and resident memory from /proc, for the benchmarks: they report CPU-seconds, not just wall time.
 
 fn clock_ticks() -> f64 {
     // USER_HZ is 100 on every Linux this runs on.
@@ -33,4 +33,16 @@ pub fn cpu_seconds(pid: u32, exclude: &[&str]) -> f64 {
 /// CPU seconds of this process, all its threads.
 pub fn this_process() -> f64 {
     cpu_seconds(std::process::id(), &[])
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` in `/proc/<pid>/status`).
+#[allow(dead_code)] // Not every benchmark measures memory.
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    kib * 1024
 }

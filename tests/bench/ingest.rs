@@ -10,17 +10,20 @@
 //!   into `target/collector` when missing), `otlp` receiver → `kafka` exporter, twice: with Tailgate's guarantees
 //!   (`partition_traces_by_id`, all replicas acknowledging, lz4, no sending queue: it answers after Kafka) and with
 //!   its defaults (sending queue on: it answers before Kafka, so its CPU is read once idle);
-//! * **sampler**, afterwards and on librdkafka's MockCluster (see [`sampler_backlog`]): `tailgate sampler` on a
-//!   backlog `tailgate ingest` wrote, its CPU per span from its start until every span is decided;
+//! * **sampler**, afterwards (see [`sampler_backlog`]): `tailgate sampler` and the Collector's `kafka` receiver →
+//!   `tail_sampling` → `kafka` exporter, each on the spans topic Tailgate's gateway wrote, with the seed's policies:
+//!   CPU per span until every span is decided, and resident memory per buffered span;
 //! * **raw**: the floor of the same work in this process: check each request on its wire format (as any receiver
 //!   must) and produce its bytes as one record with the same producer settings, waiting for the acks.
 //!
-//! The broker is `tailgate broker` (Tansu), its own process, not counted. Both producers run without idempotence,
-//! as Tailgate does on Tansu (see `kafka.producer.idempotence`). CPU of each process from `/proc`.
+//! The broker is `tailgate broker` (Tansu), or Apache Kafka with `TAILGATE_BENCH_BROKER=kafka`: its own process,
+//! not counted. Tailgate's producers and the raw floor's are idempotent on Apache Kafka and not on Tansu, which
+//! has no idempotent producer (see `kafka.producer.idempotence`). CPU and memory of each process from `/proc`.
 //!
 //! Usage: cargo build --release && cargo bench --bench ingest [-- SPANS]   (default 200000 spans per size);
 //! `TAILGATE_BENCH=sampler` runs the sampler's part alone; `TAILGATE_BENCH=resample` measures `tailgate resample`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +47,13 @@ const RAW_TOPIC: &str = "raw_spans";
 const COLLECTOR_TOPIC: &str = "collector_spans";
 const COLLECTOR_DEFAULTS_TOPIC: &str = "collector_defaults_spans";
 
+// Shared with the integration tests; this bench starts one node.
+#[allow(dead_code)]
+#[path = "../harness/apache_kafka.rs"]
+mod apache_kafka;
+mod broker;
 mod child;
+mod collector;
 mod cpu;
 #[path = "../harness/local.rs"]
 mod local;
@@ -52,15 +61,24 @@ mod local;
 #[allow(dead_code)]
 #[path = "../harness/otlp.rs"]
 mod otlp;
+// Shared with the integration tests (Apache Kafka's nodes can be proxied); unused here, its own test too.
+#[allow(dead_code, unused_imports)]
+#[path = "../harness/proxy.rs"]
+mod proxy;
 // Shared with the integration tests; this bench counts spans only.
 #[allow(dead_code)]
 #[path = "../harness/topic.rs"]
 mod topic;
+// Shared with the integration tests: what the probabilistic policy keeps, from its specification.
+#[allow(dead_code)]
+#[path = "../harness/sampling.rs"]
+mod sampling;
 // Shared with the integration tests; this bench scrapes a metrics endpoint.
 #[allow(dead_code)]
 #[path = "../harness/http.rs"]
 mod http;
 
+use broker::Broker;
 use child::{tailgate_binary, Process};
 use cpu::cpu_seconds;
 use otlp::kv;
@@ -122,33 +140,18 @@ fn start_tailgate(dir: &Path, subcommand: &str, config: String, port: u16) -> Pr
     Process(child)
 }
 
-/// The Collector distribution of `tests/collector`, built by its `build.sh` (cached under `target/collector`).
-fn collector_binary() -> Option<PathBuf> {
-    if let Some(binary) = std::env::var_os("TAILGATE_OTELCOL") {
-        return Some(PathBuf::from(binary));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector/build.sh");
-    let output = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().ok()?;
-    let path = String::from_utf8(output.stdout).ok()?.lines().last()?.trim().to_owned();
-    (output.status.success() && Path::new(&path).exists()).then(|| PathBuf::from(path))
-}
-
 /// The Collector with `tests/collector/{config}` writing to `topic`; its OTLP/gRPC port.
-fn start_collector(binary: &Path, dir: &Path, config: &str, brokers: &str, topic: &str) -> (Process, u16) {
+fn start_collector(binary: &Path, dir: &Path, config: &str, broker: &Broker, topic: &str) -> (Process, u16) {
     let (grpc, http) = (local::free_port(), local::free_port());
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector").join(config))
-        .env("OTLP_GRPC", format!("127.0.0.1:{grpc}"))
-        .env("OTLP_HTTP", format!("127.0.0.1:{http}"))
-        .env("KAFKA_BROKERS", brokers)
-        .env("TRACES_TOPIC", topic)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{topic}.log"))).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let env = [
+        ("OTLP_GRPC", format!("127.0.0.1:{grpc}")),
+        ("OTLP_HTTP", format!("127.0.0.1:{http}")),
+        ("KAFKA_BROKERS", broker.brokers()),
+        ("TRACES_TOPIC", topic.to_owned()),
+    ];
+    let process = collector::start(binary, dir, config, &env, topic);
     wait_listening(grpc, "the Collector");
-    (Process(child), grpc)
+    (process, grpc)
 }
 
 /// Rotel's binary from its PyPI package in `target/venv`, installed there first when missing.
@@ -178,6 +181,7 @@ async fn create_topics(brokers: &str) {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     let topics: Vec<NewTopic> = [TAILGATE_TOPIC, ROTEL_TOPIC, RAW_TOPIC, COLLECTOR_TOPIC, COLLECTOR_DEFAULTS_TOPIC]
         .iter()
+        .chain(&SAMPLER_TOPICS)
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
         .collect();
     for result in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
@@ -243,6 +247,11 @@ fn spans_in(brokers: &str, topic: &str, expected: usize) -> usize {
     topic::count_spans(&records)
 }
 
+/// The spans in `topic` up to its end now: what a stopped writer wrote.
+fn spans_written(brokers: &str, topic: &str) -> usize {
+    topic::count_spans(&topic::read_topic(brokers, topic, PARTITIONS as u32, Duration::from_secs(120), |_| true))
+}
+
 /// The sum of every series of counter `name` on a Prometheus endpoint.
 async fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
     let Ok(response) = http::try_request(addr, "GET", "/metrics", &[], b"").await else { return 0.0 };
@@ -270,59 +279,235 @@ async fn write_backlog(dir: &Path, kafka: &str, bodies: &[Vec<u8>]) {
     drop(gateway);
 }
 
-/// The sampler end to end, Kafka in the loop: `tailgate sampler` with the seed's policies at a 1 s wait reads a
-/// backlog that `tailgate ingest` wrote from `bodies`, and its CPU is counted from its start until it has decided
-/// every span: consume, decide, write decisions and kept spans, commit. The broker is librdkafka's MockCluster in
-/// this process (not counted): Tansu, serving a sampler that reads as fast as it can while it writes a decision per
-/// trace, lets requests time out and stalls, which would measure Tansu. The CPU the sampler uses when idle
-/// (polling, timers) is measured afterwards and shown subtracted as well.
-async fn sampler_backlog(dir: &Path, bodies: &[Vec<u8>]) {
-    const SPANS: &str = "bench_spans";
-    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster starts");
-    let topics = [SPANS, "bench_sampled", "bench_decisions", "bench_metrics", "bench_logs", "bench_spans.dlq"];
-    for topic in topics {
-        mock.create_topic(topic, PARTITIONS, 1).unwrap();
-    }
-    let kafka = format!(
-        "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {SPANS}, sampled_spans: bench_sampled, \
-         decisions: bench_decisions, metrics: bench_metrics, logs: bench_logs }}, producer: {{ idempotence: false }} }}\n",
-        mock.bootstrap_servers()
-    );
-    write_backlog(dir, &kafka, bodies).await;
-    let metrics = local::free_port();
-    let spans = bodies.len() * SPANS_PER_REQUEST;
+/// The sampler's topics beside the spans topic: Tailgate's (`bench_*` for the throughput run, `mem_*` for the
+/// memory run, whose decisions must not be the first run's) and the Collector's kept traces; `empty_spans` is what
+/// a sampler with nothing to read is started on.
+const SAMPLER_TOPICS: [&str; 11] = [
+    "bench_sampled",
+    "bench_decisions",
+    "bench_metrics",
+    "bench_logs",
+    "mem_sampled",
+    "mem_decisions",
+    "collector_sampled",
+    "collector_mem_sampled",
+    "empty_spans",
+    "bench_spans.dlq",
+    "empty_spans.dlq",
+];
 
-    let started = Instant::now();
-    let sampler = start_tailgate(
-        dir,
-        "sampler",
-        format!(
-            "{kafka}sampler: {{ decision_wait: 1s }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
-        ),
-        metrics,
+/// A `kafka:` section for `tailgate` on `broker`: `spans` read, the run's own `prefix`ed output topics and group.
+fn sampler_kafka(broker: &Broker, spans: &str, prefix: &str) -> String {
+    format!(
+        "kafka: {{ brokers: '{}', partitions: {PARTITIONS}, topics: {{ spans: {spans}, sampled_spans: {prefix}_sampled, \
+         decisions: {prefix}_decisions, metrics: bench_metrics, logs: bench_logs }}, {}, \
+         consumer: {{ group_prefix: {prefix}-{spans} }} }}\n",
+        broker.brokers(),
+        broker.producer_yaml()
+    )
+}
+
+/// `tailgate sampler` reading `spans` at `wait`; its process and metrics address.
+fn start_sampler(dir: &Path, broker: &Broker, spans: &str, prefix: &str, wait: &str) -> (Process, SocketAddr) {
+    let port = local::free_port();
+    let config = format!(
+        "{}sampler: {{ decision_wait: {wait} }}\n\
+         telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{port} }}, logs: {{ level: warn }} }}\n",
+        sampler_kafka(broker, spans, prefix)
     );
+    let process = start_tailgate(dir, "sampler", config, port);
+    (process, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The Collector's `kafka` → `tail_sampling` → `kafka` pipeline reading `spans` as group `group` at `wait`.
+fn start_collector_sampler(
+    binary: &Path,
+    dir: &Path,
+    broker: &Broker,
+    spans: &str,
+    group: &str,
+    wait: &str,
+) -> Process {
+    let env = [
+        ("KAFKA_BROKERS", broker.brokers()),
+        ("GROUP_ID", group.to_owned()),
+        ("SPANS_TOPIC", spans.to_owned()),
+        (
+            "SAMPLED_TOPIC",
+            if spans == "empty_spans" { "collector_mem_sampled" } else { "collector_sampled" }.to_owned(),
+        ),
+        ("DECISION_WAIT", wait.to_owned()),
+    ];
+    collector::start(binary, dir, "bench-kafka-tail-sampling.yaml", &env, group)
+}
+
+/// The CPU seconds of `pid` once a whole second passes in which it used less than `share` of a core (or a minute
+/// passed), and how much it used per second in that quiet second.
+async fn cpu_when_quiet(pid: u32, share: f64) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = cpu_seconds(pid, &[]);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu_seconds(pid, &[]);
+        if now - last < share || Instant::now() > deadline {
+            return (now, now - last);
+        }
+        last = now;
+    }
+}
+
+/// The sampler end to end, Kafka in the loop, side by side with the Collector's tail sampling on the same input:
+/// the spans topic `tailgate ingest` wrote (`spans` spans, `bytes` bytes of requests), the seed's policies at a 1 s
+/// `decision_wait` on both.
+///
+/// * Throughput: each reads the whole topic as a new consumer group, from its start until it has decided every span
+///   (Tailgate: its `spans_total` + `late_spans_total` counters; the Collector: its group has committed the end of
+///   every partition, then its CPU goes quiet: every decision taken and every kept trace written). The CPU either
+///   uses when idle (polls, timers) is measured for 3 s afterwards and shown subtracted as well.
+/// * Memory per buffered span: each started with a 600 s `decision_wait`, once on an empty topic and once on the
+///   whole backlog; once it has read everything and gone quiet, every span is buffered: the difference of the two
+///   resident sizes (`VmRSS`) over the spans.
+async fn sampler_backlog(dir: &Path, broker: &Broker, bodies: &[Vec<u8>], otelcol: Option<&Path>) {
+    let brokers = broker.brokers();
+    let spans = bodies.len() * SPANS_PER_REQUEST;
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let label = format!("~{:.0} B", bytes as f64 / spans as f64);
+    println!(
+        "sampler end to end ({}), {spans} spans of both sizes ({label} per span in requests), seed policies, 1 s wait",
+        broker.name()
+    );
+    println!(
+        "  the seed's policies keep {} of them (none failed or slow; the probabilistic hash, computed here)",
+        kept(bodies)
+    );
+    println!(
+        "{:<10} {:>14} {:>12} {:>15} {:>16} {:>15}  kept spans",
+        "path", "spans/s wall", "CPU-s / 1M", "spans / CPU-s", "idle subtracted", "B RSS per span"
+    );
+
+    // Tailgate, throughput.
+    let started = Instant::now();
+    let (sampler, metrics) = start_sampler(dir, broker, TAILGATE_TOPIC, "bench", "1s");
     let pid = sampler.0.id();
-    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
     let cpu = sampler_cpu_when_decided(pid, metrics, spans).await;
     let wall = started.elapsed().as_secs_f64();
     let idle_from = cpu_seconds(pid, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_per_second = (cpu_seconds(pid, &[]) - idle_from) / 3.0;
-    let busy = cpu - idle_per_second * wall;
-    let label = format!("~{:.0} B", bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans as f64);
+    let idle = (cpu_seconds(pid, &[]) - idle_from) / 3.0;
+    drop(sampler);
+    let kept = spans_written(&brokers, "bench_sampled");
+    let tailgate_memory = memory_per_span(dir, broker, spans, None).await;
+    sampler_row("tailgate", spans, wall, cpu, idle, tailgate_memory, kept);
+
+    let Some(otelcol) = otelcol else { return };
+    if let Broker::Tansu { .. } = broker {
+        println!("otelcol: not run on Tansu, which refuses its producing connections");
+        return;
+    }
+    let started = Instant::now();
+    let collector = start_collector_sampler(otelcol, dir, broker, TAILGATE_TOPIC, "otelcol-throughput", "1s");
+    let pid = collector.0.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !collector::group_caught_up(&brokers, "otelcol-throughput", TAILGATE_TOPIC, PARTITIONS) {
+        if Instant::now() > deadline {
+            println!("otelcol: its group did not reach the end of {TAILGATE_TOPIC} in 300 s");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its decisions come decision_wait after the last span, and its kept traces are written after that.
+    let (cpu, _) = cpu_when_quiet(pid, 0.02).await;
+    let wall = started.elapsed().as_secs_f64() - 1.0;
+    let idle_from = cpu_seconds(pid, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = (cpu_seconds(pid, &[]) - idle_from) / 3.0;
+    drop(collector);
+    let kept = spans_written(&brokers, "collector_sampled");
+    let log = std::fs::read_to_string(dir.join("otelcol-throughput.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("error")).take(3) {
+        println!("otelcol: {line}");
+    }
+    let collector_memory = memory_per_span(dir, broker, spans, Some(otelcol)).await;
+    sampler_row("otelcol", spans, wall, cpu, idle, collector_memory, kept);
+}
+
+/// The spans of `bodies` whose trace the probabilistic policy at 10% keeps.
+fn kept(bodies: &[Vec<u8>]) -> usize {
+    bodies
+        .iter()
+        .flat_map(|body| ExportTraceServiceRequest::decode(body.as_slice()).unwrap().resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .filter(|span| sampling::probabilistic_keeps(&span.trace_id, 10.0))
+        .count()
+}
+
+fn sampler_row(path: &str, spans: usize, wall: f64, cpu: f64, idle: f64, memory: Option<f64>, kept: usize) {
+    let spans = spans as f64;
+    let busy = cpu - idle * wall;
+    let memory = memory.map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
     println!(
-        "sampler end to end (MockCluster), {spans} spans of both sizes ({label} on average), seed policies, 1 s wait"
+        "{path:<10} {:>14.0} {:>12.2} {:>15.0} {:>16.0} {memory:>15}  {kept}",
+        spans / wall,
+        cpu / spans * 1e6,
+        spans / cpu,
+        spans / busy
     );
-    println!(
-        "  {:.2} CPU-s / 1M, {:.0} spans / CPU-s, {:.0} spans/s over {wall:.1} s; idle use ({idle_per_second:.3} \
-         CPU-s/s) subtracted: {:.2} CPU-s / 1M, {:.0} spans / CPU-s",
-        cpu / spans as f64 * 1e6,
-        spans as f64 / cpu,
-        spans as f64 / wall,
-        busy / spans as f64 * 1e6,
-        spans as f64 / busy,
-    );
+}
+
+/// Resident bytes per buffered span of Tailgate's sampler (`otelcol` `None`) or the Collector's: see
+/// [`sampler_backlog`]. `None` when the full run did not read everything.
+async fn memory_per_span(dir: &Path, broker: &Broker, spans: usize, otelcol: Option<&Path>) -> Option<f64> {
+    let brokers = broker.brokers();
+    let mut resident = Vec::new();
+    for topic in ["empty_spans", TAILGATE_TOPIC] {
+        let pid;
+        let mut gauge = None;
+        let _process = match otelcol {
+            None => {
+                let (process, metrics) = start_sampler(dir, broker, topic, "mem", "600s");
+                pid = process.0.id();
+                // Everything read: the group's lag is 0 and the spans sit in the buffer.
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while topic != "empty_spans"
+                    && !(counter(metrics, "tailgate_sampler_buffered_bytes").await > 0.0
+                        && counter(metrics, "tailgate_sampler_consumer_lag_records").await == 0.0)
+                {
+                    if Instant::now() > deadline {
+                        println!("tailgate: did not read all of {topic} in 300 s");
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                gauge = Some(metrics);
+                process
+            }
+            Some(binary) => {
+                let group = format!("otelcol-memory-{topic}");
+                let process = start_collector_sampler(binary, dir, broker, topic, &group, "600s");
+                pid = process.0.id();
+                let deadline = Instant::now() + Duration::from_secs(300);
+                while topic != "empty_spans" && !collector::group_caught_up(&brokers, &group, topic, PARTITIONS) {
+                    if Instant::now() > deadline {
+                        println!("otelcol: did not read all of {topic} in 300 s");
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                process
+            }
+        };
+        // Started (an empty topic: joined its group and idle) or done reading: quiet.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cpu_when_quiet(pid, 0.02).await;
+        resident.push(cpu::resident_bytes(pid) as f64);
+        if let (Some(metrics), TAILGATE_TOPIC) = (gauge, topic) {
+            let held = counter(metrics, "tailgate_sampler_buffered_bytes").await;
+            let traces = counter(metrics, "tailgate_sampler_buffered_traces").await;
+            println!("  tailgate holds {held:.0} B of encoded spans in {traces:.0} traces (its own gauges)");
+        }
+    }
+    Some((resident[1] - resident[0]) / spans as f64)
 }
 
 /// `tailgate resample` of a backlog, keeping every trace (`--to-sampled-topic`): read the range through a
@@ -462,10 +647,10 @@ async fn sampler_cpu_when_decided(pid: u32, metrics: std::net::SocketAddr, spans
     cpu_seconds(pid, &[])
 }
 
-async fn raw_path(brokers: &str, bodies: &[Vec<u8>]) -> (f64, f64) {
+async fn raw_path(broker: &Broker, bodies: &[Vec<u8>]) -> (f64, f64) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "false")
+        .set("bootstrap.servers", broker.brokers())
+        .set("enable.idempotence", broker.idempotent().to_string())
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
@@ -515,29 +700,33 @@ async fn main() {
         resample_backlog(&dir, &bodies).await;
         return;
     }
+    let broker = Broker::start(&dir);
+    let brokers = broker.brokers();
+    create_topics(&brokers).await;
+    let otelcol = collector::binary();
+    if otelcol.is_none() {
+        println!("collector: tests/collector/build.sh failed (Go and the module proxy needed); its rows are left out");
+    }
     if std::env::var("TAILGATE_BENCH").as_deref() == Ok("sampler") {
         // Only the sampler's part, e.g. to profile it.
         let bodies: Vec<Vec<u8>> = [225, 660].into_iter().flat_map(|size| requests(total, size)).collect();
-        sampler_backlog(&dir, &bodies).await;
+        let kafka = format!(
+            "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {TAILGATE_TOPIC} }}, {} }}\n",
+            broker.producer_yaml()
+        );
+        write_backlog(&dir, &kafka, &bodies).await;
+        sampler_backlog(&dir, &broker, &bodies, otelcol.as_deref()).await;
         return;
     }
-    let (kafka, grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port(), local::free_port());
-    let brokers = format!("127.0.0.1:{kafka}");
-    let _broker = start_tailgate(
-        &dir,
-        "broker",
-        format!("embedded_broker: {{ listen: '{brokers}', data_dir: '{}' }}\n", dir.join("data").display()),
-        kafka,
-    );
-    create_topics(&brokers).await;
+    let (grpc, http, metrics) = (local::free_port(), local::free_port(), local::free_port());
     let gateway = start_tailgate(
         &dir,
         "ingest",
         format!(
-            "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {TAILGATE_TOPIC} }}, \
-             producer: {{ idempotence: false }} }}\n\
+            "kafka: {{ brokers: '{brokers}', partitions: {PARTITIONS}, topics: {{ spans: {TAILGATE_TOPIC} }}, {} }}\n\
              ingest: {{ grpc: {{ endpoint: 127.0.0.1:{grpc} }}, http: {{ endpoint: 127.0.0.1:{http} }} }}\n\
-             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n"
+             telemetry: {{ metrics: {{ endpoint: 127.0.0.1:{metrics} }}, logs: {{ level: warn }} }}\n",
+            broker.producer_yaml()
         ),
         grpc,
     );
@@ -562,23 +751,26 @@ async fn main() {
     if rotel.is_none() {
         println!("rotel: not installed and could not be installed (pip install rotel); its rows are left out");
     }
-    let collectors: Vec<(&str, Process, u16, &str, bool)> = match collector_binary() {
+    // Not on Tansu: it closes the producing connections of the Collector's client (franz-go) during API version
+    // negotiation for as long as it runs; with its defaults the Collector answered success and wrote nothing.
+    let collectors: Vec<(&str, Process, u16, &str, bool)> = match &otelcol {
+        Some(_) if matches!(broker, Broker::Tansu { .. }) => {
+            println!(
+                "collector: not run on Tansu, which refuses its producing connections (README, Tansu's differences)"
+            );
+            Vec::new()
+        }
         Some(binary) => [
             ("collector", "bench-otlp-to-kafka.yaml", COLLECTOR_TOPIC, false),
             ("otelcol-default", "bench-otlp-to-kafka-defaults.yaml", COLLECTOR_DEFAULTS_TOPIC, true),
         ]
         .into_iter()
         .map(|(name, config, topic, queued)| {
-            let (process, port) = start_collector(&binary, &dir, config, &brokers, topic);
+            let (process, port) = start_collector(binary, &dir, config, &broker, topic);
             (name, process, port, topic, queued)
         })
         .collect(),
-        None => {
-            println!(
-                "collector: tests/collector/build.sh failed (Go and the module proxy needed); its rows are left out"
-            );
-            Vec::new()
-        }
+        None => Vec::new(),
     };
     let mut collector_sent = vec![0usize; collectors.len()];
 
@@ -596,7 +788,7 @@ async fn main() {
         let bodies = requests(total, span_bytes);
         let spans = (bodies.len() * SPANS_PER_REQUEST) as f64;
         let label = format!("~{:.0} B", bodies.iter().map(Vec::len).sum::<usize>() as f64 / spans);
-        let (raw_wall, raw_cpu) = raw_path(&brokers, &bodies).await;
+        let (raw_wall, raw_cpu) = raw_path(&broker, &bodies).await;
         row(&label, "raw", spans, raw_wall, raw_cpu, raw_cpu, "");
 
         let pid = gateway.0.id();
@@ -645,6 +837,7 @@ async fn main() {
         }
     }
     drop((gateway, rotel, collectors));
-    sampler_backlog(&dir, &all_bodies).await;
+    sampler_backlog(&dir, &broker, &all_bodies, otelcol.as_deref()).await;
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
