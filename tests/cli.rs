@@ -1,6 +1,5 @@
 //! The `tailgate` binary as an operator runs it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,16 +21,6 @@ const ACCEPTED: &str = "tailgate_ingest_items_accepted_total";
 const REJECTED: &str = "tailgate_ingest_items_rejected_total";
 const AUTH_FAILURES: &str = "tailgate_ingest_auth_failures_total";
 const HANDSHAKE_FAILURES: &str = "tailgate_tls_handshake_failures_total";
-
-/// The sum of the series of `family` in `series` (a `/metrics` page) that carry every one of `labels`
-/// (`signal="traces"`): a family's series are split by labels a test may not care about (`transport`, `reason`).
-fn total(series: &BTreeMap<String, f64>, family: &str, labels: &[&str]) -> f64 {
-    series
-        .iter()
-        .filter(|(name, _)| http::in_family(name, family) && labels.iter().all(|label| name.contains(label)))
-        .map(|(_, value)| value)
-        .sum()
-}
 
 /// Whether `addr` refuses connections: nothing listens there any more.
 async fn refuses_connections(addr: SocketAddr) -> bool {
@@ -351,25 +340,25 @@ async fn a_run_using_every_secret_never_shows_one() {
     plaintext.write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(15), plaintext.read_to_end(&mut Vec::new())).await;
     wait::until("the failed handshake is counted", Duration::from_secs(15), move || async move {
-        total(&http::metrics(telemetry).await, HANDSHAKE_FAILURES, &[]) > 0.0
+        http::total(&http::metrics(telemetry).await, HANDSHAKE_FAILURES, &[]) > 0.0
     })
     .await;
     // Exactly what this run did: one failed login (the wrong token, over HTTP), one failed handshake. The refused
     // request was turned away before its body was read, so the one log record received is the one accepted.
     let series = http::metrics(telemetry).await;
-    assert_eq!(total(&series, AUTH_FAILURES, &[]), 1.0, "one failed login in all:\n{series:#?}");
+    assert_eq!(http::total(&series, AUTH_FAILURES, &[]), 1.0, "one failed login in all:\n{series:#?}");
     assert_eq!(
-        total(&series, AUTH_FAILURES, &["transport=\"http\"", "reason=\"unknown_token\""]),
+        http::total(&series, AUTH_FAILURES, &["transport=\"http\"", "reason=\"unknown_token\""]),
         1.0,
         "the wrong HTTP token:\n{series:#?}"
     );
-    assert_eq!(total(&series, HANDSHAKE_FAILURES, &[]), 1.0, "one failed handshake in all:\n{series:#?}");
+    assert_eq!(http::total(&series, HANDSHAKE_FAILURES, &[]), 1.0, "one failed handshake in all:\n{series:#?}");
     assert_eq!(
-        total(&series, HANDSHAKE_FAILURES, &["listener=\"grpc\"", "reason=\"error\""]),
+        http::total(&series, HANDSHAKE_FAILURES, &["listener=\"grpc\"", "reason=\"error\""]),
         1.0,
         "the plaintext client on the gRPC port:\n{series:#?}"
     );
-    let log_records = |family| total(&series, family, &["signal=\"logs\""]);
+    let log_records = |family| http::total(&series, family, &["signal=\"logs\""]);
     assert_eq!(
         (log_records(RECEIVED), log_records(ACCEPTED), log_records(REJECTED)),
         (1.0, 1.0, 0.0),
@@ -456,7 +445,7 @@ async fn ingest_counts_every_item_received_as_accepted_or_rejected() {
         [("traces", 5.0, 2.0, 3.0), ("logs", 3.0, 2.0, 1.0), ("metrics", 2.0, 2.0, 0.0)]
     {
         let label = format!("signal=\"{signal}\"");
-        let count = |family| total(&series, family, &[label.as_str()]);
+        let count = |family| http::total(&series, family, &[label.as_str()]);
         assert_eq!(
             (count(RECEIVED), count(ACCEPTED), count(REJECTED)),
             (received, accepted, rejected),
@@ -465,13 +454,13 @@ async fn ingest_counts_every_item_received_as_accepted_or_rejected() {
         assert_eq!(count(RECEIVED), count(ACCEPTED) + count(REJECTED), "{signal}: received = accepted + rejected");
     }
     // Spans received by transport, rejected by reason: the sums above are of these.
-    let spans = |family, label| total(&series, family, &["signal=\"traces\"", label]);
+    let spans = |family, label| http::total(&series, family, &["signal=\"traces\"", label]);
     assert_eq!(spans(RECEIVED, "transport=\"http\""), 3.0, "spans received over HTTP:\n{series:#?}");
     assert_eq!(spans(RECEIVED, "transport=\"grpc\""), 2.0, "spans received over gRPC:\n{series:#?}");
     assert_eq!(spans(REJECTED, "reason=\"invalid_id\""), 2.0, "spans rejected for their IDs:\n{series:#?}");
     assert_eq!(spans(REJECTED, "reason=\"too_large\""), 1.0, "spans rejected as too large:\n{series:#?}");
     assert_eq!(
-        total(&series, REJECTED, &["signal=\"logs\"", "reason=\"invalid_id\""]),
+        http::total(&series, REJECTED, &["signal=\"logs\"", "reason=\"invalid_id\""]),
         1.0,
         "log records rejected for their IDs:\n{series:#?}"
     );

@@ -328,7 +328,7 @@ async fn measure_recovery(samplers: Vec<SocketAddr>, recovery: Arc<Mutex<Recover
 
 /// The sum of the series of `family` whose labels contain `labels` (`""`: every series).
 pub fn family_sum(page: &BTreeMap<String, f64>, family: &str, labels: &str) -> f64 {
-    page.iter().filter(|(series, _)| http::in_family(series, family) && series.contains(labels)).map(|(_, v)| v).sum()
+    http::total(page, family, &[labels])
 }
 
 /// `family_sum` over the pages of `addrs` now.

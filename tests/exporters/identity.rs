@@ -21,8 +21,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use rdkafka::message::Header;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::producer::FutureRecord;
 use tailgate_exporters::delivery::credentials::{BackendAuth, BasicAuth};
 use tailgate_exporters::jaeger::JaegerConfig;
 use tailgate_exporters::loki::LokiConfig;
@@ -40,7 +39,7 @@ use crate::harness::{self, eventually};
 /// Writes `value` to partition 0 of `topic` with the headers a gateway writes, as `tenant`'s record (`None`: the
 /// default tenant's, which carries no tenant header).
 async fn produce(kafka: &KafkaConfig, topic: &str, tenant: Option<&str>, value: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let mut owned = tailgate_kafka::contract_headers(headers::ENCODING_OTLP_PROTO);
     if let Some(tenant) = tenant {
         owned = owned.insert(Header { key: headers::TENANT, value: Some(tenant) });

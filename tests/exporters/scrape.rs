@@ -363,11 +363,10 @@ async fn the_endpoint_serves_only_scrapers_with_a_certificate_of_its_client_ca()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_look_back_lookup_reads_from_the_end_not_the_whole_retention() {
     use prost::Message as _;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    use rdkafka::ClientConfig;
+    use rdkafka::producer::FutureRecord;
     let mock = harness::mock_cluster();
     let kafka = harness::mock_kafka(&mock, 1);
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let write = |value: i64, time_ns: u64| {
         let (producer, topic) = (producer.clone(), kafka.topics.metrics.clone());
         async move {

@@ -137,6 +137,16 @@ pub async fn metrics(addr: SocketAddr) -> std::collections::BTreeMap<String, f64
         .collect()
 }
 
+/// The sum of the series of `family` in `series` (a `/metrics` page, as [`metrics`] reads it) that carry every one
+/// of `labels` (`signal="traces"`): a family's series are split by labels a test may not care about.
+pub fn total(series: &std::collections::BTreeMap<String, f64>, family: &str, labels: &[&str]) -> f64 {
+    series
+        .iter()
+        .filter(|(name, _)| in_family(name, family) && labels.iter().all(|label| name.contains(label)))
+        .map(|(_, value)| value)
+        .sum()
+}
+
 /// Whether `series` (`name{labels}` or `name`) is of metric `family`.
 pub fn in_family(series: &str, family: &str) -> bool {
     series.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))

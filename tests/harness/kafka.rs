@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer};
+use rdkafka::ClientConfig;
 use tailgate_kafka::{KafkaConfig, Topics};
 
 /// librdkafka's mock cluster, for fault injection.
@@ -23,6 +24,12 @@ pub fn mock_kafka(mock: &MockCluster<'static, DefaultProducerContext>, partition
         mock.create_topic(&tailgate_proto::headers::dead_letter_topic(topic), partitions as i32, 1).unwrap();
     }
     kafka
+}
+
+/// A producer with librdkafka's defaults, for a test that writes records of its own making (headers, keys,
+/// timestamps) straight to a topic.
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).create().expect("a producer for the test's records")
 }
 
 /// An ID no other test uses, for its topics and consumer groups.

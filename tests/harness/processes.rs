@@ -193,11 +193,17 @@ impl Drop for RssSampler {
 /// `VmHWM` of `pid` in KiB — the largest its RSS has been, as the kernel counts it, so no spike between two reads
 /// is missed; `None` for no process (0) or one that is gone.
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    memory_kib(pid, "VmHWM:")
+}
+
+/// A memory line of `/proc/<pid>/status` in KiB (`"VmRSS:"`, `"VmHWM:"`, the peak); `None` for no process (0) or
+/// one that is gone. The one reader of process memory the tests have.
+pub fn memory_kib(pid: u32, field: &str) -> Option<u64> {
     if pid == 0 {
         return None;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -74,9 +74,7 @@ async fn gateway() -> Gateway {
 
 /// `VmRSS` or `VmHWM` (the peak) of `pid`, in bytes.
 fn memory(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc"));
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    crate::harness::processes::memory_kib(pid, field).unwrap_or_else(|| panic!("no {field} of {pid} in /proc")) * 1024
 }
 
 /// A request of about `bytes` encoded bytes made of small spans with two attributes each (89 bytes on the wire,

@@ -1,12 +1,17 @@
 //! A listener holds at most `ingest.max_connections` connections open: past it, a new connection waits to be
-//! accepted until one closes, instead of costing the gateway a socket and protocol state each.
+//! accepted until one closes, instead of costing the gateway a socket and protocol state each. A gRPC connection
+//! carries at most `ingest.grpc.max_concurrent_streams` requests at once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::h2::{
+    Frame, DATA, END_STREAM, GOAWAY, H2, HEADERS, MAX_CONCURRENT_STREAMS, PING, REFUSED_STREAM, RST_STREAM,
+};
 use crate::harness::{self, http};
 
 /// A keep-alive connection that has been served once, and so was accepted; it stays open.
@@ -130,49 +135,6 @@ async fn one_host_cannot_take_every_slot() {
     gateway.stop().await;
 }
 
-/// An HTTP/2 connection opened by hand: the client preface and its empty SETTINGS, then frames read one by one
-/// (`(type, flags, payload)`), SETTINGS acknowledged, PINGs answered only when `answer_pings`.
-struct H2 {
-    stream: TcpStream,
-}
-
-impl H2 {
-    async fn open(addr: SocketAddr) -> H2 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
-        H2 { stream }
-    }
-
-    /// The next frame that is not SETTINGS or WINDOW_UPDATE, or `None` once the connection closed.
-    async fn frame(&mut self, answer_pings: bool) -> Option<(u8, u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let mut header = [0u8; 9];
-            self.stream.read_exact(&mut header).await.ok()?;
-            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-            let mut payload = vec![0; length];
-            self.stream.read_exact(&mut payload).await.ok()?;
-            let (kind, flags) = (header[3], header[4]);
-            if kind == 0x8 {
-                continue; // WINDOW_UPDATE
-            }
-            if kind == 0x4 {
-                if flags & 1 == 0 {
-                    self.stream.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.ok()?;
-                }
-                continue;
-            }
-            if kind == 0x6 && flags & 1 == 0 && answer_pings {
-                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
-                ack.extend_from_slice(&payload);
-                self.stream.write_all(&ack).await.ok()?;
-                continue;
-            }
-            return Some((kind, flags, payload));
-        }
-    }
-}
-
 /// `ingest.{grpc,http}.keepalive.server_parameters` as the Collector's: the gateway pings an HTTP/2 connection
 /// `time` after its last frame and closes it when the ping goes unanswered for `timeout`; a connection
 /// `max_connection_age` old is sent GOAWAY. Before these keys existed on the gRPC port, and before OTLP/HTTP was
@@ -192,11 +154,11 @@ async fn http2_pings_idle_connections_and_retires_old_ones() {
         let started = std::time::Instant::now();
         let ping = tokio::time::timeout(Duration::from_secs(10), h2.frame(false)).await;
         let ping = ping.unwrap_or_else(|_| panic!("{listener}: not pinged within 10 s"));
-        assert_eq!(ping.as_ref().map(|(kind, flags, _)| (*kind, *flags)), Some((0x6, 0)), "{listener}: {ping:?}");
+        assert_eq!(ping.as_ref().map(|f| (f.kind, f.flags)), Some((PING, 0)), "{listener}: {ping:?}");
         // Unanswered: the connection is closed (a GOAWAY may come first).
         let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some((kind, ..)) = h2.frame(false).await {
-                assert!(kind == 0x7 || kind == 0x6, "{listener}: frame {kind} after an unanswered ping");
+            while let Some(Frame { kind, .. }) = h2.frame(false).await {
+                assert!(kind == GOAWAY || kind == PING, "{listener}: frame {kind} after an unanswered ping");
             }
         })
         .await;
@@ -215,7 +177,7 @@ async fn http2_pings_idle_connections_and_retires_old_ones() {
         let started = std::time::Instant::now();
         let frame = tokio::time::timeout(Duration::from_secs(10), h2.frame(true)).await;
         let frame = frame.unwrap_or_else(|_| panic!("{listener}: no frame within 10 s"));
-        assert_eq!(frame.as_ref().map(|(kind, ..)| *kind), Some(0x7), "{listener}: GOAWAY at max age: {frame:?}");
+        assert_eq!(frame.as_ref().map(|f| f.kind), Some(GOAWAY), "{listener}: GOAWAY at max age: {frame:?}");
         let waited = started.elapsed();
         // OTLP/HTTP draws each connection's age within ±10% of it.
         assert!(waited >= Duration::from_millis(800), "{listener}: GOAWAY after {waited:?}, before the max age");
@@ -271,4 +233,119 @@ async fn headers_trickled_in_are_cut_off() {
     assert!(cut_off >= Duration::from_millis(900), "cut off after {cut_off:?}, before the timeout");
     assert!(cut_off < Duration::from_secs(5), "cut off after {cut_off:?}");
     gateway.stop().await;
+}
+
+/// A gRPC request on a raw HTTP/2 stream `id`: headers, then trace `n` (one span) as one gRPC message, ending the
+/// stream.
+async fn export_on_stream(h2: &mut H2, addr: SocketAddr, id: u32, n: u8) {
+    use prost::Message as _;
+    let authority = addr.to_string();
+    let headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+        (":authority", authority.as_str()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    h2.headers(id, &headers, false).await;
+    let span = opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![n; 16],
+        span_id: vec![n; 8],
+        name: "checkout".into(),
+        ..Default::default()
+    };
+    let message = harness::trace_request(vec![span]).encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    h2.data(id, &frame, true).await;
+}
+
+/// The kinds of the frames the server sends on each stream until each of `streams` ended (END_STREAM or
+/// RST_STREAM); panics if that takes more than `timeout` or the connection closes.
+async fn answers(h2: &mut H2, streams: &[u32], timeout: Duration) -> BTreeMap<u32, Vec<u8>> {
+    let mut answers: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let mut open: Vec<u32> = streams.to_vec();
+    let read = tokio::time::timeout(timeout, async {
+        while !open.is_empty() {
+            let frame = h2.frame(true).await.expect("the connection closed");
+            assert!(frame.kind != GOAWAY, "GOAWAY: {frame:?}");
+            answers.entry(frame.stream).or_default().push(frame.kind);
+            if frame.kind == RST_STREAM || frame.flags & END_STREAM != 0 {
+                open.retain(|id| *id != frame.stream);
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "not answered within {timeout:?}: {answers:?}");
+    answers
+}
+
+/// A gRPC connection carries at most `ingest.grpc.max_concurrent_streams` requests at once (README, 100 by
+/// default): the gateway advertises the bound in its SETTINGS, and a client that opens a stream past it, while the
+/// others wait on a Kafka that does not answer, has it refused (`RST_STREAM` `REFUSED_STREAM`: nothing of it was
+/// read, so a client may send it again). Once Kafka answers, the waiting requests are answered with their
+/// responses and a new stream on the same connection is served. Kafka holds exactly the requests answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_carries_at_most_max_concurrent_streams_requests() {
+    use std::collections::BTreeSet;
+
+    let mock = harness::mock_cluster();
+    let mut kafka = harness::mock_kafka(&mock, 1);
+    // Far longer than the test waits with Kafka down: the held requests are answered only once it is back.
+    kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(60);
+
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
+    let mut h2 = H2::open(gateway.grpc).await;
+    let settings = h2.settings().await;
+    assert!(settings.contains(&(MAX_CONCURRENT_STREAMS, 100)), "the default, 100, advertised: {settings:?}");
+    drop(h2);
+    gateway.stop().await;
+
+    let mut ingest = harness::ingest_config();
+    ingest.grpc.max_concurrent_streams = 2;
+    let gateway = harness::start_gateway(ingest, kafka.clone()).await;
+    let mut h2 = H2::open(gateway.grpc).await;
+    let settings = h2.settings().await;
+    assert!(settings.contains(&(MAX_CONCURRENT_STREAMS, 2)), "the configured bound advertised: {settings:?}");
+
+    mock.broker_down(1).unwrap();
+    for (id, n) in [(1, 1), (3, 2), (5, 3)] {
+        export_on_stream(&mut h2, gateway.grpc, id, n).await;
+    }
+    // The first answer while Kafka is down: the third stream refused, the two before it still waiting.
+    let first = tokio::time::timeout(Duration::from_secs(10), h2.frame(true)).await.expect("no answer within 10 s");
+    let first = first.expect("the connection closed");
+    assert_eq!(
+        (first.kind, first.stream, first.error_code()),
+        (RST_STREAM, 5, Some(REFUSED_STREAM)),
+        "the stream past the bound is refused, before anything else is answered: {first:?}"
+    );
+
+    mock.broker_up(1).unwrap();
+    // A response message (DATA) before the end: served. An error would be answered with trailers only.
+    let mut held = answers(&mut h2, &[1, 3], Duration::from_secs(45)).await;
+    // The refused stream's DATA, sent after its HEADERS, arrived on a stream already reset: reset again.
+    if let Some(again) = held.remove(&5) {
+        assert!(again.iter().all(|kind| *kind == RST_STREAM), "the refused stream was answered: {again:?}");
+    }
+    assert_eq!(held.keys().collect::<Vec<_>>(), [&1, &3], "{held:?}");
+    for id in [1, 3] {
+        assert_eq!(held[&id].first(), Some(&HEADERS), "stream {id}: {held:?}");
+        assert!(held[&id].contains(&DATA), "stream {id} was served once Kafka answered: {held:?}");
+    }
+    export_on_stream(&mut h2, gateway.grpc, 7, 4).await;
+    let next = answers(&mut h2, &[7], Duration::from_secs(30)).await;
+    assert_eq!(next.keys().collect::<Vec<_>>(), [&7], "{next:?}");
+    assert!(next[&7].contains(&DATA), "a new stream is served once the others ended: {next:?}");
+    drop(h2);
+    gateway.stop().await;
+
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, 1, Duration::from_secs(20), |records| {
+        harness::topic::trace_ids(records).len() >= 3
+    });
+    let written: BTreeSet<Vec<u8>> = harness::topic::trace_ids(&records).into_iter().collect();
+    let expected: BTreeSet<Vec<u8>> = [1u8, 2, 4].into_iter().map(|n| vec![n; 16]).collect();
+    assert_eq!(written, expected, "exactly the requests answered are in Kafka, not the refused one");
 }

@@ -193,3 +193,69 @@ async fn a_topic_with_another_partition_count_fails_start_up() {
     let error = tailgate_ingest::Gateway::build(&harness::ingest_config(), &no_create).await.err().expect("refused");
     assert!(error.to_string().contains("does not exist and kafka.create_topics is false"), "{error}");
 }
+
+/// Kafka's producer queue full (`queue.buffering.max.messages`, here one record, while Kafka does not answer): a
+/// request whose record finds no room is answered at once, retryably and saying when to come back — gRPC
+/// `UNAVAILABLE` with `RetryInfo`, HTTP 503 with `Retry-After` (README, "What clients get") — while the request
+/// holding the queue still waits; never success while Kafka is down, nothing refused is written, and the gateway
+/// recovers once Kafka answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_is_answered_at_once_with_a_retry_delay() {
+    let mock = harness::mock_cluster();
+    let mut kafka = mock_kafka(&mock);
+    kafka.client.insert("queue.buffering.max.messages".to_owned(), "1".to_owned());
+    kafka.producer.delivery_timeout = tailgate_config::Duration::from_secs(5);
+    let gateway = harness::start_gateway(harness::ingest_config(), kafka).await;
+    let mut client = TraceServiceClient::connect(gateway.grpc_url()).await.unwrap();
+    // One span: one record, the most the queue holds.
+    client.export(spans(0, 1, 10)).await.expect("a record fits a queue Kafka empties");
+
+    mock.broker_down(1).unwrap();
+    // Two requests at once: whichever record reaches the queue second finds it full.
+    let export = |first: u64| {
+        let mut client = client.clone();
+        tokio::spawn(async move { (first, client.export(spans(first, 1, 10)).await) })
+    };
+    let (answered, holder) = match futures::future::select(export(10), export(20)).await {
+        futures::future::Either::Left((answered, holder)) | futures::future::Either::Right((answered, holder)) => {
+            (answered.unwrap(), holder)
+        }
+    };
+    let (busy, status) = answered;
+    let status = status.expect_err("a request was acknowledged while Kafka was down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("not keeping up"), "{}", status.message());
+    let retry = Status::decode(status.details()).unwrap().retry_delay();
+    assert_eq!(retry, Some(Duration::from_secs(1)), "RetryInfo says when to come back");
+    let response =
+        http::post(gateway.http, "/v1/traces", "application/x-protobuf", &spans(30, 1, 10).encode_to_vec()).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    // The state both answers are about: the other request's record still fills the queue, waiting on Kafka.
+    assert!(!holder.is_finished(), "the request holding the queue was answered before the full queue was");
+
+    let (held, answer) = holder.await.unwrap();
+    let status = answer.expect_err("a request was acknowledged while Kafka was down");
+    assert_eq!(status.code(), Code::Unavailable, "after the delivery timeout: {status:?}");
+    assert_eq!(gateway.budget.in_use(), 0, "failed requests return their share of the budget");
+    mock.broker_up(1).unwrap();
+    assert!(accepted_within_10s(&mut client, spans(40, 1, 10)).await, "the gateway recovers without a restart");
+
+    let kafka = &gateway.kafka;
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, PARTITIONS, Duration::from_secs(20), |r| {
+        span_ids(r).contains(&41u64.to_be_bytes().to_vec())
+    });
+    let mut ids: Vec<u64> =
+        span_ids(&records).iter().map(|id| u64::from_be_bytes(id[..].try_into().unwrap())).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids,
+        [1, 41],
+        "only acknowledged requests are in Kafka: not the one refused for a full queue (span {}), nor over HTTP \
+         (31), nor the one that held the queue until its delivery timeout ({})",
+        busy + 1,
+        held + 1
+    );
+    gateway.stop().await;
+}

@@ -5,6 +5,7 @@ mod bounds;
 mod connections;
 mod e2e;
 mod faults;
+mod h2;
 mod redaction;
 mod security;
 mod status;

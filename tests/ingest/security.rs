@@ -416,3 +416,119 @@ async fn the_python_sdk_sends_over_mtls_with_a_bearer_token() {
     assert!(records.iter().all(|r| r.header(headers::TENANT).as_deref() == Some("payments")));
     gateway.stop().await;
 }
+
+/// `client_ca_file` rotates as the server's files do (SECURITY.md, "Rotating certificates and tokens"), on the
+/// binary as an operator runs it: a client of the new CA is refused until the gateway has read the new file and
+/// served after, a client of the old CA served before and refused after. A file that does not load (not PEM), then
+/// one that cannot be read (deleted), each keeps the CA loaded before and is counted once as
+/// `tailgate_tls_reloads_total{outcome="failure"}`; a good file after them loads again. Every refused handshake is
+/// counted in `tailgate_tls_handshake_failures_total`, and Kafka holds exactly the requests that were served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_ca_is_followed_and_a_failed_reload_keeps_the_one_before() {
+    use crate::harness::processes::{local_addr, Process, Ready};
+    const RELOADS: &str = "tailgate_tls_reloads_total";
+    const HANDSHAKE_FAILURES: &str = "tailgate_tls_handshake_failures_total";
+
+    let pki = Pki::new("client-ca-rotation");
+    let (ca, next_ca) = (pki.ca("ca"), pki.ca("next-ca"));
+    let server = pki.leaf(&ca, "server");
+    let old_client = certs::client_config(&ca.cert, Some(&pki.leaf(&ca, "old-client")));
+    let new_client = certs::client_config(&ca.cert, Some(&pki.leaf(&next_ca, "new-client")));
+    // Replaced as SECURITY.md says to: written beside it, renamed over it.
+    let clients = pki.dir.join("clients.pem");
+    let replace = |content: &[u8]| {
+        let next = pki.dir.join("clients.pem.next");
+        std::fs::write(&next, content).unwrap();
+        std::fs::rename(&next, &clients).unwrap();
+    };
+    let (old_pem, new_pem) = (std::fs::read(&ca.cert).unwrap(), std::fs::read(&next_ca.cert).unwrap());
+    replace(&old_pem);
+
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    let (addr, telemetry) = (local_addr(), local_addr());
+    let config = format!(
+        "{}ingest:\n  grpc: {{ endpoint: '{}' }}\n  http:\n    endpoint: '{addr}'\n    tls: {{ cert_file: '{}', \
+         key_file: '{}', client_ca_file: '{}', reload_interval: 100ms }}\ntelemetry: {{ metrics: {{ endpoint: \
+         '{telemetry}' }} }}\n",
+        harness::kafka::kafka_yaml(&kafka),
+        local_addr(),
+        server.cert.display(),
+        server.key.display(),
+        clients.display(),
+    );
+    let mut gateway = Process::new(&pki.dir, "ingest", "ingest", &config, Ready::Health(telemetry));
+    gateway.start().await;
+    let send = |tls: &Arc<rustls::ClientConfig>, n: u64| {
+        let tls = Arc::clone(tls);
+        async move {
+            let headers = [("Content-Type", PROTOBUF)];
+            http::tls_request(addr, tls, "POST", "/v1/traces", &headers, &one_span(n, 0).encode_to_vec()).await
+        }
+    };
+    let served = |result: std::io::Result<http::Response>, what: &str| {
+        assert_eq!(result.unwrap_or_else(|e| panic!("{what}: {e}")).status, 200, "{what}");
+    };
+    let unknown_ca = |result: std::io::Result<http::Response>, what: &str| {
+        let refused = tls_refusal(result);
+        assert!(
+            matches!(refused, rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA)),
+            "{what}: {refused:?}"
+        );
+    };
+    let reloads = |outcome: &'static str, count: f64| async move {
+        let label = format!("outcome=\"{outcome}\"");
+        crate::harness::wait::until(
+            &format!("{count} {outcome} reloads of the client CA"),
+            Duration::from_secs(10),
+            || {
+                let label = label.clone();
+                async move { http::total(&http::metrics(telemetry).await, RELOADS, &[&label]) >= count }
+            },
+        )
+        .await;
+    };
+
+    served(send(&old_client, 1).await, "a client of the CA");
+    unknown_ca(send(&new_client, 2).await, "a client of the next CA, before the rotation");
+
+    replace(&new_pem);
+    reloads("success", 1.0).await;
+    served(send(&new_client, 3).await, "a client of the next CA, after the rotation");
+    unknown_ca(send(&old_client, 4).await, "a client of the old CA, after the rotation");
+
+    // Not PEM: refused at once, the next CA kept.
+    replace(b"-----BEGIN CERTIFICATE-----\nnot base64\n");
+    reloads("failure", 1.0).await;
+    served(send(&new_client, 5).await, "a client of the next CA, after a broken file");
+    unknown_ca(send(&old_client, 6).await, "a client of the old CA, after a broken file");
+
+    // Gone: refused at the second read that misses it, the next CA kept.
+    std::fs::remove_file(&clients).unwrap();
+    reloads("failure", 2.0).await;
+    served(send(&new_client, 7).await, "a client of the next CA, after the file was deleted");
+    unknown_ca(send(&old_client, 8).await, "a client of the old CA, after the file was deleted");
+
+    // Both CAs: loaded, both served.
+    replace(&[old_pem.as_slice(), new_pem.as_slice()].concat());
+    reloads("success", 2.0).await;
+    served(send(&old_client, 9).await, "a client of the old CA, trusted again");
+    served(send(&new_client, 10).await, "a client of the next CA, still trusted");
+
+    // Four refused handshakes, each counted once the server closed it.
+    let listener = "listener=\"http\"";
+    crate::harness::wait::until("four failed handshakes counted", Duration::from_secs(10), || async move {
+        http::total(&http::metrics(telemetry).await, HANDSHAKE_FAILURES, &[listener]) >= 4.0
+    })
+    .await;
+    let series = http::metrics(telemetry).await;
+    assert_eq!(http::total(&series, HANDSHAKE_FAILURES, &[]), 4.0, "the four refused clients:\n{series:#?}");
+    let reloads = |outcome: &str| http::total(&series, RELOADS, &[listener, &format!("outcome=\"{outcome}\"")]);
+    assert_eq!((reloads("success"), reloads("failure")), (2.0, 2.0), "reloads counted, each once:\n{series:#?}");
+    assert_eq!(gateway.stop().map(|status| status.success()), Some(true), "the gateway stops cleanly");
+
+    let records = harness::read_topic(&kafka.brokers, &kafka.topics.spans, 1, Duration::from_secs(20), |records| {
+        tenants_by_trace(records).len() >= 6
+    });
+    let traces: Vec<u64> = tenants_by_trace(&records).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(traces, [1, 3, 5, 7, 9, 10], "exactly the requests of trusted clients were written");
+}

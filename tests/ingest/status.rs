@@ -276,3 +276,100 @@ async fn cors_allows_only_configured_origins() {
     assert_eq!(other.header("access-control-allow-origin"), None);
     gateway.stop().await;
 }
+
+/// A body that has not arrived whole when `ingest.read_timeout` passes is refused then: gRPC `DEADLINE_EXCEEDED`,
+/// HTTP 408 (README, "What clients get"). Each request here sends its headers and half its body, and keeps the
+/// stream open. Their share of the budget is given back and nothing of them is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_read_timeout_is_refused() {
+    use futures::StreamExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tonic::codegen::Service as _;
+
+    const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut ingest = harness::ingest_config();
+    ingest.read_timeout = tailgate_config::Duration::from_secs(READ_TIMEOUT.as_secs());
+    let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    let gateway = harness::start_gateway(ingest, kafka.clone()).await;
+
+    // gRPC: a message prefix announcing the whole message, half of it, and then nothing.
+    let message = harness::trace_request(vec![valid(1)]).encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message[..message.len() / 2]);
+    let chunks = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(frame)))
+    })
+    .chain(futures::stream::pending());
+    let request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::StreamBody::new(chunks)))
+        .unwrap();
+    let mut channel = tonic::transport::Endpoint::from_shared(gateway.grpc_url()).unwrap().connect().await.unwrap();
+    futures::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), channel.call(request))
+        .await
+        .expect("a half-sent gRPC request was not answered within 10 s")
+        .unwrap();
+    let waited = started.elapsed();
+    let status = tonic::Status::from_header_map(response.headers()).expect("a trailers-only gRPC answer");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("did not arrive within"), "{}", status.message());
+    assert!(waited >= READ_TIMEOUT, "gRPC: refused after {waited:?}, before the read timeout");
+
+    // HTTP: a Content-Length of the whole body, half of it, and then nothing.
+    let body = harness::trace_request(vec![valid(2)]).encode_to_vec();
+    let mut tcp = tokio::net::TcpStream::connect(gateway.http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        gateway.http,
+        body.len()
+    );
+    // Before the first byte: the server's timer cannot have started earlier.
+    let started = std::time::Instant::now();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..body.len() / 2]).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(read.is_ok(), "a half-sent HTTP request was not answered within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(waited >= READ_TIMEOUT, "HTTP: refused after {waited:?}, before the read timeout");
+
+    let budget = gateway.budget.clone();
+    assert!(
+        harness::eventually(std::time::Duration::from_secs(5), || budget.in_use() == 0).await,
+        "refused requests return their share of the budget: {} bytes held",
+        budget.in_use()
+    );
+    // A whole request after them is written; nothing of theirs is.
+    let ok = http::post(
+        gateway.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        &harness::trace_request(vec![valid(3)]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let records =
+        harness::read_topic(&kafka.brokers, &kafka.topics.spans, 1, std::time::Duration::from_secs(20), |r| {
+            !harness::topic::trace_ids(r).is_empty()
+        });
+    let written: Vec<Vec<u8>> = harness::topic::trace_ids(&records).into_iter().collect();
+    assert_eq!(written, [vec![3; 16]], "only the whole request is in Kafka");
+    gateway.stop().await;
+}

@@ -98,7 +98,7 @@ async fn a_worker_loads_every_live_decision_from_a_compacted_and_expiring_topic(
     for result in admin.create_topics([&new], &AdminOptions::new()).await.unwrap() {
         result.unwrap();
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer = harness::kafka::producer(&brokers);
 
     // Old decisions; once they are older than the retention, a record on each partition rolls their segment, which
     // the cleaner then deletes. Nothing more is written meanwhile: a log always being cleaned is not deleted from.
@@ -213,7 +213,7 @@ async fn a_worker_loads_no_more_decisions_than_its_cache_holds() {
     let brokers = harness::apache_kafka();
     let kafka = harness::kafka_config(&brokers, PARTITIONS);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.decisions, &[])], Duration::from_secs(10)).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer = harness::kafka::producer(&brokers);
     write(&producer, &kafka.topics.decisions, 10_000..15_000, false).await;
 
     let config =

@@ -25,9 +25,8 @@ use crate::harness::certs::{Issued, Pki};
 use crate::harness::otlp::{logs_request, metrics_request_with, now_ns, service_resource};
 use crate::harness::{self, binary, eventually};
 
-/// The broker's side of TLS: its key and certificate in one PEM file, and the CA it trusts for clients.
-fn broker_tls(pki: &Pki, ca: &Issued, client_auth: bool) -> Vec<(String, String)> {
-    let broker = pki.leaf(ca, "broker");
+/// The broker's side of TLS: its key and certificate (`broker`) in one PEM file, and the CA it trusts for clients.
+fn broker_tls(pki: &Pki, ca: &Issued, broker: &Issued, client_auth: bool) -> Vec<(String, String)> {
     let keystore = pki.dir.join("broker-keystore.pem");
     let pem = [std::fs::read_to_string(&broker.key).unwrap(), std::fs::read_to_string(&broker.cert).unwrap()].concat();
     std::fs::write(&keystore, pem).unwrap();
@@ -80,7 +79,7 @@ async fn probe(kafka: &KafkaConfig) -> Result<(), String> {
 async fn every_role_reaches_kafka_over_mutual_tls() {
     let pki = Pki::new("kafka-mtls");
     let ca = pki.ca("ca");
-    let properties = broker_tls(&pki, &ca, true);
+    let properties = broker_tls(&pki, &ca, &pki.leaf(&ca, "broker"), true);
     let cluster = tokio::task::block_in_place(|| {
         Cluster::start(Options {
             client_protocol: "SSL",
@@ -130,6 +129,86 @@ async fn every_role_reaches_kafka_over_mutual_tls() {
     pipeline_delivers(&kafka).await;
 }
 
+/// The brokers' names are checked against their certificates (SECURITY.md, "Kafka: TLS and SASL"): a broker whose
+/// certificate, signed by the trusted CA, is for another name is refused — by the admin client every role starts
+/// with, and by each role's binary, which exits saying why. The same client with only that check turned off
+/// (`ssl.endpoint.identification.algorithm=none`, which `validate` refuses in `kafka.client`) is let in: the name
+/// is what was refused, not the CA or the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_for_another_name_is_refused() {
+    let pki = Pki::new("kafka-host-name");
+    let ca = pki.ca("ca");
+    let broker = pki.leaf_for(&ca, "broker", "DNS:kafka.other.example");
+    let properties = broker_tls(&pki, &ca, &broker, false);
+    let cluster = tokio::task::block_in_place(|| {
+        Cluster::start(Options {
+            client_protocol: "SSL",
+            advertised_host: "localhost",
+            properties,
+            ..Options::default()
+        })
+    });
+    let tls = KafkaTls { ca_file: Some(ca.cert.clone()), ..KafkaTls::default() };
+    let kafka = secured(
+        &harness::kafka_config(&cluster.bootstrap(), 1),
+        SecurityConfig { protocol: Protocol::Ssl, sasl: None, tls: Some(tls) },
+    );
+    let mut problems = Problems::default();
+    kafka.validate("kafka", &mut problems);
+    assert!(problems.is_empty(), "{problems}");
+
+    let refused = probe(&kafka).await.expect_err("a broker certificate for another name was accepted");
+    assert!(refused.contains("certificate verify failed"), "refused in the TLS handshake: {refused}");
+
+    let mut unchecked = kafka.clone();
+    unchecked.client.insert("ssl.endpoint.identification.algorithm".into(), "none".into());
+    let mut problems = Problems::default();
+    unchecked.validate("kafka", &mut problems);
+    assert!(
+        problems.to_string().contains("kafka.client.ssl.endpoint.identification.algorithm"),
+        "validate refuses turning the check off: {problems}"
+    );
+    probe(&unchecked).await.expect("the same broker, certificate and CA without the host name check");
+
+    // Each role's binary, as an operator starts it: it must stop and say why, not wait for ever.
+    let yaml = harness::kafka::kafka_yaml(&kafka);
+    let roles = [
+        (
+            "ingest",
+            format!(
+                "ingest: {{ grpc: {{ endpoint: '127.0.0.1:{}' }}, http: {{ endpoint: '127.0.0.1:{}' }} }}\n",
+                harness::free_port(),
+                harness::free_port()
+            ),
+        ),
+        ("sampler", String::new()),
+        ("exporter", "exporters: { jaeger: { endpoint: 'http://127.0.0.1:1' } }\n".to_owned()),
+    ];
+    let runs: Vec<_> = roles
+        .into_iter()
+        .map(|(role, section)| {
+            let dir = harness::temp_dir(&format!("host-name-{role}"));
+            let path = dir.join("tailgate.yaml");
+            let telemetry = harness::free_port();
+            std::fs::write(
+                &path,
+                format!("{yaml}{section}telemetry: {{ metrics: {{ endpoint: '127.0.0.1:{telemetry}' }} }}\n"),
+            )
+            .unwrap();
+            tokio::task::spawn_blocking(move || {
+                let (status, stderr) = binary::run_until_exit(role, &path, Duration::from_secs(120));
+                (role, status, stderr)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (role, status, stderr) = run.await.unwrap();
+        let status = status.unwrap_or_else(|| panic!("`tailgate {role}` never exited: {stderr}"));
+        assert!(!status.success(), "`tailgate {role}` exited 0 against a broker of another name: {stderr}");
+        assert!(stderr.contains("certificate verify failed"), "`tailgate {role}` says why: {stderr}");
+    }
+}
+
 fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
     let path = dir.join(format!("{name}.password"));
     std::fs::write(&path, format!("{password}\n")).unwrap();
@@ -154,7 +233,7 @@ fn scram(user: &str, password: PathBuf, tls: &KafkaTls) -> SecurityConfig {
 async fn scram_over_tls_lets_the_right_password_in_and_each_role_reports_a_wrong_one() {
     let pki = Pki::new("kafka-scram");
     let ca = pki.ca("ca");
-    let mut properties = broker_tls(&pki, &ca, false);
+    let mut properties = broker_tls(&pki, &ca, &pki.leaf(&ca, "broker"), false);
     properties.push(("sasl.enabled.mechanisms".into(), "SCRAM-SHA-512".into()));
     properties.push((
         "listener.name.client.scram-sha-512.sasl.jaas.config".into(),

@@ -152,14 +152,13 @@ async fn replay_and_resample_select_by_log_append_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_retries_only_the_records_kafka_did_not_acknowledge() {
     use rdkafka::message::OwnedHeaders;
-    use rdkafka::producer::FutureProducer;
     use tailgate_kafka::{send_all, OutgoingRecord};
     use tokio_util::sync::CancellationToken;
 
     let brokers = harness::apache_kafka();
     let kafka = harness::kafka_config(&brokers, 1);
     create_topic(&brokers, &kafka.topics.spans, 1, &[]).await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer = harness::kafka::producer(&brokers);
     let record = |partition: i32, value: &[u8]| OutgoingRecord {
         topic: kafka.topics.spans.clone(),
         partition,

@@ -8,8 +8,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::producer::FutureRecord;
 use tailgate_proto::partition_for_key;
 use tailgate_sampler::SamplerConfig;
 
@@ -46,7 +45,7 @@ async fn a_record_from_the_future_does_not_decide_every_trace_at_once() {
     let gateway = harness::start_gateway(harness::ingest_config(), kafka.clone()).await;
 
     // One record per partition from another producer, timestamped an hour ahead.
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let hour_ahead = tailgate_kafka::now_ms() + 3_600_000;
     for partition in 0..PARTITIONS as i32 {
         let foreign = (1000..).map(trace_id).find(|id| partition_for_key(id, PARTITIONS) as i32 == partition);
@@ -89,7 +88,7 @@ async fn a_record_from_the_future_in_a_backlog_does_not_move_the_clock_past_it()
 async fn backlog_with_a_future_record() {
     let kafka = harness::kafka_config(&harness::apache_kafka(), PARTITIONS);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.spans, &[])], Duration::from_secs(10)).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let two_minutes_ago = tailgate_kafka::now_ms() - 120_000;
     let write = |request: ExportTraceServiceRequest, timestamp: i64| {
         let (producer, topic) = (producer.clone(), kafka.topics.spans.clone());

@@ -7,8 +7,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::producer::FutureRecord;
 use tailgate_proto::partition_for_key;
 use tailgate_sampler::SamplerConfig;
 
@@ -36,7 +35,7 @@ async fn spans_with_invalid_ids_are_counted_by_reason() {
         ..SamplerConfig::default()
     };
     let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let record = FutureRecord::to(&kafka.topics.spans)
         .partition(partition_for_key(&trace, 1) as i32)
         .key(&trace[..])
@@ -107,7 +106,7 @@ async fn error_trace_with_headers(headers: rdkafka::message::OwnedHeaders) -> (V
     .encode_to_vec();
     let config = SamplerConfig { decision_wait: tailgate_config::Duration::from_secs(1), ..SamplerConfig::default() };
     let sampler = harness::start_sampler(&config, &kafka, "tailgate-sampler").await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let record =
         FutureRecord::to(&kafka.topics.spans).partition(0).key(&trace[..]).payload(&value[..]).headers(headers);
     producer.send(record, Duration::from_secs(10)).await.expect("written");
