@@ -2,7 +2,8 @@
 //! back-off honours the backend; refusals and garbage go to the dead-letter topic; replay restores a lost range, and
 //! exits non-zero when the backend refuses what it replays.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,6 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use tailgate_exporters::jaeger::JaegerConfig;
 use tailgate_exporters::loki::LokiConfig;
 use tailgate_exporters::ExportersConfig;
@@ -20,7 +20,8 @@ use tailgate_proto::headers;
 
 use crate::harness::backends::{Answer, LokiReceiver, TraceReceiver, TraceRequest};
 use crate::harness::otlp::{self, logs_request};
-use crate::harness::{self, binary, eventually};
+use crate::harness::processes::{self, Process, Ready};
+use crate::harness::{self, binary, eventually, wait};
 
 fn line(n: u32) -> LogRecord {
     LogRecord {
@@ -42,6 +43,18 @@ fn lines(loki: &LokiReceiver) -> BTreeSet<String> {
     loki.entries().into_iter().map(|e| e.1).collect()
 }
 
+/// The span IDs Jaeger holds, as numbers, and how many copies of each.
+fn span_copies(jaeger: &TraceReceiver) -> BTreeMap<u64, usize> {
+    let mut copies = BTreeMap::new();
+    for (_, span) in &jaeger.traces.lock().unwrap().spans {
+        *copies.entry(u64::from_be_bytes(span.as_slice().try_into().unwrap())).or_insert(0) += 1;
+    }
+    copies
+}
+
+/// A Jaeger outage from the first record becomes lag, not loss, and does not slow Loki: while Jaeger refuses, its
+/// group commits nothing (its lag is every record); once Jaeger accepts, every span arrives, once. (A crash with
+/// offsets committed and a batch in flight: `an_exporter_killed_mid_batch_resumes_from_its_committed_offset`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
     let mut kafka = harness::kafka_config(&harness::apache_kafka(), 3);
@@ -60,7 +73,7 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
         loki: Some(loki_config(&loki)),
         ..Default::default()
     };
-    let first = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
+    let traces_exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
     let logs = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
 
     // Load while Jaeger is down: 40 requests of 50 spans, and a log line with each.
@@ -71,7 +84,7 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
         let spans: Vec<Span> = (0..50u32)
             .map(|s| {
                 let id = request * 50 + s;
-                sent.insert(id);
+                sent.insert(u64::from(id) + 1);
                 Span {
                     trace_id: (id as u128 + 1).to_be_bytes().to_vec(),
                     span_id: (id as u64 + 1).to_be_bytes().to_vec(),
@@ -88,36 +101,160 @@ async fn a_jaeger_outage_becomes_lag_not_loss_and_does_not_slow_loki() {
     assert!(eventually(Duration::from_secs(20), || lines(&loki).len() == 40).await, "Loki is not held up by Jaeger");
     assert_eq!(jaeger.span_count(), 0);
     // Each exporter joins its own group: Jaeger's may still be joining when Loki has everything.
-    assert!(eventually(Duration::from_secs(20), || first.health.down_since().is_some()).await, "the outage is visible");
-    assert!(first.health.retries.load(Ordering::SeqCst) > 0);
+    let down = eventually(Duration::from_secs(20), || traces_exporter.health.down_since().is_some()).await;
+    assert!(down, "the outage is visible");
+    // Lag, not loss: nothing it could not deliver is committed.
+    let group = kafka.consumer.exporter_group(tailgate_exporters::JAEGER);
+    let (brokers, topic) = (kafka.brokers.clone(), kafka.topics.spans.clone());
+    let records = harness::lag::records(&brokers, &topic, 3).expect("the broker answers");
+    assert_eq!(harness::lag::lag(&brokers, &group, &topic, 3), Some(records), "every record of the outage is lag");
 
-    // A restart during the outage: the new worker resumes from the committed offsets, which never passed
-    // undelivered records.
-    first.stop().await;
-    let second = harness::start_exporter(&exporters, &kafka, tailgate_exporters::JAEGER).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     jaeger.answer(Answer::Accept);
-    assert!(eventually(Duration::from_secs(30), || jaeger.span_count() >= 2000).await, "every span delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let received: Vec<u32> = jaeger
-        .traces
-        .lock()
-        .unwrap()
-        .spans
-        .iter()
-        .map(|(_, span)| u64::from_be_bytes(span.as_slice().try_into().unwrap()) as u32 - 1)
-        .collect();
-    let unique: BTreeSet<u32> = received.iter().copied().collect();
-    assert_eq!(unique, sent, "lost = 0");
-    let duplicates = received.len() - unique.len();
-    eprintln!("outage: {} spans, {duplicates} duplicates", unique.len());
-    // Nothing reached Jaeger before the restart, so nothing the new worker re-reads was delivered before.
-    assert_eq!(duplicates, 0, "duplicated");
-    assert!(eventually(Duration::from_secs(5), || second.health.down_since().is_none()).await);
+    let caught_up = eventually(Duration::from_secs(30), || harness::lag::lag(&brokers, &group, &topic, 3) == Some(0));
+    assert!(caught_up.await, "Jaeger's group committed every record");
+    let copies = span_copies(&jaeger);
+    let present: BTreeSet<u64> = copies.keys().copied().collect();
+    assert_eq!(present, sent, "lost = 0, unexpected = 0");
+    // Nothing reached Jaeger before the outage ended, and nothing was read twice: each span once.
+    let duplicated: usize = copies.values().map(|c| c - 1).sum();
+    eprintln!("outage: {} spans acknowledged, {} present, lost 0, duplicated {duplicated}", sent.len(), present.len());
+    assert_eq!(duplicated, 0, "duplicated");
+    assert!(eventually(Duration::from_secs(5), || traces_exporter.health.down_since().is_none()).await);
 
-    second.stop().await;
+    traces_exporter.stop().await;
     logs.stop().await;
     gateway.stop().await;
+}
+
+/// Records `records` of the topic's one partition, each a request of five spans (IDs `5r + 1 ..= 5r + 5`), as
+/// Kafka acknowledged them: the offset of each, and its span IDs.
+async fn produce_spans(producer: &FutureProducer, topic: &str, records: Range<u64>) -> Vec<(i64, Vec<u64>)> {
+    let mut acknowledged = Vec::new();
+    for r in records {
+        let ids: Vec<u64> = (r * 5 + 1..=r * 5 + 5).collect();
+        let spans = ids
+            .iter()
+            .map(|id| Span {
+                trace_id: u128::from(*id).to_be_bytes().to_vec(),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "checkout".into(),
+                ..Default::default()
+            })
+            .collect();
+        let value = prost::Message::encode_to_vec(&harness::trace_request(spans));
+        let record = FutureRecord::<(), _>::to(topic).partition(0).payload(&value);
+        let delivery = producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("acknowledged");
+        acknowledged.push((delivery.offset, ids));
+    }
+    acknowledged
+}
+
+/// The offset `group` has committed on `topic`'s one partition (its high watermark less its lag; nothing of the
+/// topic was deleted), `None` while the broker does not answer.
+fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    Some(harness::lag::records(brokers, topic, 1)? - harness::lag::lag(brokers, group, topic, 1)?)
+}
+
+/// The sum of every series of `family` served at `telemetry`.
+async fn served(telemetry: std::net::SocketAddr, family: &str) -> f64 {
+    harness::http::total(&harness::http::metrics(telemetry).await, family, &[])
+}
+
+/// The Jaeger exporter as a process, SIGKILLed with a batch in flight, after Jaeger had accepted the batches before
+/// it and the exporter had committed them. Restarted, it resumes from its committed offset: every span Kafka
+/// acknowledged reaches Jaeger (lost = 0, unexpected = 0), and only what lay above that offset can arrive twice —
+/// once more at most, and only if Jaeger had taken it before the kill: the README's "a crash re-delivers at most the
+/// unacknowledged batches".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_killed_mid_batch_resumes_from_its_committed_offset() {
+    let mut kafka = harness::kafka_config(&harness::apache_kafka(), 1);
+    // The dead member keeps the partition until its session expires: 6 s, not librdkafka's 45 s.
+    kafka.consumer.session_timeout = Some(tailgate_config::Duration::from_secs(6));
+    let topic = kafka.topics.sampled_spans.clone();
+    tailgate_kafka::ensure_topics(&kafka, &[(topic.as_str(), &[])], Duration::from_secs(30)).await.unwrap();
+    let jaeger = TraceReceiver::start().await;
+    let telemetry = processes::local_addr();
+    // Batches of two records; a request Jaeger does not answer times out after 1 s and is sent again.
+    let config = format!(
+        "{}exporters:\n  jaeger: {{ endpoint: '{}', timeout: 1s, batch: {{ max_items: 10, timeout: 100ms }}, \
+         retry_on_failure: {{ initial_interval: 100ms, max_interval: 500ms }} }}\n\
+         telemetry: {{ metrics: {{ endpoint: '{telemetry}' }} }}\n",
+        harness::kafka::kafka_yaml(&kafka),
+        jaeger.endpoint()
+    );
+    let dir = harness::temp_dir("exporter-kill");
+    let mut exporter = Process::new(&dir, "exporter", "exporter", &config, Ready::Health(telemetry));
+    exporter.start().await;
+    let producer = harness::kafka::producer(&kafka.brokers);
+    let group = kafka.consumer.exporter_group(tailgate_exporters::JAEGER);
+    let committed = || committed_offset(&kafka.brokers, &group, &topic);
+
+    // Jaeger accepts the first 20 records, and the exporter commits them.
+    let mut acknowledged = produce_spans(&producer, &topic, 0..20).await;
+    let done = eventually(Duration::from_secs(30), || jaeger.span_count() == 100 && committed() == Some(20)).await;
+    assert!(
+        done,
+        "the first 20 records delivered and committed: {} spans, offset {:?}",
+        jaeger.span_count(),
+        committed()
+    );
+
+    // Then Jaeger takes requests and answers none: the next batch is sent, times out, and is sent again.
+    jaeger.answer(Answer::Hang);
+    acknowledged.extend(produce_spans(&producer, &topic, 20..40).await);
+    wait::until("a batch in flight to the hanging Jaeger", Duration::from_secs(30), || async {
+        served(telemetry, "tailgate_exporter_retries_total").await >= 1.0
+    })
+    .await;
+    exporter.kill();
+    let at_kill = committed().expect("the broker answers");
+    assert_eq!(at_kill, 20, "the committed offset passed a record Jaeger had not accepted");
+    let before_restart = span_copies(&jaeger);
+
+    jaeger.answer(Answer::Accept);
+    exporter.start().await;
+    let done = eventually(Duration::from_secs(30), || span_copies(&jaeger).len() == 200 && committed() == Some(40));
+    assert!(
+        done.await,
+        "every record delivered and committed: {} spans, offset {:?}",
+        jaeger.span_count(),
+        committed()
+    );
+    exporter.stop();
+
+    // The ledger: what Kafka acknowledged against what Jaeger holds.
+    let copies = span_copies(&jaeger);
+    let sent: BTreeSet<u64> = acknowledged.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+    let present: BTreeSet<u64> = copies.keys().copied().collect();
+    let lost: Vec<u64> = sent.difference(&present).copied().collect();
+    let unexpected: Vec<u64> = present.difference(&sent).copied().collect();
+    let duplicated: usize = copies.values().map(|c| c - 1).sum();
+    // Re-read after the restart: the records at or above the committed offset; a span of them Jaeger had taken
+    // before the kill is there twice, any other once.
+    let mut beyond = Vec::new();
+    let mut expected_duplicates = 0;
+    for (offset, ids) in &acknowledged {
+        for id in ids {
+            let redelivered = *offset >= at_kill && before_restart.contains_key(id);
+            expected_duplicates += usize::from(redelivered);
+            if copies.get(id).copied().unwrap_or(0) > 1 + usize::from(redelivered) {
+                beyond.push((*offset, *id, copies[id]));
+            }
+        }
+    }
+    eprintln!(
+        "exporter SIGKILLed mid-batch: {} spans acknowledged, {} present, lost {}, duplicated {duplicated} (at most \
+         the {} spans above the committed offset {at_kill}), unexpected {}",
+        sent.len(),
+        present.len(),
+        lost.len(),
+        acknowledged.iter().filter(|(o, _)| *o >= at_kill).map(|(_, ids)| ids.len()).sum::<usize>(),
+        unexpected.len()
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");
+    assert!(beyond.is_empty(), "copies beyond the re-read records', (offset, span, copies): {beyond:?}");
+    assert_eq!(duplicated, expected_duplicates, "duplicates other than the re-read spans Jaeger had taken");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +319,7 @@ async fn a_record_that_is_not_otlp_goes_to_the_dead_letter_topic_and_the_rest_is
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
     let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let good = prost::Message::encode_to_vec(&logs_request("cart", vec![line(7)]));
     for payload in [b"\xff\xff not protobuf".to_vec(), good] {
         producer
@@ -365,7 +502,7 @@ async fn a_record_stamped_ahead_does_not_end_a_replay_early() {
     use prost::Message as _;
     let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.logs, &[])], Duration::from_secs(30)).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     // Ten minutes ago: a range well in the past, the skewed record 50 minutes ahead of now.
     let base = tailgate_kafka::now_ms() - 600_000;
     let stamped = [
@@ -399,7 +536,7 @@ async fn a_replay_whose_records_the_backend_refuses_exits_non_zero() {
     use prost::Message as _;
     let kafka = harness::kafka_config(&harness::apache_kafka(), 1);
     tailgate_kafka::ensure_topics(&kafka, &[(&kafka.topics.logs, &[])], Duration::from_secs(30)).await.unwrap();
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     // Ten minutes ago, as above: a range that ended, so each partition ends where it stood when the replay started.
     let base = tailgate_kafka::now_ms() - 600_000;
     let values: Vec<Vec<u8>> = (0..5).map(|n| logs_request("checkout", vec![line(n)]).encode_to_vec()).collect();
@@ -507,7 +644,7 @@ async fn a_failed_commit_of_a_quiet_partition_is_sent_again() {
     let loki = LokiReceiver::start().await;
     let exporters = ExportersConfig { loki: Some(loki_config(&loki)), ..Default::default() };
     let exporter = harness::start_exporter(&exporters, &kafka, tailgate_exporters::LOKI).await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create().unwrap();
+    let producer = harness::kafka::producer(&kafka.brokers);
     let group = kafka.consumer.exporter_group(tailgate_exporters::LOKI);
     let lag = |kafka: &tailgate_kafka::KafkaConfig| {
         let (brokers, group, topic) = (kafka.brokers.clone(), group.clone(), kafka.topics.logs.clone());
