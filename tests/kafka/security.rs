@@ -171,7 +171,21 @@ async fn a_broker_certificate_for_another_name_is_refused() {
     probe(&unchecked).await.expect("the same broker, certificate and CA without the host name check");
 
     // Each role's binary, as an operator starts it: it must stop and say why, not wait for ever.
-    let yaml = harness::kafka::kafka_yaml(&kafka);
+    for (role, status, stderr) in each_role_until_exit(&kafka, "host-name", Duration::from_secs(120)).await {
+        let status = status.unwrap_or_else(|| panic!("`tailgate {role}` never exited: {stderr}"));
+        assert!(!status.success(), "`tailgate {role}` exited 0 against a broker of another name: {stderr}");
+        assert!(stderr.contains("certificate verify failed"), "`tailgate {role}` says why: {stderr}");
+    }
+}
+
+/// Every role's binary on `kafka`, started together, each run until it exits by itself or `timeout` passes: its
+/// name, exit status (`None`: still running at the timeout, then killed) and standard error.
+async fn each_role_until_exit(
+    kafka: &KafkaConfig,
+    test: &str,
+    timeout: Duration,
+) -> Vec<(&'static str, Option<std::process::ExitStatus>, String)> {
+    let yaml = harness::kafka::kafka_yaml(kafka);
     let roles = [
         (
             "ingest",
@@ -187,7 +201,7 @@ async fn a_broker_certificate_for_another_name_is_refused() {
     let runs: Vec<_> = roles
         .into_iter()
         .map(|(role, section)| {
-            let dir = harness::temp_dir(&format!("host-name-{role}"));
+            let dir = harness::temp_dir(&format!("{test}-{role}"));
             let path = dir.join("tailgate.yaml");
             let telemetry = harness::free_port();
             std::fs::write(
@@ -196,17 +210,16 @@ async fn a_broker_certificate_for_another_name_is_refused() {
             )
             .unwrap();
             tokio::task::spawn_blocking(move || {
-                let (status, stderr) = binary::run_until_exit(role, &path, Duration::from_secs(120));
+                let (status, stderr) = binary::run_until_exit(role, &path, timeout);
                 (role, status, stderr)
             })
         })
         .collect();
+    let mut out = Vec::new();
     for run in runs {
-        let (role, status, stderr) = run.await.unwrap();
-        let status = status.unwrap_or_else(|| panic!("`tailgate {role}` never exited: {stderr}"));
-        assert!(!status.success(), "`tailgate {role}` exited 0 against a broker of another name: {stderr}");
-        assert!(stderr.contains("certificate verify failed"), "`tailgate {role}` says why: {stderr}");
+        out.push(run.await.unwrap());
     }
+    out
 }
 
 fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
@@ -259,38 +272,7 @@ async fn scram_over_tls_lets_the_right_password_in_and_each_role_reports_a_wrong
     assert!(refused.contains("uthentication"), "the error says authentication failed: {refused}");
 
     // Each role's binary, as an operator starts it: it must stop and say why, not wait for ever.
-    let yaml = harness::kafka::kafka_yaml(&wrong);
-    let roles = [
-        (
-            "ingest",
-            format!(
-                "ingest: {{ grpc: {{ endpoint: '127.0.0.1:{}' }}, http: {{ endpoint: '127.0.0.1:{}' }} }}\n",
-                harness::free_port(),
-                harness::free_port()
-            ),
-        ),
-        ("sampler", String::new()),
-        ("exporter", "exporters: { jaeger: { endpoint: 'http://127.0.0.1:1' } }\n".to_owned()),
-    ];
-    let runs: Vec<_> = roles
-        .into_iter()
-        .map(|(role, section)| {
-            let dir = harness::temp_dir(&format!("scram-{role}"));
-            let path = dir.join("tailgate.yaml");
-            let telemetry = harness::free_port();
-            std::fs::write(
-                &path,
-                format!("{yaml}{section}telemetry: {{ metrics: {{ endpoint: '127.0.0.1:{telemetry}' }} }}\n"),
-            )
-            .unwrap();
-            tokio::task::spawn_blocking(move || {
-                let (status, stderr) = binary::run_until_exit(role, &path, Duration::from_secs(90));
-                (role, status, stderr)
-            })
-        })
-        .collect();
-    for run in runs {
-        let (role, status, stderr) = run.await.unwrap();
+    for (role, status, stderr) in each_role_until_exit(&wrong, "scram", Duration::from_secs(90)).await {
         let status = status.unwrap_or_else(|| panic!("`tailgate {role}` with a wrong password never exited: {stderr}"));
         assert!(!status.success(), "`tailgate {role}` with a wrong password exited 0: {stderr}");
         assert!(stderr.contains("uthentication"), "`tailgate {role}` says authentication failed: {stderr}");
